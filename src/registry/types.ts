@@ -1,0 +1,71 @@
+/**
+ * The registry boundary: what the controller hands to a backend and what it reads back.
+ *
+ * Everything above this file (plan, controller) speaks only these types; etcd, Consul and the
+ * in-memory test registry sit below it.
+ */
+
+/** Who wrote an entry: the cluster and the ServiceInstance that vouch for it. */
+export interface Owner {
+  /** Cluster id: the UID of namespace kube-system unless overridden by flag. */
+  readonly clusterId: string;
+  /** Kubernetes namespace of the owning ServiceInstance. */
+  readonly namespace: string;
+  /** Name of the owning ServiceInstance. */
+  readonly name: string;
+}
+
+/** One endpoint as the operator wants it registered (or as it was read back from a registry). */
+export interface Endpoint {
+  /** Service name in the registry (ServiceInstance spec.service). */
+  readonly service: string;
+  /** Stable, deterministic id of the instance within its service: `<address>:<port>`. */
+  readonly instanceId: string;
+  /** IP literal or host name. */
+  readonly address: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly tags: Readonly<Record<string, string>>;
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Where the endpoint came from, e.g. `pod/prod/user-7d9c` or `static/prod/user-service/0`. */
+  readonly source: string;
+}
+
+/** An endpoint placed in one registry namespace, with its owner. */
+export interface RegistryEntry {
+  /** Registry-side namespace: the Registry's `namespace` template applied to the k8s namespace. */
+  readonly registryNamespace: string;
+  /** Kubernetes namespace the entry comes from (the owner's namespace). */
+  readonly k8sNamespace: string;
+  readonly owner: Owner;
+  readonly endpoint: Endpoint;
+}
+
+/** The plan's output: plain data, applied by a backend in one batch where it can. */
+export interface Changes {
+  readonly create: readonly RegistryEntry[];
+  /** Entries as they are now; `updateNew[i]` replaces `updateOld[i]`. */
+  readonly updateOld: readonly RegistryEntry[];
+  readonly updateNew: readonly RegistryEntry[];
+  readonly delete: readonly RegistryEntry[];
+}
+
+/** What one reconcile of one ServiceInstance touches in one registry: a service in a namespace. */
+export interface Scope {
+  readonly registryNamespace: string;
+  readonly service: string;
+}
+
+/**
+ * A registry backend. Implementations hide their client behind a small private interface, put a
+ * timeout on every call, and keep the liveness of what they wrote (etcd lease, Consul TTL check)
+ * going until `close()`; `close()` never revokes, so entries survive an operator restart.
+ */
+export interface Registry {
+  /** Every entry found under the scope, whoever owns it; entries that cannot be parsed are skipped. */
+  records(scope: Scope): Promise<RegistryEntry[]>;
+  /** Applies the changes; either all of a batch lands or an error is thrown and the caller retries. */
+  applyChanges(changes: Changes): Promise<void>;
+  /** Stops keepalives and closes connections without revoking leases or deregistering. */
+  close(): Promise<void>;
+}
