@@ -1,0 +1,176 @@
+/**
+ * A keyed, de-duplicating work queue on p-queue, with controller-runtime's semantics:
+ * a key waiting in the queue is queued once however often it is added; a key is never processed
+ * twice at once (adding it while it runs marks it dirty and it runs again afterwards); failures
+ * requeue with per-key exponential backoff and jitter; a global bound limits concurrency.
+ */
+import PQueue from 'p-queue';
+
+/** What a handler asks for next. */
+export type ReconcileResult = { readonly requeueAfterMs?: number } | undefined;
+
+/** An error that retrying cannot fix (bad input): logged, never retried. */
+export class TerminalError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TerminalError';
+  }
+}
+
+/** Clock and timers, injected so tests control time. */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** The real clock. */
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+/** Observers for metrics; every field optional. */
+export interface QueueObserver {
+  depth?(depth: number): void;
+  /** Time from the first add of a key until a worker picked it up. */
+  latency?(ms: number): void;
+  processed?(key: string, outcome: 'success' | 'requeue' | 'error' | 'terminal', durationMs: number): void;
+  error?(key: string, err: unknown, retryInMs: number | undefined): void;
+}
+
+/** Options of {@link WorkQueue}. */
+export interface WorkQueueOptions {
+  readonly concurrency: number;
+  readonly baseBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+  readonly clock?: Clock;
+  readonly observer?: QueueObserver;
+  /** Random source for jitter in [0, 1). */
+  readonly random?: () => number;
+}
+
+/** The keyed work queue. */
+export class WorkQueue {
+  readonly #handler: (key: string) => Promise<ReconcileResult>;
+  readonly #pq: PQueue;
+  readonly #queued = new Map<string, number>();
+  readonly #running = new Set<string>();
+  readonly #dirty = new Set<string>();
+  readonly #failures = new Map<string, number>();
+  readonly #timers = new Map<string, { handle: unknown; at: number }>();
+  readonly #clock: Clock;
+  readonly #observer: QueueObserver;
+  readonly #base: number;
+  readonly #max: number;
+  readonly #random: () => number;
+  #shutDown = false;
+
+  constructor(handler: (key: string) => Promise<ReconcileResult>, options: WorkQueueOptions) {
+    this.#handler = handler;
+    this.#pq = new PQueue({ concurrency: Math.max(1, options.concurrency) });
+    this.#clock = options.clock ?? systemClock;
+    this.#observer = options.observer ?? {};
+    this.#base = options.baseBackoffMs ?? 200;
+    this.#max = options.maxBackoffMs ?? 60_000;
+    this.#random = options.random ?? Math.random;
+  }
+
+  /** Keys waiting or running. */
+  get depth(): number {
+    return this.#queued.size + this.#running.size;
+  }
+
+  /** Adds a key now. Idempotent while the key waits; marks it dirty while it runs. */
+  add(key: string): void {
+    if (this.#shutDown) return;
+    const timer = this.#timers.get(key);
+    if (timer) {
+      this.#clock.clearTimeout(timer.handle);
+      this.#timers.delete(key);
+    }
+    if (this.#running.has(key)) {
+      this.#dirty.add(key);
+      return;
+    }
+    if (this.#queued.has(key)) return;
+    this.#queued.set(key, this.#clock.now());
+    this.#observer.depth?.(this.depth);
+    void this.#pq.add(() => this.#process(key));
+  }
+
+  /** Adds a key after a delay; an earlier pending add wins. */
+  addAfter(key: string, ms: number): void {
+    if (this.#shutDown) return;
+    if (ms <= 0) return this.add(key);
+    const at = this.#clock.now() + ms;
+    const existing = this.#timers.get(key);
+    if (existing && existing.at <= at) return;
+    if (existing) this.#clock.clearTimeout(existing.handle);
+    const handle = this.#clock.setTimeout(() => {
+      this.#timers.delete(key);
+      this.add(key);
+    }, ms);
+    this.#timers.set(key, { handle, at });
+  }
+
+  /** Forgets a key's failure history (its next failure starts from the base delay). */
+  forget(key: string): void {
+    this.#failures.delete(key);
+  }
+
+  /** Backoff for the n-th consecutive failure: base·2ⁿ capped, with ±20 % jitter. */
+  backoffMs(failures: number): number {
+    const raw = Math.min(this.#max, this.#base * 2 ** Math.max(0, failures - 1));
+    return Math.round(raw * (0.8 + 0.4 * this.#random()));
+  }
+
+  async #process(key: string): Promise<void> {
+    const enqueuedAt = this.#queued.get(key) ?? this.#clock.now();
+    this.#queued.delete(key);
+    if (this.#shutDown) return;
+    this.#running.add(key);
+    const started = this.#clock.now();
+    this.#observer.latency?.(started - enqueuedAt);
+    let retryIn: number | undefined;
+    try {
+      const result = await this.#handler(key);
+      this.#failures.delete(key);
+      if (result?.requeueAfterMs !== undefined) retryIn = result.requeueAfterMs;
+      this.#observer.processed?.(key, retryIn === undefined ? 'success' : 'requeue', this.#clock.now() - started);
+    } catch (err: unknown) {
+      if (err instanceof TerminalError) {
+        this.#failures.delete(key);
+        this.#observer.processed?.(key, 'terminal', this.#clock.now() - started);
+        this.#observer.error?.(key, err, undefined);
+      } else {
+        const n = (this.#failures.get(key) ?? 0) + 1;
+        this.#failures.set(key, n);
+        retryIn = this.backoffMs(n);
+        this.#observer.processed?.(key, 'error', this.#clock.now() - started);
+        this.#observer.error?.(key, err, retryIn);
+      }
+    } finally {
+      this.#running.delete(key);
+    }
+    if (this.#dirty.delete(key)) this.add(key);
+    else if (retryIn !== undefined) this.addAfter(key, retryIn);
+    this.#observer.depth?.(this.depth);
+  }
+
+  /** Resolves when nothing is queued or running (pending delayed adds do not count). */
+  async idle(): Promise<void> {
+    await this.#pq.onIdle();
+  }
+
+  /** Stops accepting work, cancels delayed adds and waits for running handlers to finish. */
+  async shutdown(): Promise<void> {
+    this.#shutDown = true;
+    for (const { handle } of this.#timers.values()) this.#clock.clearTimeout(handle);
+    this.#timers.clear();
+    this.#pq.clear();
+    this.#queued.clear();
+    await this.#pq.onIdle();
+  }
+}

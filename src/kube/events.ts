@@ -1,0 +1,102 @@
+/**
+ * Kubernetes events on our objects, core/v1 style so `kubectl describe` shows them. Repeats of the
+ * same event on the same object are folded into one with a count, as client-go's recorder does,
+ * so a retrying failure does not flood the API server.
+ */
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+/** The object an event is about. */
+export interface EventTarget {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly name: string;
+  /** Empty for cluster-scoped objects (their events go to namespace `default`). */
+  readonly namespace: string;
+  readonly uid?: string;
+  readonly resourceVersion?: string;
+}
+
+/** Records events. */
+export interface EventRecorder {
+  normal(target: EventTarget, reason: string, message: string): void;
+  warning(target: EventTarget, reason: string, message: string): void;
+}
+
+interface Folded {
+  readonly name: string;
+  readonly namespace: string;
+  count: number;
+  lastSent: number;
+}
+
+const COMPONENT = 'kube-registrar';
+/** Repeats within this window update the existing event instead of creating a new one. */
+const FOLD_WINDOW_MS = 10 * 60_000;
+const MAX_FOLDED = 4096;
+
+/** An {@link EventRecorder} writing to the API server; failures are logged, never thrown. */
+export class KubeEventRecorder implements EventRecorder {
+  readonly #core: CoreV1Api;
+  readonly #logger: Logger;
+  readonly #folded = new Map<string, Folded>();
+  readonly #pending = new Set<Promise<void>>();
+
+  constructor(kc: KubeConfig, logger: Logger) {
+    this.#core = kc.makeApiClient(CoreV1Api);
+    this.#logger = logger;
+  }
+
+  normal(target: EventTarget, reason: string, message: string): void {
+    this.#record(target, 'Normal', reason, message);
+  }
+
+  warning(target: EventTarget, reason: string, message: string): void {
+    this.#record(target, 'Warning', reason, message);
+  }
+
+  /** Waits for events in flight (for shutdown). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.#pending]);
+  }
+
+  #record(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    const p = this.#send(target, type, reason, message.slice(0, 1024)).catch((err: unknown) => {
+      this.#logger.warn({ err, reason, object: `${target.kind}/${target.namespace}/${target.name}` }, 'could not record event');
+    });
+    this.#pending.add(p);
+    void p.finally(() => this.#pending.delete(p));
+  }
+
+  async #send(target: EventTarget, type: string, reason: string, message: string): Promise<void> {
+    const namespace = target.namespace || 'default';
+    const foldKey = JSON.stringify([target.uid ?? `${target.kind}/${namespace}/${target.name}`, type, reason, message]);
+    const now = new Date();
+    const folded = this.#folded.get(foldKey);
+    if (folded && now.getTime() - folded.lastSent < FOLD_WINDOW_MS) {
+      folded.count++;
+      folded.lastSent = now.getTime();
+      await this.#core.patchNamespacedEvent(
+        { name: folded.name, namespace: folded.namespace, body: [{ op: 'replace', path: '/count', value: folded.count }, { op: 'replace', path: '/lastTimestamp', value: now.toISOString() }] },
+        setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
+      );
+      return;
+    }
+    const event: CoreV1Event = {
+      metadata: { generateName: `${target.name}.`, namespace },
+      involvedObject: { apiVersion: target.apiVersion, kind: target.kind, name: target.name, namespace: target.namespace || undefined, uid: target.uid, resourceVersion: target.resourceVersion },
+      reason,
+      message,
+      type,
+      source: { component: COMPONENT },
+      reportingComponent: COMPONENT,
+      reportingInstance: COMPONENT,
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    };
+    const created = await this.#core.createNamespacedEvent({ namespace, body: event });
+    if (this.#folded.size >= MAX_FOLDED) this.#folded.clear();
+    this.#folded.set(foldKey, { name: created.metadata?.name ?? '', namespace, count: 1, lastSent: now.getTime() });
+  }
+}

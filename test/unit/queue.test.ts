@@ -1,0 +1,176 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { TerminalError, WorkQueue, type Clock } from '../../src/controller/queue.ts';
+
+/** A clock whose timers fire only when the test advances time. */
+class FakeClock implements Clock {
+  #now = 0;
+  #timers: { at: number; fn: () => void; id: number }[] = [];
+  #next = 0;
+  now(): number {
+    return this.#now;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = this.#next++;
+    this.#timers.push({ at: this.#now + ms, fn, id });
+    return id;
+  }
+  clearTimeout(handle: unknown): void {
+    this.#timers = this.#timers.filter((t) => t.id !== handle);
+  }
+  advance(ms: number): void {
+    this.#now += ms;
+    const due = this.#timers.filter((t) => t.at <= this.#now);
+    this.#timers = this.#timers.filter((t) => t.at > this.#now);
+    for (const t of due) t.fn();
+  }
+  get pending(): number {
+    return this.#timers.length;
+  }
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+describe('WorkQueue', () => {
+  test('a key added many times while it waits is processed once', async () => {
+    const seen: string[] = [];
+    const gate = deferred();
+    const q = new WorkQueue(
+      async (k) => {
+        // The first key holds the only worker so that the others pile up waiting.
+        if (k === 'x') await gate.promise;
+        seen.push(k);
+        return undefined;
+      },
+      { concurrency: 1 },
+    );
+    q.add('x');
+    await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 5; i++) q.add('a');
+    q.add('b');
+    assert.equal(q.depth, 3, 'x runs; a and b wait once each');
+    gate.resolve();
+    await q.idle();
+    assert.deepEqual(seen, ['x', 'a', 'b']);
+  });
+
+  test('a key is never processed twice at once, and an add while it runs runs it again afterwards', async () => {
+    let active = 0;
+    let maxActive = 0;
+    let runs = 0;
+    const gate = deferred();
+    const q = new WorkQueue(
+      async () => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        runs++;
+        if (runs === 1) await gate.promise;
+        active--;
+        return undefined;
+      },
+      { concurrency: 4 },
+    );
+    q.add('k');
+    await Promise.resolve();
+    await new Promise((r) => setImmediate(r));
+    q.add('k');
+    q.add('k');
+    gate.resolve();
+    await new Promise((r) => setImmediate(r));
+    await q.idle();
+    await q.idle();
+    assert.equal(maxActive, 1, 'never two at once');
+    assert.equal(runs, 2, 'the adds during the run collapse into one rerun');
+  });
+
+  test('failures requeue with growing per-key backoff; success resets it', async () => {
+    const clock = new FakeClock();
+    const delays: (number | undefined)[] = [];
+    let failuresLeft = 3;
+    let calls = 0;
+    const q = new WorkQueue(
+      async () => {
+        calls++;
+        if (failuresLeft-- > 0) throw new Error('registry down');
+        return undefined;
+      },
+      { concurrency: 1, baseBackoffMs: 100, maxBackoffMs: 1000, clock, random: () => 0.5, observer: { error: (_k, _e, retry) => delays.push(retry) } },
+    );
+    q.add('k');
+    await q.idle();
+    for (let i = 0; i < 3; i++) {
+      clock.advance(10_000);
+      await q.idle();
+    }
+    assert.equal(calls, 4);
+    assert.deepEqual(delays, [100, 200, 400]);
+    assert.equal(clock.pending, 0, 'no retry is scheduled after success');
+  });
+
+  test('a terminal error is not retried', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const q = new WorkQueue(
+      async () => {
+        calls++;
+        throw new TerminalError('spec is invalid');
+      },
+      { concurrency: 1, clock },
+    );
+    q.add('k');
+    await q.idle();
+    clock.advance(1_000_000);
+    await q.idle();
+    assert.equal(calls, 1);
+    assert.equal(clock.pending, 0);
+  });
+
+  test('requeueAfter schedules the next run and an explicit add brings it forward', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const q = new WorkQueue(
+      async () => {
+        calls++;
+        return { requeueAfterMs: 60_000 };
+      },
+      { concurrency: 1, clock },
+    );
+    q.add('k');
+    await q.idle();
+    assert.equal(clock.pending, 1);
+    q.add('k');
+    await q.idle();
+    assert.equal(calls, 2, 'the add ran at once instead of waiting for the timer');
+    assert.equal(clock.pending, 1, 'the earlier timer was replaced, not doubled');
+    await q.shutdown();
+    assert.equal(clock.pending, 0, 'shutdown cancels delayed adds');
+  });
+
+  test('the concurrency bound holds across keys', async () => {
+    let active = 0;
+    let maxActive = 0;
+    const q = new WorkQueue(
+      async () => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await new Promise((r) => setImmediate(r));
+        active--;
+        return undefined;
+      },
+      { concurrency: 3 },
+    );
+    for (let i = 0; i < 20; i++) q.add(`k${i}`);
+    await q.idle();
+    assert.equal(maxActive, 3);
+  });
+
+  test('backoff is capped at the maximum', () => {
+    const q = new WorkQueue(async () => undefined, { concurrency: 1, baseBackoffMs: 100, maxBackoffMs: 1000, random: () => 0.5 });
+    assert.equal(q.backoffMs(1), 100);
+    assert.equal(q.backoffMs(20), 1000);
+  });
+});

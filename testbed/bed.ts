@@ -1,0 +1,295 @@
+/**
+ * The test bed: real servers on 127.0.0.1 with free ports and temporary data directories.
+ *
+ * - kube-apiserver the way envtest runs it: its own etcd, client-certificate admin kubeconfig,
+ *   RBAC authorization, service-account signing keys (so tokens can be minted for RBAC tests);
+ * - a separate etcd that plays the service registry;
+ * - a Consul dev agent (optionally with ACLs on).
+ *
+ * No kubelet, controller-manager or scheduler runs: tests set pod status through the status
+ * subresource, and namespaces are never finalized (use fresh names instead of deleting).
+ */
+import { randomUUID } from 'node:crypto';
+import { request } from 'node:https';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createPki, type Pki } from './pki.ts';
+import { freePort, httpOk, ManagedProcess } from './processes.ts';
+import { provision, type Toolchain } from './provision.ts';
+
+type Log = (line: string) => void;
+
+/** Options for {@link startBed}. */
+export interface BedOptions {
+  /** Turn Consul ACLs on (default deny) with a generated management token. */
+  readonly consulAcl?: boolean;
+  /** Keep the data directory after stop (for post-mortems). */
+  readonly keepData?: boolean;
+  readonly log?: Log;
+}
+
+/** Versions of the servers the bed started, as the servers themselves report them. */
+export interface BedVersions {
+  readonly kubernetes: string;
+  readonly etcd: string;
+  readonly consul: string;
+  readonly helm: string;
+}
+
+/** An etcd server of the bed that can be stopped and started again on the same port and data. */
+export class EtcdServer {
+  readonly name: string;
+  readonly clientUrl: string;
+  readonly #bin: string;
+  readonly #args: readonly string[];
+  readonly #logFile: string;
+  #process: ManagedProcess | undefined;
+
+  constructor(bin: string, name: string, dataDir: string, clientPort: number, peerPort: number, logFile: string) {
+    this.name = name;
+    this.#bin = bin;
+    this.#logFile = logFile;
+    this.clientUrl = `http://127.0.0.1:${clientPort}`;
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    this.#args = [
+      `--name=${name}`,
+      `--data-dir=${dataDir}`,
+      `--listen-client-urls=${this.clientUrl}`,
+      `--advertise-client-urls=${this.clientUrl}`,
+      `--listen-peer-urls=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      `--initial-cluster=${name}=${peerUrl}`,
+      '--initial-cluster-state=new',
+      '--log-level=warn',
+      '--logger=zap',
+    ];
+  }
+
+  /** Starts the server and waits until /health says so. */
+  async start(): Promise<void> {
+    if (this.#process?.running) return;
+    this.#process = new ManagedProcess(this.name, this.#bin, this.#args, this.#logFile, { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env['ETCD_UNSUPPORTED_ARCH'] ?? '' });
+    await this.#process.waitUntil('healthy', () => httpOk(`${this.clientUrl}/health`, { bodyIncludes: '"health":"true"' }), 30_000);
+  }
+
+  /** Stops the server gracefully. */
+  async stop(): Promise<void> {
+    await this.#process?.stop();
+  }
+
+  /** Kills the server as a crash would. */
+  async kill(): Promise<void> {
+    await this.#process?.kill();
+  }
+
+  /** Version reported by the server. */
+  async version(): Promise<string> {
+    const res = await fetch(`${this.clientUrl}/version`, { signal: AbortSignal.timeout(2000) });
+    const body = (await res.json()) as { etcdserver?: string };
+    return body.etcdserver ?? 'unknown';
+  }
+}
+
+/** A running bed. */
+export interface Bed {
+  readonly dir: string;
+  readonly kubeconfig: string;
+  readonly apiserverUrl: string;
+  readonly pki: Pki;
+  readonly registryEtcd: EtcdServer;
+  readonly apiserverEtcd: EtcdServer;
+  readonly consulAddr: string;
+  /** Consul management token when ACLs are on. */
+  readonly consulToken: string | undefined;
+  readonly toolchain: Toolchain;
+  readonly versions: BedVersions;
+  /** `KEY=value` environment a person or a test uses to reach the bed. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Restarts kube-apiserver on the same port and storage. */
+  restartApiserver(): Promise<void>;
+  /** Stops every server and removes the data directory. */
+  stop(): Promise<void>;
+}
+
+function apiserverGet(url: string, certs: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<{ status: number; body: string }> {
+  return new Promise((resolveGet, reject) => {
+    const req = request(url, { ca: certs.ca, cert: certs.cert, key: certs.key, timeout: 3000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolveGet({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout GET ${url}`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function kubeconfigYaml(server: string, pki: Pki): string {
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: testbed',
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority: ${pki.caCert}`,
+    'users:',
+    '- name: admin',
+    '  user:',
+    `    client-certificate: ${pki.adminCert}`,
+    `    client-key: ${pki.adminKey}`,
+    'contexts:',
+    '- name: testbed',
+    '  context: {cluster: testbed, user: admin}',
+    'current-context: testbed',
+    '',
+  ].join('\n');
+}
+
+/**
+ * Provisions the binaries (building them on the first run), starts every server and waits until
+ * each is healthy. On any failure it stops what it started before rethrowing.
+ */
+export async function startBed(options: BedOptions = {}): Promise<Bed> {
+  const log = options.log ?? ((l: string) => console.error(l));
+  const toolchain = await provision(log);
+  const dir = await mkdtemp(join(tmpdir(), 'kube-registrar-bed-'));
+  const logs = join(dir, 'logs');
+  await mkdir(logs, { recursive: true });
+  const started: { stop(): Promise<void> }[] = [];
+  const stopAll = async (): Promise<void> => {
+    for (const s of started.reverse()) await s.stop().catch(() => undefined);
+    started.length = 0;
+    if (!options.keepData) await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const pki = await createPki(toolchain.openssl, await mkdirp(join(dir, 'pki')));
+
+    const apiserverEtcd = new EtcdServer(toolchain.etcd, 'apiserver-etcd', join(dir, 'apiserver-etcd'), await freePort(), await freePort(), join(logs, 'apiserver-etcd.log'));
+    const registryEtcd = new EtcdServer(toolchain.etcd, 'registry-etcd', join(dir, 'registry-etcd'), await freePort(), await freePort(), join(logs, 'registry-etcd.log'));
+    started.push(apiserverEtcd, registryEtcd);
+    await Promise.all([apiserverEtcd.start(), registryEtcd.start()]);
+
+    const apiserverPort = await freePort();
+    const apiserverUrl = `https://127.0.0.1:${apiserverPort}`;
+    const apiserverArgs = [
+      `--etcd-servers=${apiserverEtcd.clientUrl}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${apiserverPort}`,
+      `--cert-dir=${join(dir, 'apiserver-certs')}`,
+      `--tls-cert-file=${pki.servingCert}`,
+      `--tls-private-key-file=${pki.servingKey}`,
+      `--client-ca-file=${pki.caCert}`,
+      '--authorization-mode=RBAC',
+      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+      `--service-account-key-file=${pki.serviceAccountPub}`,
+      `--service-account-signing-key-file=${pki.serviceAccountKey}`,
+      '--service-cluster-ip-range=10.0.0.0/24',
+      '--allow-privileged=true',
+      // No controller-manager creates default ServiceAccounts, so pods could not be admitted.
+      '--disable-admission-plugins=ServiceAccount',
+      '--profiling=false',
+      '--v=0',
+    ];
+    const certs = { ca: await readFile(pki.caCert), cert: await readFile(pki.adminCert), key: await readFile(pki.adminKey) };
+    let apiserver = new ManagedProcess('kube-apiserver', toolchain.kubeApiserver, apiserverArgs, join(logs, 'kube-apiserver.log'));
+    const apiserverHandle = { stop: () => apiserver.stop(10_000) };
+    started.push(apiserverHandle);
+    const waitApiserver = (): Promise<void> =>
+      apiserver.waitUntil('ready', async () => (await apiserverGet(`${apiserverUrl}/readyz`, certs)).status === 200, 120_000);
+    await waitApiserver();
+
+    const kubeconfig = join(dir, 'kubeconfig');
+    await writeFile(kubeconfig, kubeconfigYaml(apiserverUrl, pki), { mode: 0o600 });
+
+    const consulToken = options.consulAcl ? randomUUID() : undefined;
+    const consulPort = await freePort();
+    const consulAddr = `http://127.0.0.1:${consulPort}`;
+    const hcl = ['ports { grpc_tls = -1 }'];
+    if (consulToken) hcl.push(`acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${consulToken}" agent = "${consulToken}" } }`);
+    const consulArgs = [
+      'agent',
+      '-dev',
+      '-node=testbed',
+      '-bind=127.0.0.1',
+      '-client=127.0.0.1',
+      `-http-port=${consulPort}`,
+      '-dns-port=-1',
+      '-grpc-port=-1',
+      `-server-port=${await freePort()}`,
+      `-serf-lan-port=${await freePort()}`,
+      `-serf-wan-port=${await freePort()}`,
+      '-log-level=warn',
+      ...hcl.map((h) => `-hcl=${h}`),
+    ];
+    const consul = new ManagedProcess('consul', toolchain.consul, consulArgs, join(logs, 'consul.log'));
+    started.push(consul);
+    const consulHeaders: Record<string, string> = consulToken ? { 'X-Consul-Token': consulToken } : {};
+    await consul.waitUntil(
+      'ready',
+      async () => {
+        const res = await fetch(`${consulAddr}/v1/status/leader`, { signal: AbortSignal.timeout(2000) });
+        const leader = (await res.json()) as string;
+        if (!leader) return false;
+        // The catalog answers only once the agent has synced itself in.
+        return (await fetch(`${consulAddr}/v1/catalog/nodes`, { headers: consulHeaders, signal: AbortSignal.timeout(2000) })).ok;
+      },
+      60_000,
+    );
+
+    const kubeVersion = (JSON.parse((await apiserverGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
+    const consulSelf = (await (await fetch(`${consulAddr}/v1/agent/self`, { headers: consulHeaders })).json()) as { Config?: { Version?: string } };
+    const versions: BedVersions = {
+      kubernetes: kubeVersion,
+      etcd: await registryEtcd.version(),
+      consul: consulSelf.Config?.Version ? `v${consulSelf.Config.Version}` : toolchain.consulVersion,
+      helm: toolchain.helmVersion,
+    };
+    const env: Record<string, string> = {
+      KUBECONFIG: kubeconfig,
+      ETCD_ENDPOINTS: registryEtcd.clientUrl,
+      ETCDCTL_API: '3',
+      CONSUL_HTTP_ADDR: consulAddr,
+      HELM: toolchain.helm,
+      KUBECTL: toolchain.kubectl,
+      ETCDCTL: toolchain.etcdctl,
+      CONSUL: toolchain.consul,
+      TESTBED_DIR: dir,
+      TESTBED_KUBERNETES_VERSION: versions.kubernetes,
+      TESTBED_ETCD_VERSION: versions.etcd,
+      TESTBED_CONSUL_VERSION: versions.consul,
+      TESTBED_HELM_VERSION: versions.helm,
+    };
+    if (consulToken) env['CONSUL_HTTP_TOKEN'] = consulToken;
+    return {
+      dir,
+      kubeconfig,
+      apiserverUrl,
+      pki,
+      registryEtcd,
+      apiserverEtcd,
+      consulAddr,
+      consulToken,
+      toolchain,
+      versions,
+      env,
+      restartApiserver: async () => {
+        await apiserver.stop(10_000);
+        apiserver = new ManagedProcess('kube-apiserver', toolchain.kubeApiserver, apiserverArgs, join(logs, 'kube-apiserver.log'));
+        await waitApiserver();
+      },
+      stop: stopAll,
+    };
+  } catch (err: unknown) {
+    await stopAll();
+    throw err;
+  }
+}
+
+async function mkdirp(path: string): Promise<string> {
+  await mkdir(path, { recursive: true });
+  return path;
+}

@@ -1,0 +1,221 @@
+/**
+ * Provisions the real servers of the test bed: etcd from Debian's `etcd-server`, and
+ * kube-apiserver, kubectl, Consul and helm built from their own Go modules through the small tools
+ * modules under tools/. Built binaries are cached outside the repository, keyed by version, so a
+ * second run costs nothing. Every step is idempotent; a step that cannot be done says which tool,
+ * why, and what to do.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+/** Root of the repository (the parent of testbed/). */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Paths and versions of every binary the bed runs. */
+export interface Toolchain {
+  readonly etcd: string;
+  readonly etcdctl: string;
+  readonly etcdVersion: string;
+  readonly kubeApiserver: string;
+  readonly kubectl: string;
+  readonly kubernetesVersion: string;
+  readonly consul: string;
+  readonly consulVersion: string;
+  readonly helm: string;
+  readonly helmVersion: string;
+  readonly openssl: string;
+}
+
+/** A tool that could not be provisioned: names the tool, the reason and the way out. */
+export class ProvisionError extends Error {
+  constructor(tool: string, why: string, remedy: string, options?: { cause?: unknown }) {
+    super(`cannot provision ${tool}: ${why}\n  what to do: ${remedy}`, options);
+    this.name = 'ProvisionError';
+  }
+}
+
+/** Where built binaries are cached: `$KUBE_REGISTRAR_CACHE` or `~/.cache/kube-registrar`. */
+export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env['KUBE_REGISTRAR_CACHE'] ?? join(env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'kube-registrar');
+}
+
+type Log = (line: string) => void;
+
+interface GoBinary {
+  /** Binary name as installed in the cache. */
+  readonly name: string;
+  /** Folder under tools/ holding the Go module that pins the version. */
+  readonly toolsModule: string;
+  /** Module whose required version keys the cache. */
+  readonly versionModule: string;
+  /** Package to build. */
+  readonly pkg: string;
+  /** Linker flags; `{version}` is replaced by the module version. */
+  readonly ldflags?: (version: string) => string;
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+function kubeLdflags(version: string): string {
+  const m = /^v(\d+)\.(\d+)\./.exec(version);
+  const pkgs = ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version'];
+  return pkgs
+    .flatMap((p) => [
+      `-X ${p}.gitVersion=${version}`,
+      `-X ${p}.gitMajor=${m?.[1] ?? ''}`,
+      `-X ${p}.gitMinor=${m?.[2] ?? ''}`,
+      `-X ${p}.gitTreeState=clean`,
+      `-X ${p}.buildDate=1970-01-01T00:00:00Z`,
+    ])
+    .join(' ');
+}
+
+const GO_BINARIES: readonly GoBinary[] = [
+  { name: 'kube-apiserver', toolsModule: 'kube', versionModule: 'k8s.io/kubernetes', pkg: 'k8s.io/kubernetes/cmd/kube-apiserver', ldflags: kubeLdflags },
+  { name: 'kubectl', toolsModule: 'kube', versionModule: 'k8s.io/kubernetes', pkg: 'k8s.io/kubernetes/cmd/kubectl', ldflags: kubeLdflags },
+  {
+    name: 'consul',
+    toolsModule: 'consul',
+    versionModule: 'github.com/hashicorp/consul',
+    pkg: 'github.com/hashicorp/consul',
+    // consul-awsauth's pinned pseudo-version is served by the module proxy but missing from the
+    // checksum database; go.sum in tools/consul pins its hash instead.
+    env: { GONOSUMDB: 'github.com/hashicorp/consul-awsauth', GOFLAGS: '-mod=mod' },
+  },
+  { name: 'helm', toolsModule: 'helm', versionModule: 'helm.sh/helm/v3', pkg: 'helm.sh/helm/v3/cmd/helm', ldflags: (v) => `-X helm.sh/helm/v3/internal/version.version=${v}` },
+];
+
+/** Reads the version of `module` required by the tools module in tools/<dir>/go.mod. */
+export async function requiredVersion(toolsModule: string, module: string): Promise<string> {
+  const goMod = await readFile(join(REPO_ROOT, 'tools', toolsModule, 'go.mod'), 'utf8');
+  const escaped = module.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  const m = new RegExp(`^\\s*(?:require\\s+)?${escaped}\\s+(v\\S+)`, 'm').exec(goMod);
+  if (!m?.[1]) throw new Error(`tools/${toolsModule}/go.mod does not require ${module}`);
+  return m[1];
+}
+
+async function which(cmd: string): Promise<string | undefined> {
+  try {
+    const { stdout } = await execFileAsync('sh', ['-c', `command -v ${cmd}`]);
+    return stdout.trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs a command, streaming its output to the log prefixed by the tool name. */
+async function run(tool: string, cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv }, log: Log): Promise<void> {
+  await new Promise<void>((resolvePromise, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let tail = '';
+    const onData = (chunk: Buffer): void => {
+      const text = chunk.toString();
+      tail = (tail + text).slice(-4000);
+      for (const line of text.split('\n')) if (line.trim()) log(`  [${tool}] ${line}`);
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('error', (err) => reject(new ProvisionError(tool, `could not run ${cmd}: ${err.message}`, `install ${cmd}`, { cause: err })));
+    child.on('close', (code) => {
+      if (code === 0) resolvePromise();
+      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${String(code)}:\n${tail}`));
+    });
+  });
+}
+
+/** Installs Debian packages when missing (needs root); otherwise explains how. */
+async function ensureDebianPackage(tool: string, binary: string, pkg: string, log: Log): Promise<string> {
+  const found = await which(binary);
+  if (found) return found;
+  if (process.getuid?.() !== 0) {
+    throw new ProvisionError(tool, `${binary} is not on PATH and installing Debian's ${pkg} needs root`, `run: sudo apt-get update && sudo apt-get install -y ${pkg}`);
+  }
+  log(`installing Debian package ${pkg} for ${tool}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  try {
+    await run('apt-get', 'apt-get', ['install', '-y', '--no-install-recommends', pkg], { env }, log);
+  } catch {
+    // The package lists may be missing or stale on a fresh machine.
+    try {
+      await run('apt-get', 'apt-get', ['update'], { env }, log);
+      await run('apt-get', 'apt-get', ['install', '-y', '--no-install-recommends', pkg], { env }, log);
+    } catch (err: unknown) {
+      throw new ProvisionError(tool, `apt-get install ${pkg} failed (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`, `check that Debian's package mirror is reachable, then run: apt-get update && apt-get install -y ${pkg}`, { cause: err });
+    }
+  }
+  const installed = await which(binary);
+  if (!installed) throw new ProvisionError(tool, `${pkg} installed but ${binary} is still not on PATH`, `check the package with: dpkg -L ${pkg}`);
+  return installed;
+}
+
+async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; version: string }> {
+  const version = await requiredVersion(bin.toolsModule, bin.versionModule);
+  const dir = join(cacheDir(), 'bin', `${bin.name}-${version}`);
+  const path = join(dir, bin.name);
+  if (existsSync(path)) return { path, version };
+  const go = await which('go');
+  if (!go) throw new ProvisionError(bin.name, 'the Go toolchain is not on PATH', 'install Go 1.24 or newer (https://go.dev/doc/install or Debian golang-go) and run again');
+  log(`building ${bin.name} ${version} from ${bin.pkg} (first run only; cached in ${dir})`);
+  const started = Date.now();
+  await mkdir(dir, { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const args = ['build', '-trimpath', '-o', tmp];
+  if (bin.ldflags) args.push(`-ldflags=-s -w ${bin.ldflags(version)}`);
+  args.push(bin.pkg);
+  try {
+    await run(bin.name, go, args, { cwd: join(REPO_ROOT, 'tools', bin.toolsModule), env: { ...process.env, GOPROXY: process.env['GOPROXY'] ?? 'https://proxy.golang.org', ...bin.env } }, log);
+  } catch (err: unknown) {
+    await rm(tmp, { force: true });
+    throw new ProvisionError(
+      bin.name,
+      `go build of ${bin.pkg}@${version} failed: ${err instanceof Error ? err.message : String(err)}`,
+      `check that the Go module proxy is reachable (GOPROXY) and that tools/${bin.toolsModule}/go.mod pins a release that builds with $(go version); GOTOOLCHAIN=goX.Y.Z selects another toolchain`,
+      { cause: err },
+    );
+  }
+  await rename(tmp, path);
+  log(`built ${bin.name} ${version} in ${Math.round((Date.now() - started) / 1000)} s`);
+  return { path, version };
+}
+
+async function versionOf(cmd: string, args: readonly string[], pattern: RegExp): Promise<string> {
+  const { stdout, stderr } = await execFileAsync(cmd, args);
+  return pattern.exec(stdout + stderr)?.[1] ?? 'unknown';
+}
+
+/**
+ * Makes every binary of the bed available, building what is missing. Safe to call repeatedly and
+ * from several processes: builds write to a temporary name and rename into place.
+ */
+export async function provision(log: Log = (l) => console.error(l)): Promise<Toolchain> {
+  const etcd = await ensureDebianPackage('etcd', 'etcd', 'etcd-server', log);
+  const etcdctl = await ensureDebianPackage('etcdctl', 'etcdctl', 'etcd-client', log);
+  const openssl = await ensureDebianPackage('openssl', 'openssl', 'openssl', log);
+  const built = new Map<string, { path: string; version: string }>();
+  // Sequential on purpose: each Go build already uses every core.
+  for (const bin of GO_BINARIES) built.set(bin.name, await ensureGoBinary(bin, log));
+  const get = (name: string): { path: string; version: string } => {
+    const b = built.get(name);
+    if (!b) throw new Error(`internal: ${name} was not provisioned`);
+    return b;
+  };
+  return {
+    etcd,
+    etcdctl,
+    etcdVersion: await versionOf(etcd, ['--version'], /etcd Version:\s*(\S+)/),
+    kubeApiserver: get('kube-apiserver').path,
+    kubectl: get('kubectl').path,
+    kubernetesVersion: get('kube-apiserver').version,
+    consul: get('consul').path,
+    consulVersion: get('consul').version,
+    helm: get('helm').path,
+    helmVersion: get('helm').version,
+    openssl,
+  };
+}
