@@ -39,6 +39,13 @@ export interface RegistryEntry {
   readonly k8sNamespace: string;
   readonly owner: Owner;
   readonly endpoint: Endpoint;
+  /**
+   * Set by a backend on an entry read back whose stored form is out of date in a way the other
+   * fields cannot show: written in another value format, or detached from the lease that keeps it
+   * alive (e.g. rewritten by hand without `--lease`). The plan rewrites such an entry even when
+   * every field matches. Absent on desired entries.
+   */
+  readonly needsRewrite?: boolean;
 }
 
 /** The plan's output: plain data, applied by a backend in one batch where it can. */

@@ -1,0 +1,159 @@
+/**
+ * The small slice of etcd the backend needs, behind a private interface so the registry logic reads
+ * in terms of prefixes, transactions and leases rather than gRPC messages. Every unary call carries
+ * a deadline; the keepalive stream is the only call without one and is watched by its owner.
+ */
+import { Etcd3 } from 'etcd3';
+import type { ICompare, IDuplexStream, IKeyValue, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IRequestOp } from 'etcd3';
+
+/** How to reach and authenticate to etcd; the controller fills it from the Registry and its Secret. */
+export interface EtcdConnectionOptions {
+  /** Client URLs, all `http://` or all `https://`. */
+  readonly endpoints: readonly string[];
+  readonly username?: string;
+  readonly password?: string;
+  /** PEM CA bundle that signed the servers' certificates (Secret key `ca.crt`). */
+  readonly ca?: Buffer | string;
+  /** PEM client certificate (Secret key `tls.crt`), for mutual TLS. */
+  readonly cert?: Buffer | string;
+  /** PEM client key (Secret key `tls.key`), for mutual TLS. */
+  readonly key?: Buffer | string;
+  /** Deadline of every unary call, in milliseconds. */
+  readonly callTimeoutMs: number;
+}
+
+/** A key as read from etcd. */
+export interface StoredKeyValue {
+  readonly key: string;
+  readonly value: string;
+  /** Decimal lease id; '0' when the key is not attached to a lease. */
+  readonly lease: string;
+}
+
+/** One write in a transaction. */
+export type TxnWrite =
+  | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly lease: bigint }
+  | { readonly kind: 'delete'; readonly key: string };
+
+/** A transaction guard: the key holds exactly `value`, or (value undefined) does not exist. */
+export interface TxnGuard {
+  readonly key: string;
+  readonly value: string | undefined;
+}
+
+/** Lease state as etcd reports it; `ttlSeconds` <= 0 means the lease no longer exists. */
+export interface LeaseInfo {
+  readonly ttlSeconds: number;
+  readonly grantedTtlSeconds: number;
+}
+
+/** The bidirectional keepalive stream: write lease ids, receive their renewed TTLs. */
+export type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+
+/** What the etcd backend needs from etcd. */
+export interface EtcdClient {
+  /** Reads several key prefixes at one revision. */
+  rangePrefixes(prefixes: readonly string[]): Promise<StoredKeyValue[][]>;
+  /** Reads one key. */
+  get(key: string): Promise<StoredKeyValue | undefined>;
+  /** Runs `writes` if every guard holds; resolves whether it did. Throws on transport errors. */
+  txn(guards: readonly TxnGuard[], writes: readonly TxnWrite[]): Promise<boolean>;
+  leaseGrant(ttlSeconds: number): Promise<bigint>;
+  leaseTimeToLive(id: bigint): Promise<LeaseInfo>;
+  leaseRevoke(id: bigint): Promise<void>;
+  openKeepaliveStream(): Promise<KeepaliveStream>;
+  /** Closes every connection; later calls fail. */
+  close(): void;
+}
+
+function prefixEnd(prefix: Buffer): Buffer {
+  // etcd's convention: the range [prefix, prefix with its last non-0xff byte incremented).
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    const byte = end[i] as number;
+    if (byte < 0xff) {
+      end[i] = byte + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+function toStored(kv: IKeyValue): StoredKeyValue {
+  return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: kv.lease };
+}
+
+function toBuffer(value: Buffer | string | undefined): Buffer | undefined {
+  return value === undefined ? undefined : Buffer.isBuffer(value) ? value : Buffer.from(value);
+}
+
+/** Connects to etcd through the `etcd3` package with auth, TLS and a deadline on every unary call. */
+export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
+  const ca = toBuffer(options.ca);
+  const cert = toBuffer(options.cert);
+  const key = toBuffer(options.key);
+  const timeout = options.callTimeoutMs;
+  const etcd = new Etcd3({
+    hosts: [...options.endpoints],
+    dialTimeout: timeout,
+    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+    ...(options.username !== undefined ? { auth: { username: options.username, password: options.password ?? '' } } : {}),
+    ...(ca !== undefined || cert !== undefined
+      ? {
+          credentials: {
+            // grpc-js accepts null roots (meaning the system's); etcd3's typing is stricter than the runtime.
+            rootCertificate: ca ?? (null as unknown as Buffer),
+            ...(key !== undefined ? { privateKey: key } : {}),
+            ...(cert !== undefined ? { certChain: cert } : {}),
+          },
+        }
+      : {}),
+  });
+
+  return {
+    async rangePrefixes(prefixes) {
+      const success: IRequestOp[] = prefixes.map((prefix) => {
+        const start = Buffer.from(prefix);
+        return { request_range: { key: start, range_end: prefixEnd(start) } };
+      });
+      const res = await etcd.kv.txn({ success });
+      return res.responses.map((r) => r.response_range.kvs.map(toStored));
+    },
+    async get(k) {
+      const res = await etcd.kv.range({ key: Buffer.from(k) });
+      const kv = res.kvs[0];
+      return kv === undefined ? undefined : toStored(kv);
+    },
+    async txn(guards, writes) {
+      const compare: ICompare[] = guards.map((g) =>
+        g.value === undefined
+          ? { key: Buffer.from(g.key), target: 'Version', result: 'Equal', version: 0 }
+          : { key: Buffer.from(g.key), target: 'Value', result: 'Equal', value: Buffer.from(g.value) },
+      );
+      const success: IRequestOp[] = writes.map((w) =>
+        w.kind === 'put'
+          ? { request_put: { key: Buffer.from(w.key), value: Buffer.from(w.value), lease: w.lease.toString() } }
+          : { request_delete_range: { key: Buffer.from(w.key) } },
+      );
+      const res = await etcd.kv.txn({ compare, success });
+      return res.succeeded;
+    },
+    async leaseGrant(ttlSeconds) {
+      const res = await etcd.leaseClient.leaseGrant({ TTL: ttlSeconds });
+      return BigInt(res.ID);
+    },
+    async leaseTimeToLive(id) {
+      const res = await etcd.leaseClient.leaseTimeToLive({ ID: id.toString() });
+      return { ttlSeconds: Number(res.TTL), grantedTtlSeconds: Number(res.grantedTTL) };
+    },
+    async leaseRevoke(id) {
+      await etcd.leaseClient.leaseRevoke({ ID: id.toString() });
+    },
+    openKeepaliveStream() {
+      return etcd.leaseClient.leaseKeepAlive();
+    },
+    close() {
+      etcd.close();
+    },
+  };
+}

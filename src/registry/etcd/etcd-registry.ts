@@ -1,0 +1,556 @@
+/**
+ * The etcd backend: entries under `<prefix>/<registryNamespace>/<service>/<instanceId>`, one lease
+ * per (registry namespace, cluster), writes in transactions of at most 128 operations.
+ *
+ * The lease id lives in etcd, not in memory, so a restarted operator or a new leader adopts the
+ * lease (and thereby every entry on it) instead of granting a new one and rewriting everything.
+ * Every transaction is guarded by that id key: if someone else has moved the namespace to another
+ * lease, the write is not applied and the backend re-reads before trying again.
+ */
+import { EtcdLeaseInvalidError } from 'etcd3';
+
+import type { Changes, Registry, RegistryEntry, Scope } from '../types.ts';
+import { createEtcdClient } from './client.ts';
+import type { EtcdClient, StoredKeyValue, TxnGuard, TxnWrite } from './client.ts';
+import { decodeEntry, encodeEntry, ETCD_VALUE_FORMATS } from './codec.ts';
+import type { EtcdValueFormat } from './codec.ts';
+import { LeaseKeepalive } from './keepalive.ts';
+import { EtcdKeyLayout } from './keys.ts';
+import { silentLogger } from './logger.ts';
+import type { RegistryLogger } from './logger.ts';
+
+/** Credentials read from the Registry's `credentialsSecretRef`. */
+export interface EtcdCredentials {
+  readonly username?: string;
+  readonly password?: string;
+  /** PEM CA bundle (`ca.crt`). */
+  readonly ca?: Buffer | string;
+  /** PEM client certificate (`tls.crt`). */
+  readonly cert?: Buffer | string;
+  /** PEM client key (`tls.key`). */
+  readonly key?: Buffer | string;
+}
+
+/** Configuration of one {@link EtcdRegistry}: one Registry resource of type etcd. */
+export interface EtcdRegistryOptions {
+  /** Client URLs, e.g. `https://etcd-0:2379`. */
+  readonly endpoints: readonly string[];
+  readonly credentials?: EtcdCredentials;
+  /** Deadline of every etcd call in milliseconds (default 5000). */
+  readonly callTimeoutMs?: number;
+  /** TTL of the leases the entries hang on (default 30). */
+  readonly leaseTtlSeconds?: number;
+  /** Key prefix, e.g. `/services`. */
+  readonly prefix: string;
+  /** Value format (default `json`). */
+  readonly format?: EtcdValueFormat;
+  /** Read, compute and log, but write nothing and touch no lease. */
+  readonly dryRun?: boolean;
+  /** This cluster's id; part of every owner and of the lease bookkeeping. */
+  readonly clusterId: string;
+  /** Operations per transaction (default 128, etcd's default `--max-txn-ops`). */
+  readonly maxTxnOps?: number;
+  readonly logger?: RegistryLogger;
+}
+
+/** A failed etcd operation; `cause` holds the client error. */
+export class EtcdRegistryError extends Error {
+  override readonly name = 'EtcdRegistryError';
+}
+
+/** Default deadline of an etcd call. */
+export const DEFAULT_CALL_TIMEOUT_MS = 5000;
+/** Default lease TTL. */
+export const DEFAULT_LEASE_TTL_SECONDS = 30;
+/** etcd's default limit of operations in one transaction. */
+export const DEFAULT_MAX_TXN_OPS = 128;
+
+/** Attempts at settling a namespace's lease before giving up when other writers keep replacing it. */
+const LEASE_ATTEMPTS = 3;
+
+interface NamespaceState {
+  readonly registryNamespace: string;
+  /** The lease this namespace's keys hang on, once known. */
+  lease: bigint | undefined;
+  /** etcd said `lease` is gone; entries must be rewritten on a new one. */
+  lost: boolean;
+  recovering: boolean;
+  /**
+   * Every key on our lease with its value. Needed because after a lease is lost its keys are gone
+   * from etcd, and they must be rewritten without waiting for every ServiceInstance to resync.
+   */
+  readonly owned: Map<string, string>;
+  /** hostport owner-index keys seen in etcd, so a switch to another format can remove them. */
+  readonly indexKeys: Set<string>;
+  /** Serialises lease work and writes of this namespace. */
+  tail: Promise<void>;
+}
+
+interface EntryWrites {
+  readonly writes: readonly TxnWrite[];
+}
+
+function leaseHex(id: bigint): string {
+  return id.toString(16);
+}
+
+function parseLeaseHex(value: string | undefined): bigint | undefined {
+  if (value === undefined || !/^[0-9a-f]{1,16}$/.test(value)) return undefined;
+  return BigInt(`0x${value}`);
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Registry backend for etcd v3. See the module comment for the layout and lease handling. */
+export class EtcdRegistry implements Registry {
+  readonly #client: EtcdClient;
+  readonly #keys: EtcdKeyLayout;
+  readonly #format: EtcdValueFormat;
+  readonly #ttl: number;
+  readonly #dryRun: boolean;
+  readonly #clusterId: string;
+  readonly #maxOps: number;
+  readonly #log: RegistryLogger;
+  readonly #keepalive: LeaseKeepalive;
+  readonly #namespaces = new Map<string, NamespaceState>();
+  #closed = false;
+
+  /** Validates the options and creates the client; connections open lazily on the first call. */
+  constructor(options: EtcdRegistryOptions) {
+    const ttl = options.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    const timeout = options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    const format = options.format ?? 'json';
+    const maxOps = options.maxTxnOps ?? DEFAULT_MAX_TXN_OPS;
+    if (options.endpoints.length === 0) throw new RangeError('etcd registry needs at least one endpoint: set spec.etcd.endpoints');
+    if (!Number.isInteger(ttl) || ttl < 2) throw new RangeError(`leaseTtlSeconds must be an integer of at least 2, got ${ttl}`);
+    if (!(timeout > 0)) throw new RangeError(`callTimeoutMs must be positive, got ${timeout}`);
+    if (!ETCD_VALUE_FORMATS.includes(format)) throw new RangeError(`unknown etcd value format ${JSON.stringify(format)}: use one of ${ETCD_VALUE_FORMATS.join(', ')}`);
+    if (!Number.isInteger(maxOps) || maxOps < 3) throw new RangeError(`maxTxnOps must be an integer of at least 3, got ${maxOps}`);
+    if (options.clusterId === '') throw new RangeError('clusterId must not be empty');
+
+    this.#keys = new EtcdKeyLayout(options.prefix);
+    this.#keys.leaseId(options.clusterId, 'x'); // validates the cluster id as a key segment
+    this.#format = format;
+    this.#ttl = ttl;
+    this.#dryRun = options.dryRun ?? false;
+    this.#clusterId = options.clusterId;
+    this.#maxOps = maxOps;
+    this.#log = options.logger ?? silentLogger;
+    this.#client = createEtcdClient({ endpoints: options.endpoints, callTimeoutMs: timeout, ...options.credentials });
+    this.#keepalive = new LeaseKeepalive({
+      source: this.#client,
+      intervalMs: (ttl * 1000) / 3,
+      logger: this.#log,
+      onLost: (id) => this.#onLeaseLost(id),
+      onTick: () => this.#retryLostLeases(),
+    });
+  }
+
+  /**
+   * Hex id (as `etcdctl lease list` prints it) of the lease the namespace's entries hang on, or
+   * undefined when none is known yet or the lease was lost and not yet replaced.
+   */
+  leaseIdFor(registryNamespace: string): string | undefined {
+    const state = this.#namespaces.get(registryNamespace);
+    return state?.lease !== undefined && !state.lost ? leaseHex(state.lease) : undefined;
+  }
+
+  /**
+   * Adopts, and starts keeping alive, every live lease this cluster has stored under the prefix,
+   * without waiting for a `records()` call in each namespace. Call it once at startup or on becoming
+   * leader, so that entries of namespaces reconciled late do not expire meanwhile. Resolves the
+   * registry namespaces whose lease was adopted; writes nothing.
+   */
+  async adoptLeases(): Promise<string[]> {
+    this.#assertOpen();
+    const prefix = this.#keys.leaseIdPrefix(this.#clusterId);
+    let stored: StoredKeyValue[];
+    try {
+      [stored = []] = await this.#client.rangePrefixes([prefix]);
+    } catch (err: unknown) {
+      throw new EtcdRegistryError(`reading stored lease ids under ${prefix} failed: ${describe(err)}`, { cause: err });
+    }
+    const adopted: string[] = [];
+    for (const kv of stored) {
+      const ns = EtcdKeyLayout.childName(prefix, kv.key);
+      if (ns === undefined || ns.startsWith('_')) continue;
+      const state = this.#state(ns);
+      try {
+        if ((await this.#serial(state, () => this.#ensureLease(state, false))) !== undefined) adopted.push(ns);
+      } catch (err: unknown) {
+        throw new EtcdRegistryError(`adopting the lease of etcd namespace ${ns} failed: ${describe(err)}`, { cause: err });
+      }
+    }
+    return adopted;
+  }
+
+  /**
+   * Every entry under the scope, whoever owns it. This cluster's entries that are stored in another
+   * format or are not attached to the namespace's live lease come back with `needsRewrite`.
+   */
+  async records(scope: Scope): Promise<RegistryEntry[]> {
+    this.#assertOpen();
+    const state = this.#state(scope.registryNamespace);
+    try {
+      return await this.#serial(state, async () => {
+        const lease = await this.#ensureLease(state, false);
+        return this.#readScope(state, scope, lease);
+      });
+    } catch (err: unknown) {
+      throw new EtcdRegistryError(`reading ${scope.registryNamespace}/${scope.service} from etcd failed: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Writes the changes namespace by namespace in transactions of at most `maxTxnOps` operations.
+   * Each transaction lands whole or not at all; when one fails, earlier ones stay applied and the
+   * error is thrown, and since every write is idempotent the caller simply retries.
+   */
+  async applyChanges(changes: Changes): Promise<void> {
+    this.#assertOpen();
+    if (changes.updateOld.length !== changes.updateNew.length) {
+      throw new RangeError(`invalid changes: ${changes.updateOld.length} updateOld but ${changes.updateNew.length} updateNew entries`);
+    }
+    const byNamespace = new Map<string, { deletes: RegistryEntry[]; puts: RegistryEntry[] }>();
+    const group = (ns: string) => {
+      let g = byNamespace.get(ns);
+      if (g === undefined) byNamespace.set(ns, (g = { deletes: [], puts: [] }));
+      return g;
+    };
+    for (const entry of changes.delete) group(entry.registryNamespace).deletes.push(entry);
+    changes.updateNew.forEach((next, i) => {
+      const old = changes.updateOld[i] as RegistryEntry;
+      if (this.#entryKey(old) !== this.#entryKey(next)) group(old.registryNamespace).deletes.push(old);
+      group(next.registryNamespace).puts.push(next);
+    });
+    for (const entry of changes.create) group(entry.registryNamespace).puts.push(entry);
+
+    for (const [ns, { deletes, puts }] of byNamespace) {
+      const state = this.#state(ns);
+      try {
+        await this.#serial(state, () => this.#applyInNamespace(state, deletes, puts));
+      } catch (err: unknown) {
+        throw new EtcdRegistryError(`writing to etcd namespace ${ns} failed: ${describe(err)}`, { cause: err });
+      }
+    }
+  }
+
+  /** Stops keepalives and closes the connections. Leases are not revoked: entries live out their TTL. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#keepalive.close();
+    await Promise.all([...this.#namespaces.values()].map((s) => s.tail));
+    this.#client.close();
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new EtcdRegistryError('etcd registry is closed');
+  }
+
+  #state(registryNamespace: string): NamespaceState {
+    let state = this.#namespaces.get(registryNamespace);
+    if (state === undefined) {
+      this.#keys.namespacePrefix(registryNamespace); // refuse bad names before any I/O
+      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), tail: Promise.resolve() };
+      this.#namespaces.set(registryNamespace, state);
+    }
+    return state;
+  }
+
+  #serial<T>(state: NamespaceState, work: () => Promise<T>): Promise<T> {
+    const run = state.tail.then(work);
+    state.tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  #entryKey(entry: RegistryEntry): string {
+    return this.#keys.entry(entry.registryNamespace, entry.endpoint.service, entry.endpoint.instanceId);
+  }
+
+  #indexKey(entry: RegistryEntry): string {
+    return this.#keys.ownerIndex(entry.registryNamespace, entry.endpoint.service, entry.endpoint.instanceId);
+  }
+
+  async #readScope(state: NamespaceState, scope: Scope, lease: bigint | undefined): Promise<RegistryEntry[]> {
+    const valuePrefix = this.#keys.servicePrefix(scope.registryNamespace, scope.service);
+    const indexPrefix = this.#keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);
+    const [values = [], index = []] = await this.#client.rangePrefixes([valuePrefix, indexPrefix]);
+    const leaseDec = lease?.toString();
+
+    const indexByInstance = new Map<string, StoredKeyValue>();
+    for (const kv of index) {
+      const instanceId = EtcdKeyLayout.childName(indexPrefix, kv.key);
+      if (instanceId !== undefined) indexByInstance.set(instanceId, kv);
+    }
+    for (const key of state.indexKeys) if (key.startsWith(indexPrefix)) state.indexKeys.delete(key);
+    for (const kv of index) state.indexKeys.add(kv.key);
+    if (leaseDec !== undefined) {
+      // Remember exactly what etcd holds on our lease; keys deleted or re-put without the lease by
+      // hand are forgotten here and repaired by the plan. Without a live lease, keep the memory:
+      // it is what a lease recovery rewrites.
+      for (const key of state.owned.keys()) {
+        if (key.startsWith(valuePrefix) || key.startsWith(indexPrefix)) state.owned.delete(key);
+      }
+      for (const kv of [...values, ...index]) if (kv.lease === leaseDec) state.owned.set(kv.key, kv.value);
+    }
+
+    const entries: RegistryEntry[] = [];
+    for (const kv of values) {
+      const instanceId = EtcdKeyLayout.childName(valuePrefix, kv.key);
+      if (instanceId === undefined) continue;
+      const idx = indexByInstance.get(instanceId);
+      const decoded = decodeEntry(kv.value, idx?.value, { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
+      if (decoded === undefined) {
+        this.#log.debug({ key: kv.key }, 'skipping etcd key whose value is not an endpoint in any known format');
+        continue;
+      }
+      const { entry, format } = decoded;
+      if (entry.owner.clusterId !== this.#clusterId) {
+        entries.push(entry);
+        continue;
+      }
+      const attached = kv.lease === leaseDec && (format !== 'hostport' || idx?.lease === leaseDec);
+      const strayIndex = this.#format !== 'hostport' && idx !== undefined;
+      entries.push(format !== this.#format || !attached || strayIndex ? { ...entry, needsRewrite: true } : entry);
+    }
+    return entries;
+  }
+
+  #writesFor(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[], lease: bigint): EntryWrites[] {
+    const out: EntryWrites[] = [];
+    for (const entry of deletes) {
+      const writes: TxnWrite[] = [{ kind: 'delete', key: this.#entryKey(entry) }];
+      const indexKey = this.#indexKey(entry);
+      if (this.#format === 'hostport' || state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
+      out.push({ writes });
+    }
+    for (const entry of puts) {
+      const encoded = encodeEntry(this.#format, entry);
+      const writes: TxnWrite[] = [{ kind: 'put', key: this.#entryKey(entry), value: encoded.value, lease }];
+      const indexKey = this.#indexKey(entry);
+      if (encoded.ownerIndex !== undefined) writes.push({ kind: 'put', key: indexKey, value: encoded.ownerIndex, lease });
+      else if (state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
+      out.push({ writes });
+    }
+    return out;
+  }
+
+  /** Packs per-entry writes into transactions without splitting an entry or repeating a key. */
+  #batches(groups: readonly EntryWrites[], room: number): TxnWrite[][] {
+    const batches: TxnWrite[][] = [];
+    let current: TxnWrite[] = [];
+    let keys = new Set<string>();
+    for (const { writes } of groups) {
+      const clash = writes.some((w) => keys.has(w.key));
+      if (current.length > 0 && (clash || current.length + writes.length > room)) {
+        batches.push(current);
+        current = [];
+        keys = new Set();
+      }
+      current.push(...writes);
+      for (const w of writes) keys.add(w.key);
+    }
+    if (current.length > 0) batches.push(current);
+    return batches;
+  }
+
+  async #applyInNamespace(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[]): Promise<void> {
+    const ns = state.registryNamespace;
+    if (this.#dryRun) {
+      for (const { writes } of this.#writesFor(state, deletes, puts, 0n)) {
+        for (const w of writes) this.#log.info({ dryRun: true, op: w.kind, key: w.key, ...(w.kind === 'put' ? { value: w.value } : {}) }, 'dry run: etcd write skipped');
+      }
+      return;
+    }
+    let lease = await this.#requireLease(state);
+    const batches = this.#batches(this.#writesFor(state, deletes, puts, lease), this.#maxOps);
+    for (const batch of batches) {
+      let attempt = 0;
+      for (;;) {
+        const writes = batch.map((w) => (w.kind === 'put' ? { ...w, lease } : w));
+        let landed: boolean;
+        try {
+          landed = await this.#client.txn([this.#leaseGuard(ns, lease)], writes);
+        } catch (err: unknown) {
+          if (!(err instanceof EtcdLeaseInvalidError) || attempt > 0) throw err;
+          // The lease died between our check and the write: move to a new one and try once more.
+          this.#log.warn({ registryNamespace: ns, leaseId: leaseHex(lease) }, 'etcd lease vanished during a write; granting a new one');
+          this.#markLost(state);
+          landed = false;
+        }
+        if (landed) {
+          this.#remember(state, writes);
+          break;
+        }
+        if (attempt++ > 0) throw new EtcdRegistryError(`the lease id key of namespace ${ns} keeps changing under this operator; is another operator with cluster id ${JSON.stringify(this.#clusterId)} writing here?`);
+        // Someone moved the namespace to another lease (or ours died): re-read and settle first.
+        if (!state.lost) state.lease = undefined;
+        lease = await this.#requireLease(state);
+      }
+    }
+    this.#log.debug({ registryNamespace: ns, deletes: deletes.length, puts: puts.length, transactions: batches.length }, 'etcd changes applied');
+  }
+
+  #leaseGuard(ns: string, lease: bigint): TxnGuard {
+    return { key: this.#keys.leaseId(this.#clusterId, ns), value: leaseHex(lease) };
+  }
+
+  #remember(state: NamespaceState, writes: readonly TxnWrite[]): void {
+    for (const w of writes) {
+      const isIndex = w.key.startsWith(this.#keys.ownerIndexNamespacePrefix(state.registryNamespace));
+      if (w.kind === 'put') {
+        if (w.lease !== 0n) state.owned.set(w.key, w.value);
+        if (isIndex) state.indexKeys.add(w.key);
+      } else {
+        state.owned.delete(w.key);
+        if (isIndex) state.indexKeys.delete(w.key);
+      }
+    }
+  }
+
+  async #requireLease(state: NamespaceState): Promise<bigint> {
+    const lease = await this.#ensureLease(state, true);
+    if (lease === undefined) throw new EtcdRegistryError(`no lease for etcd namespace ${state.registryNamespace}`);
+    return lease;
+  }
+
+  /**
+   * Returns the namespace's live lease: the one in use, else the one whose id is stored in etcd
+   * (adopted with the entries on it), else, when `grant` is set, a new one onto which every owned
+   * entry is rewritten before its id is stored. A stored lease with another TTL than configured is
+   * replaced the same way. Runs inside the namespace's serial queue.
+   */
+  async #ensureLease(state: NamespaceState, grant: boolean): Promise<bigint | undefined> {
+    if (state.lease !== undefined && !state.lost) return state.lease;
+    const ns = state.registryNamespace;
+    const idKey = this.#keys.leaseId(this.#clusterId, ns);
+    for (let attempt = 0; attempt < LEASE_ATTEMPTS; attempt++) {
+      const stored = await this.#client.get(idKey);
+      const storedId = parseLeaseHex(stored?.value);
+      if (storedId !== undefined) {
+        const info = await this.#timeToLive(storedId);
+        if (info !== undefined && info.ttlSeconds > 0) {
+          if (state.lease !== storedId) await this.#loadOwned(state, storedId);
+          if (info.grantedTtlSeconds === this.#ttl || this.#dryRun) {
+            this.#use(state, storedId);
+            this.#log.info({ registryNamespace: ns, leaseId: leaseHex(storedId), entries: state.owned.size }, 'adopted etcd lease');
+            return storedId;
+          }
+          this.#log.info({ registryNamespace: ns, leaseId: leaseHex(storedId), grantedTtl: info.grantedTtlSeconds, ttl: this.#ttl }, 'etcd lease has another TTL than configured; moving entries to a new lease');
+        }
+        // A dead stored lease leaves `owned` as it is: those are our entries, to be rewritten.
+      }
+      if (!grant || this.#dryRun) {
+        // A lost lease stays marked lost so that recovery still rewrites what we remember.
+        if (!state.lost) {
+          if (state.lease !== undefined) this.#keepalive.delete(state.lease);
+          state.lease = undefined;
+        }
+        return undefined;
+      }
+      const fresh = await this.#client.leaseGrant(this.#ttl);
+      if (await this.#moveOwnedOnto(state, fresh, stored?.value)) {
+        this.#log.info({ registryNamespace: ns, leaseId: leaseHex(fresh), ttl: this.#ttl, rewritten: state.owned.size }, 'granted etcd lease');
+        this.#use(state, fresh);
+        return fresh;
+      }
+      // Another process stored a different lease first; drop ours and adopt theirs.
+      await this.#client.leaseRevoke(fresh).catch((err: unknown) => {
+        this.#log.debug({ err, leaseId: leaseHex(fresh) }, 'could not revoke unused etcd lease; it will expire');
+      });
+    }
+    throw new EtcdRegistryError(`could not settle on a lease for etcd namespace ${ns} after ${LEASE_ATTEMPTS} attempts: another process keeps replacing ${idKey}`);
+  }
+
+  async #timeToLive(id: bigint): Promise<{ ttlSeconds: number; grantedTtlSeconds: number } | undefined> {
+    try {
+      return await this.#client.leaseTimeToLive(id);
+    } catch (err: unknown) {
+      if (err instanceof EtcdLeaseInvalidError) return undefined;
+      throw err;
+    }
+  }
+
+  #use(state: NamespaceState, lease: bigint): void {
+    if (state.lease !== undefined && state.lease !== lease) this.#keepalive.delete(state.lease);
+    state.lease = lease;
+    state.lost = false;
+    // A dry run must not keep alive what a real operator may have abandoned.
+    if (!this.#dryRun) this.#keepalive.add(lease);
+  }
+
+  /** Replaces the owned-key memory with the keys of this namespace attached to `lease`. */
+  async #loadOwned(state: NamespaceState, lease: bigint): Promise<void> {
+    const ns = state.registryNamespace;
+    const [values = [], index = []] = await this.#client.rangePrefixes([this.#keys.namespacePrefix(ns), this.#keys.ownerIndexNamespacePrefix(ns)]);
+    const dec = lease.toString();
+    state.owned.clear();
+    for (const kv of [...values, ...index]) if (kv.lease === dec) state.owned.set(kv.key, kv.value);
+    for (const kv of index) state.indexKeys.add(kv.key);
+  }
+
+  /**
+   * Rewrites every owned key onto `fresh` and stores its id, guarded so that it only happens if
+   * the stored id is still `expected`. Resolves false when another process got there first.
+   */
+  async #moveOwnedOnto(state: NamespaceState, fresh: bigint, expected: string | undefined): Promise<boolean> {
+    const idKey = this.#keys.leaseId(this.#clusterId, state.registryNamespace);
+    const puts: TxnWrite[] = [...state.owned].map(([key, value]) => ({ kind: 'put', key, value, lease: fresh }));
+    const first = puts.slice(0, this.#maxOps - 1);
+    const idWrite: TxnWrite = { kind: 'put', key: idKey, value: leaseHex(fresh), lease: 0n };
+    if (!(await this.#client.txn([{ key: idKey, value: expected }], [idWrite, ...first]))) return false;
+    for (let i = first.length; i < puts.length; i += this.#maxOps) {
+      const batch = puts.slice(i, i + this.#maxOps);
+      if (!(await this.#client.txn([{ key: idKey, value: leaseHex(fresh) }], batch))) {
+        throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being moved to lease ${leaseHex(fresh)}`);
+      }
+    }
+    return true;
+  }
+
+  #markLost(state: NamespaceState): void {
+    if (state.lease !== undefined) this.#keepalive.delete(state.lease);
+    state.lost = true;
+  }
+
+  #onLeaseLost(id: bigint): void {
+    for (const state of this.#namespaces.values()) {
+      if (state.lease !== id) continue;
+      this.#log.warn({ registryNamespace: state.registryNamespace, leaseId: leaseHex(id), entries: state.owned.size }, 'etcd lease lost; rewriting entries on a new lease');
+      this.#markLost(state);
+      void this.#recover(state);
+    }
+  }
+
+  #retryLostLeases(): void {
+    for (const state of this.#namespaces.values()) if (state.lost) void this.#recover(state);
+  }
+
+  /** Never rejects: a failed recovery is logged and retried on the next keepalive interval. */
+  async #recover(state: NamespaceState): Promise<void> {
+    if (state.recovering || this.#closed) return;
+    state.recovering = true;
+    try {
+      await this.#serial(state, async () => {
+        if (!state.lost || this.#closed) return;
+        if (state.owned.size === 0) {
+          // Nothing to keep alive; the next write grants a lease when it needs one.
+          state.lease = undefined;
+          state.lost = false;
+          return;
+        }
+        await this.#ensureLease(state, true);
+      });
+    } catch (err: unknown) {
+      this.#log.error({ err, registryNamespace: state.registryNamespace }, 'could not replace lost etcd lease; retrying on the next keepalive interval');
+    } finally {
+      state.recovering = false;
+    }
+  }
+}

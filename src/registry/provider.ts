@@ -1,0 +1,157 @@
+/**
+ * Turns Registry resources into live backends: reads credentials from the referenced Secret,
+ * builds the backend for the Registry's type, and keeps one backend per Registry for as long as
+ * its spec is unchanged. A changed or deleted Registry closes its old backend (without revoking
+ * leases, so nothing disappears while the new one adopts them).
+ */
+import type { Logger } from 'pino';
+import type { Registry as RegistryResource } from '../api/v1alpha1/types.ts';
+import { EtcdRegistry, type EtcdCredentials } from './etcd/etcd-registry.ts';
+import type { Registry } from './types.ts';
+
+/** A backend plus what the controller shows in status. */
+export interface Backend extends Registry {
+  /** Lease id in use for a registry namespace, when the backend has leases. */
+  leaseId?(registryNamespace: string): string | undefined;
+  /** True when the backend writes nothing. */
+  readonly dryRun?: boolean;
+}
+
+/** Gives the controller a backend per Registry resource. */
+export interface BackendProvider {
+  get(registry: RegistryResource): Promise<Backend>;
+}
+
+/** Reads a Secret's data (base64-decoded) by namespace and name. */
+export type SecretReader = (namespace: string, name: string) => Promise<Readonly<Record<string, Buffer>>>;
+
+/** A Registry whose configuration cannot be used; the message says what to fix. */
+export class RegistryConfigError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RegistryConfigError';
+  }
+}
+
+/** Options of {@link KubeBackendProvider}. */
+export interface BackendProviderOptions {
+  readonly clusterId: string;
+  readonly readSecret: SecretReader;
+  readonly logger: Logger;
+  readonly callTimeoutMs: number;
+  /** Operator-wide dry run: every backend computes and logs but writes nothing. */
+  readonly dryRun: boolean;
+}
+
+interface CacheEntry {
+  readonly fingerprint: string;
+  readonly backend: Promise<Backend>;
+}
+
+function text(data: Readonly<Record<string, Buffer>>, key: string): string | undefined {
+  const v = data[key];
+  return v === undefined ? undefined : v.toString('utf8');
+}
+
+/** The production {@link BackendProvider}. */
+export class KubeBackendProvider implements BackendProvider {
+  readonly #o: BackendProviderOptions;
+  readonly #cache = new Map<string, CacheEntry>();
+
+  constructor(options: BackendProviderOptions) {
+    this.#o = options;
+  }
+
+  /** Returns the backend for a Registry, creating or replacing it when its spec changed. */
+  async get(registry: RegistryResource): Promise<Backend> {
+    const name = registry.metadata?.name ?? '';
+    const fingerprint = JSON.stringify([registry.metadata?.uid, registry.spec]);
+    const cached = this.#cache.get(name);
+    if (cached?.fingerprint === fingerprint) {
+      try {
+        return await cached.backend;
+      } catch {
+        // A backend that failed to build (e.g. Secret missing) is retried on the next call.
+        if (this.#cache.get(name) === cached) this.#cache.delete(name);
+      }
+    } else if (cached) {
+      this.#cache.delete(name);
+      await this.#closeQuietly(name, cached);
+    }
+    const entry: CacheEntry = { fingerprint, backend: this.#create(registry) };
+    this.#cache.set(name, entry);
+    return entry.backend;
+  }
+
+  /** Forgets a deleted Registry and closes its backend. */
+  async release(name: string): Promise<void> {
+    const cached = this.#cache.get(name);
+    if (!cached) return;
+    this.#cache.delete(name);
+    await this.#closeQuietly(name, cached);
+  }
+
+  /** Closes every backend (on shutdown); leases are left to expire or be adopted. */
+  async close(): Promise<void> {
+    const entries = [...this.#cache.entries()];
+    this.#cache.clear();
+    await Promise.all(entries.map(([name, e]) => this.#closeQuietly(name, e)));
+  }
+
+  async #closeQuietly(name: string, entry: CacheEntry): Promise<void> {
+    try {
+      await (await entry.backend).close();
+    } catch (err: unknown) {
+      this.#o.logger.debug({ registry: name, err }, 'closing backend failed');
+    }
+  }
+
+  async #create(registry: RegistryResource): Promise<Backend> {
+    const name = registry.metadata?.name ?? '';
+    const spec = registry.spec;
+    const dryRun = this.#o.dryRun || spec.dryRun === true;
+    const logger = this.#o.logger.child({ registry: name });
+    if (spec.type === 'etcd') {
+      if (!spec.etcd) throw new RegistryConfigError(`Registry ${name} has type etcd but no spec.etcd`);
+      let credentials: EtcdCredentials | undefined;
+      const ref = spec.etcd.credentialsSecretRef;
+      if (ref) {
+        let data: Readonly<Record<string, Buffer>>;
+        try {
+          data = await this.#o.readSecret(ref.namespace ?? '', ref.name);
+        } catch (err: unknown) {
+          throw new RegistryConfigError(`cannot read Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name}: create it, and let the operator's ServiceAccount get it`, { cause: err });
+        }
+        const c: Record<string, string> = {};
+        for (const k of ['username', 'password', 'ca.crt', 'tls.crt', 'tls.key']) {
+          const v = text(data, k);
+          if (v !== undefined) c[k] = v;
+        }
+        credentials = {
+          ...(c['username'] !== undefined ? { username: c['username'] } : {}),
+          ...(c['password'] !== undefined ? { password: c['password'] } : {}),
+          ...(c['ca.crt'] !== undefined ? { ca: c['ca.crt'] } : {}),
+          ...(c['tls.crt'] !== undefined ? { cert: c['tls.crt'] } : {}),
+          ...(c['tls.key'] !== undefined ? { key: c['tls.key'] } : {}),
+        };
+      }
+      const backend = new EtcdRegistry({
+        endpoints: spec.etcd.endpoints,
+        ...(credentials ? { credentials } : {}),
+        callTimeoutMs: this.#o.callTimeoutMs,
+        leaseTtlSeconds: spec.leaseTTLSeconds ?? 30,
+        prefix: spec.etcd.prefix ?? '/services',
+        format: spec.etcd.format ?? 'json',
+        dryRun,
+        clusterId: this.#o.clusterId,
+        logger,
+      });
+      // Keep alive every lease this cluster holds in the registry before the first reconcile, so
+      // that no namespace's entries can expire while its ServiceInstances wait in the queue.
+      const adopted = await backend.adoptLeases();
+      if (adopted.length > 0) logger.info({ registryNamespaces: adopted }, 'adopted existing leases');
+      return Object.assign(backend, { dryRun, leaseId: (ns: string) => backend.leaseIdFor(ns) });
+    }
+    throw new RegistryConfigError(`Registry ${name} has type ${String(spec.type)}, which this version does not support yet`);
+  }
+}
