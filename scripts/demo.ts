@@ -1,0 +1,94 @@
+/**
+ * `npm run demo`: the main job on an embedded default. Starts the test bed, installs the CRDs and
+ * the sample resources of deploy/examples (two environments, two Registries, a pod-backed and a
+ * static ServiceInstance), marks the sample pods Ready (the bed has no kubelet), runs the operator,
+ * and shows what it wrote to etcd. Runs until Ctrl-C; `--once` exits after showing the entries.
+ */
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { Etcd3 } from 'etcd3';
+import { startBed } from '../testbed/bed.ts';
+import { freePort, ManagedProcess } from '../testbed/processes.ts';
+import { REPO_ROOT } from '../testbed/provision.ts';
+
+const execFileAsync = promisify(execFile);
+const once = process.argv.includes('--once');
+
+async function kubectl(bin: string, kubeconfig: string, args: readonly string[]): Promise<string> {
+  const { stdout } = await execFileAsync(bin, ['--kubeconfig', kubeconfig, ...args]);
+  return stdout;
+}
+
+async function main(): Promise<void> {
+  const bed = await startBed({ log: (l) => console.log(l) });
+  let operator: ManagedProcess | undefined;
+  const stop = async (): Promise<void> => {
+    await operator?.stop();
+    await bed.stop();
+  };
+  process.once('SIGINT', () => void stop().then(() => process.exit(0)));
+  process.once('SIGTERM', () => void stop().then(() => process.exit(0)));
+  try {
+    const k = (args: readonly string[]): Promise<string> => kubectl(bed.toolchain.kubectl, bed.kubeconfig, args);
+    console.log(`\ntest bed: kube-apiserver ${bed.versions.kubernetes}, etcd ${bed.versions.etcd}, Consul ${bed.versions.consul}`);
+    console.log(await k(['apply', '-f', join(REPO_ROOT, 'crds')]));
+    await k(['wait', '--for=condition=Established', '--timeout=60s', 'crd/serviceinstances.registrar.dev', 'crd/registries.registrar.dev']);
+    const examples = join(REPO_ROOT, 'deploy', 'examples');
+    const registries = (await readFile(join(examples, 'registries.yaml'), 'utf8')).replaceAll('${ETCD_ENDPOINTS}', bed.registryEtcd.clientUrl);
+    const rendered = join(bed.dir, 'registries.yaml');
+    await writeFile(rendered, registries);
+    for (const f of [join(examples, 'namespaces.yaml'), rendered, join(examples, 'serviceinstances.yaml'), join(examples, 'pods.yaml')]) console.log((await k(['apply', '-f', f])).trim());
+
+    // No kubelet on the bed: report the sample pods Ready with pod IPs, as a kubelet would.
+    const kc = new KubeConfig();
+    kc.loadFromFile(bed.kubeconfig);
+    const core = kc.makeApiClient(CoreV1Api);
+    for (const [i, name] of ['user-0', 'user-1'].entries()) {
+      await core.patchNamespacedPodStatus(
+        { name, namespace: 'prod', body: { status: { phase: 'Running', podIP: `10.244.0.${10 + i}`, podIPs: [{ ip: `10.244.0.${10 + i}` }], conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: new Date() }] } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    }
+
+    const metricsPort = await freePort();
+    const healthPort = await freePort();
+    operator = new ManagedProcess('kube-registrar', process.execPath, [join(REPO_ROOT, 'src', 'main.ts'), `--kubeconfig=${bed.kubeconfig}`, `--metrics-address=127.0.0.1:${metricsPort}`, `--health-address=127.0.0.1:${healthPort}`, '--resync-period=60'], join(bed.dir, 'logs', 'kube-registrar.log'));
+    console.log(`\nkube-registrar running (logs: ${operator.logFile}, metrics: http://127.0.0.1:${metricsPort}/metrics)`);
+
+    const etcd = new Etcd3({ hosts: bed.registryEtcd.clientUrl });
+    try {
+      let entries: Record<string, string> = {};
+      for (let i = 0; i < 300; i++) {
+        entries = await etcd.getAll().prefix('/services/').strings();
+        if (Object.keys(entries).length >= 4) break;
+        if (!operator.running) throw new Error(`operator exited:\n${await operator.logTail()}`);
+        await sleep(100);
+      }
+      console.log('\nentries in the registry etcd:');
+      for (const [key, value] of Object.entries(entries).sort()) console.log(`  ${key} = ${value}`);
+    } finally {
+      etcd.close();
+    }
+    console.log('\nstatus:');
+    console.log(await k(['get', 'serviceinstances', '-A']));
+    console.log(`see them yourself:\n  ${bed.toolchain.etcdctl} --endpoints=${bed.registryEtcd.clientUrl} get --prefix /services/\n  ${bed.toolchain.kubectl} --kubeconfig=${bed.kubeconfig} get si -A\n`);
+    if (once) {
+      await stop();
+      return;
+    }
+    console.log('Ctrl-C stops the operator and the bed (entries then expire within the lease TTL).');
+    await new Promise(() => undefined);
+  } catch (err: unknown) {
+    await stop();
+    throw err;
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

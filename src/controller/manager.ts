@@ -1,0 +1,209 @@
+/**
+ * The controller manager: informers for ServiceInstances, Registries, Namespaces and Pods feed a
+ * keyed work queue of ServiceInstance keys; a periodic resync re-queues every ServiceInstance so
+ * that entries edited or deleted by hand are repaired.
+ */
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Namespace, type V1Pod } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION, type Registry as RegistryResource, type ServiceInstance } from '../api/v1alpha1/types.ts';
+import { Informer, objectKey, type ListPage } from '../kube/informer.ts';
+import { selectorMatches } from '../source/endpoints.ts';
+import { slimPod, type SlimPod } from '../source/pods.ts';
+import { WorkQueue, type QueueObserver } from './queue.ts';
+import type { ReconcilerCaches, ServiceInstanceReconciler } from './service-instance-reconciler.ts';
+
+/** A namespace as cached: name and labels only. */
+export interface SlimNamespace {
+  readonly metadata: { readonly name: string; readonly resourceVersion?: string; readonly labels: Readonly<Record<string, string>> };
+}
+
+/** Options of {@link ControllerManager}. */
+export interface ManagerOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly logger: Logger;
+  /** Namespaces to watch; empty: all. */
+  readonly watchNamespaces: readonly string[];
+  readonly concurrency: number;
+  readonly resyncMs: number;
+  readonly queueObserver?: QueueObserver;
+  /** Called when a Registry is deleted, so its backend can be closed. */
+  readonly onRegistryDeleted?: (name: string) => void;
+}
+
+type Reconcile = ServiceInstanceReconciler['reconcile'];
+
+/** Wires informers to the queue and exposes the caches to the reconciler. */
+export class ControllerManager implements ReconcilerCaches {
+  readonly #o: ManagerOptions;
+  readonly #siInformers: Informer<ServiceInstance, ServiceInstance>[] = [];
+  readonly #podInformers: Informer<V1Pod, SlimPod>[] = [];
+  readonly #registryInformer: Informer<RegistryResource, RegistryResource>;
+  readonly #namespaceInformer: Informer<V1Namespace, SlimNamespace>;
+  #queue: WorkQueue | undefined;
+  #resyncTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: ManagerOptions) {
+    this.#o = options;
+    const kc = options.kubeConfig;
+    const core = kc.makeApiClient(CoreV1Api);
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const page = <T>(p: Promise<unknown>): Promise<ListPage<T>> => p as Promise<ListPage<T>>;
+    const scopes: (string | undefined)[] = options.watchNamespaces.length > 0 ? [...options.watchNamespaces] : [undefined];
+    for (const ns of scopes) {
+      this.#siInformers.push(
+        new Informer<ServiceInstance, ServiceInstance>({
+          name: `serviceinstances${ns ? `/${ns}` : ''}`,
+          kubeConfig: kc,
+          path: ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${SERVICE_INSTANCE_PLURAL}` : `/apis/${GROUP}/${VERSION}/${SERVICE_INSTANCE_PLURAL}`,
+          list: (limit, cont) =>
+            page(
+              ns
+                ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, namespace: ns, limit, _continue: cont })
+                : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, limit, _continue: cont }),
+            ),
+          transform: (si) => si,
+          logger: options.logger,
+        }),
+      );
+      this.#podInformers.push(
+        new Informer<V1Pod, SlimPod>({
+          name: `pods${ns ? `/${ns}` : ''}`,
+          kubeConfig: kc,
+          path: ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods',
+          list: (limit, cont) => page(ns ? core.listNamespacedPod({ namespace: ns, limit, _continue: cont }) : core.listPodForAllNamespaces({ limit, _continue: cont })),
+          transform: slimPod,
+          logger: options.logger,
+        }),
+      );
+    }
+    this.#registryInformer = new Informer<RegistryResource, RegistryResource>({
+      name: 'registries',
+      kubeConfig: kc,
+      path: `/apis/${GROUP}/${VERSION}/${REGISTRY_PLURAL}`,
+      list: (limit, cont) => page(custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: REGISTRY_PLURAL, limit, _continue: cont })),
+      transform: (r) => r,
+      logger: options.logger,
+    });
+    this.#namespaceInformer = new Informer<V1Namespace, SlimNamespace>({
+      name: 'namespaces',
+      kubeConfig: kc,
+      path: '/api/v1/namespaces',
+      list: (limit, cont) => page(core.listNamespace({ limit, _continue: cont })),
+      transform: (n) => ({ metadata: { name: n.metadata?.name ?? '', ...(n.metadata?.resourceVersion ? { resourceVersion: n.metadata.resourceVersion } : {}), labels: { ...(n.metadata?.labels ?? {}) } } }),
+      logger: options.logger,
+    });
+  }
+
+  // --- ReconcilerCaches ---
+
+  serviceInstance(key: string): ServiceInstance | undefined {
+    for (const inf of this.#siInformers) {
+      const si = inf.get(key);
+      if (si) return si;
+    }
+    return undefined;
+  }
+
+  pods(namespace: string): readonly SlimPod[] {
+    return this.#podInformers.flatMap((inf) => inf.list(namespace));
+  }
+
+  registries(): readonly RegistryResource[] {
+    return this.#registryInformer.list();
+  }
+
+  namespaceLabels(namespace: string): Readonly<Record<string, string>> | undefined {
+    return this.#namespaceInformer.get(namespace)?.metadata.labels;
+  }
+
+  /** Every cached ServiceInstance. */
+  allServiceInstances(): ServiceInstance[] {
+    return this.#siInformers.flatMap((inf) => inf.list());
+  }
+
+  /** True once every informer has listed. */
+  get synced(): boolean {
+    return [...this.#siInformers, ...this.#podInformers, this.#registryInformer, this.#namespaceInformer].every((i) => i.synced);
+  }
+
+  /** Queue depth (for metrics). */
+  get queueDepth(): number {
+    return this.#queue?.depth ?? 0;
+  }
+
+  /** Starts the informers, waits until they synced, then starts reconciling. */
+  async start(reconcile: Reconcile): Promise<void> {
+    const queue = new WorkQueue((key) => reconcile(key), { concurrency: this.#o.concurrency, ...(this.#o.queueObserver ? { observer: this.#o.queueObserver } : {}) });
+    this.#queue = queue;
+    const enqueue = (si: ServiceInstance): void => queue.add(objectKey(si));
+    const enqueueNamespace = (ns: string): void => {
+      for (const inf of this.#siInformers) for (const si of inf.list(ns)) enqueue(si);
+    };
+    const enqueueAll = (): void => {
+      for (const si of this.allServiceInstances()) enqueue(si);
+    };
+    for (const inf of this.#siInformers) {
+      inf.on({
+        add: enqueue,
+        update: (si, old) => {
+          // Status-only writes (ours) do not retrigger: only spec, deletion or finalizer changes do.
+          if (
+            si.metadata?.generation !== old.metadata?.generation ||
+            si.metadata?.deletionTimestamp !== old.metadata?.deletionTimestamp ||
+            JSON.stringify(si.metadata?.finalizers ?? []) !== JSON.stringify(old.metadata?.finalizers ?? [])
+          ) {
+            enqueue(si);
+          }
+        },
+        delete: (si) => queue.forget(objectKey(si)),
+      });
+    }
+    const onPod = (pod: SlimPod, old?: SlimPod): void => {
+      for (const inf of this.#siInformers) {
+        for (const si of inf.list(pod.metadata.namespace)) {
+          const sel = si.spec.selector;
+          if (!sel) continue;
+          if (selectorMatches(sel, pod.metadata.labels) || (old && selectorMatches(sel, old.metadata.labels))) enqueue(si);
+        }
+      }
+    };
+    for (const inf of this.#podInformers) {
+      inf.on({
+        add: (p) => onPod(p),
+        update: (p, old) => {
+          if (p.ready !== old.ready || p.ip !== old.ip || p.metadata.terminating !== old.metadata.terminating || p.finished !== old.finished || JSON.stringify(p.metadata.labels) !== JSON.stringify(old.metadata.labels) || JSON.stringify(p.ports) !== JSON.stringify(old.ports)) {
+            onPod(p, old);
+          }
+        },
+        delete: (p) => onPod(p),
+      });
+    }
+    this.#registryInformer.on({
+      add: enqueueAll,
+      update: (r, old) => {
+        if (r.metadata?.generation !== old.metadata?.generation) enqueueAll();
+      },
+      delete: (r) => {
+        this.#o.onRegistryDeleted?.(r.metadata?.name ?? '');
+        enqueueAll();
+      },
+    });
+    this.#namespaceInformer.on({
+      update: (n, old) => {
+        if (JSON.stringify(n.metadata.labels) !== JSON.stringify(old.metadata.labels)) enqueueNamespace(n.metadata.name);
+      },
+    });
+    // Caches first, so the first reconciles see every pod and Registry.
+    await Promise.all([this.#registryInformer.start(), this.#namespaceInformer.start(), ...this.#podInformers.map((i) => i.start())]);
+    await Promise.all(this.#siInformers.map((i) => i.start()));
+    this.#resyncTimer = setInterval(enqueueAll, this.#o.resyncMs);
+    this.#o.logger.info({ serviceInstances: this.allServiceInstances().length, registries: this.registries().length }, 'caches synced; reconciling');
+  }
+
+  /** Stops informers, the resync timer and the queue (waiting for running reconciles). */
+  async stop(): Promise<void> {
+    if (this.#resyncTimer) clearInterval(this.#resyncTimer);
+    for (const inf of [...this.#siInformers, ...this.#podInformers, this.#registryInformer, this.#namespaceInformer]) inf.stop();
+    await this.#queue?.shutdown();
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * reconcileServiceInstance: one ServiceInstance key → desired endpoints → plan per target
+ * registry → apply → status and events. Level-based: it reads the current state from the caches
+ * and the registries every time, whatever event brought the key here.
+ *
+ *   registry.records() → source.endpoints() → plan.calculate() → registry.applyChanges()
+ */
+import type { Logger } from 'pino';
+import {
+  ConditionReason,
+  FINALIZER,
+  ServiceInstanceConditionType,
+  type Registration,
+  type Registry as RegistryResource,
+  type ServiceInstance,
+  type ServiceInstanceStatus,
+} from '../api/v1alpha1/types.ts';
+import { calculatePlan, isEmptyPlan } from '../plan/plan.ts';
+import { OwnedRegistry, type ForeignEntryConflict } from '../registry/owner.ts';
+import { renderRegistryNamespace } from '../registry/template.ts';
+import type { Owner, RegistryEntry, Scope } from '../registry/types.ts';
+import { desiredEndpoints, type SourceResult } from '../source/endpoints.ts';
+import type { SlimPod } from '../source/pods.ts';
+import { setCondition, type Condition } from './conditions.ts';
+import type { ReconcileResult } from './queue.ts';
+import { resolveTargets, type Refusal } from './targets.ts';
+import type { BackendProvider } from '../registry/provider.ts';
+import type { EventRecorder, EventTarget } from '../kube/events.ts';
+
+/** Reasons of the events the reconciler records. */
+export const EventReason = {
+  Registered: 'Registered',
+  Deregistered: 'Deregistered',
+  OwnershipConflict: 'OwnershipConflict',
+  RegistrationFailed: 'RegistrationFailed',
+  InvalidEndpoints: 'InvalidEndpoints',
+} as const;
+
+/** Writes to ServiceInstances (finalizers and status). */
+export interface ServiceInstanceWriter {
+  addFinalizer(si: ServiceInstance, finalizer: string): Promise<unknown>;
+  removeFinalizer(si: ServiceInstance, finalizer: string): Promise<void>;
+  patchStatus(si: ServiceInstance, status: ServiceInstanceStatus): Promise<void>;
+}
+
+/** Read access to the informer caches the reconciler needs. */
+export interface ReconcilerCaches {
+  serviceInstance(key: string): ServiceInstance | undefined;
+  pods(namespace: string): readonly SlimPod[];
+  registries(): readonly RegistryResource[];
+  namespaceLabels(namespace: string): Readonly<Record<string, string>> | undefined;
+}
+
+/** Everything the reconciler depends on, injected. */
+export interface ReconcilerDeps {
+  readonly clusterId: string;
+  readonly caches: ReconcilerCaches;
+  readonly backends: BackendProvider;
+  readonly writer: ServiceInstanceWriter;
+  readonly events: EventRecorder;
+  readonly logger: Logger;
+  readonly now: () => Date;
+  /** Every ServiceInstance is reconciled again after about this long. */
+  readonly resyncMs: number;
+  readonly random?: () => number;
+}
+
+interface TargetOutcome {
+  readonly registration: Registration;
+  readonly registered: number;
+  readonly conflicts: readonly ForeignEntryConflict[];
+  readonly error?: unknown;
+  readonly created: number;
+  readonly updated: number;
+  readonly deleted: number;
+}
+
+function errorMessage(err: unknown): string {
+  if (err instanceof AggregateError) return err.errors.map(errorMessage).join('; ');
+  if (err instanceof Error) return err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
+  return String(err);
+}
+
+function eventTarget(si: ServiceInstance): EventTarget {
+  return {
+    apiVersion: si.apiVersion ?? 'registrar.dev/v1alpha1',
+    kind: si.kind ?? 'ServiceInstance',
+    name: si.metadata?.name ?? '',
+    namespace: si.metadata?.namespace ?? '',
+    uid: si.metadata?.uid,
+    resourceVersion: si.metadata?.resourceVersion,
+  };
+}
+
+function registrationKey(r: { registry: string; namespace: string; service?: string }): string {
+  return JSON.stringify([r.registry, r.namespace, r.service ?? '']);
+}
+
+/** A stable string of a status for change detection (ignores nothing: timestamps are kept stable upstream). */
+function statusFingerprint(status: ServiceInstanceStatus | undefined): string {
+  return JSON.stringify(status ?? {});
+}
+
+/** The reconciler of ServiceInstances. */
+export class ServiceInstanceReconciler {
+  readonly #d: ReconcilerDeps;
+
+  constructor(deps: ReconcilerDeps) {
+    this.#d = deps;
+  }
+
+  /** Reconciles one `namespace/name` key. */
+  async reconcile(key: string): Promise<ReconcileResult> {
+    const si = this.#d.caches.serviceInstance(key);
+    if (!si) return undefined;
+    const finalizers = si.metadata?.finalizers ?? [];
+    if (si.metadata?.deletionTimestamp) {
+      if (finalizers.includes(FINALIZER)) await this.#finalize(si);
+      return undefined;
+    }
+    if (!finalizers.includes(FINALIZER)) {
+      // Before anything is written, so that no entry can outlive its ServiceInstance.
+      await this.#d.writer.addFinalizer(si, FINALIZER);
+    }
+    return this.#sync(si);
+  }
+
+  #owner(si: ServiceInstance): Owner {
+    return { clusterId: this.#d.clusterId, namespace: si.metadata?.namespace ?? '', name: si.metadata?.name ?? '' };
+  }
+
+  async #sync(si: ServiceInstance): Promise<ReconcileResult> {
+    const d = this.#d;
+    const ns = si.metadata?.namespace ?? '';
+    const owner = this.#owner(si);
+    const log = d.logger.child({ serviceInstance: `${ns}/${si.metadata?.name ?? ''}` });
+    const labels = d.caches.namespaceLabels(ns) ?? {};
+    const { targets, refusals } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
+    const source = desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, d.caches.pods(ns));
+    const previous = new Map((si.status?.registrations ?? []).map((r) => [registrationKey(r), r]));
+
+    const outcomes: TargetOutcome[] = [];
+    const wanted = new Set<string>();
+    for (const reg of targets) {
+      const outcome = await this.#syncTarget(si, reg, source, owner, previous, log);
+      wanted.add(registrationKey(outcome.registration));
+      outcomes.push(outcome);
+    }
+    // Scopes written before but no longer targeted (service renamed, registry dropped, template
+    // changed): remove what this ServiceInstance owns there.
+    const staleErrors: unknown[] = [];
+    for (const [k, reg] of previous) {
+      if (wanted.has(k) || !reg.service) continue;
+      try {
+        await this.#cleanupScope(reg.registry, { registryNamespace: reg.namespace, service: reg.service }, owner, si);
+      } catch (err: unknown) {
+        staleErrors.push(err);
+        outcomes.push({ registration: { ...reg, message: `cleanup pending: ${errorMessage(err)}` }, registered: 0, conflicts: [], error: err, created: 0, updated: 0, deleted: 0 });
+      }
+    }
+
+    const status = this.#status(si, source, outcomes, refusals, targets.length);
+    const target = eventTarget(si);
+    for (const r of refusals) d.events.warning(target, r.reason, r.message);
+    for (const o of outcomes) {
+      if (o.created > 0 || o.updated > 0) d.events.normal(target, EventReason.Registered, `registered ${o.created} and updated ${o.updated} endpoint(s) in Registry ${o.registration.registry} (namespace ${o.registration.namespace})`);
+      if (o.deleted > 0) d.events.normal(target, EventReason.Deregistered, `deregistered ${o.deleted} endpoint(s) from Registry ${o.registration.registry} (namespace ${o.registration.namespace})`);
+      for (const c of o.conflicts) d.events.warning(target, EventReason.OwnershipConflict, c.message);
+      if (o.error !== undefined) d.events.warning(target, EventReason.RegistrationFailed, `Registry ${o.registration.registry}: ${errorMessage(o.error)}`);
+    }
+    for (const p of source.problems) d.events.warning(target, EventReason.InvalidEndpoints, p);
+    if (statusFingerprint(status) !== statusFingerprint(si.status)) await d.writer.patchStatus(si, status);
+
+    const errors = [...outcomes.filter((o) => o.error !== undefined).map((o) => o.error), ...staleErrors];
+    if (errors.length > 0) throw new AggregateError(errors, `ServiceInstance ${ns}/${owner.name}: ${errors.length} registry operation(s) failed`);
+    const jitter = 0.9 + 0.2 * (d.random ?? Math.random)();
+    return { requeueAfterMs: Math.round(d.resyncMs * jitter) };
+  }
+
+  async #syncTarget(si: ServiceInstance, reg: RegistryResource, source: SourceResult, owner: Owner, previous: ReadonlyMap<string, Registration>, log: Logger): Promise<TargetOutcome> {
+    const d = this.#d;
+    const registryName = reg.metadata?.name ?? '';
+    const ns = si.metadata?.namespace ?? '';
+    const service = si.spec.service;
+    let registryNamespace = '';
+    try {
+      registryNamespace = renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns);
+    } catch (err: unknown) {
+      return {
+        registration: { registry: registryName, namespace: '', service, entries: 0, message: `Registry ${registryName} has an unusable namespace template: ${errorMessage(err)}` },
+        registered: 0,
+        conflicts: [],
+        error: err,
+        created: 0,
+        updated: 0,
+        deleted: 0,
+      };
+    }
+    const prev = previous.get(registrationKey({ registry: registryName, namespace: registryNamespace, service }));
+    try {
+      const backend = await d.backends.get(reg);
+      const owned = new OwnedRegistry(backend, owner);
+      const scope: Scope = { registryNamespace, service };
+      const current = await owned.records(scope);
+      const desired: RegistryEntry[] = source.endpoints.map((endpoint) => ({ registryNamespace, k8sNamespace: ns, owner, endpoint }));
+      const changes = calculatePlan({ current, desired, owner, policy: reg.spec.policy ?? 'sync' });
+      let conflicts: readonly ForeignEntryConflict[] = [];
+      if (!isEmptyPlan(changes)) {
+        log.info({ registry: registryName, registryNamespace, create: changes.create.length, update: changes.updateNew.length, delete: changes.delete.length }, 'applying registry changes');
+        const result = await owned.applyChanges(changes);
+        conflicts = result.conflicts;
+      }
+      const refusedCreates = conflicts.filter((c) => c.operation !== 'delete').length;
+      const registered = desired.length - refusedCreates;
+      const changed = !isEmptyPlan(changes);
+      const lastSyncTime = changed || !prev?.lastSyncTime ? d.now().toISOString().replace(/\.\d{3}Z$/, 'Z') : prev.lastSyncTime;
+      const dry = reg.spec.dryRun === true || backend.dryRun === true;
+      const registration: Registration = {
+        registry: registryName,
+        namespace: registryNamespace,
+        service,
+        entries: registered,
+        lastSyncTime,
+        message: conflicts.length > 0 ? conflicts.map((c) => c.message).join('; ') : dry ? 'dry run: changes are computed and logged, nothing is written' : 'in sync',
+      };
+      const leaseId = backend.leaseId?.(registryNamespace);
+      if (leaseId) Object.assign(registration, { leaseID: leaseId });
+      return { registration, registered, conflicts, created: changes.create.length - refusedCreates, updated: changes.updateNew.length, deleted: changes.delete.length };
+    } catch (err: unknown) {
+      log.warn({ err, registry: registryName }, 'registry sync failed');
+      return {
+        registration: { registry: registryName, namespace: registryNamespace, service, entries: prev?.entries ?? 0, ...(prev?.lastSyncTime ? { lastSyncTime: prev.lastSyncTime } : {}), ...(prev?.leaseID ? { leaseID: prev.leaseID } : {}), message: errorMessage(err) },
+        registered: 0,
+        conflicts: [],
+        error: err,
+        created: 0,
+        updated: 0,
+        deleted: 0,
+      };
+    }
+  }
+
+  #status(si: ServiceInstance, source: SourceResult, outcomes: readonly TargetOutcome[], refusals: readonly Refusal[], targetCount: number): ServiceInstanceStatus {
+    const generation = si.metadata?.generation;
+    const now = this.#d.now();
+    const failed = outcomes.filter((o) => o.error !== undefined);
+    const conflicts = outcomes.flatMap((o) => o.conflicts);
+    const registered = targetCount === 0 ? 0 : Math.min(...outcomes.filter((o) => o.error === undefined).map((o) => o.registered), failed.length > 0 ? 0 : Infinity);
+    let conditions: Condition[] = si.status?.conditions ?? [];
+    const gen = generation === undefined ? {} : { observedGeneration: generation };
+    let registeredCond: { status: 'True' | 'False'; reason: string; message: string };
+    if (failed.length > 0) registeredCond = { status: 'False', reason: ConditionReason.RegistrationFailed, message: failed.map((o) => `${o.registration.registry}: ${o.registration.message ?? ''}`).join('; ') };
+    else if (refusals[0]) registeredCond = { status: 'False', reason: refusals[0].reason, message: refusals.map((r) => r.message).join('; ') };
+    else if (targetCount === 0) registeredCond = { status: 'False', reason: ConditionReason.NoRegistry, message: 'no Registry applies: name one in spec.registries, or mark a Registry default whose namespaceSelector admits this namespace' };
+    else if (conflicts.length > 0) registeredCond = { status: 'False', reason: ConditionReason.OwnershipConflict, message: conflicts.map((c) => c.message).join('; ') };
+    else registeredCond = { status: 'True', reason: ConditionReason.Synced, message: `${registered} endpoint(s) registered in ${outcomes.map((o) => o.registration.registry).join(', ')}` };
+    conditions = setCondition(conditions, { type: ServiceInstanceConditionType.Registered, ...registeredCond, ...gen }, now);
+    let readyCond: { status: 'True' | 'False'; reason: string; message: string };
+    if (registeredCond.status !== 'True') readyCond = { status: 'False', reason: registeredCond.reason, message: registeredCond.message };
+    else if (source.problems.length > 0) readyCond = { status: 'False', reason: ConditionReason.InvalidEndpoints, message: source.problems.join('; ') };
+    else if (source.ready === 0) readyCond = { status: 'False', reason: ConditionReason.NoReadyEndpoints, message: si.spec.selector ? 'no pod matching spec.selector is Ready' : 'no endpoints' };
+    else readyCond = { status: 'True', reason: ConditionReason.Synced, message: `${source.ready}/${source.total} endpoint(s) ready and registered` };
+    conditions = setCondition(conditions, { type: ServiceInstanceConditionType.Ready, ...readyCond, ...gen }, now);
+    const status: ServiceInstanceStatus = {
+      ...gen,
+      conditions,
+      readyRatio: `${source.ready}/${source.total}`,
+      endpoints: { total: source.total, ready: source.ready, registered: Number.isFinite(registered) ? registered : 0 },
+      registrations: outcomes.map((o) => o.registration).sort((a, b) => registrationKey(a).localeCompare(registrationKey(b))),
+    };
+    return status;
+  }
+
+  async #cleanupScope(registryName: string, scope: Scope, owner: Owner, si: ServiceInstance): Promise<number> {
+    const reg = this.#d.caches.registries().find((r) => r.metadata?.name === registryName);
+    // A deleted Registry keeps nothing alive: its lease stops and the entries expire.
+    if (!reg) return 0;
+    const backend = await this.#d.backends.get(reg);
+    const owned = new OwnedRegistry(backend, owner);
+    const current = await owned.records(scope);
+    if (current.length === 0) return 0;
+    await owned.applyChanges({ create: [], updateOld: [], updateNew: [], delete: current });
+    this.#d.events.normal(eventTarget(si), EventReason.Deregistered, `deregistered ${current.length} endpoint(s) from Registry ${registryName} (namespace ${scope.registryNamespace}, service ${scope.service})`);
+    return current.length;
+  }
+
+  async #finalize(si: ServiceInstance): Promise<void> {
+    const d = this.#d;
+    const ns = si.metadata?.namespace ?? '';
+    const owner = this.#owner(si);
+    const scopes = new Map<string, { registry: string; scope: Scope }>();
+    for (const r of si.status?.registrations ?? []) {
+      const service = r.service ?? si.spec.service;
+      if (r.namespace) scopes.set(registrationKey({ registry: r.registry, namespace: r.namespace, service }), { registry: r.registry, scope: { registryNamespace: r.namespace, service } });
+    }
+    // Also every Registry it would target now, in case status was never written.
+    const { targets } = resolveTargets(si.spec.registries, ns, d.caches.namespaceLabels(ns) ?? {}, d.caches.registries());
+    for (const reg of targets) {
+      try {
+        const registryNamespace = renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns);
+        const name = reg.metadata?.name ?? '';
+        scopes.set(registrationKey({ registry: name, namespace: registryNamespace, service: si.spec.service }), { registry: name, scope: { registryNamespace, service: si.spec.service } });
+      } catch {
+        // An unusable template never wrote anything.
+      }
+    }
+    let removed = 0;
+    for (const { registry, scope } of scopes.values()) removed += await this.#cleanupScope(registry, scope, owner, si);
+    d.logger.info({ serviceInstance: `${ns}/${owner.name}`, removed }, 'ServiceInstance deleted; entries removed');
+    await d.writer.removeFinalizer(si, FINALIZER);
+  }
+}

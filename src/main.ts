@@ -1,0 +1,120 @@
+/**
+ * kube-registrar's entry point, wiring only: config → clients → controllers → servers, and signal
+ * handling. Shutdown stops reconciling and closes backends without revoking leases, so the
+ * entries stay in the registries for the next process (or leader) to adopt.
+ */
+import type { Server } from 'node:http';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { GROUP, SERVICE_INSTANCE_PLURAL, VERSION } from './api/v1alpha1/types.ts';
+import { ConfigError, loadConfig, parseAddress, usage, type Config } from './config.ts';
+import { ControllerManager } from './controller/manager.ts';
+import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
+import { CustomObjectWriter } from './kube/custom-objects.ts';
+import { KubeEventRecorder } from './kube/events.ts';
+import { createLogger } from './observability/logger.ts';
+import { createMetrics } from './observability/metrics.ts';
+import { startOpsServer } from './observability/server.ts';
+import { KubeBackendProvider } from './registry/provider.ts';
+
+function loadKubeConfig(cfg: Config): KubeConfig {
+  const kc = new KubeConfig();
+  if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+async function clusterIdOf(core: CoreV1Api, cfg: Config): Promise<string> {
+  if (cfg.clusterId) return cfg.clusterId;
+  try {
+    const ns = await core.readNamespace({ name: 'kube-system' });
+    if (ns.metadata?.uid) return ns.metadata.uid;
+  } catch (err: unknown) {
+    throw new Error('cannot read namespace kube-system to derive the cluster id: grant get on namespaces, or set --cluster-id', { cause: err });
+  }
+  throw new Error('namespace kube-system has no UID; set --cluster-id');
+}
+
+async function main(): Promise<void> {
+  let cfg: Config | undefined;
+  try {
+    cfg = loadConfig(process.argv.slice(2), process.env);
+  } catch (err: unknown) {
+    if (err instanceof ConfigError) {
+      console.error(`kube-registrar: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  if (!cfg) {
+    console.log(usage());
+    return;
+  }
+  const logger = createLogger(cfg.logLevel);
+  const kc = loadKubeConfig(cfg);
+  const core = kc.makeApiClient(CoreV1Api);
+  const clusterId = await clusterIdOf(core, cfg);
+  logger.info({ clusterId, watchNamespaces: cfg.watchNamespaces, dryRun: cfg.dryRun, server: kc.getCurrentCluster()?.server }, 'kube-registrar starting');
+
+  const metrics = createMetrics();
+  const events = new KubeEventRecorder(kc, logger);
+  const backends = new KubeBackendProvider({
+    clusterId,
+    logger,
+    callTimeoutMs: cfg.registryTimeoutSeconds * 1000,
+    dryRun: cfg.dryRun,
+    readSecret: async (namespace, name) => {
+      const secret = await core.readNamespacedSecret({ namespace, name });
+      return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
+    },
+  });
+  const manager = new ControllerManager({
+    kubeConfig: kc,
+    logger,
+    watchNamespaces: cfg.watchNamespaces,
+    concurrency: cfg.concurrency,
+    resyncMs: cfg.resyncSeconds * 1000,
+    queueObserver: metrics.queueObserver,
+    onRegistryDeleted: (name) => void backends.release(name),
+  });
+  const reconciler = new ServiceInstanceReconciler({
+    clusterId,
+    caches: manager,
+    backends,
+    writer: new CustomObjectWriter(kc, { group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL }),
+    events,
+    logger,
+    now: () => new Date(),
+    resyncMs: cfg.resyncSeconds * 1000,
+  });
+
+  const servers: Server[] = [];
+  if (cfg.healthAddress) {
+    const { host, port } = parseAddress('health-address', cfg.healthAddress);
+    servers.push(await startOpsServer({ host, port, ready: () => manager.synced }));
+  }
+  if (cfg.metricsAddress) {
+    const { host, port } = parseAddress('metrics-address', cfg.metricsAddress);
+    servers.push(await startOpsServer({ host, port, metrics: metrics.registry }));
+  }
+
+  let stopping = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down; leases are left for the next process to adopt');
+    await manager.stop();
+    await backends.close();
+    await events.flush();
+    for (const s of servers) s.close();
+    logger.flush();
+  };
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, (s) => void shutdown(s).finally(() => process.exit(0)));
+
+  metrics.leader.set(1);
+  await manager.start((key) => reconciler.reconcile(key));
+}
+
+main().catch((err: unknown) => {
+  console.error(JSON.stringify({ level: 'fatal', msg: 'kube-registrar failed', err: err instanceof Error ? { message: err.message, cause: err.cause instanceof Error ? err.cause.message : undefined } : String(err) }));
+  process.exit(1);
+});

@@ -1,0 +1,40 @@
+/**
+ * Prometheus metrics (prom-client). One registry per process; collectors are created here and
+ * handed to the parts that observe them.
+ */
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import type { QueueObserver } from '../controller/queue.ts';
+
+/** The operator's metrics. */
+export interface Metrics {
+  readonly registry: PromRegistry;
+  readonly reconciles: Counter<'outcome'>;
+  readonly reconcileDuration: Histogram;
+  readonly queueDepth: Gauge;
+  readonly queueLatency: Histogram;
+  readonly informerErrors: Counter<'informer'>;
+  readonly leader: Gauge;
+  /** Adapter for the work queue. */
+  readonly queueObserver: QueueObserver;
+}
+
+/** Creates the metrics, with Node's default process metrics. */
+export function createMetrics(): Metrics {
+  const registry = new PromRegistry();
+  collectDefaultMetrics({ register: registry, prefix: 'kube_registrar_' });
+  const reconciles = new Counter({ name: 'kube_registrar_reconcile_total', help: 'ServiceInstance reconciles by outcome (success, requeue, error, terminal).', labelNames: ['outcome'], registers: [registry] });
+  const reconcileDuration = new Histogram({ name: 'kube_registrar_reconcile_duration_seconds', help: 'Duration of ServiceInstance reconciles.', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] });
+  const queueDepth = new Gauge({ name: 'kube_registrar_workqueue_depth', help: 'Keys waiting or being processed.', registers: [registry] });
+  const queueLatency = new Histogram({ name: 'kube_registrar_workqueue_queue_duration_seconds', help: 'Time a key waits before a worker picks it up.', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60], registers: [registry] });
+  const informerErrors = new Counter({ name: 'kube_registrar_informer_errors_total', help: 'List/watch failures by informer.', labelNames: ['informer'], registers: [registry] });
+  const leader = new Gauge({ name: 'kube_registrar_leader', help: '1 while this process is the leader (or runs without leader election).', registers: [registry] });
+  const queueObserver: QueueObserver = {
+    depth: (d) => queueDepth.set(d),
+    latency: (ms) => queueLatency.observe(ms / 1000),
+    processed: (_key, outcome, ms) => {
+      reconciles.inc({ outcome });
+      reconcileDuration.observe(ms / 1000);
+    },
+  };
+  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, queueObserver };
+}
