@@ -17,7 +17,7 @@ export interface Condition {
 export type ConditionInput = Omit<Condition, 'lastTransitionTime'>;
 
 /** Returns `conditions` with `next` set, keeping the transition time when the status is unchanged. */
-export function setCondition(conditions: readonly Condition[] | undefined, next: ConditionInput, now: Date): Condition[] {
+export function setCondition(conditions: readonly Condition[] | undefined, next: ConditionInput, now: Date): readonly Condition[] {
   const list = [...(conditions ?? [])];
   const i = list.findIndex((c) => c.type === next.type);
   const prev = i >= 0 ? list[i] : undefined;

@@ -246,7 +246,7 @@ export class ServiceInstanceReconciler {
     const failed = outcomes.filter((o) => o.error !== undefined);
     const conflicts = outcomes.flatMap((o) => o.conflicts);
     const registered = targetCount === 0 ? 0 : Math.min(...outcomes.filter((o) => o.error === undefined).map((o) => o.registered), failed.length > 0 ? 0 : Infinity);
-    let conditions: Condition[] = si.status?.conditions ?? [];
+    let conditions: readonly Condition[] = si.status?.conditions ?? [];
     const gen = generation === undefined ? {} : { observedGeneration: generation };
     let registeredCond: { status: 'True' | 'False'; reason: string; message: string };
     if (failed.length > 0) registeredCond = { status: 'False', reason: ConditionReason.RegistrationFailed, message: failed.map((o) => `${o.registration.registry}: ${o.registration.message ?? ''}`).join('; ') };

@@ -239,7 +239,7 @@ export class Informer<Raw, T extends CachedObject> {
     this.#cache.set(key, obj);
     const ns = obj.metadata?.namespace ?? '';
     let nsMap = this.#byNamespace.get(ns);
-    if (!nsMap) this.#byNamespace.set(ns, (nsMap = new Map()));
+    if (!nsMap) this.#byNamespace.set(ns, (nsMap = new Map<string, T>()));
     nsMap.set(key, obj);
     for (const h of this.#handlers) {
       if (old) h.update?.(obj, old);

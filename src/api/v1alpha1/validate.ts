@@ -1,0 +1,311 @@
+/**
+ * The operator's own checks of ServiceInstance and Registry specs: the CRDs' admission rules again,
+ * plus what admission cannot express cheaply (duplicate static endpoints).
+ *
+ * Admission is the first line, but not the only one the operator can rely on: CRDs from an older
+ * release may still be installed, CEL ratcheting lets objects stored before a rule existed keep
+ * their old values, and tests build objects that never met an apiserver. A spec that fails here is
+ * reported on the object (reason InvalidSpec) instead of being half-applied.
+ *
+ * The messages for rules the CRDs also check are the CRDs' CEL messages word for word (the unit
+ * test holds them together), so a person sees the same sentence from kubectl and from status.
+ */
+import { isIP } from 'node:net';
+import {
+  ETCD_VALUE_FORMATS,
+  LABEL_SELECTOR_OPERATORS,
+  REGISTRY_POLICIES,
+  REGISTRY_TYPES,
+  SERVICE_PLACEHOLDER,
+  type LabelSelector,
+  type RegistrySpec,
+  type SecretReference,
+  type ServiceInstanceSpec,
+} from './types.ts';
+
+/** User-facing messages of the checks; those of CEL rules match the CRDs exactly. */
+export const VALIDATION_MESSAGES = {
+  exactlyOneSource:
+    'exactly one of spec.selector or spec.endpoints must be set: use selector to mirror Ready pods, or endpoints to list static addresses',
+  selectorNeedsPort:
+    'spec.port is required when spec.selector is set: it is the container port number or name to register for each Ready pod',
+  endpointNeedsPort:
+    'every static endpoint needs a port: set port on each entry of spec.endpoints, or set spec.port to a port number',
+  emptySelector:
+    'spec.selector must not be empty, or it would register every pod in the namespace: add matchLabels or matchExpressions',
+  labelKey:
+    "matchLabels keys must be label keys: an optional DNS subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+  labelValue:
+    "label values must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+  selectorValues:
+    'values must be non-empty when operator is In or NotIn, and empty when operator is Exists or DoesNotExist',
+  selectorOperator: 'operator must be one of In, NotIn, Exists, DoesNotExist',
+  address:
+    "address must be an IPv4 address, an IPv6 address or a lowercase DNS-1123 host name, with no scheme, port, '/' or spaces, e.g. 10.0.0.12 or vm-12.example.com",
+  tagKey:
+    "tag keys must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (no '/', '=' or ',')",
+  tagValue: 'tag values must be at most 256 characters long',
+  port:
+    "spec.port must be a port number from 1 to 65535 or a container port name (at most 15 lowercase letters, digits and '-', with at least one letter, e.g. http)",
+  metadataKey: 'metadata keys must be 1-128 characters long',
+  metadataValue: 'metadata values must be at most 512 characters long',
+  serviceName:
+    "spec.service must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit, e.g. user-service",
+  registryName: 'Registry names must be DNS-1123 subdomains (lowercase letters, digits, \'-\' and \'.\')',
+  endpointPort: 'port must be a whole number from 1 to 65535',
+  weight: 'weight must be a whole number from 0 to 1000',
+  duplicateEndpoint: 'the same address and port is listed more than once; each static endpoint must be unique',
+  duplicateRegistry: 'this Registry is named more than once; name each Registry once',
+  duplicateEtcdEndpoint: 'this etcd endpoint is listed more than once; list each once',
+  registryType: "spec.type must be 'etcd' or 'consul'",
+  etcdRequired: 'spec.etcd is required when spec.type is etcd',
+  etcdForbidden: 'spec.etcd may only be set when spec.type is etcd',
+  consulRequired: 'spec.consul is required when spec.type is consul',
+  consulForbidden: 'spec.consul may only be set when spec.type is consul',
+  namespaceTemplate:
+    "spec.namespace may contain only lowercase letters, digits, '-' and the placeholder {namespace} (no '/', '.' or other placeholders), e.g. {namespace} or prod-{namespace}",
+  leaseTTL: 'spec.leaseTTLSeconds must be a whole number of seconds from 5 to 3600',
+  policy: "spec.policy must be 'sync' or 'upsert-only'",
+  etcdEndpoints: 'spec.etcd.endpoints must list at least one etcd URL',
+  etcdEndpoint:
+    'each etcd endpoint must be an http:// or https:// URL with a host and optional port and no path, e.g. https://etcd-0:2379',
+  prefixStart: "spec.etcd.prefix must start with '/', e.g. /services",
+  prefixEnd: "spec.etcd.prefix must not end with '/', e.g. /services",
+  prefixEmptySegment: "spec.etcd.prefix must not contain '//' (an empty segment)",
+  prefixDotSegment: "spec.etcd.prefix must not contain '.' or '..' segments",
+  prefixChars: "spec.etcd.prefix may contain only letters, digits, '/', '-', '_' and '.'",
+  format: "spec.etcd.format must be 'json', 'grpc' or 'hostport'",
+  consulAddress:
+    'spec.consul.address must be an http:// or https:// URL with a host and optional port and no path, e.g. http://consul:8500',
+  consulDatacenter: "spec.consul.datacenter may contain only letters, digits, '-' and '_'",
+  consulNamespace:
+    "spec.consul.namespace may contain only lowercase letters, digits, '-' and the placeholder {namespace}",
+  serviceNameChars:
+    "spec.consul.serviceName may contain only lowercase letters, digits, '-' and the placeholders {service} and {namespace}",
+  serviceNameNeedsService:
+    'spec.consul.serviceName must contain {service}, or every service would be registered under the same name',
+  secretRef:
+    'a Secret reference needs a name (a DNS-1123 subdomain) and a namespace (a DNS-1123 label)',
+} as const;
+
+// The same expressions as the CRDs' patterns and CEL rules; JavaScript and RE2 agree on this subset.
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_KEY =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const TAG_KEY = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const HTTP_URL = /^https?:\/\/([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?\/?$/;
+const NAMESPACE_TEMPLATE = /^([a-z0-9-]|[{]namespace[}])+$/;
+const CONSUL_NAMESPACE_TEMPLATE = /^([a-z0-9-]|[{]namespace[}])*$/;
+const SERVICE_NAME_TEMPLATE = /^([a-z0-9-]|[{]service[}]|[{]namespace[}])+$/;
+const PREFIX_DOT_SEGMENT = /(^|\/)[.][.]?(\/|$)/;
+const PREFIX_CHARS = /^[-A-Za-z0-9_./]*$/;
+const DATACENTER = /^[A-Za-z0-9_-]*$/;
+
+function problem(path: string, message: string): string {
+  return `${path}: ${message}`;
+}
+
+/** The CRD's maxItems/maxProperties: the apiserver's CEL cost budget depends on them. */
+function checkCount(count: number, max: number, path: string): string[] {
+  return count > max ? [problem(path, `must have at most ${max} entries, has ${count}`)] : [];
+}
+
+function checkDuplicates(values: readonly string[], path: string, message: string): string[] {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  values.forEach((v, i) => {
+    if (seen.has(v)) problems.push(problem(`${path}[${i}]`, message));
+    seen.add(v);
+  });
+  return problems;
+}
+
+function isIntegerIn(value: unknown, min: number, max: number): boolean {
+  return typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
+}
+
+/** Whether `address` is what the CRD's CEL `isIP` accepts: an IP literal without a zone. */
+function isIpLiteral(address: string): boolean {
+  return isIP(address) !== 0 && !address.includes('%');
+}
+
+/** Whether `port` is a valid spec.port: a port number, or an IANA service name as containers use. */
+function isValidPort(port: number | string): boolean {
+  if (typeof port === 'number') return isIntegerIn(port, 1, 65535);
+  return port.length <= 15 && PORT_NAME.test(port) && /[a-z]/.test(port) && !port.includes('--');
+}
+
+function checkStringMap(
+  map: Readonly<Record<string, string>> | undefined,
+  path: string,
+  keyOk: (key: string) => boolean,
+  keyMessage: string,
+  valueOk: (value: string) => boolean,
+  valueMessage: string,
+): string[] {
+  const entries = Object.entries(map ?? {});
+  const problems = checkCount(entries.length, 64, path);
+  for (const [key, value] of entries) {
+    const at = `${path}[${JSON.stringify(key)}]`;
+    if (!keyOk(key)) problems.push(problem(at, keyMessage));
+    if (typeof value !== 'string' || !valueOk(value)) problems.push(problem(at, valueMessage));
+  }
+  return problems;
+}
+
+function checkTags(tags: Readonly<Record<string, string>> | undefined, path: string): string[] {
+  const m = VALIDATION_MESSAGES;
+  return checkStringMap(tags, path, (k) => k.length <= 63 && TAG_KEY.test(k), m.tagKey, (v) => v.length <= 256, m.tagValue);
+}
+
+/**
+ * Problems of a label selector, for spec.selector (where `requireTerms` refuses the empty selector)
+ * and spec.namespaceSelector (where the empty selector admits every namespace).
+ */
+function checkLabelSelector(selector: LabelSelector, path: string, requireTerms: boolean): string[] {
+  const m = VALIDATION_MESSAGES;
+  const problems = checkStringMap(
+    selector.matchLabels,
+    `${path}.matchLabels`,
+    (k) => k.length <= 317 && LABEL_KEY.test(k),
+    m.labelKey,
+    (v) => v.length <= 63 && LABEL_VALUE.test(v),
+    m.labelValue,
+  );
+  const expressions = selector.matchExpressions ?? [];
+  problems.push(...checkCount(expressions.length, 16, `${path}.matchExpressions`));
+  expressions.forEach((req, i) => {
+    const at = `${path}.matchExpressions[${i}]`;
+    if (!LABEL_KEY.test(req.key)) problems.push(problem(`${at}.key`, m.labelKey));
+    if (!(LABEL_SELECTOR_OPERATORS as readonly string[]).includes(req.operator)) problems.push(problem(`${at}.operator`, m.selectorOperator));
+    problems.push(...checkCount(req.values?.length ?? 0, 64, `${at}.values`));
+    const hasValues = (req.values?.length ?? 0) > 0;
+    if ((req.operator === 'In' || req.operator === 'NotIn') !== hasValues) problems.push(problem(at, m.selectorValues));
+    req.values?.forEach((v, j) => {
+      if (!LABEL_VALUE.test(v) || v.length > 63) problems.push(problem(`${at}.values[${j}]`, m.labelValue));
+    });
+  });
+  if (requireTerms && Object.keys(selector.matchLabels ?? {}).length === 0 && expressions.length === 0) {
+    problems.push(problem(path, m.emptySelector));
+  }
+  return problems;
+}
+
+function checkSecretRef(ref: SecretReference | undefined, path: string): string[] {
+  if (ref === undefined) return [];
+  const ok = DNS1123_SUBDOMAIN.test(ref.name) && ref.name.length <= 253 && DNS1123_LABEL.test(ref.namespace) && ref.namespace.length <= 63;
+  return ok ? [] : [problem(path, VALIDATION_MESSAGES.secretRef)];
+}
+
+/**
+ * Checks a ServiceInstance spec as the CRD would, plus that no static endpoint is listed twice.
+ *
+ * @returns one human-readable problem per line, each starting with the field path; empty when the spec is usable.
+ */
+export function validateServiceInstanceSpec(spec: ServiceInstanceSpec): string[] {
+  const m = VALIDATION_MESSAGES;
+  const problems: string[] = [];
+  if (spec.service.length > 63 || !DNS1123_LABEL.test(spec.service)) problems.push(problem('spec.service', m.serviceName));
+  const registries = spec.registries ?? [];
+  problems.push(...checkCount(registries.length, 16, 'spec.registries'));
+  registries.forEach((name, i) => {
+    if (name.length > 253 || !DNS1123_SUBDOMAIN.test(name)) problems.push(problem(`spec.registries[${i}]`, m.registryName));
+  });
+  problems.push(...checkDuplicates(registries, 'spec.registries', m.duplicateRegistry));
+
+  const hasSelector = spec.selector !== undefined;
+  const hasEndpoints = spec.endpoints !== undefined;
+  if (hasSelector === hasEndpoints) problems.push(problem('spec', m.exactlyOneSource));
+  if (hasSelector && spec.port === undefined) problems.push(problem('spec', m.selectorNeedsPort));
+  if (spec.port !== undefined && !isValidPort(spec.port)) problems.push(problem('spec.port', m.port));
+  if (spec.selector !== undefined) problems.push(...checkLabelSelector(spec.selector, 'spec.selector', true));
+
+  problems.push(...checkCount(spec.endpoints?.length ?? 0, 1000, 'spec.endpoints'));
+  const defaultPort = typeof spec.port === 'number' ? spec.port : undefined;
+  const seen = new Set<string>();
+  let missingPort = false;
+  spec.endpoints?.forEach((endpoint, i) => {
+    const at = `spec.endpoints[${i}]`;
+    const { address } = endpoint;
+    if (address.length > 253 || !(isIpLiteral(address) || DNS1123_SUBDOMAIN.test(address))) problems.push(problem(`${at}.address`, m.address));
+    if (endpoint.port !== undefined && !isIntegerIn(endpoint.port, 1, 65535)) problems.push(problem(`${at}.port`, m.endpointPort));
+    if (endpoint.weight !== undefined && !isIntegerIn(endpoint.weight, 0, 1000)) problems.push(problem(`${at}.weight`, m.weight));
+    problems.push(...checkTags(endpoint.tags, `${at}.tags`));
+    const port = endpoint.port ?? defaultPort;
+    if (port === undefined) {
+      missingPort = true;
+      return;
+    }
+    // Two entries with one address and port would share an instance id in every registry.
+    const key = `${address}|${port}`;
+    if (seen.has(key)) problems.push(problem(at, m.duplicateEndpoint));
+    seen.add(key);
+  });
+  if (missingPort) problems.push(problem('spec', m.endpointNeedsPort));
+
+  problems.push(...checkTags(spec.tags, 'spec.tags'));
+  if (!isIntegerIn(spec.weight, 0, 1000)) problems.push(problem('spec.weight', m.weight));
+  problems.push(
+    ...checkStringMap(spec.metadata, 'spec.metadata', (k) => k.length >= 1 && k.length <= 128, m.metadataKey, (v) => v.length <= 512, m.metadataValue),
+  );
+  return problems;
+}
+
+function checkEtcdPrefix(prefix: string): string[] {
+  const m = VALIDATION_MESSAGES;
+  const problems: string[] = [];
+  if (!prefix.startsWith('/')) problems.push(m.prefixStart);
+  if (prefix.endsWith('/')) problems.push(m.prefixEnd);
+  if (prefix.includes('//')) problems.push(m.prefixEmptySegment);
+  if (PREFIX_DOT_SEGMENT.test(prefix)) problems.push(m.prefixDotSegment);
+  if (!PREFIX_CHARS.test(prefix)) problems.push(m.prefixChars);
+  return problems.map((message) => problem('spec.etcd.prefix', message));
+}
+
+/**
+ * Checks a Registry spec as the CRD would: the type matches the block that is set, and templates,
+ * URLs and the etcd prefix cannot escape their place in the registry.
+ *
+ * @returns one human-readable problem per line, each starting with the field path; empty when the spec is usable.
+ */
+export function validateRegistrySpec(spec: RegistrySpec): string[] {
+  const m = VALIDATION_MESSAGES;
+  const problems: string[] = [];
+  if (!(REGISTRY_TYPES as readonly string[]).includes(spec.type)) problems.push(problem('spec.type', m.registryType));
+  if (spec.type === 'etcd' && spec.etcd === undefined) problems.push(problem('spec', m.etcdRequired));
+  if (spec.type !== 'etcd' && spec.etcd !== undefined) problems.push(problem('spec', m.etcdForbidden));
+  if (spec.type === 'consul' && spec.consul === undefined) problems.push(problem('spec', m.consulRequired));
+  if (spec.type !== 'consul' && spec.consul !== undefined) problems.push(problem('spec', m.consulForbidden));
+
+  problems.push(...checkLabelSelector(spec.namespaceSelector, 'spec.namespaceSelector', false));
+  if (spec.namespace.length > 128 || !NAMESPACE_TEMPLATE.test(spec.namespace)) problems.push(problem('spec.namespace', m.namespaceTemplate));
+  if (!isIntegerIn(spec.leaseTTLSeconds, 5, 3600)) problems.push(problem('spec.leaseTTLSeconds', m.leaseTTL));
+  if (!(REGISTRY_POLICIES as readonly string[]).includes(spec.policy)) problems.push(problem('spec.policy', m.policy));
+
+  const { etcd, consul } = spec;
+  if (etcd !== undefined) {
+    if (etcd.endpoints.length === 0) problems.push(problem('spec.etcd.endpoints', m.etcdEndpoints));
+    problems.push(...checkCount(etcd.endpoints.length, 16, 'spec.etcd.endpoints'));
+    problems.push(...checkDuplicates(etcd.endpoints, 'spec.etcd.endpoints', m.duplicateEtcdEndpoint));
+    etcd.endpoints.forEach((url, i) => {
+      if (url.length > 512 || !HTTP_URL.test(url)) problems.push(problem(`spec.etcd.endpoints[${i}]`, m.etcdEndpoint));
+    });
+    problems.push(...checkEtcdPrefix(etcd.prefix));
+    if (!(ETCD_VALUE_FORMATS as readonly string[]).includes(etcd.format)) problems.push(problem('spec.etcd.format', m.format));
+    problems.push(...checkSecretRef(etcd.credentialsSecretRef, 'spec.etcd.credentialsSecretRef'));
+  }
+  if (consul !== undefined) {
+    if (consul.address.length > 512 || !HTTP_URL.test(consul.address)) problems.push(problem('spec.consul.address', m.consulAddress));
+    if (consul.datacenter !== undefined && (consul.datacenter.length > 64 || !DATACENTER.test(consul.datacenter))) {
+      problems.push(problem('spec.consul.datacenter', m.consulDatacenter));
+    }
+    if (consul.namespace.length > 128 || !CONSUL_NAMESPACE_TEMPLATE.test(consul.namespace)) problems.push(problem('spec.consul.namespace', m.consulNamespace));
+    if (consul.serviceName.length > 128 || !SERVICE_NAME_TEMPLATE.test(consul.serviceName)) problems.push(problem('spec.consul.serviceName', m.serviceNameChars));
+    if (!consul.serviceName.includes(SERVICE_PLACEHOLDER)) problems.push(problem('spec.consul.serviceName', m.serviceNameNeedsService));
+    problems.push(...checkSecretRef(consul.tokenSecretRef, 'spec.consul.tokenSecretRef'));
+  }
+  return problems;
+}
