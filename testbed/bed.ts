@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'node:https';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createPki, type Pki } from './pki.ts';
 import { freePort, httpOk, ManagedProcess } from './processes.ts';
 import { provision, type Toolchain } from './provision.ts';
@@ -213,7 +213,8 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     const consulArgs = [
       'agent',
       '-dev',
-      '-node=testbed',
+      // The bed's directory name in the node name lets a person (and the lifecycle test) find it.
+      `-node=${basename(dir)}`,
       '-bind=127.0.0.1',
       '-client=127.0.0.1',
       `-http-port=${consulPort}`,
