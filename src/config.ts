@@ -97,15 +97,21 @@ function parseNumber(name: string, v: string, min: number, max: number): number 
 
 /** Parses argv and env into a Config; throws ConfigError with a message for the user. Returns undefined for --help. */
 export function loadConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Config | undefined {
-  const options = Object.fromEntries(Object.entries(FLAGS).map(([name, f]) => [name, { type: f.type }]));
+  // Booleans accept both `--dry-run` and `--dry-run=true`, as Go operators' flags do; so every
+  // flag is parsed as a string and a bare boolean flag means true.
+  const options = Object.fromEntries(Object.keys(FLAGS).map((name) => [name, { type: 'string' as const }]));
+  const args = argv.map((a) => {
+    const name = a.startsWith('--') && !a.includes('=') ? a.slice(2) : undefined;
+    return name !== undefined && FLAGS[name]?.type === 'boolean' ? `--${name}=true` : a;
+  });
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: [...argv], options, allowPositionals: false, strict: true });
+    parsed = parseArgs({ args, options, allowPositionals: false, strict: true });
   } catch (err: unknown) {
     throw new ConfigError(`${err instanceof Error ? err.message : String(err)}\n\n${usage()}`);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  if (values['help'] === true) return undefined;
+  if (values['help'] !== undefined && parseBool('help', String(values['help']))) return undefined;
   const get = (name: string): string => {
     const f = FLAGS[name];
     if (!f) throw new Error(`internal: unknown flag ${name}`);

@@ -7,6 +7,7 @@ import type { Server } from 'node:http';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { GROUP, SERVICE_INSTANCE_PLURAL, VERSION } from './api/v1alpha1/types.ts';
 import { ConfigError, loadConfig, parseAddress, usage, type Config } from './config.ts';
+import { LeaderElector } from './controller/leader.ts';
 import { ControllerManager } from './controller/manager.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
 import { CustomObjectWriter } from './kube/custom-objects.ts';
@@ -97,12 +98,35 @@ async function main(): Promise<void> {
     servers.push(await startOpsServer({ host, port, metrics: metrics.registry }));
   }
 
+  const reconcile = (key: string): ReturnType<ServiceInstanceReconciler['reconcile']> => reconciler.reconcile(key);
+  const elector = cfg.leaderElection
+    ? new LeaderElector({
+        kubeConfig: kc,
+        namespace: cfg.leaderElectionNamespace,
+        name: cfg.leaderElectionId,
+        leaseDurationSeconds: cfg.leaseDurationSeconds,
+        renewDeadlineSeconds: cfg.renewDeadlineSeconds,
+        retryPeriodSeconds: cfg.retryPeriodSeconds,
+        logger,
+        onStartedLeading: () => {
+          metrics.leader.set(1);
+          manager.startReconciling(reconcile);
+        },
+        // As controller-runtime does: a process that lost leadership exits and restarts as a
+        // standby, leaving its registry leases to the new leader (nothing is revoked or deleted).
+        onStoppedLeading: () => {
+          metrics.leader.set(0);
+          void shutdown('lost leadership').finally(() => process.exit(1));
+        },
+      })
+    : undefined;
   let stopping = false;
-  const shutdown = async (signal: string): Promise<void> => {
+  const shutdown = async (reason: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'shutting down; leases are left for the next process to adopt');
+    logger.info({ reason }, 'shutting down; registry leases are left for the next process to adopt');
     await manager.stop();
+    await elector?.stop();
     await backends.close();
     await events.flush();
     for (const s of servers) s.close();
@@ -110,8 +134,15 @@ async function main(): Promise<void> {
   };
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, (s) => void shutdown(s).finally(() => process.exit(0)));
 
-  metrics.leader.set(1);
-  await manager.start((key) => reconciler.reconcile(key));
+  await manager.startCaches();
+  if (!elector) {
+    metrics.leader.set(1);
+    manager.startReconciling(reconcile);
+    return;
+  }
+  metrics.leader.set(0);
+  logger.info({ identity: elector.identity, lease: `${cfg.leaderElectionNamespace}/${cfg.leaderElectionId}` }, 'standing by for leader election');
+  elector.start();
 }
 
 main().catch((err: unknown) => {

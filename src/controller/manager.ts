@@ -131,17 +131,24 @@ export class ControllerManager implements ReconcilerCaches {
     return this.#queue?.depth ?? 0;
   }
 
-  /** Starts the informers, waits until they synced, then starts reconciling. */
-  async start(reconcile: Reconcile): Promise<void> {
-    const queue = new WorkQueue((key) => reconcile(key), { concurrency: this.#o.concurrency, ...(this.#o.queueObserver ? { observer: this.#o.queueObserver } : {}) });
-    this.#queue = queue;
-    const enqueue = (si: ServiceInstance): void => queue.add(objectKey(si));
+  #enqueue(si: ServiceInstance): void {
+    this.#queue?.add(objectKey(si));
+  }
+
+  #enqueueAll(): void {
+    for (const si of this.allServiceInstances()) this.#enqueue(si);
+  }
+
+  /**
+   * Starts the informers and waits until they synced. Events only reach the queue once
+   * {@link startReconciling} ran, so a standby keeps warm caches without acting on them.
+   */
+  async startCaches(): Promise<void> {
+    const enqueue = (si: ServiceInstance): void => this.#enqueue(si);
     const enqueueNamespace = (ns: string): void => {
       for (const inf of this.#siInformers) for (const si of inf.list(ns)) enqueue(si);
     };
-    const enqueueAll = (): void => {
-      for (const si of this.allServiceInstances()) enqueue(si);
-    };
+    const enqueueAll = (): void => this.#enqueueAll();
     for (const inf of this.#siInformers) {
       inf.on({
         add: enqueue,
@@ -155,7 +162,7 @@ export class ControllerManager implements ReconcilerCaches {
             enqueue(si);
           }
         },
-        delete: (si) => queue.forget(objectKey(si)),
+        delete: (si) => this.#queue?.forget(objectKey(si)),
       });
     }
     const onPod = (pod: SlimPod, old?: SlimPod): void => {
@@ -193,11 +200,19 @@ export class ControllerManager implements ReconcilerCaches {
         if (JSON.stringify(n.metadata.labels) !== JSON.stringify(old.metadata.labels)) enqueueNamespace(n.metadata.name);
       },
     });
-    // Caches first, so the first reconciles see every pod and Registry.
+    // Pods and Registries first, so the first reconciles see every pod and Registry.
     await Promise.all([this.#registryInformer.start(), this.#namespaceInformer.start(), ...this.#podInformers.map((i) => i.start())]);
     await Promise.all(this.#siInformers.map((i) => i.start()));
-    this.#resyncTimer = setInterval(enqueueAll, this.#o.resyncMs);
-    this.#o.logger.info({ serviceInstances: this.allServiceInstances().length, registries: this.registries().length }, 'caches synced; reconciling');
+    this.#o.logger.info({ serviceInstances: this.allServiceInstances().length, registries: this.registries().length, pods: this.#podInformers.reduce((n, i) => n + i.size, 0) }, 'caches synced');
+  }
+
+  /** Starts the work queue and the periodic resync, and queues every ServiceInstance. */
+  startReconciling(reconcile: Reconcile): void {
+    if (this.#queue) return;
+    this.#queue = new WorkQueue((key) => reconcile(key), { concurrency: this.#o.concurrency, ...(this.#o.queueObserver ? { observer: this.#o.queueObserver } : {}) });
+    this.#enqueueAll();
+    this.#resyncTimer = setInterval(() => this.#enqueueAll(), this.#o.resyncMs);
+    this.#o.logger.info('reconciling');
   }
 
   /** Stops informers, the resync timer and the queue (waiting for running reconciles). */

@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Registry as RegistryResource } from '../api/v1alpha1/types.ts';
+import { ConsulRegistry } from './consul/consul-registry.ts';
 import { EtcdRegistry, type EtcdCredentials } from './etcd/etcd-registry.ts';
 import type { Registry } from './types.ts';
 
@@ -106,6 +107,14 @@ export class KubeBackendProvider implements BackendProvider {
     }
   }
 
+  async #secret(registryName: string, ref: { name: string; namespace?: string }): Promise<Readonly<Record<string, Buffer>>> {
+    try {
+      return await this.#o.readSecret(ref.namespace ?? '', ref.name);
+    } catch (err: unknown) {
+      throw new RegistryConfigError(`cannot read Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${registryName}: create it, and let the operator's ServiceAccount get it`, { cause: err });
+    }
+  }
+
   async #create(registry: RegistryResource): Promise<Backend> {
     const name = registry.metadata?.name ?? '';
     const spec = registry.spec;
@@ -116,12 +125,7 @@ export class KubeBackendProvider implements BackendProvider {
       let credentials: EtcdCredentials | undefined;
       const ref = spec.etcd.credentialsSecretRef;
       if (ref) {
-        let data: Readonly<Record<string, Buffer>>;
-        try {
-          data = await this.#o.readSecret(ref.namespace ?? '', ref.name);
-        } catch (err: unknown) {
-          throw new RegistryConfigError(`cannot read Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name}: create it, and let the operator's ServiceAccount get it`, { cause: err });
-        }
+        const data = await this.#secret(name, ref);
         const c: Record<string, string> = {};
         for (const k of ['username', 'password', 'ca.crt', 'tls.crt', 'tls.key']) {
           const v = text(data, k);
@@ -146,12 +150,46 @@ export class KubeBackendProvider implements BackendProvider {
         clusterId: this.#o.clusterId,
         logger,
       });
-      // Keep alive every lease this cluster holds in the registry before the first reconcile, so
-      // that no namespace's entries can expire while its ServiceInstances wait in the queue.
+      return this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns));
+    }
+    if (spec.type === 'consul') {
+      if (!spec.consul) throw new RegistryConfigError(`Registry ${name} has type consul but no spec.consul`);
+      let token: string | undefined;
+      const ref = spec.consul.tokenSecretRef;
+      if (ref) {
+        token = text(await this.#secret(name, ref), 'token')?.trim();
+        if (!token) throw new RegistryConfigError(`Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name} has no key "token"; put the Consul ACL token there`);
+      }
+      const backend = new ConsulRegistry({
+        address: spec.consul.address,
+        ...(token ? { token } : {}),
+        ...(spec.consul.datacenter ? { datacenter: spec.consul.datacenter } : {}),
+        ...(spec.consul.namespace ? { namespaceTemplate: spec.consul.namespace } : {}),
+        serviceNameTemplate: spec.consul.serviceName ?? '{service}',
+        leaseTtlSeconds: spec.leaseTTLSeconds ?? 30,
+        dryRun,
+        clusterId: this.#o.clusterId,
+        callTimeoutMs: this.#o.callTimeoutMs,
+        logger,
+      });
+      return this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns));
+    }
+    throw new RegistryConfigError(`Registry ${name} has type ${String(spec.type)}, which this version does not support`);
+  }
+
+  /**
+   * Keeps alive every lease (etcd) or heartbeat (Consul) this cluster holds in the registry before
+   * the first reconcile, so that no namespace's entries expire while its ServiceInstances wait in
+   * the queue; a backend that cannot even do that is closed and the error goes to the caller.
+   */
+  async #adopt<B extends Registry & { adoptLeases(): Promise<string[]> }>(backend: B, logger: Logger, dryRun: boolean, leaseId: (ns: string) => string | undefined): Promise<Backend> {
+    try {
       const adopted = await backend.adoptLeases();
       if (adopted.length > 0) logger.info({ registryNamespaces: adopted }, 'adopted existing leases');
-      return Object.assign(backend, { dryRun, leaseId: (ns: string) => backend.leaseIdFor(ns) });
+    } catch (err: unknown) {
+      await backend.close().catch(() => undefined);
+      throw err;
     }
-    throw new RegistryConfigError(`Registry ${name} has type ${String(spec.type)}, which this version does not support yet`);
+    return Object.assign(backend, { dryRun, leaseId });
   }
 }

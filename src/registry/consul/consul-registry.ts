@@ -120,6 +120,8 @@ interface NamespaceState {
   current: boolean;
   /** Single flight of registering the heartbeat. */
   ensuring: Promise<void> | undefined;
+  /** Bumped on every registration, so a read that started before one cannot undo it. */
+  registrations: number;
 }
 
 interface Failure {
@@ -163,7 +165,7 @@ export class ConsulRegistry implements Registry {
   readonly #log: RegistryLogger;
   readonly #keeper: HeartbeatKeeper;
   readonly #retry: RetryPolicy;
-  /** Aborts retry back-offs on close. */
+  /** Stops retrying on close; a back-off under way (at most a second) ends and close() waits for it. */
   readonly #abort = new AbortController();
   readonly #namespaces = new Map<string, NamespaceState>();
   readonly #inFlight = new Set<Promise<unknown>>();
@@ -234,6 +236,7 @@ export class ConsulRegistry implements Registry {
       const adopted: string[] = [];
       for (const record of found) {
         const ns = record.Meta[META.registryNamespace] ?? '';
+        if (ns === '') continue;
         let state: NamespaceState;
         try {
           state = this.#state(ns);
@@ -272,13 +275,15 @@ export class ConsulRegistry implements Registry {
       let services: AgentServiceRecord[];
       let checks: AgentCheckRecord[];
       try {
+        const registrations = state.registrations;
         [services, checks] = await Promise.all([
           this.#call(() => this.#client.services(serviceFilter, state.consulNamespace)),
           this.#call(() => this.#client.checks(`ServiceName == ${lit(name)}`, state.consulNamespace)),
         ]);
         const heartbeat = services.find((s) => s.ID === state.heartbeatServiceId && isHeartbeat(s));
-        if (heartbeat === undefined) this.#forget(state);
-        else await this.#adopt(state, heartbeat);
+        if (heartbeat !== undefined) await this.#adopt(state, heartbeat);
+        // Missing from the read, and not registered by a concurrent write since the read began.
+        else if (state.registrations === registrations && state.ensuring === undefined) this.#forget(state);
       } catch (err: unknown) {
         throw new ConsulRegistryError(`reading ${scope.registryNamespace}/${scope.service} (Consul service ${name}) from the agent at ${this.#address} failed: ${this.#explain(err)}`, { cause: err });
       }
@@ -418,7 +423,7 @@ export class ConsulRegistry implements Registry {
     }
   }
 
-  /** One agent call, retried on transient failures; back-offs end on close. */
+  /** One agent call, retried on transient failures until close. */
   #call<T>(fn: () => Promise<T>): Promise<T> {
     return this.#retry.execute(fn, this.#abort.signal);
   }
@@ -462,6 +467,7 @@ export class ConsulRegistry implements Registry {
         present: false,
         current: false,
         ensuring: undefined,
+        registrations: 0,
       };
       this.#namespaces.set(registryNamespace, state);
     }
@@ -548,8 +554,12 @@ export class ConsulRegistry implements Registry {
     state.ensuring ??= (async () => {
       try {
         await this.#call(() => this.#client.register(body, state.consulNamespace));
+        state.registrations++;
         state.present = true;
         state.current = true;
+        // Registering again keeps a check's current status; a heartbeat that had expired is
+        // critical until passed, so pass it now rather than an interval from now.
+        await this.#call(() => this.#client.passTtl(state.heartbeatCheckId, this.#note(), state.consulNamespace));
         this.#keeper.add(state.registryNamespace);
         this.#log.info({ registryNamespace: state.registryNamespace, checkId: state.heartbeatCheckId, ttl: this.#ttl }, 'registered Consul heartbeat');
       } finally {
