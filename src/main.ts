@@ -51,6 +51,10 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger(cfg.logLevel);
+  // Signals that arrive while starting up end the process at once; once running, they shut down
+  // gracefully (see below).
+  let onSignal = (_signal: string): Promise<void> => Promise.resolve();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, (s) => void onSignal(s).finally(() => process.exit(0)));
   const kc = loadKubeConfig(cfg);
   const core = kc.makeApiClient(CoreV1Api);
   const clusterId = await clusterIdOf(core, cfg);
@@ -132,7 +136,7 @@ async function main(): Promise<void> {
     for (const s of servers) s.close();
     logger.flush();
   };
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, (s) => void shutdown(s).finally(() => process.exit(0)));
+  onSignal = shutdown;
 
   await manager.startCaches();
   if (!elector) {

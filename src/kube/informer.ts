@@ -63,6 +63,15 @@ export function objectKey(obj: CachedObject): string {
   return ns ? `${ns}/${name}` : name;
 }
 
+/**
+ * The watch client aborts a watch that has been silent for 30 s with a TimeoutError; that and an
+ * abort are routine ends, not failures to back off from.
+ */
+function isQuietEnd(err: unknown): boolean {
+  const name = (err as { name?: unknown } | undefined)?.name;
+  return name === 'AbortError' || name === 'TimeoutError';
+}
+
 function statusCode(err: unknown): number | undefined {
   const e = err as { statusCode?: unknown; code?: unknown; status?: unknown } | undefined;
   for (const v of [e?.statusCode, e?.code, e?.status]) if (typeof v === 'number') return v;
@@ -197,10 +206,10 @@ export class Informer<Raw, T extends CachedObject> {
           this.#resourceVersion = '';
           this.#opts.logger.info({ informer: this.#opts.name }, 'watch expired (410 Gone); relisting');
           this.#run();
-        } else if (err && !(err instanceof Error && err.name === 'AbortError')) {
+        } else if (err && !isQuietEnd(err)) {
           this.#fail(err);
         } else {
-          // Normal end of a bounded watch: resume from the last resource version.
+          // Normal end of a bounded or idle watch: resume from the last resource version.
           this.#run();
         }
       },

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type V1PolicyRule } from '@kubernetes/client-node';
+import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type V1PodSpec, type V1PolicyRule } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { CHART_DIR, MANIFESTS_DIR, MANIFESTS_RELEASE, type HelmTool } from '../../scripts/render-manifests.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
@@ -151,9 +151,9 @@ describe('deploying with the Helm chart and the plain manifests', () => {
     await run(tool.helm, ['lint', '--strict', CHART_DIR, '--kube-version', tool.kubeVersion, ...values]);
   });
 
-  test('the apiserver accepts everything the chart renders (server-side dry run), Registries included', async () => {
+  test('the apiserver accepts everything the chart renders (server-side dry run), Registries included, and its pod passes the restricted Pod Security Standard', async () => {
     const ns = `kr-dry-${sfx}`;
-    await createNamespace(admin, ns);
+    await createNamespace(admin, ns, { 'pod-security.kubernetes.io/enforce': 'restricted' });
     const rendered = await renderChartText(tool, {
       name: `kr-dry-${sfx}`,
       namespace: ns,
@@ -163,6 +163,11 @@ describe('deploying with the Helm chart and the plain manifests', () => {
     const out = await run(bedEnv('KUBECTL'), ['--kubeconfig', bedEnv('KUBECONFIG'), 'apply', '--server-side', '--dry-run=server', '-f', '-'], rendered);
     assert.match(out, /deployment\.apps\/kr-dry-\S+ serverside-applied \(server dry run\)/);
     assert.match(out, /registry\.registrar\.dev\/dry-\S+ serverside-applied \(server dry run\)/);
+    // PodSecurity admission checks pods, not Deployments: dry-run the Deployment's pod in a
+    // namespace that enforces the restricted standard.
+    const [deployment] = ofKind(parseManifests(rendered), 'Deployment') as unknown as { spec: { template: { metadata: Record<string, unknown>; spec: V1PodSpec } } }[];
+    assert.ok(deployment);
+    await admin.makeApiClient(CoreV1Api).createNamespacedPod({ namespace: ns, dryRun: 'All', body: { metadata: { ...deployment.spec.template.metadata, name: 'operator' }, spec: deployment.spec.template.spec } });
   });
 
   test('the plain manifests build with kustomize and the apiserver accepts them (server-side dry run)', async () => {
@@ -229,6 +234,14 @@ describe('deploying with the Helm chart and the plain manifests', () => {
       assert.deepEqual(await grantedBeyondBaseline(kc, baseline, ns), expectedIn({ cluster: true, leases: true, secrets: true }));
       assert.deepEqual(await grantedBeyondBaseline(kc, baseline, app), expectedIn({ cluster: true, workloads: true }));
       assert.deepEqual(await grantedBeyondBaseline(kc, baseline, unwatched), expectedIn({ cluster: true }));
+    });
+
+    test('the operator holds the leader-election Lease in the release namespace', async () => {
+      const lease = await eventually('the Lease', async () => {
+        const l = await admin.makeApiClient(CoordinationV1Api).readNamespacedLease({ namespace: ns, name: LEASE_ID });
+        return l.spec?.holderIdentity ? l : undefined;
+      });
+      assert.ok(lease.spec?.holderIdentity);
     });
 
     test('a static ServiceInstance is registered in etcd with status and events, and deleting it removes the entry and the object', async () => {

@@ -28,7 +28,8 @@ const sfx = uniqueSuffix();
 const prod = `prod-${sfx}`;
 const dev = `dev-${sfx}`;
 const prefix = `/lifecycle-${sfx}`;
-const LEASE_TTL = 5;
+// Long enough for a restart of the operator on a busy machine, short enough to watch expire.
+const LEASE_TTL = 10;
 
 let kc: KubeConfig;
 let etcd: Etcd3;
