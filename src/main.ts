@@ -5,10 +5,11 @@
  */
 import type { Server } from 'node:http';
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { GROUP, SERVICE_INSTANCE_PLURAL, VERSION } from './api/v1alpha1/types.ts';
+import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION } from './api/v1alpha1/types.ts';
 import { ConfigError, loadConfig, parseAddress, usage, type Config } from './config.ts';
 import { LeaderElector } from './controller/leader.ts';
 import { ControllerManager } from './controller/manager.ts';
+import { RegistryReconciler } from './controller/registry-reconciler.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
 import { CustomObjectWriter } from './kube/custom-objects.ts';
 import { KubeEventRecorder } from './kube/events.ts';
@@ -102,7 +103,20 @@ async function main(): Promise<void> {
     servers.push(await startOpsServer({ host, port, metrics: metrics.registry }));
   }
 
-  const reconcile = (key: string): ReturnType<ServiceInstanceReconciler['reconcile']> => reconciler.reconcile(key);
+  const registryReconciler = new RegistryReconciler({
+    caches: manager,
+    backends,
+    writer: new CustomObjectWriter(kc, { group: GROUP, version: VERSION, plural: REGISTRY_PLURAL }),
+    events,
+    logger,
+    now: () => new Date(),
+    resyncMs: cfg.resyncSeconds * 1000,
+  });
+  const startReconciling = (): void =>
+    manager.startReconciling(
+      (key) => reconciler.reconcile(key),
+      (name) => registryReconciler.reconcile(name),
+    );
   const elector = cfg.leaderElection
     ? new LeaderElector({
         kubeConfig: kc,
@@ -114,7 +128,7 @@ async function main(): Promise<void> {
         logger,
         onStartedLeading: () => {
           metrics.leader.set(1);
-          manager.startReconciling(reconcile);
+          startReconciling();
         },
         // As controller-runtime does: a process that lost leadership exits and restarts as a
         // standby, leaving its registry leases to the new leader (nothing is revoked or deleted).
@@ -141,7 +155,7 @@ async function main(): Promise<void> {
   await manager.startCaches();
   if (!elector) {
     metrics.leader.set(1);
-    manager.startReconciling(reconcile);
+    startReconciling();
     return;
   }
   metrics.leader.set(0);

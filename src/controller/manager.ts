@@ -40,6 +40,7 @@ export class ControllerManager implements ReconcilerCaches {
   readonly #registryInformer: Informer<RegistryResource, RegistryResource>;
   readonly #namespaceInformer: Informer<V1Namespace, SlimNamespace>;
   #queue: WorkQueue | undefined;
+  #registryQueue: WorkQueue | undefined;
   #resyncTimer: NodeJS.Timeout | undefined;
 
   constructor(options: ManagerOptions) {
@@ -112,6 +113,11 @@ export class ControllerManager implements ReconcilerCaches {
     return this.#registryInformer.list();
   }
 
+  /** A cached Registry by name. */
+  registry(name: string): RegistryResource | undefined {
+    return this.#registryInformer.get(name);
+  }
+
   namespaceLabels(namespace: string): Readonly<Record<string, string>> | undefined {
     return this.#namespaceInformer.get(namespace)?.metadata.labels;
   }
@@ -139,6 +145,10 @@ export class ControllerManager implements ReconcilerCaches {
     for (const si of this.allServiceInstances()) this.#enqueue(si);
   }
 
+  #enqueueRegistries(si: ServiceInstance | undefined): void {
+    for (const r of si?.status?.registrations ?? []) this.#registryQueue?.add(r.registry);
+  }
+
   /**
    * Starts the informers and waits until they synced. Events only reach the queue once
    * {@link startReconciling} ran, so a standby keeps warm caches without acting on them.
@@ -153,6 +163,11 @@ export class ControllerManager implements ReconcilerCaches {
       inf.on({
         add: enqueue,
         update: (si, old) => {
+          // Registry status sums the entries in ServiceInstance status.
+          if (JSON.stringify(si.status?.registrations) !== JSON.stringify(old.status?.registrations)) {
+            this.#enqueueRegistries(si);
+            this.#enqueueRegistries(old);
+          }
           // Status-only writes (ours) do not retrigger: only spec, deletion or finalizer changes do.
           if (
             si.metadata?.generation !== old.metadata?.generation ||
@@ -162,7 +177,10 @@ export class ControllerManager implements ReconcilerCaches {
             enqueue(si);
           }
         },
-        delete: (si) => this.#queue?.forget(objectKey(si)),
+        delete: (si) => {
+          this.#queue?.forget(objectKey(si));
+          this.#enqueueRegistries(si);
+        },
       });
     }
     const onPod = (pod: SlimPod, old?: SlimPod): void => {
@@ -186,9 +204,15 @@ export class ControllerManager implements ReconcilerCaches {
       });
     }
     this.#registryInformer.on({
-      add: enqueueAll,
+      add: (r) => {
+        this.#registryQueue?.add(r.metadata?.name ?? '');
+        enqueueAll();
+      },
       update: (r, old) => {
-        if (r.metadata?.generation !== old.metadata?.generation) enqueueAll();
+        if (r.metadata?.generation !== old.metadata?.generation) {
+          this.#registryQueue?.add(r.metadata?.name ?? '');
+          enqueueAll();
+        }
       },
       delete: (r) => {
         this.#o.onRegistryDeleted?.(r.metadata?.name ?? '');
@@ -206,12 +230,20 @@ export class ControllerManager implements ReconcilerCaches {
     this.#o.logger.info({ serviceInstances: this.allServiceInstances().length, registries: this.registries().length, pods: this.#podInformers.reduce((n, i) => n + i.size, 0) }, 'caches synced');
   }
 
-  /** Starts the work queue and the periodic resync, and queues every ServiceInstance. */
-  startReconciling(reconcile: Reconcile): void {
+  /** Starts the work queues and the periodic resync, and queues every ServiceInstance and Registry. */
+  startReconciling(reconcile: Reconcile, reconcileRegistry: Reconcile): void {
     if (this.#queue) return;
     this.#queue = new WorkQueue((key) => reconcile(key), { concurrency: this.#o.concurrency, ...(this.#o.queueObserver ? { observer: this.#o.queueObserver } : {}) });
+    this.#registryQueue = new WorkQueue((name) => reconcileRegistry(name), { concurrency: 2 });
+    const enqueueRegistries = (): void => {
+      for (const r of this.registries()) this.#registryQueue?.add(r.metadata?.name ?? '');
+    };
     this.#enqueueAll();
-    this.#resyncTimer = setInterval(() => this.#enqueueAll(), this.#o.resyncMs);
+    enqueueRegistries();
+    this.#resyncTimer = setInterval(() => {
+      this.#enqueueAll();
+      enqueueRegistries();
+    }, this.#o.resyncMs);
     this.#o.logger.info('reconciling');
   }
 
@@ -219,6 +251,6 @@ export class ControllerManager implements ReconcilerCaches {
   async stop(): Promise<void> {
     if (this.#resyncTimer) clearInterval(this.#resyncTimer);
     for (const inf of [...this.#siInformers, ...this.#podInformers, this.#registryInformer, this.#namespaceInformer]) inf.stop();
-    await this.#queue?.shutdown();
+    await Promise.all([this.#queue?.shutdown(), this.#registryQueue?.shutdown()]);
   }
 }

@@ -39,8 +39,8 @@ let admin: KubeConfig;
 let tool: HelmTool;
 let etcd: Etcd3;
 const operators: OperatorProcess[] = [];
-/** Cluster-scoped objects to remove after the tests (namespaced ones go with their namespace). */
-const registriesToDelete: string[] = [];
+/** Cluster-scoped objects to remove after the tests (namespaced ones stay in their throwaway namespaces). */
+const clusterScoped: Manifest[] = [];
 
 /** Flags the test harness sets itself (ports, log level), taken out of the chart's args. */
 const HARNESS_FLAGS = /^--(metrics-address|health-address|log-level)=/;
@@ -61,7 +61,7 @@ async function installIdentity(manifests: readonly Manifest[]): Promise<{ kubeco
   await kubectlApply(bedEnv('KUBECTL'), bedEnv('KUBECONFIG'), ofKind(manifests, ...RBAC_KINDS));
   const registries = ofKind(manifests, 'Registry');
   if (registries.length > 0) await kubectlApply(bedEnv('KUBECTL'), bedEnv('KUBECONFIG'), registries);
-  registriesToDelete.push(...registries.map((r) => r.metadata.name));
+  clusterScoped.push(...registries, ...ofKind(manifests, 'ClusterRole', 'ClusterRoleBinding'));
   const sa = serviceAccountOf(manifests);
   const token = await mintToken(admin, sa.metadata.namespace ?? '', sa.metadata.name);
   const kubeconfig = await writeTokenKubeConfig(admin, token);
@@ -138,10 +138,7 @@ describe('deploying with the Helm chart and the plain manifests', () => {
 
   after(async () => {
     for (const op of operators) await op.process.stop();
-    const custom = admin.makeApiClient(CustomObjectsApi);
-    for (const name of registriesToDelete) {
-      await custom.deleteClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name }).catch(() => undefined);
-    }
+    if (clusterScoped.length > 0) await run(bedEnv('KUBECTL'), ['--kubeconfig', bedEnv('KUBECONFIG'), 'delete', '--ignore-not-found', '--wait=false', '-f', '-'], clusterScoped.map((m) => JSON.stringify(m)).join('\n---\n'));
     etcd.close();
   });
 
@@ -297,7 +294,9 @@ describe('deploying with the Helm chart and the plain manifests', () => {
     assert.ok(!granted.some((p) => p.endsWith(`/${resource}:${verb}`)), `${verb} on ${resource} is gone`);
     const op = await startChartOperator(manifests, kubeconfig);
     try {
-      await createServiceInstance(admin, app, 'web', { service: 'web', registries: [`${label}-${sfx}`], endpoints: [{ address: '192.0.2.80', port: 80 }] });
+      // The Registry that does not exist makes every reconcile record a Warning event and write
+      // status, whatever the registry already holds.
+      await createServiceInstance(admin, app, 'web', { service: 'web', registries: [`${label}-${sfx}`, `missing-${sfx}`], endpoints: [{ address: '192.0.2.80', port: 80 }] });
       // Everything else still works: the entry is written.
       const dir = `${prefix}/${app}/web/`;
       await eventually('the entry in etcd', async () => ((await etcdKeys(dir)).includes(`${dir}192.0.2.80:80`) ? true : undefined));

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { KubeConfig } from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import {
@@ -213,6 +213,31 @@ describe('operator on etcd', () => {
     const hpKey = `${prefix}/hostport/${prod}/formats/192.0.2.50:7000`;
     const hp = await waitForKeys(`${prefix}/hostport/${prod}/formats/`, [hpKey], 'the hostport entry');
     assert.equal(hp[hpKey], '192.0.2.50:7000');
+  });
+
+  test('Registry status says whether the registry is usable and how many entries the operator holds there', async () => {
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const get = async (name: string): Promise<{ status?: { entries?: number; conditions?: { type: string; status: string; reason: string; message: string }[] } }> =>
+      (await custom.getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name })) as never;
+    const main = await eventually('the main Registry to be Ready with its entries counted', async () => {
+      const r = await get(`main-${sfx}`);
+      const ready = r.status?.conditions?.find((c) => c.type === 'Ready');
+      return ready?.status === 'True' && (r.status?.entries ?? 0) > 0 ? r : undefined;
+    });
+    assert.equal(main.status?.conditions?.find((c) => c.type === 'Ready')?.reason, 'Connected');
+
+    await createRegistry(kc, `nosecret-${sfx}`, {
+      type: 'etcd',
+      namespaceSelector: { matchLabels: { env: prod } },
+      etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/nosecret`, credentialsSecretRef: { name: 'missing', namespace: 'default' } },
+    });
+    const broken = await eventually('the Registry with a missing Secret to say so', async () => {
+      const r = await get(`nosecret-${sfx}`);
+      return r.status?.conditions?.find((c) => c.type === 'Ready' && c.status === 'False') ? r : undefined;
+    });
+    const cond = broken.status?.conditions?.find((c) => c.type === 'Ready');
+    assert.equal(cond?.reason, 'CredentialsNotFound');
+    assert.match(cond?.message ?? '', /Secret default\/missing/);
   });
 
   test('rejects invalid ServiceInstances at admission with a message a person understands', async () => {
