@@ -240,6 +240,27 @@ describe('operator on etcd', () => {
     assert.match(cond?.message ?? '', /Secret default\/missing/);
   });
 
+  test('a dryRun Registry writes nothing and says so in status; an upsert-only Registry never deletes', async () => {
+    const dryNs = `dry-${sfx}`;
+    await createNamespace(kc, dryNs, { dry: sfx });
+    await createRegistry(kc, `dry-${sfx}`, { type: 'etcd', default: true, dryRun: true, namespaceSelector: { matchLabels: { dry: sfx } }, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/dry` } });
+    await createRegistry(kc, `upsert-${sfx}`, { type: 'etcd', default: true, policy: 'upsert-only', namespaceSelector: { matchLabels: { dry: sfx } }, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/upsert` } });
+    await createServiceInstance(kc, dryNs, 'ghost', { service: 'ghost', endpoints: [{ address: '192.0.2.80', port: 80 }, { address: '192.0.2.81', port: 80 }] });
+    const si = await eventually('status of both registrations', async () => {
+      const s = await getServiceInstance(kc, dryNs, 'ghost');
+      return (s?.status?.registrations?.length ?? 0) === 2 ? s : undefined;
+    });
+    assert.match(si.status?.registrations?.find((r) => r.registry === `dry-${sfx}`)?.message ?? '', /dry run/);
+    const upsertDir = `${prefix}/upsert/${dryNs}/ghost/`;
+    await waitForKeys(upsertDir, [`${upsertDir}192.0.2.80:80`, `${upsertDir}192.0.2.81:80`], 'the upsert-only entries');
+    assert.deepEqual(await entries(`${prefix}/dry/`), {}, 'the dry-run registry got nothing but reads');
+
+    await patchServiceInstance(kc, dryNs, 'ghost', { endpoints: [{ address: '192.0.2.80', port: 80 }] });
+    await eventually('the spec change to be observed', async () => ((await getServiceInstance(kc, dryNs, 'ghost'))?.status?.observedGeneration === 2 ? true : undefined));
+    await sleep(3000);
+    assert.deepEqual(Object.keys(await entries(upsertDir)).sort(), [`${upsertDir}192.0.2.80:80`, `${upsertDir}192.0.2.81:80`], 'upsert-only kept the endpoint that left the spec');
+  });
+
   test('rejects invalid ServiceInstances at admission with a message a person understands', async () => {
     await assert.rejects(
       createServiceInstance(kc, prod, 'both', { service: 'both', selector: { matchLabels: { a: 'b' } }, port: 80, endpoints: [{ address: '192.0.2.1', port: 80 }] }),
