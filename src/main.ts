@@ -68,6 +68,13 @@ async function main(): Promise<void> {
     logger,
     callTimeoutMs: cfg.registryTimeoutSeconds * 1000,
     dryRun: cfg.dryRun,
+    observer: {
+      operation: (backend, operation, outcome, seconds) => {
+        metrics.registryOperations.inc({ backend, operation, outcome });
+        metrics.registryOperationDuration.observe({ backend, operation }, seconds);
+      },
+      keepaliveFailure: (backend) => metrics.keepaliveFailures.inc({ backend }),
+    },
     readSecret: async (namespace, name) => {
       const secret = await core.readNamespacedSecret({ namespace, name });
       return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
@@ -79,7 +86,13 @@ async function main(): Promise<void> {
     watchNamespaces: cfg.watchNamespaces,
     concurrency: cfg.concurrency,
     resyncMs: cfg.resyncSeconds * 1000,
-    queueObserver: metrics.queueObserver,
+    queueObserver: {
+      ...metrics.queueObserver,
+      // The error itself (a 403 names the verb and resource) goes to the log; status and events
+      // carry what the reconciler could say about it.
+      error: (key, err, retryInMs) => logger.warn({ key, err, retryInMs }, retryInMs === undefined ? 'reconcile failed; not retrying (invalid input)' : 'reconcile failed; retrying'),
+    },
+    onInformerError: (informer) => metrics.informerErrors.inc({ informer }),
     onRegistryDeleted: (name) => void backends.release(name),
   });
   const reconciler = new ServiceInstanceReconciler({
@@ -111,6 +124,7 @@ async function main(): Promise<void> {
     logger,
     now: () => new Date(),
     resyncMs: cfg.resyncSeconds * 1000,
+    onEntries: (registry, entries) => metrics.registryEntries.set({ registry }, entries),
   });
   const startReconciling = (): void =>
     manager.startReconciling(

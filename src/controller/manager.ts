@@ -26,6 +26,8 @@ export interface ManagerOptions {
   readonly concurrency: number;
   readonly resyncMs: number;
   readonly queueObserver?: QueueObserver;
+  /** Called after each list/watch failure of an informer (for metrics). */
+  readonly onInformerError?: (informer: string) => void;
   /** Called when a Registry is deleted, so its backend can be closed. */
   readonly onRegistryDeleted?: (name: string) => void;
 }
@@ -64,6 +66,7 @@ export class ControllerManager implements ReconcilerCaches {
             ),
           transform: (si) => si,
           logger: options.logger,
+          onError: () => options.onInformerError?.(ns ? `serviceinstances/${ns}` : 'serviceinstances'),
         }),
       );
       this.#podInformers.push(
@@ -74,6 +77,7 @@ export class ControllerManager implements ReconcilerCaches {
           list: (limit, cont) => page(ns ? core.listNamespacedPod({ namespace: ns, limit, _continue: cont }) : core.listPodForAllNamespaces({ limit, _continue: cont })),
           transform: slimPod,
           logger: options.logger,
+          onError: () => options.onInformerError?.(ns ? `pods/${ns}` : 'pods'),
         }),
       );
     }
@@ -84,6 +88,7 @@ export class ControllerManager implements ReconcilerCaches {
       list: (limit, cont) => page(custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: REGISTRY_PLURAL, limit, _continue: cont })),
       transform: (r) => r,
       logger: options.logger,
+      onError: () => options.onInformerError?.('registries'),
     });
     this.#namespaceInformer = new Informer<V1Namespace, SlimNamespace>({
       name: 'namespaces',
@@ -92,6 +97,7 @@ export class ControllerManager implements ReconcilerCaches {
       list: (limit, cont) => page(core.listNamespace({ limit, _continue: cont })),
       transform: (n) => ({ metadata: { name: n.metadata?.name ?? '', ...(n.metadata?.resourceVersion ? { resourceVersion: n.metadata.resourceVersion } : {}), labels: { ...(n.metadata?.labels ?? {}) } } }),
       logger: options.logger,
+      onError: () => options.onInformerError?.('namespaces'),
     });
   }
 

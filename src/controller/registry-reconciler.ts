@@ -30,6 +30,8 @@ export interface RegistryReconcilerDeps {
   readonly logger: Logger;
   readonly now: () => Date;
   readonly resyncMs: number;
+  /** Reports the entries held per Registry (for metrics). */
+  readonly onEntries?: (registry: string, entries: number) => void;
 }
 
 function messageOf(err: unknown): string {
@@ -54,6 +56,7 @@ export class RegistryReconciler {
     for (const si of d.caches.allServiceInstances()) {
       for (const r of si.status?.registrations ?? []) if (r.registry === name) entries += r.entries;
     }
+    d.onEntries?.(name, entries);
     let ready: { status: 'True' | 'False'; reason: string; message: string };
     try {
       const backend = await d.backends.get(reg);

@@ -14,6 +14,10 @@ export interface Metrics {
   readonly queueLatency: Histogram;
   readonly informerErrors: Counter<'informer'>;
   readonly leader: Gauge;
+  readonly registryOperations: Counter<'backend' | 'operation' | 'outcome'>;
+  readonly registryOperationDuration: Histogram<'backend' | 'operation'>;
+  readonly keepaliveFailures: Counter<'backend'>;
+  readonly registryEntries: Gauge<'registry'>;
   /** Adapter for the work queue. */
   readonly queueObserver: QueueObserver;
 }
@@ -28,6 +32,10 @@ export function createMetrics(): Metrics {
   const queueLatency = new Histogram({ name: 'kube_registrar_workqueue_queue_duration_seconds', help: 'Time a key waits before a worker picks it up.', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60], registers: [registry] });
   const informerErrors = new Counter({ name: 'kube_registrar_informer_errors_total', help: 'List/watch failures by informer.', labelNames: ['informer'], registers: [registry] });
   const leader = new Gauge({ name: 'kube_registrar_leader', help: '1 while this process is the leader (or runs without leader election).', registers: [registry] });
+  const registryOperations = new Counter({ name: 'kube_registrar_registry_operations_total', help: 'Registry reads and change batches by backend, operation (records, apply) and outcome (success, error).', labelNames: ['backend', 'operation', 'outcome'], registers: [registry] });
+  const registryOperationDuration = new Histogram({ name: 'kube_registrar_registry_operation_duration_seconds', help: 'Duration of registry reads and change batches.', labelNames: ['backend', 'operation'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] });
+  const keepaliveFailures = new Counter({ name: 'kube_registrar_lease_keepalive_failures_total', help: 'Failed etcd lease keepalives or Consul heartbeat passes, by backend.', labelNames: ['backend'], registers: [registry] });
+  const registryEntries = new Gauge({ name: 'kube_registrar_registry_entries', help: 'Entries the operator holds in each Registry.', labelNames: ['registry'], registers: [registry] });
   const queueObserver: QueueObserver = {
     depth: (d) => queueDepth.set(d),
     latency: (ms) => queueLatency.observe(ms / 1000),
@@ -36,5 +44,5 @@ export function createMetrics(): Metrics {
       reconcileDuration.observe(ms / 1000);
     },
   };
-  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, queueObserver };
+  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, queueObserver };
 }

@@ -34,6 +34,36 @@ export class RegistryConfigError extends Error {
   }
 }
 
+/** Hooks for metrics; every field optional. */
+export interface BackendObserver {
+  operation?(backend: string, operation: 'records' | 'apply', outcome: 'success' | 'error', seconds: number): void;
+  keepaliveFailure?(backend: string): void;
+}
+
+/** Wraps a backend so that every read and change batch is timed and counted. */
+function instrument(backend: Backend, type: string, observer: BackendObserver | undefined): Backend {
+  if (!observer?.operation) return backend;
+  const observe = observer.operation.bind(observer);
+  const timed = async <T>(operation: 'records' | 'apply', fn: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    try {
+      const result = await fn();
+      observe(type, operation, 'success', (performance.now() - started) / 1000);
+      return result;
+    } catch (err: unknown) {
+      observe(type, operation, 'error', (performance.now() - started) / 1000);
+      throw err;
+    }
+  };
+  return {
+    records: (scope) => timed('records', () => backend.records(scope)),
+    applyChanges: (changes) => timed('apply', () => backend.applyChanges(changes)),
+    close: () => backend.close(),
+    ...(backend.leaseId ? { leaseId: backend.leaseId.bind(backend) } : {}),
+    ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
+  };
+}
+
 /** Options of {@link KubeBackendProvider}. */
 export interface BackendProviderOptions {
   readonly clusterId: string;
@@ -42,6 +72,7 @@ export interface BackendProviderOptions {
   readonly callTimeoutMs: number;
   /** Operator-wide dry run: every backend computes and logs but writes nothing. */
   readonly dryRun: boolean;
+  readonly observer?: BackendObserver;
 }
 
 interface CacheEntry {
@@ -149,8 +180,9 @@ export class KubeBackendProvider implements BackendProvider {
         dryRun,
         clusterId: this.#o.clusterId,
         logger,
+        onKeepaliveFailure: () => this.#o.observer?.keepaliveFailure?.('etcd'),
       });
-      return this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns));
+      return instrument(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), 'etcd', this.#o.observer);
     }
     if (spec.type === 'consul') {
       if (!spec.consul) throw new RegistryConfigError(`Registry ${name} has type consul but no spec.consul`);
@@ -171,8 +203,9 @@ export class KubeBackendProvider implements BackendProvider {
         clusterId: this.#o.clusterId,
         callTimeoutMs: this.#o.callTimeoutMs,
         logger,
+        onHeartbeatFailure: () => this.#o.observer?.keepaliveFailure?.('consul'),
       });
-      return this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns));
+      return instrument(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), 'consul', this.#o.observer);
     }
     throw new RegistryConfigError(`Registry ${name} has type ${String(spec.type)}, which this version does not support`);
   }

@@ -241,6 +241,18 @@ describe('deploying with the Helm chart and the plain manifests', () => {
       assert.ok(lease.spec?.holderIdentity);
     });
 
+    test('the operator writes Registry status: Connected where it may read the credentials, the 403 where it may not', async () => {
+      const readyOf = async (name: string): Promise<{ status: string; reason: string; message: string } | undefined> => {
+        const reg = (await admin.makeApiClient(CustomObjectsApi).getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name })) as { status?: { conditions?: { type: string; status: string; reason: string; message: string }[] } };
+        return reg.status?.conditions?.find((c) => c.type === 'Ready');
+      };
+      const allowed = await eventually('the Ready condition of the Registry', () => readyOf(`rbac-${sfx}`));
+      assert.equal(allowed.status, 'True', allowed.message);
+      const locked = await eventually('the Ready condition of the locked Registry', () => readyOf(`rbac-locked-${sfx}`));
+      assert.equal(locked.status, 'False');
+      assert.match(locked.message, /cannot get resource\W+secrets\W/);
+    });
+
     test('a static ServiceInstance is registered in etcd with status and events, and deleting it removes the entry and the object', async () => {
       await createServiceInstance(admin, app, 'web', { service: 'web', registries: [`rbac-${sfx}`], endpoints: [{ address: '192.0.2.70', port: 80 }] });
       const dir = `${prefix}/${app}/web/`;

@@ -261,6 +261,22 @@ describe('operator on etcd', () => {
     assert.deepEqual(Object.keys(await entries(upsertDir)).sort(), [`${upsertDir}192.0.2.80:80`, `${upsertDir}192.0.2.81:80`], 'upsert-only kept the endpoint that left the spec');
   });
 
+  test('/metrics counts reconciles and registry operations and shows entries per Registry; /healthz and /readyz answer', async () => {
+    assert.ok(operator);
+    await createServiceInstance(kc, prod, 'metered', { service: 'metered', endpoints: [{ address: '192.0.2.90', port: 80 }] });
+    const text = await eventually('entries per Registry in /metrics', async () => {
+      const t = await (await fetch(operator?.metricsUrl ?? '')).text();
+      return new RegExp(`kube_registrar_registry_entries\\{registry="main-${sfx}"\\} [1-9]`).test(t) ? t : undefined;
+    });
+    assert.match(text, /kube_registrar_reconcile_total\{outcome="(success|requeue)"\} [1-9]/);
+    assert.match(text, /kube_registrar_registry_operations_total\{backend="etcd",operation="apply",outcome="success"\} [1-9]/);
+    assert.match(text, /kube_registrar_reconcile_duration_seconds_bucket/);
+    assert.match(text, /kube_registrar_workqueue_depth \d/);
+    assert.match(text, /kube_registrar_leader 1/);
+    assert.equal((await fetch(`${operator.healthUrl}/healthz`)).status, 200);
+    assert.equal((await fetch(`${operator.healthUrl}/readyz`)).status, 200);
+  });
+
   test('rejects invalid ServiceInstances at admission with a message a person understands', async () => {
     await assert.rejects(
       createServiceInstance(kc, prod, 'both', { service: 'both', selector: { matchLabels: { a: 'b' } }, port: 80, endpoints: [{ address: '192.0.2.1', port: 80 }] }),

@@ -89,6 +89,8 @@ export interface ConsulRegistryOptions {
   /** Agent calls in flight at once while applying changes (default 16). */
   readonly maxConcurrentCalls?: number;
   readonly logger?: RegistryLogger;
+  /** Called whenever a heartbeat pass fails (for metrics). */
+  readonly onHeartbeatFailure?: () => void;
 }
 
 /** A failed Consul operation; `cause` holds the underlying error(s). */
@@ -204,7 +206,10 @@ export class ConsulRegistry implements Registry {
       intervalMs: (ttl * 1000) / 3,
       logger: this.#log,
       beat: (ns) => this.#beat(ns),
-      onFailure: (ns, err) => this.#onBeatFailure(ns, err),
+      onFailure: (ns, err) => {
+        options.onHeartbeatFailure?.();
+        this.#onBeatFailure(ns, err);
+      },
     });
   }
 

@@ -51,6 +51,8 @@ export interface EtcdRegistryOptions {
   /** Operations per transaction (default 128, etcd's default `--max-txn-ops`). */
   readonly maxTxnOps?: number;
   readonly logger?: RegistryLogger;
+  /** Called whenever keeping the leases alive fails (for metrics). */
+  readonly onKeepaliveFailure?: () => void;
 }
 
 /** A failed etcd operation; `cause` holds the client error. */
@@ -145,6 +147,7 @@ export class EtcdRegistry implements Registry {
       logger: this.#log,
       onLost: (id) => this.#onLeaseLost(id),
       onTick: () => this.#retryLostLeases(),
+      ...(options.onKeepaliveFailure ? { onFailure: options.onKeepaliveFailure } : {}),
     });
   }
 

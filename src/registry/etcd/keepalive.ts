@@ -22,6 +22,8 @@ export interface LeaseKeepaliveOptions {
   readonly onLost: (id: bigint) => void;
   /** Called on every interval after renewals are sent; the owner hangs its retries here. */
   readonly onTick?: () => void;
+  /** Called whenever a renewal round fails or a lease is lost (for metrics). */
+  readonly onFailure?: () => void;
   readonly logger: RegistryLogger;
 }
 
@@ -75,6 +77,7 @@ export class LeaseKeepalive {
   #tick(): void {
     if (this.#stream !== undefined && ++this.#silentTicks > 2) {
       this.#options.logger.warn({ silentIntervals: this.#silentTicks - 1 }, 'etcd keepalive stream stopped answering; reopening it');
+      this.#options.onFailure?.();
       this.#dropStream();
     }
     this.#send([...this.#ids]);
@@ -93,6 +96,7 @@ export class LeaseKeepalive {
       for (const id of ids) stream.write({ ID: id.toString() });
     } catch (err: unknown) {
       this.#options.logger.warn({ err }, 'etcd keepalive write failed; reopening the stream');
+      this.#options.onFailure?.();
       this.#dropStream();
     }
   }
@@ -120,6 +124,7 @@ export class LeaseKeepalive {
         this.#opening = false;
         // The next tick tries again; etcd being down is reported by the calls that fail.
         this.#options.logger.warn({ err }, 'cannot open etcd lease keepalive stream; retrying on the next interval');
+      this.#options.onFailure?.();
       },
     );
   }
@@ -130,6 +135,7 @@ export class LeaseKeepalive {
     const id = BigInt(res.ID);
     if (Number(res.TTL) > 0 || !this.#ids.has(id)) return;
     this.#ids.delete(id);
+    this.#options.onFailure?.();
     this.#options.onLost(id);
   }
 

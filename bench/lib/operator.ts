@@ -1,0 +1,158 @@
+/**
+ * The operator as a separate process, started the way a user starts it (`node src/main.ts`), so
+ * that its CPU time and RSS can be read from /proc and its queue depth from /metrics without the
+ * harness's own work mixing in.
+ */
+import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, ManagedProcess } from '../../testbed/processes.ts';
+import { REPO_ROOT } from '../../testbed/provision.ts';
+
+/** Clock ticks per second of /proc/<pid>/stat (USER_HZ; 100 on every Linux the bed runs on). */
+const CLOCK_TICKS = 100;
+
+/** Options of {@link startOperator}. */
+export interface OperatorOptions {
+  readonly kubeconfig: string;
+  /** Extra operator flags, e.g. `--resync-period=60`. */
+  readonly flags?: readonly string[];
+  /** Node flags before the script, e.g. `--cpu-prof`. */
+  readonly nodeFlags?: readonly string[];
+  /** Where the log goes; a temporary directory when absent. */
+  readonly logDir?: string;
+}
+
+/** CPU time and memory of a process at one moment. */
+export interface ProcSample {
+  /** performance.now() of the sample. */
+  readonly at: number;
+  /** User + system CPU seconds since the process started. */
+  readonly cpuSeconds: number;
+  /** Resident set size in MiB. */
+  readonly rssMiB: number;
+}
+
+/** A running operator. */
+export class BenchOperator {
+  readonly process: ManagedProcess;
+  readonly metricsUrl: string;
+  readonly healthUrl: string;
+  /** performance.now() when the process was spawned. */
+  readonly startedAt: number;
+  /** performance.now() when /readyz first answered 200 (caches synced, reconciling begins). */
+  readyAt = Number.NaN;
+
+  constructor(proc: ManagedProcess, metricsUrl: string, healthUrl: string, startedAt: number) {
+    this.process = proc;
+    this.metricsUrl = metricsUrl;
+    this.healthUrl = healthUrl;
+    this.startedAt = startedAt;
+  }
+
+  /** Process id. */
+  get pid(): number {
+    const pid = this.process.pid;
+    if (pid === undefined) throw new Error('the operator process did not start');
+    return pid;
+  }
+
+  /** Reads CPU time and RSS from /proc. */
+  async sample(): Promise<ProcSample> {
+    const [stat, status] = await Promise.all([readFile(`/proc/${this.pid}/stat`, 'utf8'), readFile(`/proc/${this.pid}/status`, 'utf8')]);
+    // Fields after the command name, which is in parentheses and may itself contain spaces.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN);
+    return { at: performance.now(), cpuSeconds: ticks / CLOCK_TICKS, rssMiB: rssKiB / 1024 };
+  }
+
+  /** One metric from /metrics, summed over its label sets; NaN when absent. */
+  async metric(name: string): Promise<number> {
+    return (await this.metrics([name]))[name] ?? Number.NaN;
+  }
+
+  /** Several metrics from one scrape, each summed over its label sets. */
+  async metrics(names: readonly string[]): Promise<Record<string, number>> {
+    const res = await fetch(this.metricsUrl, { signal: AbortSignal.timeout(5000) });
+    return sumMetrics(await res.text(), names);
+  }
+
+  /** Waits until /readyz answers, polling every 50 ms so `readyAt` is precise to that. */
+  async waitReady(timeoutMs = 600_000): Promise<void> {
+    await this.process.waitUntil('ready', async () => (await fetch(`${this.healthUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok, timeoutMs);
+    this.readyAt = performance.now();
+  }
+
+  /** Stops the operator gracefully (so a CPU profile gets written). */
+  async stop(): Promise<void> {
+    await this.process.stop(30_000);
+  }
+}
+
+/** Sums the samples of each named metric in a Prometheus text exposition. */
+export function sumMetrics(text: string, names: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line === '') continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const name = m[1] as string;
+    if (!names.includes(name)) continue;
+    out[name] = (out[name] ?? 0) + Number(m[3]);
+  }
+  return out;
+}
+
+/** Starts the operator against a bed; resolves once spawned (call waitReady to wait for its caches). */
+export async function startOperator(o: OperatorOptions): Promise<BenchOperator> {
+  const metricsPort = await freePort();
+  const healthPort = await freePort();
+  const logDir = o.logDir ?? (await mkdtemp(join(tmpdir(), 'kube-registrar-bench-op-')));
+  await mkdir(logDir, { recursive: true });
+  const startedAt = performance.now();
+  const proc = new ManagedProcess(
+    'kube-registrar',
+    process.execPath,
+    [
+      ...(o.nodeFlags ?? []),
+      join(REPO_ROOT, 'src', 'main.ts'),
+      `--kubeconfig=${o.kubeconfig}`,
+      `--metrics-address=127.0.0.1:${metricsPort}`,
+      `--health-address=127.0.0.1:${healthPort}`,
+      ...(o.flags ?? []),
+    ],
+    join(logDir, 'operator.log'),
+    process.env,
+  );
+  return new BenchOperator(proc, `http://127.0.0.1:${metricsPort}/metrics`, `http://127.0.0.1:${healthPort}`, startedAt);
+}
+
+/** Samples a process every `intervalMs` until stopped. */
+export class Sampler {
+  readonly samples: ProcSample[] = [];
+  readonly depths: { at: number; depth: number }[] = [];
+  #running = true;
+  readonly #done: Promise<void>;
+
+  constructor(op: BenchOperator, intervalMs: number, withQueueDepth: boolean) {
+    this.#done = (async () => {
+      while (this.#running) {
+        try {
+          this.samples.push(await op.sample());
+          if (withQueueDepth) this.depths.push({ at: performance.now(), depth: await op.metric('kube_registrar_workqueue_depth') });
+        } catch {
+          // A sample lost to a slow scrape is just a gap in the series.
+        }
+        await sleep(intervalMs);
+      }
+    })();
+  }
+
+  /** Stops sampling and waits for the loop to end. */
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#done;
+  }
+}

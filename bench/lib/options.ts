@@ -1,0 +1,82 @@
+/**
+ * Command-line options of `npm run bench` and the two scales. Full scale is the default and is
+ * what the issue asks for; small scale exists to develop and check the harness on a busy machine.
+ */
+import { parseArgs } from 'node:util';
+
+/** Scenario ids, in the order they run. */
+export const SCENARIOS = ['cold-sync', 'propagation', 'steady-state', 'consul-cold-sync', 'churn'] as const;
+/** One scenario id. */
+export type ScenarioId = (typeof SCENARIOS)[number];
+
+/** Everything a run needs to know. */
+export interface BenchOptions {
+  readonly scale: 'full' | 'small';
+  readonly repeats: number;
+  readonly only: ReadonlySet<ScenarioId>;
+  /** Run the operator under `--cpu-prof` and summarise the profile into the results. */
+  readonly profile: boolean;
+  /** Update BENCHMARKS.md. */
+  readonly markdown: boolean;
+  /** Kubernetes (= registry) namespaces the objects are spread over. */
+  readonly namespaces: number;
+  readonly coldSync: { readonly sizes: readonly number[]; readonly podsPerService: number };
+  readonly propagation: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
+  readonly steady: { readonly serviceInstances: number; readonly podsPerInstance: number; readonly windowSeconds: number; readonly resyncSeconds: number };
+  readonly consulColdSync: { readonly sizes: readonly number[]; readonly idleSeconds: number };
+  readonly churn: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
+}
+
+/** The usage text. */
+export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N] [--only=a,b] [--profile] [--churn-seconds=S] [--no-markdown]
+
+  --scale          full (default; the sizes of the issue) or small (100s of objects, for development)
+  --repeats        runs per scenario; medians are taken over them (default 3 at full scale, 1 at small)
+  --only           comma-separated scenarios: ${SCENARIOS.join(', ')}
+  --profile        run the operator under --cpu-prof and summarise where its CPU time went
+  --churn-seconds  length of the churn phase (default 300 at full scale, 30 at small)
+  --no-markdown    leave BENCHMARKS.md alone (results still go to bench/results/)`;
+
+/** Parses argv (without node and script). Throws with the usage text on a bad flag. */
+export function parseOptions(argv: readonly string[]): BenchOptions | undefined {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      scale: { type: 'string', default: 'full' },
+      repeats: { type: 'string' },
+      only: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      'churn-seconds': { type: 'string' },
+      'no-markdown': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return undefined;
+  const scale = values.scale;
+  if (scale !== 'full' && scale !== 'small') throw new Error(`--scale must be full or small, got ${JSON.stringify(scale)}\n\n${USAGE}`);
+  const small = scale === 'small';
+  const repeats = values.repeats === undefined ? (small ? 1 : 3) : Number(values.repeats);
+  if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`--repeats must be a positive whole number, got ${JSON.stringify(values.repeats)}`);
+  const only = new Set<ScenarioId>();
+  for (const s of (values.only ?? SCENARIOS.join(',')).split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`--only: unknown scenario ${JSON.stringify(s)}; use ${SCENARIOS.join(', ')}`);
+    only.add(s as ScenarioId);
+  }
+  const churnSeconds = values['churn-seconds'] === undefined ? (small ? 30 : 300) : Number(values['churn-seconds']);
+  if (!(churnSeconds > 0)) throw new Error(`--churn-seconds must be positive, got ${JSON.stringify(values['churn-seconds'])}`);
+  return {
+    scale,
+    repeats,
+    only,
+    profile: values.profile,
+    markdown: !values['no-markdown'],
+    namespaces: small ? 4 : 10,
+    coldSync: { sizes: small ? [100, 300] : [1000, 10_000], podsPerService: 10 },
+    propagation: { services: small ? 10 : 50, podsPerService: small ? 10 : 20, rate: 50, seconds: small ? 20 : 60 },
+    steady: { serviceInstances: small ? 300 : 10_000, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
+    consulColdSync: { sizes: small ? [100, 300] : [1000, 10_000], idleSeconds: small ? 40 : 60 },
+    churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
+  };
+}

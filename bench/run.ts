@@ -1,0 +1,82 @@
+/**
+ * `npm run bench`: starts the test bed, runs the scenarios of the performance issue, prints a
+ * table, writes every raw figure to bench/results/<timestamp>.json and rewrites the generated
+ * blocks of BENCHMARKS.md. Timing lives here and never in the tests.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../testbed/provision.ts';
+import type { BedVersions } from '../testbed/bed.ts';
+import type { ScenarioContext } from './lib/context.ts';
+import { describeMachine } from './lib/machine.ts';
+import { parseOptions, SCENARIOS, USAGE, type ScenarioId } from './lib/options.ts';
+import { textTable, updateBenchmarksMd } from './lib/report.ts';
+import type { ScenarioResult } from './lib/results.ts';
+import { churn } from './scenarios/churn.ts';
+import { coldSync } from './scenarios/cold-sync.ts';
+import { consulColdSync } from './scenarios/consul-cold-sync.ts';
+import { propagation } from './scenarios/propagation.ts';
+import { steadyState } from './scenarios/steady-state.ts';
+
+const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<ScenarioResult>>> = {
+  'cold-sync': coldSync,
+  propagation,
+  'steady-state': steadyState,
+  'consul-cold-sync': consulColdSync,
+  churn,
+};
+
+async function main(): Promise<number> {
+  let options;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (err: unknown) {
+    console.error(err instanceof Error ? err.message : String(err));
+    return 2;
+  }
+  if (!options) {
+    console.log(USAGE);
+    return 0;
+  }
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const resultsDir = join(REPO_ROOT, 'bench', 'results');
+  const runDir = join(resultsDir, stamp);
+  await mkdir(runDir, { recursive: true });
+  const machine = await describeMachine();
+  let versions: BedVersions | undefined;
+  const log = (line: string): void => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
+  const ctx: ScenarioContext = { options, log, runDir, onVersions: (v) => (versions ??= v) };
+  log(`scale ${options.scale}, ${options.repeats} run(s) per case, scenarios: ${[...options.only].join(', ')}; artefacts in ${runDir}`);
+
+  const results: ScenarioResult[] = [];
+  const failures: { scenario: string; error: string }[] = [];
+  for (const id of SCENARIOS) {
+    if (!options.only.has(id)) continue;
+    const started = performance.now();
+    log(`--- ${id}`);
+    try {
+      results.push(await RUNNERS[id](ctx));
+    } catch (err: unknown) {
+      // One broken scenario must not cost the figures of the others.
+      const error = err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}\n${err.stack ?? ''}` : String(err);
+      failures.push({ scenario: id, error });
+      log(`${id} failed: ${error}`);
+    }
+    log(`--- ${id} took ${((performance.now() - started) / 60_000).toFixed(1)} min`);
+  }
+
+  const when = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+  const full = { ...machine, ...(versions ? { versions } : {}) };
+  const file = join(resultsDir, `${stamp}.json`);
+  await writeFile(file, JSON.stringify({ when, options: { ...options, only: [...options.only] }, machine: full, results, failures }, null, 2));
+  console.log(textTable(results));
+  for (const f of failures) console.log(`\nscenario ${f.scenario} FAILED: ${f.error.split('\n')[0] ?? ''}`);
+  if (options.markdown && results.length > 0) {
+    await updateBenchmarksMd(join(REPO_ROOT, 'BENCHMARKS.md'), full, results, when, options.scale, options.repeats, SCENARIOS);
+    log('BENCHMARKS.md updated');
+  }
+  log(`results: ${file}`);
+  return failures.length > 0 ? 1 : 0;
+}
+
+process.exitCode = await main();

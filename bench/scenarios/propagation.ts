@@ -1,0 +1,225 @@
+/**
+ * Scenario 2, propagation latency: pods' Ready conditions are flipped through the status
+ * subresource at a steady rate, and each flip is timed from the patch to the entry appearing in
+ * or leaving etcd (an etcd watch) or Consul's passing results (blocking queries). The apiserver's
+ * own share is the time from the patch to the harness's pod watch seeing it; what the operator
+ * adds is the rest.
+ */
+import { join } from 'node:path';
+import type { V1Pod } from '@kubernetes/client-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { withBed, waitFor } from '../lib/bed.ts';
+import { PassingWatch } from '../lib/consul.ts';
+import type { ScenarioContext } from '../lib/context.ts';
+import { EtcdPrefixWatch } from '../lib/etcd.ts';
+import type { BenchKube } from '../lib/kube.ts';
+import { createLayout, etcdKey, podLayout, type ExpectedEntry, type Layout } from '../lib/layout.ts';
+import { startOperator } from '../lib/operator.ts';
+import type { Figure, ScenarioResult } from '../lib/results.ts';
+import { distribution, type Distribution } from '../lib/stats.ts';
+import { StatusTracker } from '../lib/status.ts';
+
+const PREFIX = '/bench';
+
+interface Change {
+  readonly pod: string;
+  readonly toReady: boolean;
+  readonly sentAt: number;
+  ackAt: number;
+  informerAt: number;
+  visibleAt: number;
+}
+
+/** Latencies of one phase (one backend, one round), in milliseconds. */
+export interface PhaseResult {
+  readonly changes: number;
+  readonly achievedRate: number;
+  /** Changes never seen in the registry within the grace period. */
+  readonly unseen: number;
+  readonly endToEnd: Distribution;
+  readonly apiserver: Distribution;
+  readonly operator: Distribution;
+}
+
+/** Maps a registry observation back to the pod it belongs to. */
+type Observe = (onSeen: (pod: string, ready: boolean, at: number) => void) => Promise<() => Promise<void>>;
+
+async function flipPhase(kube: BenchKube, entries: readonly ExpectedEntry[], rate: number, seconds: number, observe: Observe): Promise<PhaseResult> {
+  const byPod = new Map(entries.map((e) => [`${e.namespace}/${e.source.split('/')[2] ?? ''}`, e]));
+  const ready = new Map([...byPod.keys()].map((k) => [k, true]));
+  const current = new Map<string, Change>();
+  const changes: Change[] = [];
+
+  const list = await kube.core.listPodForAllNamespaces({ limit: 1 });
+  const stopPods = await kube.watch('/api/v1/pods', list.metadata?.resourceVersion ?? '', (phase, obj, at) => {
+    if (phase !== 'MODIFIED') return;
+    const pod = obj as V1Pod;
+    const key = `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
+    const c = current.get(key);
+    const isReady = (pod.status?.conditions ?? []).some((x) => x.type === 'Ready' && x.status === 'True');
+    if (c && Number.isNaN(c.informerAt) && isReady === c.toReady) c.informerAt = at;
+  });
+  const stopRegistry = await observe((pod, isReady, at) => {
+    const c = current.get(pod);
+    if (c && Number.isNaN(c.visibleAt) && isReady === c.toReady) c.visibleAt = at;
+  });
+
+  const order = [...byPod.keys()].sort(() => Math.random() - 0.5);
+  let cursor = 0;
+  const inFlight = new Set<Promise<void>>();
+  const started = performance.now();
+  const total = Math.round(rate * seconds);
+  try {
+    for (let i = 0; i < total; i++) {
+      const due = started + (i * 1000) / rate;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      // The next pod whose previous change has landed: never two changes of one pod in flight.
+      let pod: string | undefined;
+      for (let tries = 0; tries < order.length; tries++) {
+        const candidate = order[cursor++ % order.length] as string;
+        const prev = current.get(candidate);
+        if (!prev || !Number.isNaN(prev.visibleAt) || performance.now() - prev.sentAt > 10_000) {
+          pod = candidate;
+          break;
+        }
+      }
+      if (pod === undefined) continue;
+      const e = byPod.get(pod) as ExpectedEntry;
+      const toReady = !(ready.get(pod) ?? true);
+      ready.set(pod, toReady);
+      const c: Change = { pod, toReady, sentAt: performance.now(), ackAt: Number.NaN, informerAt: Number.NaN, visibleAt: Number.NaN };
+      current.set(pod, c);
+      changes.push(c);
+      const p = kube.setPodReady(e.namespace, pod.split('/')[1] ?? '', e.address, toReady).then(() => {
+        c.ackAt = performance.now();
+      });
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      if (inFlight.size >= 64) await Promise.race(inFlight);
+    }
+    const achievedRate = changes.length / ((performance.now() - started) / 1000);
+    await Promise.all(inFlight);
+    await waitFor(() => changes.every((c) => !Number.isNaN(c.visibleAt)), 15_000, 100);
+    // Leave every pod Ready again, so the next phase or round starts from the same state.
+    await Promise.all(
+      [...ready.entries()]
+        .filter(([, r]) => !r)
+        .map(([pod]) => {
+          const e = byPod.get(pod) as ExpectedEntry;
+          ready.set(pod, true);
+          return kube.setPodReady(e.namespace, pod.split('/')[1] ?? '', e.address, true);
+        }),
+    );
+    const seen = changes.filter((c) => !Number.isNaN(c.visibleAt));
+    const both = seen.filter((c) => !Number.isNaN(c.informerAt));
+    return {
+      changes: changes.length,
+      achievedRate,
+      unseen: changes.length - seen.length,
+      endToEnd: distribution(seen.map((c) => c.visibleAt - c.sentAt)),
+      apiserver: distribution(changes.filter((c) => !Number.isNaN(c.informerAt)).map((c) => c.informerAt - c.sentAt)),
+      operator: distribution(both.map((c) => c.visibleAt - c.informerAt)),
+    };
+  } finally {
+    stopPods();
+    await stopRegistry();
+  }
+}
+
+function podOf(e: ExpectedEntry): string {
+  return `${e.namespace}/${e.source.split('/')[2] ?? ''}`;
+}
+
+function consulName(e: ExpectedEntry): string {
+  return `${e.namespace}-${e.service}`;
+}
+
+/** Runs scenario 2 on one bed: etcd and Consul in separate namespaces, one operator. */
+export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult> {
+  const o = ctx.options;
+  const p = o.propagation;
+  const rounds: { etcd: PhaseResult; consul: PhaseResult }[] = [];
+  await withBed(ctx.log, async ({ bed, kube, etcd }) => {
+    ctx.onVersions(bed.versions);
+    await kube.createRegistry('etcd', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { bench: 'prop-etcd' } }, namespace: '{namespace}', leaseTTLSeconds: 30, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX } });
+    await kube.createRegistry('consul', { type: 'consul', default: true, namespaceSelector: { matchLabels: { bench: 'prop-consul' } }, namespace: '{namespace}', leaseTTLSeconds: 30, consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' } });
+    const etcdLayout: Layout = podLayout('prope', 2, p.services, p.podsPerService);
+    const consulLayout: Layout = podLayout('propc', 2, p.services, p.podsPerService, { ipBlock: 1 });
+    await createLayout(kube, etcdLayout, { bench: 'prop-etcd' });
+    await createLayout(kube, consulLayout, { bench: 'prop-consul' });
+    ctx.log(`propagation: ${etcdLayout.entries.length} + ${consulLayout.entries.length} Ready pods behind ${p.services} + ${p.services} ServiceInstances`);
+    const statuses = await StatusTracker.start(kube, new Map([...etcdLayout.expectedPerSi, ...consulLayout.expectedPerSi]));
+    const op = await startOperator({ kubeconfig: bed.kubeconfig, logDir: join(ctx.runDir, 'propagation') });
+    try {
+      await op.waitReady();
+      if (!(await waitFor(() => !Number.isNaN(statuses.convergedAt), 300_000, 200))) throw new Error(`the operator did not converge: ${statuses.converged}/${statuses.total} statuses`);
+      statuses.stop();
+      ctx.log('propagation: converged; measuring');
+
+      const etcdKeys = new Map(etcdLayout.entries.map((e) => [etcdKey(PREFIX, e), podOf(e)]));
+      const observeEtcd: Observe = async (onSeen) => {
+        const w = await EtcdPrefixWatch.start(etcd, `${PREFIX}/`);
+        w.onEvent = (e) => {
+          const pod = etcdKeys.get(e.key);
+          if (pod) onSeen(pod, e.kind === 'put', e.at);
+        };
+        return () => w.stop();
+      };
+      const consulPods = new Map(consulLayout.entries.map((e) => [`${consulName(e)}|${e.address}`, podOf(e)]));
+      const observeConsul: Observe = async (onSeen) => {
+        const w = new PassingWatch(bed.consulAddr, [...new Set(consulLayout.entries.map(consulName))]);
+        await w.primed();
+        w.onEvent = (e) => {
+          const pod = consulPods.get(`${e.service}|${e.address}`);
+          if (pod) onSeen(pod, e.kind === 'up', e.at);
+        };
+        return () => w.stop();
+      };
+      for (let r = 1; r <= o.repeats; r++) {
+        const etcdPhase = await flipPhase(kube, etcdLayout.entries, p.rate, p.seconds, observeEtcd);
+        ctx.log(`  round ${r} etcd: ${etcdPhase.changes} changes at ${etcdPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${etcdPhase.endToEnd.p50.toFixed(0)}/${etcdPhase.endToEnd.p95.toFixed(0)}/${etcdPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${etcdPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${etcdPhase.operator.p99.toFixed(0)} ms, unseen ${etcdPhase.unseen}`);
+        await sleep(3000);
+        const consulPhase = await flipPhase(kube, consulLayout.entries, p.rate, p.seconds, observeConsul);
+        ctx.log(`  round ${r} consul: ${consulPhase.changes} changes at ${consulPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${consulPhase.endToEnd.p50.toFixed(0)}/${consulPhase.endToEnd.p95.toFixed(0)}/${consulPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${consulPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${consulPhase.operator.p99.toFixed(0)} ms, unseen ${consulPhase.unseen}`);
+        rounds.push({ etcd: etcdPhase, consul: consulPhase });
+        await sleep(3000);
+      }
+    } finally {
+      statuses.stop();
+      await op.stop();
+    }
+  });
+
+  const figures: Figure[] = [];
+  const notes: string[] = [];
+  for (const backend of ['etcd', 'consul'] as const) {
+    const c = backend === 'etcd' ? 'etcd (watch)' : 'Consul (blocking queries, ?passing)';
+    const ph = rounds.map((r) => r[backend]);
+    figures.push(
+      { case: c, name: 'changes per second achieved', unit: '/s', runs: ph.map((x) => x.achievedRate) },
+      { case: c, name: 'patch → visible, p50', unit: 'ms', runs: ph.map((x) => x.endToEnd.p50) },
+      { case: c, name: 'patch → visible, p95', unit: 'ms', runs: ph.map((x) => x.endToEnd.p95) },
+      { case: c, name: 'patch → visible, p99', unit: 'ms', runs: ph.map((x) => x.endToEnd.p99) },
+      { case: c, name: "apiserver's share (patch → watch event), p50", unit: 'ms', runs: ph.map((x) => x.apiserver.p50) },
+      { case: c, name: "apiserver's share (patch → watch event), p99", unit: 'ms', runs: ph.map((x) => x.apiserver.p99) },
+      { case: c, name: 'beyond the apiserver (watch event → visible), p50', unit: 'ms', runs: ph.map((x) => x.operator.p50) },
+      { case: c, name: 'beyond the apiserver (watch event → visible), p99', unit: 'ms', runs: ph.map((x) => x.operator.p99), goal: { kind: 'below', threshold: 100, text: '< 100 ms' } },
+    );
+    const unseen = ph.reduce((s, x) => s + x.unseen, 0);
+    if (unseen > 0) notes.push(`${c}: ${unseen} change(s) were never seen in the registry within 15 s after the phase (they are left out of the percentiles).`);
+  }
+  return {
+    id: 'propagation',
+    title: '2. Propagation latency',
+    setup: [
+      `${p.services} ServiceInstances × ${p.podsPerService} Ready pods per backend, in 2 namespaces each; one operator (defaults) serving an etcd Registry and a Consul Registry (serviceName "{namespace}-{service}").`,
+      `Per round and backend: ${p.rate} readiness flips per second for ${p.seconds} s through the pods' status subresource (Ready ↔ not Ready, never two changes of one pod in flight), then every pod is made Ready again.`,
+      'Visible = the key appears/disappears in an etcd watch on the prefix, or the address enters/leaves `/v1/health/service/<name>?passing=true` (blocking queries). The apiserver\'s share is patch → the harness\'s own pod watch event, which is what the operator\'s informer receives too; "beyond the apiserver" = watch event → visible, per change.',
+      'The harness, the operator and all servers share 2 vCPU, so every latency includes some scheduling delay of a busy machine.',
+    ],
+    figures,
+    notes,
+    details: rounds,
+  };
+}

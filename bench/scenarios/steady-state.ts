@@ -1,0 +1,155 @@
+/**
+ * Scenario 3, steady state at scale: once the operator has converged on many ServiceInstances
+ * and pods and nothing changes, what does it cost? Registry writes (there should be none),
+ * lease keepalives (one per registry namespace per interval, whatever the number of entries),
+ * CPU and memory.
+ */
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { withBed, waitFor } from '../lib/bed.ts';
+import type { ScenarioContext } from '../lib/context.ts';
+import { counterDelta, etcdCounters, EtcdPrefixWatch } from '../lib/etcd.ts';
+import { createLayout, etcdKey, podLayout } from '../lib/layout.ts';
+import { Sampler, startOperator } from '../lib/operator.ts';
+import { summariseProfiles } from '../lib/profile.ts';
+import type { Figure, ScenarioResult } from '../lib/results.ts';
+import { StatusTracker } from '../lib/status.ts';
+
+const PREFIX = '/bench';
+const TTL = 30;
+
+/** One measurement window. */
+export interface SteadyWindow {
+  readonly seconds: number;
+  readonly writesPerMinute: number;
+  readonly watchEventsPerMinute: number;
+  readonly readsPerMinute: number;
+  readonly keepalivesPerInterval: number;
+  readonly registryNamespaces: number;
+  readonly entries: number;
+  readonly cpuPercent: number;
+  readonly rssMaxMB: number;
+  readonly rssMedianMB: number;
+  readonly maxQueueDepth: number;
+}
+
+/** Runs scenario 3 on one bed; each repeat is one measurement window. */
+export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult> {
+  const o = ctx.options;
+  const s = o.steady;
+  const windows: SteadyWindow[] = [];
+  const sync: { fixtureSeconds: number; entriesSeconds: number; statusesSeconds: number; rssAfterSyncMB: number; cpuSeconds: number } = { fixtureSeconds: Number.NaN, entriesSeconds: Number.NaN, statusesSeconds: Number.NaN, rssAfterSyncMB: Number.NaN, cpuSeconds: Number.NaN };
+  let profile: string | undefined;
+  const notes: string[] = [];
+  // Each ServiceInstance selects one Ready pod; the other pods are the rest of the cluster, which
+  // the operator caches all the same.
+  const layout = podLayout('steady', o.namespaces, s.serviceInstances, 1, { unselected: s.podsPerInstance - 1 });
+  const podCount = [...layout.pods.values()].reduce((n, l) => n + l.length, 0);
+  await withBed(ctx.log, async ({ bed, kube, etcd }) => {
+    ctx.onVersions(bed.versions);
+    await kube.createRegistry('bench', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { bench: 'steady' } }, namespace: '{namespace}', leaseTTLSeconds: TTL, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX } });
+    sync.fixtureSeconds = await createLayout(kube, layout, { bench: 'steady' });
+    ctx.log(`steady-state: ${layout.expectedPerSi.size} ServiceInstances and ${podCount} pods created in ${sync.fixtureSeconds.toFixed(0)} s`);
+    const expected = new Set(layout.entries.map((e) => etcdKey(PREFIX, e)));
+    const seen = new Set<string>();
+    let allAt = Number.NaN;
+    const watch = await EtcdPrefixWatch.start(etcd, `${PREFIX}/`);
+    watch.onEvent = (e) => {
+      if (e.kind === 'put' && expected.has(e.key)) seen.add(e.key);
+      if (seen.size === expected.size && Number.isNaN(allAt)) allAt = e.at;
+    };
+    const statuses = await StatusTracker.start(kube, layout.expectedPerSi);
+    const profileDir = o.profile ? join(ctx.runDir, 'profile-steady-state') : undefined;
+    const op = await startOperator({
+      kubeconfig: bed.kubeconfig,
+      flags: [`--resync-period=${s.resyncSeconds}`],
+      logDir: join(ctx.runDir, 'steady-state'),
+      ...(profileDir ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] } : {}),
+    });
+    try {
+      await op.waitReady();
+      const converged = await waitFor(() => !Number.isNaN(allAt) && !Number.isNaN(statuses.convergedAt), 1_800_000, 500);
+      sync.entriesSeconds = (allAt - op.startedAt) / 1000;
+      sync.statusesSeconds = (statuses.convergedAt - op.startedAt) / 1000;
+      statuses.stop();
+      if (!converged) {
+        notes.push(`The operator did not converge within 30 min: ${seen.size}/${expected.size} entries, ${statuses.converged}/${statuses.total} statuses; the windows below were measured anyway.`);
+      }
+      ctx.log(`steady-state: converged: entries ${sync.entriesSeconds.toFixed(0)} s, statuses ${sync.statusesSeconds.toFixed(0)} s after start`);
+      await waitFor(async () => (await op.metric('kube_registrar_workqueue_depth')) === 0, 600_000, 1000);
+      await sleep(10_000);
+      const afterSync = await op.sample();
+      sync.rssAfterSyncMB = afterSync.rssMiB * 1.048576;
+      sync.cpuSeconds = afterSync.cpuSeconds;
+
+      for (let r = 1; r <= o.repeats; r++) {
+        const before = await etcdCounters(bed.registryEtcd.clientUrl);
+        const sampleBefore = await op.sample();
+        const eventsBefore = watch.events.length;
+        const sampler = new Sampler(op, 2000, true);
+        await sleep(s.windowSeconds * 1000);
+        await sampler.stop();
+        const sampleAfter = await op.sample();
+        const d = counterDelta(before, await etcdCounters(bed.registryEtcd.clientUrl));
+        const seconds = (sampleAfter.at - sampleBefore.at) / 1000;
+        const rss = sampler.samples.map((x) => x.rssMiB * 1.048576).sort((a, b) => a - b);
+        const w: SteadyWindow = {
+          seconds,
+          writesPerMinute: ((d.puts + d.deletes) / seconds) * 60,
+          watchEventsPerMinute: ((watch.events.length - eventsBefore) / seconds) * 60,
+          readsPerMinute: ((d.txns + d.ranges) / seconds) * 60,
+          keepalivesPerInterval: d.keepalives / (seconds / (TTL / 3)),
+          registryNamespaces: layout.namespaces.length,
+          entries: expected.size,
+          cpuPercent: ((sampleAfter.cpuSeconds - sampleBefore.cpuSeconds) / seconds) * 100,
+          rssMaxMB: rss[rss.length - 1] ?? Number.NaN,
+          rssMedianMB: rss[Math.floor(rss.length / 2)] ?? Number.NaN,
+          maxQueueDepth: Math.max(0, ...sampler.depths.map((x) => x.depth)),
+        };
+        windows.push(w);
+        ctx.log(
+          `  window ${r}: ${w.writesPerMinute.toFixed(1)} writes/min, ${w.readsPerMinute.toFixed(0)} reads/min, ${w.keepalivesPerInterval.toFixed(1)} keepalives/interval for ${w.registryNamespaces} namespaces, ` +
+            `CPU ${w.cpuPercent.toFixed(1)} %, RSS max ${w.rssMaxMB.toFixed(0)} MB, queue max ${w.maxQueueDepth}`,
+        );
+      }
+    } finally {
+      statuses.stop();
+      await watch.stop();
+      await op.stop();
+    }
+    if (profileDir) profile = await summariseProfiles(profileDir);
+  });
+
+  const c = `${layout.expectedPerSi.size.toLocaleString('en-US')} SIs, ${podCount.toLocaleString('en-US')} pods, ${layout.entries.length.toLocaleString('en-US')} entries`;
+  const figures: Figure[] = [
+    { case: c, name: 'registry writes when nothing changes', unit: '/min', runs: windows.map((w) => w.writesPerMinute), goal: { kind: 'zero', threshold: 0, text: 'none' } },
+    { case: c, name: 'registry reads (resync)', unit: '/min', runs: windows.map((w) => w.readsPerMinute) },
+    { case: c, name: `keepalive messages per interval (${TTL / 3} s)`, unit: '', runs: windows.map((w) => w.keepalivesPerInterval) },
+    {
+      case: c,
+      name: 'keepalive messages per interval per registry namespace',
+      unit: '',
+      runs: windows.map((w) => w.keepalivesPerInterval / w.registryNamespaces),
+      goal: { kind: 'at-most', threshold: 1, text: '≤ 1 (∝ namespaces, not entries)' },
+    },
+    { case: c, name: 'operator CPU, idle', unit: '% of a core', runs: windows.map((w) => w.cpuPercent) },
+    { case: c, name: 'operator RSS, max over the window', unit: 'MB', runs: windows.map((w) => w.rssMaxMB), goal: { kind: 'below', threshold: 200, text: '< 200 MB' } },
+    { case: c, name: 'queue depth, max over the window', unit: 'keys', runs: windows.map((w) => w.maxQueueDepth) },
+    { case: c, name: 'initial sync: every entry in etcd (from start)', unit: 's', runs: [sync.entriesSeconds] },
+    { case: c, name: 'initial sync: every status converged (from start)', unit: 's', runs: [sync.statusesSeconds] },
+  ];
+  const result: ScenarioResult = {
+    id: 'steady-state',
+    title: '3. Steady state',
+    setup: [
+      `${layout.expectedPerSi.size} ServiceInstances over ${o.namespaces} namespaces (one registry namespace and lease each), each selecting one Ready pod; ${podCount - layout.entries.length} more pods that nothing selects (the rest of a cluster, cached all the same). One etcd Registry, TTL ${TTL} s (keepalive every ${TTL / 3} s).`,
+      `Operator with --resync-period=${s.resyncSeconds}, so every window of ${s.windowSeconds} s covers full resyncs (each ServiceInstance re-read and diffed) — the case where unnecessary writes would show.`,
+      'After convergence and an empty queue, each run is one window. Writes = puts + deletes counted by the registry etcd itself (etcd_mvcc_put_total, etcd_mvcc_delete_total); reads = its Txn + Range calls; keepalives = LeaseKeepAlive messages it received. CPU and RSS from /proc/<pid>.',
+    ],
+    figures,
+    notes,
+    details: [{ sync, windows }],
+  };
+  if (profile) result.profile = profile;
+  return result;
+}
