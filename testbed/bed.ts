@@ -257,6 +257,7 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
       HELM: toolchain.helm,
       KUBECTL: toolchain.kubectl,
       ETCDCTL: toolchain.etcdctl,
+      HADOLINT: toolchain.hadolint,
       CONSUL: toolchain.consul,
       TESTBED_DIR: dir,
       TESTBED_KUBERNETES_VERSION: versions.kubernetes,

