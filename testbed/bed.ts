@@ -91,6 +91,62 @@ export class EtcdServer {
   }
 }
 
+/** A Consul dev agent of the bed. */
+export interface ConsulAgent {
+  readonly address: string;
+  /** Management token when ACLs are on. */
+  readonly token: string | undefined;
+  readonly process: ManagedProcess;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a Consul dev agent on free loopback ports and waits until it serves its catalog (and,
+ * with ACLs, accepts its management token). The name becomes the node name, so a person can tell
+ * agents apart.
+ */
+export async function startConsulAgent(binary: string, o: { name: string; logFile: string; acl: boolean }): Promise<ConsulAgent> {
+  const token = o.acl ? randomUUID() : undefined;
+  const port = await freePort();
+  const address = `http://127.0.0.1:${port}`;
+  const hcl = ['ports { grpc_tls = -1 }'];
+  if (token) hcl.push(`acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${token}" agent = "${token}" } }`);
+  const args = [
+    'agent',
+    '-dev',
+    `-node=${o.name}`,
+    '-bind=127.0.0.1',
+    '-client=127.0.0.1',
+    `-http-port=${port}`,
+    '-dns-port=-1',
+    '-grpc-port=-1',
+    `-server-port=${await freePort()}`,
+    `-serf-lan-port=${await freePort()}`,
+    `-serf-wan-port=${await freePort()}`,
+    '-log-level=warn',
+    ...hcl.map((h) => `-hcl=${h}`),
+  ];
+  const proc = new ManagedProcess(`consul ${o.name}`, binary, args, o.logFile);
+  const headers: Record<string, string> = token ? { 'X-Consul-Token': token } : {};
+  try {
+    await proc.waitUntil(
+      'ready',
+      async () => {
+        const leader = (await (await fetch(`${address}/v1/status/leader`, { signal: AbortSignal.timeout(2000) })).json()) as string;
+        if (!leader) return false;
+        // The catalog answers only once the agent has synced itself in (and, with ACLs, once the
+        // management token is bootstrapped).
+        return (await fetch(`${address}/v1/catalog/nodes`, { headers, signal: AbortSignal.timeout(2000) })).ok;
+      },
+      60_000,
+    );
+  } catch (err: unknown) {
+    await proc.stop();
+    throw err;
+  }
+  return { address, token, process: proc, stop: () => proc.stop() };
+}
+
 /** A running bed. */
 export interface Bed {
   readonly dir: string;
@@ -205,41 +261,11 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     const kubeconfig = join(dir, 'kubeconfig');
     await writeFile(kubeconfig, kubeconfigYaml(apiserverUrl, pki), { mode: 0o600 });
 
-    const consulToken = options.consulAcl ? randomUUID() : undefined;
-    const consulPort = await freePort();
-    const consulAddr = `http://127.0.0.1:${consulPort}`;
-    const hcl = ['ports { grpc_tls = -1 }'];
-    if (consulToken) hcl.push(`acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${consulToken}" agent = "${consulToken}" } }`);
-    const consulArgs = [
-      'agent',
-      '-dev',
-      // The bed's directory name in the node name lets a person (and the lifecycle test) find it.
-      `-node=${basename(dir)}`,
-      '-bind=127.0.0.1',
-      '-client=127.0.0.1',
-      `-http-port=${consulPort}`,
-      '-dns-port=-1',
-      '-grpc-port=-1',
-      `-server-port=${await freePort()}`,
-      `-serf-lan-port=${await freePort()}`,
-      `-serf-wan-port=${await freePort()}`,
-      '-log-level=warn',
-      ...hcl.map((h) => `-hcl=${h}`),
-    ];
-    const consul = new ManagedProcess('consul', toolchain.consul, consulArgs, join(logs, 'consul.log'));
+    const consul = await startConsulAgent(toolchain.consul, { name: basename(dir), logFile: join(logs, 'consul.log'), acl: options.consulAcl === true });
     started.push(consul);
+    const consulAddr = consul.address;
+    const consulToken = consul.token;
     const consulHeaders: Record<string, string> = consulToken ? { 'X-Consul-Token': consulToken } : {};
-    await consul.waitUntil(
-      'ready',
-      async () => {
-        const res = await fetch(`${consulAddr}/v1/status/leader`, { signal: AbortSignal.timeout(2000) });
-        const leader = (await res.json()) as string;
-        if (!leader) return false;
-        // The catalog answers only once the agent has synced itself in.
-        return (await fetch(`${consulAddr}/v1/catalog/nodes`, { headers: consulHeaders, signal: AbortSignal.timeout(2000) })).ok;
-      },
-      60_000,
-    );
 
     const kubeVersion = (JSON.parse((await apiserverGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
     const consulSelf = (await (await fetch(`${consulAddr}/v1/agent/self`, { headers: consulHeaders })).json()) as { Config?: { Version?: string } };

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { freePort, ManagedProcess } from '../../testbed/processes.ts';
+import { startConsulAgent, type ConsulAgent } from '../../testbed/bed.ts';
 import { provision } from '../../testbed/provision.ts';
 
 /** A running ACL-enabled agent (default policy deny). */
@@ -25,46 +25,21 @@ export interface AclConsulAgent {
 /** Starts an ACL-enabled dev agent; the bed's `CONSUL` binary when set, else the provisioned one. */
 export async function startAclConsulAgent(): Promise<AclConsulAgent> {
   const binary = process.env['CONSUL'] ?? (await provision()).consul;
-  const managementToken = randomUUID();
   const dir = await mkdtemp(join(tmpdir(), 'kr-consul-acl-'));
-  const port = await freePort();
-  const address = `http://127.0.0.1:${port}`;
-  const args = [
-    'agent',
-    '-dev',
-    '-node=acl-test',
-    '-bind=127.0.0.1',
-    '-client=127.0.0.1',
-    `-http-port=${port}`,
-    '-dns-port=-1',
-    '-grpc-port=-1',
-    `-server-port=${await freePort()}`,
-    `-serf-lan-port=${await freePort()}`,
-    `-serf-wan-port=${await freePort()}`,
-    '-log-level=warn',
-    '-hcl=ports { grpc_tls = -1 }',
-    `-hcl=acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${managementToken}" agent = "${managementToken}" } }`,
-  ];
-  const agent = new ManagedProcess('consul-acl', binary, args, join(dir, 'consul.log'));
+  let agent: ConsulAgent;
+  try {
+    agent = await startConsulAgent(binary, { name: 'acl-test', logFile: join(dir, 'consul.log'), acl: true });
+  } catch (err: unknown) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const { address } = agent;
+  const managementToken = agent.token ?? '';
   const headers = { 'X-Consul-Token': managementToken };
   const stop = async (): Promise<void> => {
     await agent.stop();
     await rm(dir, { recursive: true, force: true });
   };
-  try {
-    await agent.waitUntil(
-      'ready',
-      async () => {
-        const leader = (await (await fetch(`${address}/v1/status/leader`, { signal: AbortSignal.timeout(2000) })).json()) as string;
-        // ACLs answer only once the management token is bootstrapped.
-        return leader !== '' && (await fetch(`${address}/v1/acl/token/self`, { headers, signal: AbortSignal.timeout(2000) })).ok;
-      },
-      60_000,
-    );
-  } catch (err: unknown) {
-    await stop();
-    throw err;
-  }
 
   return {
     address,
