@@ -74,6 +74,11 @@ async function main(): Promise<void> {
         metrics.registryOperationDuration.observe({ backend, operation }, seconds);
       },
       keepaliveFailure: (backend) => metrics.keepaliveFailures.inc({ backend }),
+      circuit: (registry, open) => {
+        metrics.circuitOpen.set({ registry }, open ? 1 : 0);
+        if (open) logger.warn({ registry }, 'registry failing repeatedly: circuit open, calls paused');
+        else logger.info({ registry }, 'registry answering again: circuit closed');
+      },
     },
     readSecret: async (namespace, name) => {
       const secret = await core.readNamespacedSecret({ namespace, name });

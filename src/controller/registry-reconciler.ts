@@ -60,7 +60,10 @@ export class RegistryReconciler {
     let ready: { status: 'True' | 'False'; reason: string; message: string };
     try {
       const backend = await d.backends.get(reg);
-      ready = backend.dryRun
+      const failing = backend.failing?.();
+      ready = failing
+        ? { status: 'False', reason: ConditionReason.Unreachable, message: failing }
+        : backend.dryRun
         ? { status: 'True', reason: ConditionReason.DryRun, message: 'reachable; dry run: changes are computed and logged, nothing is written' }
         : { status: 'True', reason: ConditionReason.Connected, message: 'reachable with the configured credentials' };
     } catch (err: unknown) {

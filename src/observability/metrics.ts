@@ -18,6 +18,7 @@ export interface Metrics {
   readonly registryOperationDuration: Histogram<'backend' | 'operation'>;
   readonly keepaliveFailures: Counter<'backend'>;
   readonly registryEntries: Gauge<'registry'>;
+  readonly circuitOpen: Gauge<'registry'>;
   /** Adapter for the work queue. */
   readonly queueObserver: QueueObserver;
 }
@@ -36,6 +37,7 @@ export function createMetrics(): Metrics {
   const registryOperationDuration = new Histogram({ name: 'kube_registrar_registry_operation_duration_seconds', help: 'Duration of registry reads and change batches.', labelNames: ['backend', 'operation'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] });
   const keepaliveFailures = new Counter({ name: 'kube_registrar_lease_keepalive_failures_total', help: 'Failed etcd lease keepalives or Consul heartbeat passes, by backend.', labelNames: ['backend'], registers: [registry] });
   const registryEntries = new Gauge({ name: 'kube_registrar_registry_entries', help: 'Entries the operator holds in each Registry.', labelNames: ['registry'], registers: [registry] });
+  const circuitOpen = new Gauge({ name: 'kube_registrar_registry_circuit_open', help: '1 while the circuit breaker of a Registry is open (calls paused after repeated failures).', labelNames: ['registry'], registers: [registry] });
   const queueObserver: QueueObserver = {
     depth: (d) => queueDepth.set(d),
     latency: (ms) => queueLatency.observe(ms / 1000),
@@ -44,5 +46,5 @@ export function createMetrics(): Metrics {
       reconcileDuration.observe(ms / 1000);
     },
   };
-  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, queueObserver };
+  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, circuitOpen, queueObserver };
 }

@@ -4,6 +4,7 @@
  * its spec is unchanged. A changed or deleted Registry closes its old backend (without revoking
  * leases, so nothing disappears while the new one adopts them).
  */
+import { BrokenCircuitError, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleAll } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Registry as RegistryResource } from '../api/v1alpha1/types.ts';
 import { ConsulRegistry } from './consul/consul-registry.ts';
@@ -16,6 +17,8 @@ export interface Backend extends Registry {
   leaseId?(registryNamespace: string): string | undefined;
   /** True when the backend writes nothing. */
   readonly dryRun?: boolean;
+  /** Why calls are paused (circuit open), or undefined while the registry answers. */
+  failing?(): string | undefined;
 }
 
 /** Gives the controller a backend per Registry resource. */
@@ -38,27 +41,54 @@ export class RegistryConfigError extends Error {
 export interface BackendObserver {
   operation?(backend: string, operation: 'records' | 'apply', outcome: 'success' | 'error', seconds: number): void;
   keepaliveFailure?(backend: string): void;
+  /** The circuit breaker of a Registry opened (true) or closed again (false). */
+  circuit?(registry: string, open: boolean): void;
 }
 
-/** Wraps a backend so that every read and change batch is timed and counted. */
-function instrument(backend: Backend, type: string, observer: BackendObserver | undefined): Backend {
-  if (!observer?.operation) return backend;
-  const observe = observer.operation.bind(observer);
-  const timed = async <T>(operation: 'records' | 'apply', fn: () => Promise<T>): Promise<T> => {
+/** Consecutive failed calls that open a Registry's circuit. */
+export const CIRCUIT_FAILURE_THRESHOLD = 5;
+
+/**
+ * Wraps a backend in a per-Registry circuit breaker (cockatiel) and times and counts every read
+ * and change batch. After {@link CIRCUIT_FAILURE_THRESHOLD} consecutive failures the circuit
+ * opens: calls fail at once, so a dead registry costs no timeouts and does not hold up the work
+ * queue, until a trial call after an exponentially growing pause (1 s to 30 s) succeeds.
+ */
+export function guardBackend(backend: Backend, registryName: string, type: string, observer: BackendObserver | undefined): Backend {
+  const breaker = circuitBreaker(handleAll, {
+    halfOpenAfter: new ExponentialBackoff({ initialDelay: 1000, maxDelay: 30_000 }),
+    breaker: new ConsecutiveBreaker(CIRCUIT_FAILURE_THRESHOLD),
+  });
+  let lastFailure = '';
+  let open = false;
+  breaker.onBreak(() => {
+    open = true;
+    observer?.circuit?.(registryName, true);
+  });
+  breaker.onReset(() => {
+    open = false;
+    observer?.circuit?.(registryName, false);
+  });
+  const call = async <T>(operation: 'records' | 'apply', fn: () => Promise<T>): Promise<T> => {
     const started = performance.now();
     try {
-      const result = await fn();
-      observe(type, operation, 'success', (performance.now() - started) / 1000);
+      const result = await breaker.execute(fn);
+      observer?.operation?.(type, operation, 'success', (performance.now() - started) / 1000);
       return result;
     } catch (err: unknown) {
-      observe(type, operation, 'error', (performance.now() - started) / 1000);
+      observer?.operation?.(type, operation, 'error', (performance.now() - started) / 1000);
+      if (err instanceof BrokenCircuitError) {
+        throw new Error(`Registry ${registryName} is failing (${CIRCUIT_FAILURE_THRESHOLD} calls in a row); its circuit is open and calls are paused before the next try. Last error: ${lastFailure}`, { cause: err });
+      }
+      lastFailure = err instanceof Error ? err.message : String(err);
       throw err;
     }
   };
   return {
-    records: (scope) => timed('records', () => backend.records(scope)),
-    applyChanges: (changes) => timed('apply', () => backend.applyChanges(changes)),
+    records: (scope) => call('records', () => backend.records(scope)),
+    applyChanges: (changes) => call('apply', () => backend.applyChanges(changes)),
     close: () => backend.close(),
+    failing: () => (open ? `circuit open after ${CIRCUIT_FAILURE_THRESHOLD} failed calls in a row; last error: ${lastFailure}` : undefined),
     ...(backend.leaseId ? { leaseId: backend.leaseId.bind(backend) } : {}),
     ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
   };
@@ -182,7 +212,7 @@ export class KubeBackendProvider implements BackendProvider {
         logger,
         onKeepaliveFailure: () => this.#o.observer?.keepaliveFailure?.('etcd'),
       });
-      return instrument(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), 'etcd', this.#o.observer);
+      return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'etcd', this.#o.observer);
     }
     if (spec.type === 'consul') {
       if (!spec.consul) throw new RegistryConfigError(`Registry ${name} has type consul but no spec.consul`);
@@ -205,7 +235,7 @@ export class KubeBackendProvider implements BackendProvider {
         logger,
         onHeartbeatFailure: () => this.#o.observer?.keepaliveFailure?.('consul'),
       });
-      return instrument(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), 'consul', this.#o.observer);
+      return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'consul', this.#o.observer);
     }
     throw new RegistryConfigError(`Registry ${name} has type ${String(spec.type)}, which this version does not support`);
   }
