@@ -42,10 +42,18 @@ async function main(): Promise<number> {
   const resultsDir = join(REPO_ROOT, 'bench', 'results');
   const runDir = join(resultsDir, stamp);
   await mkdir(runDir, { recursive: true });
-  const machine = await describeMachine();
+  const machine = await describeMachine(REPO_ROOT);
   let versions: BedVersions | undefined;
   const log = (line: string): void => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
-  const ctx: ScenarioContext = { options, log, runDir, onVersions: (v) => (versions ??= v) };
+  const experiment = [options.experiment, ...options.nodeOptions, ...options.operatorFlags].filter(Boolean).join(' ') || undefined;
+  const experimentFile = options.experiment ? join(REPO_ROOT, 'bench', 'experiments', `${options.experiment}.ts`) : undefined;
+  const ctx: ScenarioContext = {
+    options,
+    log,
+    runDir,
+    onVersions: (v) => (versions ??= v),
+    nodeFlags: (profileDir) => [...options.nodeOptions, ...(experimentFile ? [`--import=${experimentFile}`] : []), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
+  };
   log(`scale ${options.scale}, ${options.repeats} run(s) per case, scenarios: ${[...options.only].join(', ')}; artefacts in ${runDir}`);
 
   const results: ScenarioResult[] = [];
@@ -55,7 +63,9 @@ async function main(): Promise<number> {
     const started = performance.now();
     log(`--- ${id}`);
     try {
-      results.push(await RUNNERS[id](ctx));
+      const r = await RUNNERS[id](ctx);
+      // An experiment's figures get blocks of their own: they are not the shipped code's.
+      results.push(experiment ? { ...r, id: `${r.id}+${experiment.replace(/[^a-z0-9=.-]+/gi, '_')}`, title: `${r.title} — experiment: ${experiment} (not the shipped configuration)` } : r);
     } catch (err: unknown) {
       // One broken scenario must not cost the figures of the others.
       const error = err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}\n${err.stack ?? ''}` : String(err);
@@ -72,7 +82,7 @@ async function main(): Promise<number> {
   console.log(textTable(results));
   for (const f of failures) console.log(`\nscenario ${f.scenario} FAILED: ${f.error.split('\n')[0] ?? ''}`);
   if (options.markdown && results.length > 0) {
-    await updateBenchmarksMd(join(REPO_ROOT, 'BENCHMARKS.md'), full, results, when, options.scale, options.repeats, SCENARIOS);
+    await updateBenchmarksMd(join(REPO_ROOT, 'BENCHMARKS.md'), full, results, when, options.scale, options.repeats, experiment ? results.map((r) => r.id) : SCENARIOS);
     log('BENCHMARKS.md updated');
   }
   log(`results: ${file}`);

@@ -11,4 +11,6 @@ export interface ScenarioContext {
   readonly runDir: string;
   /** Told the server versions once a bed ran, for the machine description. */
   readonly onVersions: (v: BedVersions) => void;
+  /** Node flags for the operator: the experiment's `--import`, and `--cpu-prof` into `profileDir` when given. */
+  readonly nodeFlags: (profileDir?: string) => string[];
 }

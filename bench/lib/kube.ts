@@ -6,6 +6,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
+import { shareDispatchers } from './kube-agent.ts';
 import { mapBounded } from './stats.ts';
 
 const GROUP = 'registrar.dev';
@@ -67,6 +68,8 @@ export class BenchKube {
   constructor(kubeconfigFile: string) {
     this.kc = new KubeConfig();
     this.kc.loadFromFile(kubeconfigFile);
+    // Without this every fixture request would pay its own TLS handshake (see kube-agent.ts).
+    shareDispatchers(this.kc);
     this.core = this.kc.makeApiClient(CoreV1Api);
     this.custom = this.kc.makeApiClient(CustomObjectsApi);
   }

@@ -16,8 +16,10 @@ const CLOCK_TICKS = 100;
 /** Options of {@link startOperator}. */
 export interface OperatorOptions {
   readonly kubeconfig: string;
-  /** Extra operator flags, e.g. `--resync-period=60`. */
+  /** Extra operator flags, e.g. `--resync-period=60` (the run's `--operator-flags` come first). */
   readonly flags?: readonly string[];
+  /** The run's `--operator-flags`. */
+  readonly runFlags: readonly string[];
   /** Node flags before the script, e.g. `--cpu-prof`. */
   readonly nodeFlags?: readonly string[];
   /** Where the log goes; a temporary directory when absent. */
@@ -32,6 +34,52 @@ export interface ProcSample {
   readonly cpuSeconds: number;
   /** Resident set size in MiB. */
   readonly rssMiB: number;
+}
+
+/** Totals of the operator's reconcile, queue-wait and registry-call histograms. */
+export interface ReconcileTotals {
+  readonly reconciles: number;
+  readonly reconcileSeconds: number;
+  readonly waits: number;
+  readonly waitSeconds: number;
+  /** Registry reads (`records`) and change batches (`apply`), all backends. */
+  readonly reads: number;
+  readonly readSeconds: number;
+  readonly applies: number;
+  readonly applySeconds: number;
+}
+
+/** What the operator did in a window: reconciles, their mean duration and queue wait, and the registry calls in them (ms). */
+export interface ReconcileWindow {
+  readonly reconciles: number;
+  readonly meanReconcileMs: number;
+  readonly meanQueueWaitMs: number;
+  readonly readsPerReconcile: number;
+  readonly meanReadMs: number;
+  readonly appliesPerReconcile: number;
+  readonly meanApplyMs: number;
+}
+
+/** One line for logs: what the reconciles of a window did. */
+export function describeWindow(w: ReconcileWindow): string {
+  return `${w.reconciles} reconciles of ${w.meanReconcileMs.toFixed(0)} ms (+${w.meanQueueWaitMs.toFixed(0)} ms queued), each ${w.readsPerReconcile.toFixed(1)} registry reads of ${w.meanReadMs.toFixed(0)} ms and ${w.appliesPerReconcile.toFixed(2)} writes of ${w.meanApplyMs.toFixed(0)} ms`;
+}
+
+/** The difference of two {@link ReconcileTotals} readings. */
+export function reconcileWindow(a: ReconcileTotals, b: ReconcileTotals): ReconcileWindow {
+  const per = (x: number, n: number): number => (n > 0 ? x / n : Number.NaN);
+  const n = b.reconciles - a.reconciles;
+  const reads = b.reads - a.reads;
+  const applies = b.applies - a.applies;
+  return {
+    reconciles: n,
+    meanReconcileMs: per(b.reconcileSeconds - a.reconcileSeconds, n) * 1000,
+    meanQueueWaitMs: per(b.waitSeconds - a.waitSeconds, b.waits - a.waits) * 1000,
+    readsPerReconcile: per(reads, n),
+    meanReadMs: per(b.readSeconds - a.readSeconds, reads) * 1000,
+    appliesPerReconcile: per(applies, n),
+    meanApplyMs: per(b.applySeconds - a.applySeconds, applies) * 1000,
+  };
 }
 
 /** A running operator. */
@@ -79,6 +127,31 @@ export class BenchOperator {
     return sumMetrics(await res.text(), names);
   }
 
+  /** Reconcile and queue-wait totals from /metrics; subtract two readings for a window. */
+  async reconcileTotals(): Promise<ReconcileTotals> {
+    const op = 'kube_registrar_registry_operation_duration_seconds';
+    const m = await this.metrics([
+      'kube_registrar_reconcile_duration_seconds_sum',
+      'kube_registrar_reconcile_duration_seconds_count',
+      'kube_registrar_workqueue_queue_duration_seconds_sum',
+      'kube_registrar_workqueue_queue_duration_seconds_count',
+      `${op}_sum{operation="records"}`,
+      `${op}_count{operation="records"}`,
+      `${op}_sum{operation="apply"}`,
+      `${op}_count{operation="apply"}`,
+    ]);
+    return {
+      reads: m[`${op}_count{operation="records"}`] ?? 0,
+      readSeconds: m[`${op}_sum{operation="records"}`] ?? 0,
+      applies: m[`${op}_count{operation="apply"}`] ?? 0,
+      applySeconds: m[`${op}_sum{operation="apply"}`] ?? 0,
+      reconciles: m['kube_registrar_reconcile_duration_seconds_count'] ?? Number.NaN,
+      reconcileSeconds: m['kube_registrar_reconcile_duration_seconds_sum'] ?? Number.NaN,
+      waits: m['kube_registrar_workqueue_queue_duration_seconds_count'] ?? Number.NaN,
+      waitSeconds: m['kube_registrar_workqueue_queue_duration_seconds_sum'] ?? Number.NaN,
+    };
+  }
+
   /** Waits until /readyz answers, polling every 50 ms so `readyAt` is precise to that. */
   async waitReady(timeoutMs = 600_000): Promise<void> {
     await this.process.waitUntil('ready', async () => (await fetch(`${this.healthUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok, timeoutMs);
@@ -91,16 +164,25 @@ export class BenchOperator {
   }
 }
 
-/** Sums the samples of each named metric in a Prometheus text exposition. */
+/**
+ * Sums the samples of each requested metric in a Prometheus text exposition. A request is a
+ * metric name, summed over all its label sets, or `name{label="value"}` for the samples carrying
+ * that label value.
+ */
 export function sumMetrics(text: string, names: readonly string[]): Record<string, number> {
+  const wanted = names.map((n) => {
+    const m = /^([^{]+)(?:\{(\w+)="([^"]*)"\})?$/.exec(n);
+    return { key: n, name: m?.[1] ?? n, label: m?.[2] ? `${m[2]}="${m[3] ?? ''}"` : undefined };
+  });
   const out: Record<string, number> = {};
   for (const line of text.split('\n')) {
     if (line.startsWith('#') || line === '') continue;
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
     if (!m) continue;
-    const name = m[1] as string;
-    if (!names.includes(name)) continue;
-    out[name] = (out[name] ?? 0) + Number(m[3]);
+    for (const w of wanted) {
+      if (w.name !== m[1] || (w.label !== undefined && !(m[2] ?? '').includes(w.label))) continue;
+      out[w.key] = (out[w.key] ?? 0) + Number(m[3]);
+    }
   }
   return out;
 }
@@ -121,6 +203,7 @@ export async function startOperator(o: OperatorOptions): Promise<BenchOperator> 
       `--kubeconfig=${o.kubeconfig}`,
       `--metrics-address=127.0.0.1:${metricsPort}`,
       `--health-address=127.0.0.1:${healthPort}`,
+      ...o.runFlags,
       ...(o.flags ?? []),
     ],
     join(logDir, 'operator.log'),

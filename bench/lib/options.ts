@@ -18,6 +18,12 @@ export interface BenchOptions {
   readonly profile: boolean;
   /** Update BENCHMARKS.md. */
   readonly markdown: boolean;
+  /** A module under bench/experiments/ loaded into the operator (`node --import`) to measure a proposed fix. */
+  readonly experiment: string | undefined;
+  /** Extra Node flags for the operator (e.g. `--max-semi-space-size=1`), also an experiment. */
+  readonly nodeOptions: readonly string[];
+  /** Extra operator flags (e.g. `--concurrency=32`), also an experiment. */
+  readonly operatorFlags: readonly string[];
   /** Kubernetes (= registry) namespaces the objects are spread over. */
   readonly namespaces: number;
   readonly coldSync: { readonly sizes: readonly number[]; readonly podsPerService: number };
@@ -28,13 +34,19 @@ export interface BenchOptions {
 }
 
 /** The usage text. */
-export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N] [--only=a,b] [--profile] [--churn-seconds=S] [--no-markdown]
+export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N] [--only=a,b] [--profile] [--churn-seconds=S] [--sizes=N,M] [--experiment=NAME] [--node-options="FLAGS"] [--operator-flags="FLAGS"] [--no-markdown]
 
   --scale          full (default; the sizes of the issue) or small (100s of objects, for development)
   --repeats        runs per scenario; medians are taken over them (default 3 at full scale, 1 at small)
   --only           comma-separated scenarios: ${SCENARIOS.join(', ')}
   --profile        run the operator under --cpu-prof and summarise where its CPU time went
   --churn-seconds  length of the churn phase (default 300 at full scale, 30 at small)
+  --sizes          cold-sync sizes instead of the scale's (default 1000,10000 at full scale, 100,300 at small)
+  --experiment     load bench/experiments/NAME.ts into the operator (node --import) to measure a
+                   proposed fix without changing src/; reported in blocks of their own
+  --node-options   extra Node flags for the operator process, e.g. "--max-semi-space-size=1";
+                   also reported as an experiment
+  --operator-flags extra operator flags, e.g. "--concurrency=32"; also reported as an experiment
   --no-markdown    leave BENCHMARKS.md alone (results still go to bench/results/)`;
 
 /** Parses argv (without node and script). Throws with the usage text on a bad flag. */
@@ -48,6 +60,10 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
       profile: { type: 'boolean', default: false },
       'churn-seconds': { type: 'string' },
       'no-markdown': { type: 'boolean', default: false },
+      experiment: { type: 'string' },
+      sizes: { type: 'string' },
+      'node-options': { type: 'string' },
+      'operator-flags': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -66,17 +82,28 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
   }
   const churnSeconds = values['churn-seconds'] === undefined ? (small ? 30 : 300) : Number(values['churn-seconds']);
   if (!(churnSeconds > 0)) throw new Error(`--churn-seconds must be positive, got ${JSON.stringify(values['churn-seconds'])}`);
+  const sizes = values.sizes === undefined ? (small ? [100, 300] : [1000, 10_000]) : values.sizes.split(',').map(Number);
+  if (sizes.some((n) => !Number.isInteger(n) || n < 10)) throw new Error(`--sizes must be whole numbers of at least 10, got ${JSON.stringify(values.sizes)}`);
+  const experiment = values.experiment;
+  if (experiment !== undefined && !/^[a-z0-9-]+$/.test(experiment)) throw new Error(`--experiment must name a file of bench/experiments/ without .ts, got ${JSON.stringify(experiment)}`);
+  const nodeOptions = (values['node-options'] ?? '').split(/\s+/).filter(Boolean);
+  if (nodeOptions.some((f) => !f.startsWith('--'))) throw new Error(`--node-options takes Node flags, e.g. "--max-semi-space-size=1", got ${JSON.stringify(values['node-options'])}`);
+  const operatorFlags = (values['operator-flags'] ?? '').split(/\s+/).filter(Boolean);
+  if (operatorFlags.some((f) => !f.startsWith('--'))) throw new Error(`--operator-flags takes operator flags, e.g. "--concurrency=32", got ${JSON.stringify(values['operator-flags'])}`);
   return {
+    experiment,
+    nodeOptions,
+    operatorFlags,
     scale,
     repeats,
     only,
     profile: values.profile,
     markdown: !values['no-markdown'],
     namespaces: small ? 4 : 10,
-    coldSync: { sizes: small ? [100, 300] : [1000, 10_000], podsPerService: 10 },
+    coldSync: { sizes, podsPerService: 10 },
     propagation: { services: small ? 10 : 50, podsPerService: small ? 10 : 20, rate: 50, seconds: small ? 20 : 60 },
     steady: { serviceInstances: small ? 300 : 10_000, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
-    consulColdSync: { sizes: small ? [100, 300] : [1000, 10_000], idleSeconds: small ? 40 : 60 },
+    consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
     churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
   };
 }

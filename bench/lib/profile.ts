@@ -25,13 +25,18 @@ interface CpuProfile {
   readonly timeDeltas: readonly number[];
 }
 
+/** Code of this repository (src/), as opposed to a package's own `src/` folder. */
+function isOperatorCode(frame: CallFrame): boolean {
+  return frame.url.includes('/src/') && !frame.url.includes('/node_modules/');
+}
+
 function moduleOf(frame: CallFrame): string {
   const url = frame.url;
   if (url === '') return frame.functionName.startsWith('(') ? frame.functionName : '(native)';
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1] as string;
   const src = /\/(src\/.*)$/.exec(url);
-  if (src) return `src/${(src[1] as string).split('/')[1] ?? ''}`;
+  if (src && isOperatorCode(frame)) return `src/${(src[1] as string).split('/')[1] ?? ''}`;
   if (url.startsWith('node:')) return 'node internals';
   return url;
 }
@@ -56,6 +61,7 @@ export function summariseProfile(profile: CpuProfile, top = 15): string {
   const byModule = new Map<string, number>();
   const selfByFn = new Map<string, number>();
   const inclusiveSrc = new Map<string, number>();
+  const nearestSrc = new Map<string, number>();
   for (const [id, ms] of self) {
     const node = byId.get(id);
     if (!node) continue;
@@ -63,15 +69,23 @@ export function summariseProfile(profile: CpuProfile, top = 15): string {
     byModule.set(mod, (byModule.get(mod) ?? 0) + ms);
     const l = label(node.callFrame);
     selfByFn.set(l, (selfByFn.get(l) ?? 0) + ms);
-    // Inclusive time of the operator's own functions: walk up once per distinct function.
+    // Inclusive time of the operator's own functions (walking up once per distinct function), and
+    // self time charged to the innermost operator function on the stack: which of our calls
+    // caused the library and runtime work below it.
     const seen = new Set<string>();
+    let nearest: string | undefined;
     for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
       const f = byId.get(cur)?.callFrame;
-      if (!f || !f.url.includes('/src/')) continue;
+      if (!f || !isOperatorCode(f)) continue;
       const fl = label(f);
+      nearest ??= fl;
       if (seen.has(fl)) continue;
       seen.add(fl);
       inclusiveSrc.set(fl, (inclusiveSrc.get(fl) ?? 0) + ms);
+    }
+    if (!node.callFrame.functionName.startsWith('(')) {
+      const key = nearest ?? '(no operator frame: timers, sockets, stream callbacks)';
+      nearestSrc.set(key, (nearestSrc.get(key) ?? 0) + ms);
     }
   }
   const pct = (ms: number): string => `${((ms / total) * 100).toFixed(1).padStart(5)} %`;
@@ -88,6 +102,8 @@ export function summariseProfile(profile: CpuProfile, top = 15): string {
     ...list(selfByFn),
     "operator's functions by inclusive time:",
     ...list(inclusiveSrc),
+    'busy time charged to the innermost operator function on the stack:',
+    ...list(nearestSrc),
   ].join('\n');
 }
 

@@ -10,6 +10,7 @@ import { judge, type Figure, type ScenarioResult } from './results.ts';
 
 /** A number as the report shows it: precision that fits its size, `n/a` when not measured. */
 export function fmt(v: number | undefined): string {
+  if (v === Number.POSITIVE_INFINITY) return '∞';
   if (v === undefined || !Number.isFinite(v)) return 'n/a';
   const a = Math.abs(v);
   if (a >= 1000) return Math.round(v).toLocaleString('en-US');
@@ -40,7 +41,7 @@ function limitText(f: Figure): string {
 
 function row(f: Figure): string[] {
   const j = judge(f);
-  return [f.case, f.name, `${fmt(j.median)} ${f.unit}`, f.runs.map(fmt).join(', '), limitText(f), ratioText(f), f.goal?.text ?? '', verdict(f)];
+  return [f.case, f.name, f.unit ? `${fmt(j.median)} ${f.unit}` : fmt(j.median), f.runs.map(fmt).join(', '), limitText(f), ratioText(f), f.goal?.text ?? '', verdict(f)];
 }
 
 const HEADER = ['case', 'figure', 'median', 'runs', 'limit', 'ratio', 'goal', 'verdict'];
@@ -64,12 +65,12 @@ function mdEscape(s: string): string {
 }
 
 /** The markdown block of one scenario. */
-export function scenarioMarkdown(r: ScenarioResult, when: string, scale: string, repeats: number): string {
-  const goals = r.figures.filter((f) => f.goal).map((f) => ({ scenario: r.title, case: f.case, figure: f.name, median: `${fmt(judge(f).median)} ${f.unit}`, ratio: ratioText(f), goal: f.goal?.text ?? '', verdict: verdict(f) }));
+export function scenarioMarkdown(r: ScenarioResult, when: string, scale: string, repeats: number, commit: string): string {
+  const goals = r.figures.filter((f) => f.goal).map((f) => ({ scenario: r.title, case: f.case, figure: f.name, median: f.unit ? `${fmt(judge(f).median)} ${f.unit}` : fmt(judge(f).median), ratio: ratioText(f), goal: f.goal?.text ?? '', verdict: verdict(f) }));
   const lines = [
     `## ${r.title}`,
     '',
-    `Measured ${when}, ${scale === 'full' ? 'full scale' : '**small scale (development figures, not the sizes the issue asks for)**'}, ${repeats} run(s) per case; medians over the runs.`,
+    `Measured ${when} (commit ${commit}), ${scale === 'full' ? 'full scale' : '**small scale (development figures, not the sizes the issue asks for)**'}, ${repeats} run(s) per case; medians over the runs.`,
     '',
     ...r.setup.map((s) => `- ${s}`),
     '',
@@ -92,6 +93,7 @@ export function machineMarkdown(m: Machine, when: string): string {
     '',
     `Last run ${when} on: ${m.cpus} vCPU (${m.cpuModel}), ${m.memoryGiB} GiB memory, Linux ${m.kernel}, Node ${m.node}` +
       (v ? `; kube-apiserver ${v.kubernetes}, etcd ${v.etcd}, Consul ${v.consul}` : '') +
+      `; commit ${m.commit}` +
       `. Load average when the run started: ${m.loadAverageAtStart} (the machine is shared: other jobs run meanwhile, which is why every figure with a limit is also given as a ratio to that limit measured in the same run).`,
     '',
     'Everything runs on this one machine: the test bed (kube-apiserver with its own etcd, the registry etcd, a Consul dev agent, all on loopback), the operator as its own process (`node src/main.ts`, its CPU and RSS read from /proc), and the harness that creates objects and timestamps what it sees.',
@@ -156,7 +158,7 @@ export async function updateBenchmarksMd(path: string, machine: Machine, results
   doc = replaceBlock(doc, 'machine', machineMarkdown(machine, when), handWritten);
   for (const id of order) {
     const r = results.find((x) => x.id === id);
-    if (r) doc = replaceBlock(doc, `scenario:${id}`, scenarioMarkdown(r, when, scale, repeats), handWritten);
+    if (r) doc = replaceBlock(doc, `scenario:${id}`, scenarioMarkdown(r, when, scale, repeats, machine.commit), handWritten);
     else if (!doc.includes(`<!-- bench:scenario:${id}:begin -->`)) doc = replaceBlock(doc, `scenario:${id}`, `## ${id}\n\nNot measured yet: \`npm run bench -- --only=${id}\`.`, handWritten);
   }
   doc = replaceBlock(doc, 'summary', summaryMarkdown(doc), '<!-- bench:machine:begin -->');

@@ -3,9 +3,9 @@
  * samples of one run. Nearest-rank percentiles, because they report a value that was observed.
  */
 
-/** Sorted copy of the finite values. */
+/** Sorted copy without NaN (infinities stay: they are observations beyond any bound). */
 function sorted(values: readonly number[]): number[] {
-  return values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  return values.filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
 }
 
 /** Nearest-rank percentile (p in 0..100); NaN for no samples. */

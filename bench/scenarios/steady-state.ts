@@ -24,6 +24,7 @@ export interface SteadyWindow {
   readonly writesPerMinute: number;
   readonly watchEventsPerMinute: number;
   readonly readsPerMinute: number;
+  /** LeaseKeepAlive messages per keepalive round (the operator renews every TTL/3). */
   readonly keepalivesPerInterval: number;
   readonly registryNamespaces: number;
   readonly entries: number;
@@ -38,7 +39,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
   const o = ctx.options;
   const s = o.steady;
   const windows: SteadyWindow[] = [];
-  const sync: { fixtureSeconds: number; entriesSeconds: number; statusesSeconds: number; rssAfterSyncMB: number; cpuSeconds: number } = { fixtureSeconds: Number.NaN, entriesSeconds: Number.NaN, statusesSeconds: Number.NaN, rssAfterSyncMB: Number.NaN, cpuSeconds: Number.NaN };
+  const sync = { fixtureSeconds: Number.NaN, entriesSeconds: Number.NaN, statusesSeconds: Number.NaN, rssAfterSyncMB: Number.NaN, peakRssDuringSyncMB: Number.NaN, cpuSeconds: Number.NaN };
   let profile: string | undefined;
   const notes: string[] = [];
   // Each ServiceInstance selects one Ready pod; the other pods are the rest of the cluster, which
@@ -61,17 +62,21 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     const statuses = await StatusTracker.start(kube, layout.expectedPerSi);
     const profileDir = o.profile ? join(ctx.runDir, 'profile-steady-state') : undefined;
     const op = await startOperator({
+      runFlags: ctx.options.operatorFlags,
       kubeconfig: bed.kubeconfig,
       flags: [`--resync-period=${s.resyncSeconds}`],
       logDir: join(ctx.runDir, 'steady-state'),
-      ...(profileDir ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] } : {}),
+      nodeFlags: ctx.nodeFlags(profileDir),
     });
+    const syncSampler = new Sampler(op, 2000, false);
     try {
       await op.waitReady();
       const converged = await waitFor(() => !Number.isNaN(allAt) && !Number.isNaN(statuses.convergedAt), 1_800_000, 500);
       sync.entriesSeconds = (allAt - op.startedAt) / 1000;
       sync.statusesSeconds = (statuses.convergedAt - op.startedAt) / 1000;
       statuses.stop();
+      await syncSampler.stop();
+      sync.peakRssDuringSyncMB = Math.max(...syncSampler.samples.map((x) => x.rssMiB * 1.048576));
       if (!converged) {
         notes.push(`The operator did not converge within 30 min: ${seen.size}/${expected.size} entries, ${statuses.converged}/${statuses.total} statuses; the windows below were measured anyway.`);
       }
@@ -87,7 +92,20 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
         const sampleBefore = await op.sample();
         const eventsBefore = watch.events.length;
         const sampler = new Sampler(op, 2000, true);
-        await sleep(s.windowSeconds * 1000);
+        // The keepalive timer sends one burst per round; counting bursts (the counter moving
+        // between one-second polls) gives messages per round without rounding the window.
+        // A burst that straddles two polls moves the counter twice in a row: one round.
+        let rounds = 0;
+        let last = before.keepalives;
+        let moving = false;
+        const windowEnd = performance.now() + s.windowSeconds * 1000;
+        while (performance.now() < windowEnd) {
+          await sleep(1000);
+          const k = (await etcdCounters(bed.registryEtcd.clientUrl)).keepalives;
+          if (k > last && !moving) rounds++;
+          moving = k > last;
+          last = k;
+        }
         await sampler.stop();
         const sampleAfter = await op.sample();
         const d = counterDelta(before, await etcdCounters(bed.registryEtcd.clientUrl));
@@ -98,7 +116,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
           writesPerMinute: ((d.puts + d.deletes) / seconds) * 60,
           watchEventsPerMinute: ((watch.events.length - eventsBefore) / seconds) * 60,
           readsPerMinute: ((d.txns + d.ranges) / seconds) * 60,
-          keepalivesPerInterval: d.keepalives / (seconds / (TTL / 3)),
+          keepalivesPerInterval: rounds > 0 ? (last - before.keepalives) / rounds : Number.NaN,
           registryNamespaces: layout.namespaces.length,
           entries: expected.size,
           cpuPercent: ((sampleAfter.cpuSeconds - sampleBefore.cpuSeconds) / seconds) * 100,
@@ -113,6 +131,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
         );
       }
     } finally {
+      await syncSampler.stop();
       statuses.stop();
       await watch.stop();
       await op.stop();
@@ -124,10 +143,10 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
   const figures: Figure[] = [
     { case: c, name: 'registry writes when nothing changes', unit: '/min', runs: windows.map((w) => w.writesPerMinute), goal: { kind: 'zero', threshold: 0, text: 'none' } },
     { case: c, name: 'registry reads (resync)', unit: '/min', runs: windows.map((w) => w.readsPerMinute) },
-    { case: c, name: `keepalive messages per interval (${TTL / 3} s)`, unit: '', runs: windows.map((w) => w.keepalivesPerInterval) },
+    { case: c, name: `keepalive messages per round (every ${TTL / 3} s)`, unit: '', runs: windows.map((w) => w.keepalivesPerInterval) },
     {
       case: c,
-      name: 'keepalive messages per interval per registry namespace',
+      name: 'keepalive messages per round per registry namespace',
       unit: '',
       runs: windows.map((w) => w.keepalivesPerInterval / w.registryNamespaces),
       goal: { kind: 'at-most', threshold: 1, text: '≤ 1 (∝ namespaces, not entries)' },
@@ -137,6 +156,8 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     { case: c, name: 'queue depth, max over the window', unit: 'keys', runs: windows.map((w) => w.maxQueueDepth) },
     { case: c, name: 'initial sync: every entry in etcd (from start)', unit: 's', runs: [sync.entriesSeconds] },
     { case: c, name: 'initial sync: every status converged (from start)', unit: 's', runs: [sync.statusesSeconds] },
+    { case: c, name: 'initial sync: peak RSS', unit: 'MB', runs: [sync.peakRssDuringSyncMB] },
+    { case: c, name: 'initial sync: operator CPU time', unit: 'CPU s', runs: [sync.cpuSeconds] },
   ];
   const result: ScenarioResult = {
     id: 'steady-state',
@@ -144,7 +165,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     setup: [
       `${layout.expectedPerSi.size} ServiceInstances over ${o.namespaces} namespaces (one registry namespace and lease each), each selecting one Ready pod; ${podCount - layout.entries.length} more pods that nothing selects (the rest of a cluster, cached all the same). One etcd Registry, TTL ${TTL} s (keepalive every ${TTL / 3} s).`,
       `Operator with --resync-period=${s.resyncSeconds}, so every window of ${s.windowSeconds} s covers full resyncs (each ServiceInstance re-read and diffed) — the case where unnecessary writes would show.`,
-      'After convergence and an empty queue, each run is one window. Writes = puts + deletes counted by the registry etcd itself (etcd_mvcc_put_total, etcd_mvcc_delete_total); reads = its Txn + Range calls; keepalives = LeaseKeepAlive messages it received. CPU and RSS from /proc/<pid>.',
+      'After convergence and an empty queue, each run is one window. Writes = puts + deletes counted by the registry etcd itself (etcd_mvcc_put_total, etcd_mvcc_delete_total); reads = its Txn + Range calls; keepalives = LeaseKeepAlive messages it received, divided by the number of keepalive rounds seen (the counter is polled every second and moves once per round). CPU and RSS from /proc/<pid>.',
     ],
     figures,
     notes,

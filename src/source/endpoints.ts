@@ -2,6 +2,7 @@
  * The source: a ServiceInstance plus the pods it selects → the endpoints that should be
  * registered. Pure; the controller feeds it from the informer caches.
  */
+import { isIPv6 } from 'node:net';
 import type { Endpoint } from '../registry/types.ts';
 import type { SlimPod } from './pods.ts';
 
@@ -80,6 +81,15 @@ export function selectorMatches(selector: LabelSelectorLike, labels: Readonly<Re
   return true;
 }
 
+/**
+ * The canonical text of an IPv6 literal (lower case, zeros compressed, as the WHATWG URL parser
+ * writes it); anything else unchanged. One address written two ways (`2001:DB8::7`,
+ * `2001:0db8:0:0:0:0:0:7`) is then one endpoint, reported as a duplicate, not registered twice.
+ */
+export function canonicalAddress(address: string): string {
+  return isIPv6(address) ? new URL(`http://[${address}]/`).hostname.slice(1, -1) : address;
+}
+
 /** `<address>:<port>`, with IPv6 literals in brackets. */
 export function instanceId(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
@@ -125,11 +135,12 @@ export function desiredEndpoints(si: SourceInput, pods: readonly SlimPod[]): Sou
         problems.push(port);
         continue;
       }
+      const address = canonicalAddress(pod.ip);
       addEndpoint(
         {
           service: spec.service,
-          instanceId: instanceId(pod.ip, port),
-          address: pod.ip,
+          instanceId: instanceId(address, port),
+          address,
           port,
           weight: defaultWeight,
           tags: { ...baseTags },
@@ -148,11 +159,12 @@ export function desiredEndpoints(si: SourceInput, pods: readonly SlimPod[]): Sou
         return;
       }
       ready++;
+      const address = canonicalAddress(ep.address);
       addEndpoint(
         {
           service: spec.service,
-          instanceId: instanceId(ep.address, port),
-          address: ep.address,
+          instanceId: instanceId(address, port),
+          address,
           port,
           weight: ep.weight ?? defaultWeight,
           tags: { ...baseTags, ...(ep.tags ?? {}) },

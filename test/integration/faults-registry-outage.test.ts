@@ -115,7 +115,8 @@ describe('registry outages', () => {
     const services = ['steady', 'web', 'edit', 'doomed', 'fresh'];
     const before = ['steady/10.10.0.1:80', 'steady/10.10.0.2:80', 'steady/10.10.0.3:80', 'web/10.10.1.1:8080', 'web/10.10.1.2:8080', 'edit/10.10.2.1:80', 'doomed/10.10.3.1:80', 'doomed/10.10.3.2:80'];
     await converge(tally, 'the baseline in etcd', () => etcdNamespace('/outage', ns), before, 60_000);
-    await converge(tally, 'the baseline in Consul', () => consulNamespace(consul!.address, ns, services), before, 60_000);
+    const consulAddr = consul.address;
+    await converge(tally, 'the baseline in Consul', () => consulNamespace(consulAddr, ns, services), before, 60_000);
     const steadyLease = (await etcdKeys(etcd, `/outage/${ns}/steady/`))[0]?.lease;
     assert.ok(steadyLease && steadyLease !== '0');
 
@@ -150,7 +151,7 @@ describe('registry outages', () => {
     const after = ['steady/10.10.0.1:80', 'steady/10.10.0.2:80', 'steady/10.10.0.3:80', 'web/10.10.1.2:8080', 'web/10.10.1.3:8080', 'edit/10.10.2.2:81', 'fresh/10.10.4.1:80'];
     await converge(tally, 'etcd to hold exactly the desired state', () => etcdNamespace('/outage', ns), after, CONVERGE_MS);
     // The agent came back empty: every passing instance here was registered again.
-    await converge(tally, 'Consul to hold exactly the desired state, every entry rewritten', () => consulNamespace(consul!.address, ns, services), after, CONVERGE_MS);
+    await converge(tally, 'Consul to hold exactly the desired state, every entry rewritten', () => consulNamespace(consulAddr, ns, services), after, CONVERGE_MS);
     await waitFor('the deleted ServiceInstance to go once its entries are removed', async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined), CONVERGE_MS);
     for (const name of ['steady', 'web', 'edit', 'fresh']) {
       await waitFor(`${name} to be Ready again`, async () => ((await statusCondition(ns, name, 'Ready'))?.status === 'True' ? true : undefined), CONVERGE_MS);
@@ -179,7 +180,8 @@ describe('registry outages', () => {
     const services = ['steady', 'web', 'edit'];
     const before = ['steady/10.20.0.1:80', 'steady/10.20.0.2:80', 'steady/10.20.0.3:80', 'web/10.20.1.1:8080', 'web/10.20.1.2:8080', 'edit/10.20.2.1:80'];
     await converge(tally, 'the baseline in etcd', () => etcdNamespace('/split', ns), before, 60_000);
-    await converge(tally, 'the baseline in Consul', () => consulNamespace(consul!.address, ns, services), before, 60_000);
+    const consulAddr = consul.address;
+    await converge(tally, 'the baseline in Consul', () => consulNamespace(consulAddr, ns, services), before, 60_000);
     const oldLease = (await etcdKeys(etcd, `/split/${ns}/steady/`))[0]?.lease;
 
     const started = Date.now();
@@ -192,7 +194,7 @@ describe('registry outages', () => {
 
     // Nobody vouches for the entries any more: they leave etcd and Consul's passing results.
     await waitFor('every etcd entry to expire with its lease', async () => ((await etcdNamespace('/split', ns)).length === 0 ? true : undefined), PARTITION_MS);
-    await waitFor('every Consul instance to leave the passing results', async () => ((await consulNamespace(consul!.address, ns, services)).length === 0 ? true : undefined), PARTITION_MS);
+    await waitFor('every Consul instance to leave the passing results', async () => ((await consulNamespace(consulAddr, ns, services)).length === 0 ? true : undefined), PARTITION_MS);
     await sleep(Math.max(0, PARTITION_MS - (Date.now() - started)));
     assert.ok(await operatorAlive(operator), 'the operator is alive and healthy throughout the partition');
 
@@ -200,7 +202,7 @@ describe('registry outages', () => {
     consulProxy.heal();
     const after = ['steady/10.20.0.1:80', 'steady/10.20.0.2:80', 'steady/10.20.0.3:80', 'web/10.20.1.2:8080', 'edit/10.20.2.2:81'];
     await converge(tally, 'etcd to hold exactly the desired state again', () => etcdNamespace('/split', ns), after, CONVERGE_MS);
-    await converge(tally, 'Consul to pass exactly the desired state again', () => consulNamespace(consul!.address, ns, services), after, CONVERGE_MS);
+    await converge(tally, 'Consul to pass exactly the desired state again', () => consulNamespace(consulAddr, ns, services), after, CONVERGE_MS);
     const rewritten = await etcdKeys(etcd, `/split/${ns}/`);
     assert.ok(
       rewritten.every((kv) => kv.lease !== '0' && kv.lease !== oldLease),

@@ -291,6 +291,9 @@ export interface AgentService {
   readonly tags: readonly string[];
 }
 
+/** Deadline of the test's own calls to Consul: generous, a loaded agent with thousands of services is slow. */
+const CALL_TIMEOUT_MS = 20_000;
+
 function consulHeaders(token: string | undefined): Record<string, string> {
   return token ? { 'X-Consul-Token': token } : {};
 }
@@ -298,7 +301,7 @@ function consulHeaders(token: string | undefined): Record<string, string> {
 /** Every service the agent holds (its local state), optionally filtered. */
 export async function agentServices(address: string, token?: string, filter?: string): Promise<AgentService[]> {
   const qs = filter ? `?filter=${encodeURIComponent(filter)}` : '';
-  const res = await fetch(`${address}/v1/agent/services${qs}`, { headers: consulHeaders(token), signal: AbortSignal.timeout(5000) });
+  const res = await fetch(`${address}/v1/agent/services${qs}`, { headers: consulHeaders(token), signal: AbortSignal.timeout(CALL_TIMEOUT_MS) });
   if (!res.ok) throw new Error(`GET /v1/agent/services: ${res.status} ${await res.text()}`);
   const body = (await res.json()) as Record<string, { ID: string; Service: string; Address: string; Port: number; Meta?: Record<string, string> | null; Tags?: string[] | null }>;
   return Object.values(body).map((s) => ({ id: s.ID, name: s.Service, address: s.Address, port: s.Port, meta: s.Meta ?? {}, tags: s.Tags ?? [] }));
@@ -306,7 +309,7 @@ export async function agentServices(address: string, token?: string, filter?: st
 
 /** `address:port` of every passing instance of a service, sorted: what a consumer would dial. */
 export async function passingInstances(address: string, name: string, token?: string): Promise<string[]> {
-  const res = await fetch(`${address}/v1/health/service/${encodeURIComponent(name)}?passing=true`, { headers: consulHeaders(token), signal: AbortSignal.timeout(5000) });
+  const res = await fetch(`${address}/v1/health/service/${encodeURIComponent(name)}?passing=true`, { headers: consulHeaders(token), signal: AbortSignal.timeout(CALL_TIMEOUT_MS) });
   if (!res.ok) throw new Error(`GET /v1/health/service/${name}: ${res.status} ${await res.text()}`);
   const body = (await res.json()) as { Service: { Address: string; Port: number } }[];
   return body.map((e) => `${e.Service.Address}:${e.Service.Port}`).sort();
@@ -455,18 +458,18 @@ export class FaultTally {
 }
 
 /**
- * Waits until `read()` gives exactly `expected` (compared as sorted sets), then counts the entries
+ * Waits until `read()` gives exactly `expected` (in any order, repeats counted), then counts the entries
  * as checked. On timeout it counts the desired entries that are missing as lost and fails with
  * what was there instead.
  */
 export async function converge(tally: FaultTally, what: string, read: () => Promise<readonly string[]>, expected: readonly string[], timeoutMs: number): Promise<void> {
-  const want = [...new Set(expected)].sort();
+  const want = [...expected].sort();
   let last: string[] = [];
   try {
     await waitFor(
       what,
       async () => {
-        last = [...new Set(await read())].sort();
+        last = [...(await read())].sort();
         return JSON.stringify(last) === JSON.stringify(want) ? true : undefined;
       },
       timeoutMs,

@@ -128,12 +128,11 @@ function parseStringMap(json: string | undefined): Record<string, string> | unde
   try {
     const value = JSON.parse(json) as unknown;
     if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-    const out: Record<string, string> = {};
-    for (const [k, v] of Object.entries(value)) {
-      if (typeof v !== 'string') return undefined;
-      out[k] = v;
-    }
-    return out;
+    const entries = Object.entries(value);
+    if (entries.some(([, v]) => typeof v !== 'string')) return undefined;
+    // fromEntries defines own properties: assigning out['__proto__'] would drop that key, and the
+    // entry would then differ from the desired one and be rewritten on every resync.
+    return Object.fromEntries(entries);
   } catch {
     return undefined;
   }

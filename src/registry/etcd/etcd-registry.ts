@@ -7,7 +7,7 @@
  * Every transaction is guarded by that id key: if someone else has moved the namespace to another
  * lease, the write is not applied and the backend re-reads before trying again.
  */
-import { EtcdLeaseInvalidError } from 'etcd3';
+import { EtcdLeaseInvalidError, EtcdPermissionDeniedError } from 'etcd3';
 
 import type { Changes, Registry, RegistryEntry, Scope } from '../types.ts';
 import { createEtcdClient } from './client.ts';
@@ -173,6 +173,12 @@ export class EtcdRegistry implements Registry {
     try {
       [stored = []] = await this.#client.rangePrefixes([prefix]);
     } catch (err: unknown) {
+      // Credentials limited to some registry namespaces (one etcd role per environment) may read
+      // their own lease id keys but not list every namespace's: adopt each lease on first use.
+      if (err instanceof EtcdPermissionDeniedError) {
+        this.#log.info({ prefix }, 'the etcd credentials may not list every stored lease id; each namespace adopts its lease when first used');
+        return [];
+      }
       throw new EtcdRegistryError(`reading stored lease ids under ${prefix} failed: ${describe(err)}`, { cause: err });
     }
     const adopted: string[] = [];
