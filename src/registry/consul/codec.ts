@@ -230,6 +230,10 @@ export function instanceRegistration(entry: RegistryEntry, context: InstanceCont
       Name: 'kube-registrar lease',
       Notes: `Mirrors the heartbeat ${context.heartbeatServiceId} that the kube-registrar operator keeps passing; critical when the operator is gone.`,
       AliasService: context.heartbeatServiceId,
+      // Written only once the heartbeat passes, so start passing: the agent's first sync to the
+      // catalog then shows the instance passing rather than critical until the alias first runs.
+      // Registering an existing instance again keeps its current status.
+      Status: 'passing',
       DeregisterCriticalServiceAfter: seconds(context.deregisterAfterSeconds),
     },
   ];
