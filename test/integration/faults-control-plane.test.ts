@@ -2,7 +2,10 @@
  * Control-plane faults and an operator crash, on a bed of this file's own (its kube-apiserver is
  * restarted and its etcd compacted, so the shared bed stays out of it). The operator reaches the
  * apiserver through a TCP proxy, so a test can cut it off from the control plane for as long as it
- * needs while the test itself keeps changing things through the apiserver.
+ * needs while the test itself keeps changing things through the apiserver. The watch-expiry test
+ * black-holes the link: requests in flight then hang on half-open connections for good, which only
+ * a client with a deadline on every call survives (without one, a status write hung for ever and
+ * its ServiceInstance was never reconciled again).
  *
  * What a user relies on: informers resume after the apiserver comes back, changes made while the
  * operator could not see them all land, a watch that expired (410 Gone) relists without losing an
@@ -43,6 +46,7 @@ let kc: KubeConfig;
 let etcd: Etcd3;
 let apiProxy: TcpProxy | undefined;
 let slowEtcd: TcpProxy | undefined;
+let slowConsul: TcpProxy | undefined;
 let proxiedKubeconfig: string;
 let operator: FaultOperator | undefined;
 let operatorLog: string | undefined;
@@ -90,6 +94,7 @@ describe('control-plane faults and an operator crash', () => {
     etcd = new Etcd3({ hosts: bed.registryEtcd.clientUrl });
     apiProxy = await TcpProxy.start(bed.apiserverUrl);
     slowEtcd = await TcpProxy.start(bed.registryEtcd.clientUrl);
+    slowConsul = await TcpProxy.start(bed.consulAddr);
     proxiedKubeconfig = await kubeconfigVia(bed.kubeconfig, apiProxy.url('https'));
     await installCrds(kc);
     for (const name of [`restart-${sfx}`, `expire-${sfx}`]) await createNamespace(kc, name, { faults: 'cp' });
@@ -97,7 +102,7 @@ describe('control-plane faults and an operator crash', () => {
     await createRegistry(kc, 'etcd-cp', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { faults: 'cp' } }, leaseTTLSeconds: 10, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: '/cp' } });
     await createRegistry(kc, 'consul-cp', { type: 'consul', default: true, namespaceSelector: { matchLabels: { faults: 'cp' } }, leaseTTLSeconds: 10, consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' } });
     await createRegistry(kc, 'etcd-bulk', { type: 'etcd', namespaceSelector: { matchLabels: { faults: 'bulk' } }, leaseTTLSeconds: 10, etcd: { endpoints: [slowEtcd.url('http')], prefix: '/bulk' } });
-    await createRegistry(kc, 'consul-bulk', { type: 'consul', namespaceSelector: { matchLabels: { faults: 'bulk' } }, leaseTTLSeconds: 10, consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' } });
+    await createRegistry(kc, 'consul-bulk', { type: 'consul', namespaceSelector: { matchLabels: { faults: 'bulk' } }, leaseTTLSeconds: 10, consul: { address: slowConsul.url('http'), serviceName: '{namespace}-{service}' } });
     operator = await startOperator();
   });
 
@@ -107,6 +112,7 @@ describe('control-plane faults and an operator crash', () => {
     etcd?.close();
     await apiProxy?.close();
     await slowEtcd?.close();
+    await slowConsul?.close();
     await bed?.stop();
   });
 
@@ -133,7 +139,7 @@ describe('control-plane faults and an operator crash', () => {
     })();
 
     try {
-      apiProxy.cut('reset');
+      apiProxy.cut('close');
       tally.fault();
       await bed.restartApiserver();
       tally.fault();
@@ -190,7 +196,7 @@ describe('control-plane faults and an operator crash', () => {
     await converge(tally, 'the baseline in etcd', () => etcdNamespace('/cp', ns), before, 60_000);
     const logBefore = (await operator.log()).length;
 
-    apiProxy.cut('reset');
+    apiProxy.cut('blackhole');
     tally.fault();
     // A burst of updates the operator's watches miss, ending in a known state.
     for (let i = 0; i < 6; i++) await setPodReady(kc, ns, 'web-1', '10.40.1.1', i % 2 === 1);
@@ -214,6 +220,7 @@ describe('control-plane faults and an operator crash', () => {
     await etcdctl(bed.toolchain.etcdctl, bed.apiserverEtcd.clientUrl, ['compact', String(revision), '--physical']);
     tally.fault();
     await bed.restartApiserver();
+    tally.fault();
     apiProxy.heal();
 
     const after = ['steady/10.40.0.1:80', 'steady/10.40.0.2:80', 'steady/10.40.0.3:80', 'steady/10.40.0.4:80', 'web/10.40.1.1:8080', 'edit/10.40.2.1:83', 'late/10.40.4.1:80'];
@@ -227,7 +234,7 @@ describe('control-plane faults and an operator crash', () => {
   });
 
   test('an operator killed with SIGKILL in the middle of a large change leaves, after its restart, exactly the desired state and no orphans', async () => {
-    assert.ok(bed && slowEtcd && operator);
+    assert.ok(bed && slowEtcd && slowConsul && operator);
     const ns = `bulk-${sfx}`;
     const ETCD_COUNT = 1000;
     const CONSUL_COUNT = 300;
@@ -243,10 +250,11 @@ describe('control-plane faults and an operator crash', () => {
     await converge(tally, 'the 1,000 etcd entries', () => etcdNamespace('/bulk', ns), etcdOld, CONVERGE_MS);
     await converge(tally, 'the 300 Consul instances', consulRead, consulOld, CONVERGE_MS);
 
-    // Slow the etcd link so the change takes several seconds of transactions, then change every
+    // Slow both links so each change takes several seconds, then change every
     // entry: a new port for the etcd one (deletes and puts), a new name and port for the Consul one
     // (new services, then the old ones cleaned up).
     slowEtcd.slow(80);
+    slowConsul.slow(80);
     tally.fault();
     await patchServiceInstance(kc, ns, 'bulk-etcd', { endpoints: addresses(ETCD_COUNT).map((address) => ({ address, port: 9000 })) });
     await patchServiceInstance(kc, ns, 'bulk-consul', { service: 'bulk2', endpoints: addresses(CONSUL_COUNT).map((address) => ({ address, port: 9000 })) });
@@ -267,6 +275,7 @@ describe('control-plane faults and an operator crash', () => {
     tally.fault();
     operator = undefined;
     slowEtcd.slow(0);
+    slowConsul.slow(0);
     const [etcdAtKill, consulAtKill] = await Promise.all([etcdNamespace('/bulk', ns), consulRead()]);
     console.log(
       `crash mid-batch: killed with etcd at ${midway.etcd.filter((k) => k.endsWith(':9000')).length}/${ETCD_COUNT} new and ${midway.etcd.filter((k) => k.endsWith(':8000')).length} old entries, ` +

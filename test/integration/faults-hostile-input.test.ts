@@ -12,11 +12,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { agentServices, crashLines, deleteRegistry, etcdKeys, FaultTally, operatorAlive, startOperatorOn, waitFor, type FaultOperator } from '../support/faults.ts';
-import { createNamespace, createPod, createRegistry, createServiceInstance, deleteServiceInstance, getServiceInstance, installCrds, setPodReady, type ServiceInstanceView } from '../support/kube.ts';
+import { createNamespace, createPod, createRegistry, createServiceInstance, deleteServiceInstance, installCrds, setPodReady, type ServiceInstanceView } from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
 const clusterId = `hostile-${sfx}`;
@@ -263,6 +263,16 @@ function ownerOf(value: string): { clusterId: string; namespace: string } | unde
   }
 }
 
+/** Every ServiceInstance of the hostile namespaces by `namespace/name`: two list calls instead of hundreds of gets. */
+async function listInstances(): Promise<Map<string, ServiceInstanceView>> {
+  const out = new Map<string, ServiceInstanceView>();
+  for (const ns of namespaces) {
+    const list = (await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances', namespace: ns })) as { items: ServiceInstanceView[] };
+    for (const si of list.items) out.set(`${ns}/${si.metadata.name}`, si);
+  }
+  return out;
+}
+
 function isRejection(err: unknown): boolean {
   const code = (err as { code?: number }).code;
   return code === 422 || code === 400;
@@ -336,9 +346,10 @@ describe('hostile input', () => {
     await waitFor(
       'every admitted ServiceInstance to have status for its generation',
       async () => {
+        const all = await listInstances();
         for (const c of admitted) {
           if (settled.has(`${c.namespace}/${c.name}`)) continue;
-          const si = await getServiceInstance(kc, c.namespace, c.name);
+          const si = all.get(`${c.namespace}/${c.name}`);
           const ready = si?.status?.conditions?.find((x) => x.type === 'Ready');
           const done = si && si.status?.observedGeneration === si.metadata.generation && ready && (c.outcome === undefined || (c.outcome === 'Ready') === (ready.status === 'True'));
           if (done) settled.set(`${c.namespace}/${c.name}`, si);
@@ -480,8 +491,8 @@ describe('hostile input', () => {
       await waitFor(
         'the ServiceInstances to be finalized',
         async () => {
-          left = [];
-          for (const c of cases) if (await getServiceInstance(kc, c.namespace, c.name)) left.push(`${c.namespace}/${c.name} ${JSON.stringify(c.spec).slice(0, 120)}`);
+          const all = await listInstances();
+          left = cases.filter((c) => all.has(`${c.namespace}/${c.name}`)).map((c) => `${c.namespace}/${c.name} ${JSON.stringify(c.spec).slice(0, 120)}`);
           return left.length === 0 ? true : undefined;
         },
         SETTLE_MS,
@@ -491,8 +502,8 @@ describe('hostile input', () => {
       });
     };
     await finalized(admitted.filter((c) => !namesBroken(c)));
-    const stuck = [];
-    for (const c of admitted.filter(namesBroken)) if (await getServiceInstance(kc, c.namespace, c.name)) stuck.push(c.name);
+    const remaining = await listInstances();
+    const stuck = admitted.filter(namesBroken).filter((c) => remaining.has(`${c.namespace}/${c.name}`));
     console.log(`hostile input: ${stuck.length} ServiceInstances wait for an unreachable or broken Registry before they go`);
     for (const name of brokenNames) await deleteRegistry(kc, name);
     await finalized(admitted);

@@ -65,7 +65,7 @@ export function crashLines(log: string): string[] {
   return log.split('\n').filter((l) => /"level":"fatal"|Uncaught|UnhandledPromiseRejection|unhandledRejection|^\s+at .*\(node:internal/.test(l));
 }
 
-/** Asserts-free health probe: the process runs and /healthz answers 200. */
+/** Health probe that never throws: the process runs and /healthz answers 200. */
 export async function operatorAlive(op: FaultOperator): Promise<boolean> {
   if (!op.process.running) return false;
   try {
@@ -77,8 +77,12 @@ export async function operatorAlive(op: FaultOperator): Promise<boolean> {
 
 // --- a link that can fail -----------------------------------------------------------------------
 
-/** How a cut link fails: connections reset at once, or silently swallowed (a network partition). */
-export type CutMode = 'reset' | 'blackhole';
+/**
+ * How a cut link fails: connections closed at once (clients see them drop, like a server going
+ * away), or silently swallowed (a network partition). Closing uses destroy(), not
+ * resetAndDestroy(): sockets reset with pending writes made Node spin at process exit.
+ */
+export type CutMode = 'close' | 'blackhole';
 
 interface Link {
   readonly client: Socket;
@@ -88,7 +92,7 @@ interface Link {
 
 /**
  * A TCP proxy on 127.0.0.1 in front of one server. Clients pointed at it can be cut off (every
- * connection reset, or black-holed so that calls hang until their deadline), healed again, or
+ * connection closed, or black-holed so that calls hang until their deadline), healed again, or
  * slowed down by a delay on every chunk in both directions. The server behind it keeps running, so
  * leases and TTL checks expire on the server's own clock while the client cannot reach it.
  */
@@ -99,6 +103,7 @@ export class TcpProxy {
   readonly #links = new Set<Link>();
   #mode: CutMode | undefined;
   #delayMs = 0;
+  #accepted = 0;
 
   private constructor(port: number, target: { host: string; port: number }, server: Server) {
     this.port = port;
@@ -125,11 +130,16 @@ export class TcpProxy {
     return `${scheme}://127.0.0.1:${this.port}`;
   }
 
-  /** Cuts every client off: open connections are reset or frozen, new ones get the same. */
+  /** Connections clients opened through the proxy so far. */
+  get connectionsAccepted(): number {
+    return this.#accepted;
+  }
+
+  /** Cuts every client off: open connections are closed or frozen, new ones get the same. */
   cut(mode: CutMode): void {
     this.#mode = mode;
     for (const link of [...this.#links]) {
-      if (mode === 'reset') {
+      if (mode === 'close') {
         this.#drop(link);
       } else {
         link.upstream?.destroy();
@@ -138,10 +148,13 @@ export class TcpProxy {
     }
   }
 
-  /** Ends the cut. Frozen connections are reset, as a TCP stack gives up on them after a long partition. */
+  /**
+   * Ends the cut: new connections get through again. Connections frozen by a black hole stay
+   * frozen, as half-open connections do after a real partition (nothing tells the client they are
+   * dead), so only a client that puts deadlines on its calls recovers from them.
+   */
   heal(): void {
     this.#mode = undefined;
-    for (const link of [...this.#links]) if (link.upstream === undefined) this.#drop(link);
   }
 
   /** Delays every chunk by `ms` in both directions (0 for none), keeping the order of bytes. */
@@ -149,7 +162,7 @@ export class TcpProxy {
     this.#delayMs = ms;
   }
 
-  /** Stops listening and resets every connection. */
+  /** Stops listening and closes every connection. */
   async close(): Promise<void> {
     for (const link of [...this.#links]) this.#drop(link);
     await new Promise<void>((resolveClose) => this.#server.close(() => resolveClose()));
@@ -157,15 +170,16 @@ export class TcpProxy {
 
   #drop(link: Link): void {
     this.#links.delete(link);
-    if (!link.client.destroyed) link.client.resetAndDestroy();
+    link.client.destroy();
     link.upstream?.destroy();
     link.upstream = undefined;
   }
 
   #accept(client: Socket): void {
+    this.#accepted++;
     client.on('error', () => undefined);
-    if (this.#mode === 'reset') {
-      client.resetAndDestroy();
+    if (this.#mode === 'close') {
+      client.destroy();
       return;
     }
     const link: Link = { client, upstream: undefined };
