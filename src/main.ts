@@ -4,7 +4,7 @@
  * entries stay in the registries for the next process (or leader) to adopt.
  */
 import type { Server } from 'node:http';
-import { CoreV1Api, KubeConfig, type RequestContext } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION } from './api/v1alpha1/types.ts';
 import { ConfigError, loadConfig, parseAddress, usage, type Config } from './config.ts';
 import { LeaderElector } from './controller/leader.ts';
@@ -13,29 +13,14 @@ import { RegistryReconciler } from './controller/registry-reconciler.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
 import { CustomObjectWriter } from './kube/custom-objects.ts';
 import { KubeEventRecorder } from './kube/events.ts';
+import { OperatorKubeConfig } from './kube/kube-config.ts';
 import { createLogger } from './observability/logger.ts';
 import { createMetrics } from './observability/metrics.ts';
 import { startOpsServer } from './observability/server.ts';
 import { KubeBackendProvider } from './registry/provider.ts';
 
-/** Deadline of every Kubernetes API request; watches have their own idle timeout instead. */
-const KUBE_REQUEST_TIMEOUT_MS = 30_000;
-
-/**
- * A KubeConfig whose API requests carry a deadline. Without one, a request caught on a connection
- * that breaks at the wrong moment can wait for ever (seen when the apiserver became unreachable
- * mid-request), and the reconcile awaiting it keeps its key busy, so that ServiceInstance is never
- * reconciled again.
- */
-class DeadlineKubeConfig extends KubeConfig {
-  override async applySecurityAuthentication(context: RequestContext): Promise<void> {
-    await super.applySecurityAuthentication(context);
-    if (context.getSignal() === undefined) context.setSignal(AbortSignal.timeout(KUBE_REQUEST_TIMEOUT_MS));
-  }
-}
-
 function loadKubeConfig(cfg: Config): KubeConfig {
-  const kc = new DeadlineKubeConfig();
+  const kc = new OperatorKubeConfig();
   if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
   else kc.loadFromDefault();
   return kc;

@@ -5,8 +5,8 @@
  * under load (429, 5xx, resets), because a fixture that fails half-way spoils the whole run.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CoreV1Api, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
-import { shareDispatchers } from './kube-agent.ts';
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, Watch, type KubeConfig } from '@kubernetes/client-node';
+import { OperatorKubeConfig } from '../../src/kube/kube-config.ts';
 import { mapBounded } from './stats.ts';
 
 const GROUP = 'registrar.dev';
@@ -66,10 +66,10 @@ export class BenchKube {
   readonly custom: CustomObjectsApi;
 
   constructor(kubeconfigFile: string) {
-    this.kc = new KubeConfig();
+    // The operator's KubeConfig: one connection pool (else every fixture request pays its own TLS
+    // handshake) and a deadline generous enough for lists of tens of thousands of pods.
+    this.kc = new OperatorKubeConfig(120_000);
     this.kc.loadFromFile(kubeconfigFile);
-    // Without this every fixture request would pay its own TLS handshake (see kube-agent.ts).
-    shareDispatchers(this.kc);
     this.core = this.kc.makeApiClient(CoreV1Api);
     this.custom = this.kc.makeApiClient(CustomObjectsApi);
   }
