@@ -16,6 +16,8 @@ export interface BenchOptions {
   readonly only: ReadonlySet<ScenarioId>;
   /** Run the operator under `--cpu-prof` and summarise the profile into the results. */
   readonly profile: boolean;
+  /** Steady state: take a heap snapshot of the operator after the windows and summarise it. */
+  readonly heapSnapshot: boolean;
   /** Update BENCHMARKS.md. */
   readonly markdown: boolean;
   /** A module under bench/experiments/ loaded into the operator (`node --import`) to measure a proposed fix. */
@@ -34,14 +36,16 @@ export interface BenchOptions {
 }
 
 /** The usage text. */
-export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N] [--only=a,b] [--profile] [--churn-seconds=S] [--sizes=N,M] [--experiment=NAME] [--node-options="FLAGS"] [--operator-flags="FLAGS"] [--no-markdown]
+export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N] [--only=a,b] [--profile] [--heap-snapshot] [--churn-seconds=S] [--sizes=N,M] [--steady-size=N] [--experiment=NAME] [--node-options="FLAGS"] [--operator-flags="FLAGS"] [--no-markdown]
 
   --scale          full (default; the sizes of the issue) or small (100s of objects, for development)
   --repeats        runs per scenario; medians are taken over them (default 3 at full scale, 1 at small)
   --only           comma-separated scenarios: ${SCENARIOS.join(', ')}
   --profile        run the operator under --cpu-prof and summarise where its CPU time went
+  --heap-snapshot  steady state: snapshot the operator's heap after the windows and summarise it
   --churn-seconds  length of the churn phase (default 300 at full scale, 30 at small)
   --sizes          cold-sync sizes instead of the scale's (default 1000,10000 at full scale, 100,300 at small)
+  --steady-size    steady-state ServiceInstances (3 pods each) instead of the scale's (10000 / 300)
   --experiment     load bench/experiments/NAME.ts into the operator (node --import) to measure a
                    proposed fix without changing src/; reported in blocks of their own
   --node-options   extra Node flags for the operator process, e.g. "--max-semi-space-size=1";
@@ -58,10 +62,12 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
       repeats: { type: 'string' },
       only: { type: 'string' },
       profile: { type: 'boolean', default: false },
+      'heap-snapshot': { type: 'boolean', default: false },
       'churn-seconds': { type: 'string' },
       'no-markdown': { type: 'boolean', default: false },
       experiment: { type: 'string' },
       sizes: { type: 'string' },
+      'steady-size': { type: 'string' },
       'node-options': { type: 'string' },
       'operator-flags': { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -84,6 +90,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
   if (!(churnSeconds > 0)) throw new Error(`--churn-seconds must be positive, got ${JSON.stringify(values['churn-seconds'])}`);
   const sizes = values.sizes === undefined ? (small ? [100, 300] : [1000, 10_000]) : values.sizes.split(',').map(Number);
   if (sizes.some((n) => !Number.isInteger(n) || n < 10)) throw new Error(`--sizes must be whole numbers of at least 10, got ${JSON.stringify(values.sizes)}`);
+  const steadySize = values['steady-size'] === undefined ? (small ? 300 : 10_000) : Number(values['steady-size']);
+  if (!Number.isInteger(steadySize) || steadySize < 10) throw new Error(`--steady-size must be a whole number of at least 10, got ${JSON.stringify(values['steady-size'])}`);
   const experiment = values.experiment;
   if (experiment !== undefined && !/^[a-z0-9-]+$/.test(experiment)) throw new Error(`--experiment must name a file of bench/experiments/ without .ts, got ${JSON.stringify(experiment)}`);
   const nodeOptions = (values['node-options'] ?? '').split(/\s+/).filter(Boolean);
@@ -98,11 +106,12 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
     repeats,
     only,
     profile: values.profile,
+    heapSnapshot: values['heap-snapshot'],
     markdown: !values['no-markdown'],
     namespaces: small ? 4 : 10,
     coldSync: { sizes, podsPerService: 10 },
     propagation: { services: small ? 10 : 50, podsPerService: small ? 10 : 20, rate: 50, seconds: small ? 20 : 60 },
-    steady: { serviceInstances: small ? 300 : 10_000, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
+    steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
     consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
     churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
   };

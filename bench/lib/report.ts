@@ -80,7 +80,7 @@ export function scenarioMarkdown(r: ScenarioResult, when: string, scale: string,
     '',
   ];
   if (r.notes.length > 0) lines.push(...r.notes.map((n) => `> ${n}`), '');
-  if (r.profile) lines.push('<details><summary>CPU profile of the operator</summary>', '', '```', r.profile, '```', '', '</details>', '');
+  if (r.profile) lines.push('<details><summary>Profile of the operator</summary>', '', '```', r.profile, '```', '', '</details>', '');
   lines.push(`<!-- bench:goals ${JSON.stringify(goals)} -->`);
   return lines.join('\n');
 }

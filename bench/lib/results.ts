@@ -92,6 +92,6 @@ export interface ScenarioResult {
   readonly notes: string[];
   /** Raw per-run data for the JSON file. */
   readonly details: unknown[];
-  /** Summary of a CPU profile taken during the scenario, when asked for. */
+  /** Summary of a CPU profile or heap snapshot taken during the scenario, when asked for. */
   profile?: string;
 }

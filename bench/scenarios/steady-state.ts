@@ -4,6 +4,7 @@
  * lease keepalives (one per registry namespace per interval, whatever the number of entries),
  * CPU and memory.
  */
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withBed, waitFor } from '../lib/bed.ts';
@@ -11,6 +12,7 @@ import type { ScenarioContext } from '../lib/context.ts';
 import { counterDelta, etcdCounters, EtcdPrefixWatch } from '../lib/etcd.ts';
 import { createLayout, etcdKey, podLayout } from '../lib/layout.ts';
 import { Sampler, startOperator } from '../lib/operator.ts';
+import { summariseHeapSnapshots } from '../lib/heap.ts';
 import { summariseProfiles } from '../lib/profile.ts';
 import type { Figure, ScenarioResult } from '../lib/results.ts';
 import { StatusTracker } from '../lib/status.ts';
@@ -32,6 +34,10 @@ export interface SteadyWindow {
   readonly rssMaxMB: number;
   readonly rssMedianMB: number;
   readonly maxQueueDepth: number;
+  /** V8 heap in use and reserved, and memory outside the heap, at the end of the window (MB). */
+  readonly heapUsedMB: number;
+  readonly heapTotalMB: number;
+  readonly externalMB: number;
 }
 
 /** Runs scenario 3 on one bed; each repeat is one measurement window. */
@@ -41,6 +47,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
   const windows: SteadyWindow[] = [];
   const sync = { fixtureSeconds: Number.NaN, entriesSeconds: Number.NaN, statusesSeconds: Number.NaN, rssAfterSyncMB: Number.NaN, peakRssDuringSyncMB: Number.NaN, cpuSeconds: Number.NaN };
   let profile: string | undefined;
+  let heap: string | undefined;
   const notes: string[] = [];
   // Each ServiceInstance selects one Ready pod; the other pods are the rest of the cluster, which
   // the operator caches all the same.
@@ -61,12 +68,14 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     };
     const statuses = await StatusTracker.start(kube, layout.expectedPerSi);
     const profileDir = o.profile ? join(ctx.runDir, 'profile-steady-state') : undefined;
+    const heapDir = o.heapSnapshot ? join(ctx.runDir, 'heap-steady-state') : undefined;
+    if (heapDir) await mkdir(heapDir, { recursive: true });
     const op = await startOperator({
       runFlags: ctx.options.operatorFlags,
       kubeconfig: bed.kubeconfig,
       flags: [`--resync-period=${s.resyncSeconds}`],
       logDir: join(ctx.runDir, 'steady-state'),
-      nodeFlags: ctx.nodeFlags(profileDir),
+      nodeFlags: [...ctx.nodeFlags(profileDir), ...(heapDir ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${heapDir}`] : [])],
     });
     const syncSampler = new Sampler(op, 2000, false);
     try {
@@ -109,6 +118,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
         await sampler.stop();
         const sampleAfter = await op.sample();
         const d = counterDelta(before, await etcdCounters(bed.registryEtcd.clientUrl));
+        const heap = await op.metrics(['kube_registrar_nodejs_heap_size_used_bytes', 'kube_registrar_nodejs_heap_size_total_bytes', 'kube_registrar_nodejs_external_memory_bytes']);
         const seconds = (sampleAfter.at - sampleBefore.at) / 1000;
         const rss = sampler.samples.map((x) => x.rssMiB * 1.048576).sort((a, b) => a - b);
         const w: SteadyWindow = {
@@ -123,12 +133,22 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
           rssMaxMB: rss[rss.length - 1] ?? Number.NaN,
           rssMedianMB: rss[Math.floor(rss.length / 2)] ?? Number.NaN,
           maxQueueDepth: Math.max(0, ...sampler.depths.map((x) => x.depth)),
+          heapUsedMB: (heap['kube_registrar_nodejs_heap_size_used_bytes'] ?? Number.NaN) / 1e6,
+          heapTotalMB: (heap['kube_registrar_nodejs_heap_size_total_bytes'] ?? Number.NaN) / 1e6,
+          externalMB: (heap['kube_registrar_nodejs_external_memory_bytes'] ?? Number.NaN) / 1e6,
         };
         windows.push(w);
         ctx.log(
           `  window ${r}: ${w.writesPerMinute.toFixed(1)} writes/min, ${w.readsPerMinute.toFixed(0)} reads/min, ${w.keepalivesPerInterval.toFixed(1)} keepalives/interval for ${w.registryNamespaces} namespaces, ` +
             `CPU ${w.cpuPercent.toFixed(1)} %, RSS max ${w.rssMaxMB.toFixed(0)} MB, queue max ${w.maxQueueDepth}`,
         );
+      }
+      if (heapDir) {
+        op.process.signal('SIGUSR2');
+        // Writing a snapshot blocks the process; it is done when /metrics answers again.
+        await sleep(2000);
+        await waitFor(async () => (await op.metric('kube_registrar_workqueue_depth').catch(() => Number.NaN)) >= 0, 600_000, 2000);
+        heap = await summariseHeapSnapshots(heapDir);
       }
     } finally {
       await syncSampler.stop();
@@ -139,6 +159,11 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     if (profileDir) profile = await summariseProfiles(profileDir);
   });
 
+  if (windows.some((w) => w.maxQueueDepth > layout.expectedPerSi.size / 2)) {
+    notes.push(
+      `The work queue never emptied: with --resync-period=${s.resyncSeconds} the operator did not finish re-reading all ${layout.expectedPerSi.size} ServiceInstances within one period (${windows.map((w) => w.readsPerMinute.toFixed(0)).join(', ')} registry reads per minute), so every window measured a permanently resyncing operator.`,
+    );
+  }
   const c = `${layout.expectedPerSi.size.toLocaleString('en-US')} SIs, ${podCount.toLocaleString('en-US')} pods, ${layout.entries.length.toLocaleString('en-US')} entries`;
   const figures: Figure[] = [
     { case: c, name: 'registry writes when nothing changes', unit: '/min', runs: windows.map((w) => w.writesPerMinute), goal: { kind: 'zero', threshold: 0, text: 'none' } },
@@ -151,8 +176,10 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
       runs: windows.map((w) => w.keepalivesPerInterval / w.registryNamespaces),
       goal: { kind: 'at-most', threshold: 1, text: '≤ 1 (∝ namespaces, not entries)' },
     },
-    { case: c, name: 'operator CPU, idle', unit: '% of a core', runs: windows.map((w) => w.cpuPercent) },
+    { case: c, name: 'operator CPU (nothing changes; resyncs only)', unit: '% of a core', runs: windows.map((w) => w.cpuPercent) },
     { case: c, name: 'operator RSS, max over the window', unit: 'MB', runs: windows.map((w) => w.rssMaxMB), goal: { kind: 'below', threshold: 200, text: '< 200 MB' } },
+    { case: c, name: '… of which V8 heap in use', unit: 'MB', runs: windows.map((w) => w.heapUsedMB) },
+    { case: c, name: '… V8 heap reserved', unit: 'MB', runs: windows.map((w) => w.heapTotalMB) },
     { case: c, name: 'queue depth, max over the window', unit: 'keys', runs: windows.map((w) => w.maxQueueDepth) },
     { case: c, name: 'initial sync: every entry in etcd (from start)', unit: 's', runs: [sync.entriesSeconds] },
     { case: c, name: 'initial sync: every status converged (from start)', unit: 's', runs: [sync.statusesSeconds] },
@@ -171,6 +198,6 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     notes,
     details: [{ sync, windows }],
   };
-  if (profile) result.profile = profile;
+  if (profile || heap) result.profile = [profile, heap].filter(Boolean).join('\n\n');
   return result;
 }
