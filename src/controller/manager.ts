@@ -5,7 +5,7 @@
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Namespace, type V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION, type Registry as RegistryResource, type ServiceInstance } from '../api/v1alpha1/types.ts';
+import { FINALIZER, GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION, type Registry as RegistryResource, type ServiceInstance } from '../api/v1alpha1/types.ts';
 import { Informer, objectKey, type ListPage } from '../kube/informer.ts';
 import { selectorMatches } from '../source/endpoints.ts';
 import { slimPod, type SlimPod } from '../source/pods.ts';
@@ -33,6 +33,25 @@ export interface ManagerOptions {
 }
 
 type Reconcile = ServiceInstanceReconciler['reconcile'];
+
+/** kubectl's copy of the last applied object: as large as the object, and never read here. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * A ServiceInstance as cached: without managedFields and kubectl's last-applied copy, which
+ * together are often larger than the rest of the object and are never read by the operator.
+ */
+export function slimServiceInstance(si: ServiceInstance): ServiceInstance {
+  const metadata = si.metadata;
+  if (!metadata) return si;
+  const { managedFields: _managedFields, ...rest } = metadata as typeof metadata & { managedFields?: unknown };
+  const annotations = rest.annotations;
+  if (annotations && LAST_APPLIED in annotations) {
+    const { [LAST_APPLIED]: _lastApplied, ...kept } = annotations;
+    rest.annotations = kept;
+  }
+  return { ...si, metadata: rest };
+}
 
 /** Wires informers to the queue and exposes the caches to the reconciler. */
 export class ControllerManager implements ReconcilerCaches {
@@ -64,7 +83,7 @@ export class ControllerManager implements ReconcilerCaches {
                 ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, namespace: ns, limit, _continue: cont })
                 : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, limit, _continue: cont }),
             ),
-          transform: (si) => si,
+          transform: slimServiceInstance,
           logger: options.logger,
           onError: () => options.onInformerError?.(ns ? `serviceinstances/${ns}` : 'serviceinstances'),
         }),
@@ -151,6 +170,21 @@ export class ControllerManager implements ReconcilerCaches {
     for (const si of this.allServiceInstances()) this.#enqueue(si);
   }
 
+  /**
+   * The periodic safety net: queues every ServiceInstance the queue does not already track. Each
+   * reconcile schedules its own next resync (jittered, so the work is spread out), so this only
+   * catches keys that fell out, e.g. after a terminal error; queueing every key at once would
+   * reconcile everything twice per period and let the queue spike to the number of objects.
+   */
+  #enqueueUntracked(): void {
+    const queue = this.#queue;
+    if (!queue) return;
+    for (const si of this.allServiceInstances()) {
+      const key = objectKey(si);
+      if (!queue.has(key)) queue.add(key);
+    }
+  }
+
   #enqueueRegistries(si: ServiceInstance | undefined): void {
     for (const r of si?.status?.registrations ?? []) this.#registryQueue?.add(r.registry);
   }
@@ -174,11 +208,13 @@ export class ControllerManager implements ReconcilerCaches {
             this.#enqueueRegistries(si);
             this.#enqueueRegistries(old);
           }
-          // Status-only writes (ours) do not retrigger: only spec, deletion or finalizer changes do.
+          // Our own writes do not retrigger: status is written through the status subresource, and
+          // the reconcile that adds the finalizer goes on to sync in the same pass. Spec changes,
+          // deletion, and someone removing our finalizer do.
           if (
             si.metadata?.generation !== old.metadata?.generation ||
             si.metadata?.deletionTimestamp !== old.metadata?.deletionTimestamp ||
-            JSON.stringify(si.metadata?.finalizers ?? []) !== JSON.stringify(old.metadata?.finalizers ?? [])
+            ((old.metadata?.finalizers ?? []).includes(FINALIZER) && !(si.metadata?.finalizers ?? []).includes(FINALIZER))
           ) {
             enqueue(si);
           }
@@ -247,7 +283,7 @@ export class ControllerManager implements ReconcilerCaches {
     this.#enqueueAll();
     enqueueRegistries();
     this.#resyncTimer = setInterval(() => {
-      this.#enqueueAll();
+      this.#enqueueUntracked();
       enqueueRegistries();
     }, this.#o.resyncMs);
     this.#o.logger.info('reconciling');

@@ -82,6 +82,11 @@ export class WorkQueue {
     return this.#queued.size + this.#running.size;
   }
 
+  /** Whether the key is waiting, running or due later (a delayed add or a retry is pending). */
+  has(key: string): boolean {
+    return this.#queued.has(key) || this.#running.has(key) || this.#timers.has(key);
+  }
+
   /** Adds a key now. Idempotent while the key waits; marks it dirty while it runs. */
   add(key: string): void {
     if (this.#shutDown) return;

@@ -36,6 +36,31 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 describe('WorkQueue', () => {
+  test('has() tracks a key while it waits, runs and is due later, and not after it is done', async () => {
+    const clock = new FakeClock();
+    const gate = deferred();
+    let result: { requeueAfterMs?: number } | undefined = { requeueAfterMs: 1000 };
+    const q = new WorkQueue(
+      async () => {
+        await gate.promise;
+        return result;
+      },
+      { concurrency: 1, clock },
+    );
+    assert.equal(q.has('a'), false);
+    q.add('a');
+    assert.equal(q.has('a'), true, 'waiting');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(q.has('a'), true, 'running');
+    gate.resolve();
+    await q.idle();
+    assert.equal(q.has('a'), true, 'its resync is due later');
+    result = undefined;
+    clock.advance(1000);
+    await q.idle();
+    assert.equal(q.has('a'), false, 'done, with nothing due');
+  });
+
   test('a key added many times while it waits is processed once', async () => {
     const seen: string[] = [];
     const gate = deferred();
