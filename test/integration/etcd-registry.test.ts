@@ -373,6 +373,36 @@ void describe('EtcdRegistry against a real etcd', () => {
     await watch.close();
   });
 
+  void it('writes of many ServiceInstances at once share transactions, and one bad write fails alone', async () => {
+    const prefix = freshPrefix();
+    const clusterId = `c-${randomUUID()}`;
+    const backend = registry({ prefix, clusterId });
+    // Settle the lease first, as a running operator has.
+    const first = ownerIn(clusterId, 'svc-first');
+    await sync(backend, first, [entry(first, '10.2.0.1', 8080, { service: 'svc-first' })], 'sync', 'svc-first');
+    const watch = await watchPrefix(prefix);
+    const owners = Array.from({ length: 200 }, (_, i) => ownerIn(clusterId, `svc-${i}`));
+    const bad = { ...entry(ownerIn(clusterId, 'bad'), '10.2.9.9'), endpoint: { ...entry(ownerIn(clusterId, 'bad'), '10.2.9.9').endpoint, service: 'no/slash' } };
+    const results = await Promise.allSettled([
+      ...owners.map((o, i) => backend.applyChanges({ create: [entry(o, `10.2.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`, 8080, { service: o.name })], updateOld: [], updateNew: [], delete: [] })),
+      backend.applyChanges({ create: [bad], updateOld: [], updateNew: [], delete: [] }),
+    ]);
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 200, 'every good write landed');
+    const failed = results.at(-1);
+    assert.equal(failed?.status, 'rejected', 'the write with a slash in its service name failed');
+    assert.match(String((failed as PromiseRejectedResult).reason), /slash|\//);
+
+    const events = await watch.settle();
+    const puts = events.filter((e) => e.type === 'put' && !e.key.includes('/_kube-registrar/'));
+    assert.equal(puts.length, 200);
+    const transactions = new Set(puts.map((e) => e.revision)).size;
+    assert.ok(transactions <= 10, `200 one-entry writes issued at once went to etcd in ${transactions} transactions`);
+    for (const [i, o] of owners.entries()) {
+      assert.equal((await backend.records({ registryNamespace: NS, service: o.name })).length, 1, `svc-${i} is readable`);
+    }
+    await watch.close();
+  });
+
   void it('writes nothing in dry-run mode', async () => {
     const prefix = freshPrefix();
     const owner = ownerIn(`c-${randomUUID()}`);

@@ -67,6 +67,9 @@ export const DEFAULT_LEASE_TTL_SECONDS = 30;
 /** etcd's default limit of operations in one transaction. */
 export const DEFAULT_MAX_TXN_OPS = 128;
 
+/** Bytes of keys and values per transaction: well under etcd's default request limit of 1.5 MiB. */
+const MAX_TXN_BYTES = 1024 * 1024;
+
 /** Attempts at settling a namespace's lease before giving up when other writers keep replacing it. */
 const LEASE_ATTEMPTS = 3;
 
@@ -86,6 +89,19 @@ interface NamespaceState {
   readonly indexKeys: Set<string>;
   /** Serialises lease work and writes of this namespace. */
   tail: Promise<void>;
+  /** Writes waiting for the transaction under way to finish; they go to etcd together. */
+  pending: PendingWrites | undefined;
+  /** A flush loop is running for this namespace. */
+  flushing: boolean;
+  /** Counts transactions that landed, so a read knows whether writes landed while it ran. */
+  epoch: number;
+}
+
+/** Writes of several applyChanges calls of one namespace, merged into as few transactions as fit. */
+interface PendingWrites {
+  readonly deletes: RegistryEntry[];
+  readonly puts: RegistryEntry[];
+  readonly callers: { readonly resolve: () => void; readonly reject: (err: unknown) => void }[];
 }
 
 interface EntryWrites {
@@ -203,6 +219,8 @@ export class EtcdRegistry implements Registry {
     this.#assertOpen();
     const state = this.#state(scope.registryNamespace);
     try {
+      // With the lease settled, reads need not wait for the namespace's writes and lease work.
+      if (state.lease !== undefined && !state.lost) return await this.#readScope(state, scope, state.lease);
       return await this.#serial(state, async () => {
         const lease = await this.#ensureLease(state, false);
         return this.#readScope(state, scope, lease);
@@ -216,6 +234,12 @@ export class EtcdRegistry implements Registry {
    * Writes the changes namespace by namespace in transactions of at most `maxTxnOps` operations.
    * Each transaction lands whole or not at all; when one fails, earlier ones stay applied and the
    * error is thrown, and since every write is idempotent the caller simply retries.
+   *
+   * Calls for the same namespace that arrive while a transaction is under way are merged and go
+   * to etcd together once it is done (group commit), so a thousand ServiceInstances reconciled at
+   * once cost a few 128-operation transactions rather than a thousand one-key ones. Each call's
+   * entries are turned into keys and values before they join the others, so one call's bad input
+   * fails that call alone; a failure of etcd itself fails every call of the merged write.
    */
   async applyChanges(changes: Changes): Promise<void> {
     this.#assertOpen();
@@ -239,10 +263,41 @@ export class EtcdRegistry implements Registry {
     for (const [ns, { deletes, puts }] of byNamespace) {
       const state = this.#state(ns);
       try {
-        await this.#serial(state, () => this.#applyInNamespace(state, deletes, puts));
+        await this.#enqueueWrites(state, deletes, puts);
       } catch (err: unknown) {
         throw new EtcdRegistryError(`writing to etcd namespace ${ns} failed: ${describe(err)}`, { cause: err });
       }
+    }
+  }
+
+  #enqueueWrites(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[]): Promise<void> {
+    // Throws for entries that cannot be written (a key segment or value etcd cannot hold) before
+    // they can spoil a merged write.
+    this.#writesFor(state, deletes, puts, 0n);
+    return new Promise<void>((resolve, reject) => {
+      const pending = (state.pending ??= { deletes: [], puts: [], callers: [] });
+      pending.deletes.push(...deletes);
+      pending.puts.push(...puts);
+      pending.callers.push({ resolve, reject });
+      if (!state.flushing) void this.#flush(state);
+    });
+  }
+
+  /** Writes what is pending, merged, until nothing is; never rejects (the callers get the errors). */
+  async #flush(state: NamespaceState): Promise<void> {
+    state.flushing = true;
+    try {
+      for (let group = state.pending; group !== undefined; group = state.pending) {
+        state.pending = undefined;
+        try {
+          await this.#serial(state, () => this.#applyInNamespace(state, group.deletes, group.puts));
+          for (const c of group.callers) c.resolve();
+        } catch (err: unknown) {
+          for (const c of group.callers) c.reject(err);
+        }
+      }
+    } finally {
+      state.flushing = false;
     }
   }
 
@@ -263,7 +318,7 @@ export class EtcdRegistry implements Registry {
     let state = this.#namespaces.get(registryNamespace);
     if (state === undefined) {
       this.#keys.namespacePrefix(registryNamespace); // refuse bad names before any I/O
-      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), tail: Promise.resolve() };
+      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), tail: Promise.resolve(), pending: undefined, flushing: false, epoch: 0 };
       this.#namespaces.set(registryNamespace, state);
     }
     return state;
@@ -289,17 +344,24 @@ export class EtcdRegistry implements Registry {
   async #readScope(state: NamespaceState, scope: Scope, lease: bigint | undefined): Promise<RegistryEntry[]> {
     const valuePrefix = this.#keys.servicePrefix(scope.registryNamespace, scope.service);
     const indexPrefix = this.#keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);
+    const epoch = state.epoch;
     const [values = [], index = []] = await this.#client.rangePrefixes([valuePrefix, indexPrefix]);
     const leaseDec = lease?.toString();
+    // Writes that landed while the read ran are newer than what it saw: then the memory of owned
+    // keys is left to those writes (it is kept current by every write that lands), so a stale read
+    // neither forgets a key just written nor brings back one just deleted.
+    const current = state.epoch === epoch;
 
     const indexByInstance = new Map<string, StoredKeyValue>();
     for (const kv of index) {
       const instanceId = EtcdKeyLayout.childName(indexPrefix, kv.key);
       if (instanceId !== undefined) indexByInstance.set(instanceId, kv);
     }
-    for (const key of state.indexKeys) if (key.startsWith(indexPrefix)) state.indexKeys.delete(key);
-    for (const kv of index) state.indexKeys.add(kv.key);
-    if (leaseDec !== undefined) {
+    if (current) {
+      for (const key of state.indexKeys) if (key.startsWith(indexPrefix)) state.indexKeys.delete(key);
+      for (const kv of index) state.indexKeys.add(kv.key);
+    }
+    if (leaseDec !== undefined && current) {
       // Remember exactly what etcd holds on our lease; keys deleted or re-put without the lease by
       // hand are forgotten here and repaired by the plan. Without a live lease, keep the memory:
       // it is what a lease recovery rewrites.
@@ -350,19 +412,27 @@ export class EtcdRegistry implements Registry {
     return out;
   }
 
-  /** Packs per-entry writes into transactions without splitting an entry or repeating a key. */
+  /**
+   * Packs per-entry writes into transactions without splitting an entry or repeating a key, and
+   * keeps each under {@link MAX_TXN_BYTES} so that etcd's request size limit is never what fails.
+   */
   #batches(groups: readonly EntryWrites[], room: number): TxnWrite[][] {
     const batches: TxnWrite[][] = [];
     let current: TxnWrite[] = [];
     let keys = new Set<string>();
+    let bytes = 0;
+    const size = (w: TxnWrite): number => Buffer.byteLength(w.key) + (w.kind === 'put' ? Buffer.byteLength(w.value) : 0);
     for (const { writes } of groups) {
       const clash = writes.some((w) => keys.has(w.key));
-      if (current.length > 0 && (clash || current.length + writes.length > room)) {
+      const more = writes.reduce((n, w) => n + size(w), 0);
+      if (current.length > 0 && (clash || current.length + writes.length > room || bytes + more > MAX_TXN_BYTES)) {
         batches.push(current);
         current = [];
         keys = new Set();
+        bytes = 0;
       }
       current.push(...writes);
+      bytes += more;
       for (const w of writes) keys.add(w.key);
     }
     if (current.length > 0) batches.push(current);
@@ -411,6 +481,7 @@ export class EtcdRegistry implements Registry {
   }
 
   #remember(state: NamespaceState, writes: readonly TxnWrite[]): void {
+    state.epoch++;
     for (const w of writes) {
       const isIndex = w.key.startsWith(this.#keys.ownerIndexNamespacePrefix(state.registryNamespace));
       if (w.kind === 'put') {
