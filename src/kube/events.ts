@@ -3,6 +3,7 @@
  * same event on the same object are folded into one with a count, as client-go's recorder does,
  * so a retrying failure does not flood the API server.
  */
+import PQueue from 'p-queue';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 
@@ -34,13 +35,18 @@ const COMPONENT = 'kube-registrar';
 /** Repeats within this window update the existing event instead of creating a new one. */
 const FOLD_WINDOW_MS = 10 * 60_000;
 const MAX_FOLDED = 4096;
+/** Events sent to the apiserver at once. */
+const SEND_CONCURRENCY = 4;
+/** Events waiting to be sent beyond which new ones are dropped (as client-go's broadcaster does when its queue is full). */
+const MAX_BACKLOG = 1000;
 
 /** An {@link EventRecorder} writing to the API server; failures are logged, never thrown. */
 export class KubeEventRecorder implements EventRecorder {
   readonly #core: CoreV1Api;
   readonly #logger: Logger;
   readonly #folded = new Map<string, Folded>();
-  readonly #pending = new Set<Promise<void>>();
+  readonly #queue = new PQueue({ concurrency: SEND_CONCURRENCY });
+  #dropped = 0;
 
   constructor(kc: KubeConfig, logger: Logger) {
     this.#core = kc.makeApiClient(CoreV1Api);
@@ -55,17 +61,30 @@ export class KubeEventRecorder implements EventRecorder {
     this.#record(target, 'Warning', reason, message);
   }
 
-  /** Waits for events in flight (for shutdown). */
-  async flush(): Promise<void> {
-    await Promise.allSettled([...this.#pending]);
+  /** Events dropped because too many were waiting (a burst, e.g. a cold sync of thousands of ServiceInstances). */
+  get dropped(): number {
+    return this.#dropped;
   }
 
+  /** Waits for the events queued and in flight (for shutdown). */
+  async flush(): Promise<void> {
+    await this.#queue.onIdle();
+  }
+
+  /**
+   * Queues an event; a few are sent at a time, so that a burst neither floods the apiserver nor
+   * holds thousands of requests in memory. Past the backlog limit events are dropped and counted.
+   */
   #record(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
-    const p = this.#send(target, type, reason, message.slice(0, 1024)).catch((err: unknown) => {
-      this.#logger.warn({ err, reason, object: `${target.kind}/${target.namespace}/${target.name}` }, 'could not record event');
-    });
-    this.#pending.add(p);
-    void p.finally(() => this.#pending.delete(p));
+    if (this.#queue.size >= MAX_BACKLOG) {
+      if (this.#dropped++ % MAX_BACKLOG === 0) this.#logger.warn({ dropped: this.#dropped, backlog: this.#queue.size }, 'too many events waiting to be recorded; dropping some');
+      return;
+    }
+    void this.#queue.add(() =>
+      this.#send(target, type, reason, message.slice(0, 1024)).catch((err: unknown) => {
+        this.#logger.warn({ err, reason, object: `${target.kind}/${target.namespace}/${target.name}` }, 'could not record event');
+      }),
+    );
   }
 
   async #send(target: EventTarget, type: string, reason: string, message: string): Promise<void> {
