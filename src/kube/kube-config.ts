@@ -2,7 +2,7 @@
  * The KubeConfig the operator talks to the apiserver with: @kubernetes/client-node's, with two
  * changes every production client needs.
  *
- * - One connection pool. client-node 2.0 builds a new undici Agent for every API request
+ * - One connection pool, over HTTP/1.1 (see createDispatcherOptions). client-node 2.0 builds a new undici Agent for every API request
  *   (applySecurityAuthentication → createDispatcher), so every status patch, finalizer patch and
  *   event paid a fresh TLS handshake and left an idle socket behind; at 10,000 ServiceInstances
  *   that was most of the operator's CPU. Here the dispatcher is kept per cluster and TLS material,
@@ -14,7 +14,8 @@
  *   Watches keep client-node's idle timeout instead (they pass their own signal).
  */
 import { createHash } from 'node:crypto';
-import { KubeConfig, type RequestContext } from '@kubernetes/client-node';
+import type { AgentOptions } from 'node:https';
+import { KubeConfig, type Cluster, type DispatcherOptions, type RequestContext } from '@kubernetes/client-node';
 
 /** Deadline of every Kubernetes API request other than watches. */
 export const KUBE_REQUEST_TIMEOUT_MS = 30_000;
@@ -66,6 +67,18 @@ export class OperatorKubeConfig extends KubeConfig {
     this.#current = { key, dispatcher };
     if (previous) retire(previous.dispatcher);
     return dispatcher;
+  }
+
+  /**
+   * HTTP/1.1 only. Over HTTP/2 every request shares one connection, and a connection that went
+   * half-open in a network partition is never given up (an aborted request only resets its own
+   * stream): after the partition healed, every request still waited for its deadline, for good.
+   * Over HTTP/1.1 a request that hits its deadline takes its connection down with it.
+   */
+  override createDispatcherOptions(cluster: Cluster | null, agentOptions: AgentOptions): DispatcherOptions {
+    const options = super.createDispatcherOptions(cluster, agentOptions);
+    if (options.type !== 'agent') return options;
+    return { ...options, connect: { ...options.connect, allowH2: false } as typeof options.connect };
   }
 
   override async applySecurityAuthentication(context: RequestContext): Promise<void> {
