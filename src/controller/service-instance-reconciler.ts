@@ -136,7 +136,8 @@ export class ServiceInstanceReconciler {
     const log = d.logger.child({ serviceInstance: `${ns}/${si.metadata?.name ?? ''}` });
     const labels = d.caches.namespaceLabels(ns) ?? {};
     const { targets, refusals } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
-    const source = desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, d.caches.pods(ns));
+    // Static endpoints need no pods: skip copying the namespace's pod cache for them.
+    const source = desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, si.spec.selector ? d.caches.pods(ns) : []);
     const previous = new Map((si.status?.registrations ?? []).map((r) => [registrationKey(r), r]));
 
     const outcomes: TargetOutcome[] = [];
