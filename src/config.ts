@@ -66,7 +66,7 @@ export const FLAGS: Readonly<Record<string, FlagSpec>> = {
   'retry-period': { env: 'REGISTRAR_RETRY_PERIOD_SECONDS', type: 'string', default: '2', help: 'leader-election retry period in seconds' },
   'metrics-address': { env: 'REGISTRAR_METRICS_ADDRESS', type: 'string', default: ':8080', help: 'host:port for /metrics; empty disables' },
   'health-address': { env: 'REGISTRAR_HEALTH_ADDRESS', type: 'string', default: ':8081', help: 'host:port for /healthz and /readyz; empty disables' },
-  concurrency: { env: 'REGISTRAR_CONCURRENCY', type: 'string', default: '8', help: 'reconciles running at once' },
+  concurrency: { env: 'REGISTRAR_CONCURRENCY', type: 'string', default: '16', help: 'reconciles running at once (their registry writes to one namespace share transactions)' },
   'resync-period': { env: 'REGISTRAR_RESYNC_SECONDS', type: 'string', default: '300', help: 'seconds between full reconciles of every ServiceInstance (repairs hand-edited entries)' },
   'log-level': { env: 'REGISTRAR_LOG_LEVEL', type: 'string', default: 'info', help: `one of ${LOG_LEVELS.join(', ')}` },
   'dry-run': { env: 'REGISTRAR_DRY_RUN', type: 'boolean', default: 'false', help: 'log the changes, write nothing to registries' },

@@ -34,6 +34,9 @@ export interface ManagerOptions {
 
 type Reconcile = ServiceInstanceReconciler['reconcile'];
 
+/** How long a Registry waits for more ServiceInstance status changes before its entry count is written. */
+const REGISTRY_STATUS_DELAY_MS = 1000;
+
 /** kubectl's copy of the last applied object: as large as the object, and never read here. */
 const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
@@ -185,8 +188,13 @@ export class ControllerManager implements ReconcilerCaches {
     }
   }
 
+  /**
+   * Queues the Registries a ServiceInstance's status names, so that their entry counts follow. A
+   * short delay folds the status changes of a burst (thousands during a cold sync) into one
+   * Registry status write, instead of a write per ServiceInstance that each sums every status.
+   */
   #enqueueRegistries(si: ServiceInstance | undefined): void {
-    for (const r of si?.status?.registrations ?? []) this.#registryQueue?.add(r.registry);
+    for (const r of si?.status?.registrations ?? []) this.#registryQueue?.addAfter(r.registry, REGISTRY_STATUS_DELAY_MS);
   }
 
   /**

@@ -8,7 +8,7 @@ describe('loadConfig', () => {
     assert.ok(cfg);
     assert.equal(cfg.leaderElection, false);
     assert.equal(cfg.resyncSeconds, 300);
-    assert.equal(cfg.concurrency, 8);
+    assert.equal(cfg.concurrency, 16);
     assert.deepEqual(cfg.watchNamespaces, []);
     assert.equal(cfg.clusterId, undefined);
   });
