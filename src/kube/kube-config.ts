@@ -13,7 +13,6 @@
  *   reconcile awaiting it keeps its key busy, so that ServiceInstance is never reconciled again.
  *   Watches keep client-node's idle timeout instead (they pass their own signal).
  */
-import { createHash } from 'node:crypto';
 import type { AgentOptions } from 'node:https';
 import { KubeConfig, type Cluster, type DispatcherOptions, type RequestContext } from '@kubernetes/client-node';
 
@@ -24,18 +23,27 @@ export const KUBE_REQUEST_TIMEOUT_MS = 30_000;
 type Dispatcher = unknown;
 type CreateDispatcher = (cluster: unknown, agentOptions: object) => Dispatcher;
 
-/** A stable digest of what a dispatcher is built from: the cluster and the TLS options (key material included). */
-export function dispatcherFingerprint(cluster: unknown, agentOptions: object): string {
-  const h = createHash('sha256');
-  h.update(JSON.stringify(cluster ?? null));
-  const options = agentOptions as Record<string, unknown>;
-  for (const k of Object.keys(options).sort()) {
-    const v = options[k];
-    h.update(`\0${k}=`);
-    if (Buffer.isBuffer(v)) h.update(v);
-    else h.update(JSON.stringify(v ?? null));
-  }
-  return h.digest('hex');
+/** What a dispatcher is built from: the cluster and the TLS options (key material included). */
+interface DispatcherInputs {
+  readonly cluster: string;
+  readonly options: Readonly<Record<string, unknown>>;
+}
+
+function inputsOf(cluster: unknown, agentOptions: object): DispatcherInputs {
+  return { cluster: JSON.stringify(cluster ?? null), options: { ...(agentOptions as Record<string, unknown>) } };
+}
+
+/** Whether two sets of inputs would build the same dispatcher; key material is compared byte by byte. */
+export function sameDispatcherInputs(a: DispatcherInputs, b: DispatcherInputs): boolean {
+  if (a.cluster !== b.cluster) return false;
+  const keys = Object.keys(a.options);
+  if (keys.length !== Object.keys(b.options).length) return false;
+  return keys.every((k) => {
+    const x = a.options[k];
+    const y = b.options[k];
+    if (Buffer.isBuffer(x) && Buffer.isBuffer(y)) return x.equals(y);
+    return x === y || JSON.stringify(x ?? null) === JSON.stringify(y ?? null);
+  });
 }
 
 /** Closes a dispatcher that is no longer handed out, once its requests in flight are done. */
@@ -46,7 +54,7 @@ function retire(dispatcher: Dispatcher): void {
 
 /** A KubeConfig with a shared connection pool and a deadline on every request (see the module comment). */
 export class OperatorKubeConfig extends KubeConfig {
-  #current: { readonly key: string; readonly dispatcher: Dispatcher } | undefined;
+  #current: { readonly inputs: DispatcherInputs; readonly dispatcher: Dispatcher } | undefined;
   readonly #timeoutMs: number;
 
   constructor(timeoutMs = KUBE_REQUEST_TIMEOUT_MS) {
@@ -60,11 +68,11 @@ export class OperatorKubeConfig extends KubeConfig {
   }
 
   #shared(build: CreateDispatcher, cluster: unknown, agentOptions: object): Dispatcher {
-    const key = dispatcherFingerprint(cluster, agentOptions);
-    if (this.#current?.key === key) return this.#current.dispatcher;
+    const inputs = inputsOf(cluster, agentOptions);
+    if (this.#current && sameDispatcherInputs(this.#current.inputs, inputs)) return this.#current.dispatcher;
     const previous = this.#current;
     const dispatcher = build(cluster, agentOptions);
-    this.#current = { key, dispatcher };
+    this.#current = { inputs, dispatcher };
     if (previous) retire(previous.dispatcher);
     return dispatcher;
   }
