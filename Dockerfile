@@ -17,7 +17,8 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 # Runtime: distroless Node 24, non-root, nothing but node, dist/ and production node_modules.
 FROM gcr.io/distroless/nodejs24-debian12:nonroot
 WORKDIR /app
-ENV NODE_ENV=production
+# Memory settings: see src/runtime-settings.ts (kept equal by test/integration/image.test.ts).
+ENV NODE_ENV=production NODE_OPTIONS="--max-semi-space-size=2" MALLOC_ARENA_MAX=2
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./

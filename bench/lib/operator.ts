@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
+import { RUNTIME_ENV } from '../../src/runtime-settings.ts';
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ; 100 on every Linux the bed runs on). */
 const CLOCK_TICKS = 100;
@@ -207,7 +208,8 @@ export async function startOperator(o: OperatorOptions): Promise<BenchOperator> 
       ...(o.flags ?? []),
     ],
     join(logDir, 'operator.log'),
-    process.env,
+    // As the container image runs it; a run's --node-options come on top.
+    { ...process.env, ...RUNTIME_ENV },
   );
   return new BenchOperator(proc, `http://127.0.0.1:${metricsPort}/metrics`, `http://127.0.0.1:${healthPort}`, startedAt);
 }

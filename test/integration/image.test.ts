@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
+import { RUNTIME_ENV } from '../../src/runtime-settings.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { createNamespace, createRegistry, createServiceInstance, deleteServiceInstance, eventually, getServiceInstance, installCrds } from '../support/kube.ts';
 
@@ -32,6 +33,8 @@ test('the Dockerfile passes hadolint', async () => {
   assert.match(dockerfile, /npm ci --omit=dev/, 'the runtime gets production dependencies only');
   assert.match(dockerfile, /^USER 65532/m, 'the image runs as a non-root user');
   assert.match(dockerfile, /^FROM [^\n]*(node:24|nodejs24)[^\n]*$/m, 'the base is Node 24');
+  const env = new Map([...(/^ENV (.*)$/m.exec(dockerfile)?.[1] ?? '').matchAll(/(\w+)=(?:"([^"]*)"|(\S+))/g)].map((m) => [m[1], m[2] ?? m[3]]));
+  for (const [name, value] of Object.entries(RUNTIME_ENV)) assert.equal(env.get(name), value, `the image sets ${name} as src/runtime-settings.ts says`);
 });
 
 test('the operator built to dist/ runs a lifecycle from production dependencies only', async () => {
@@ -59,7 +62,7 @@ test('the operator built to dist/ runs a lifecycle from production dependencies 
     process.execPath,
     [join(app, 'dist', 'main.js'), `--kubeconfig=${bedEnv('KUBECONFIG')}`, `--health-address=127.0.0.1:${health}`, `--metrics-address=127.0.0.1:${await freePort()}`, `--watch-namespaces=${ns}`],
     join(app, 'operator.log'),
-    { ...process.env, NODE_ENV: 'production' },
+    { ...process.env, NODE_ENV: 'production', ...RUNTIME_ENV },
   );
   cleanup.push(() => op.stop());
   await op.waitUntil('ready', async () => (await fetch(`http://127.0.0.1:${health}/readyz`)).ok, 60_000);
