@@ -63,10 +63,11 @@ function scopeKey(scope: Scope): string {
 }
 
 /**
- * One owner's view of a backend. `records()` shows only the owner's entries; `applyChanges()` reads
- * what is in the registry at every key it is about to touch and refuses, with a
+ * One owner's view of a backend. `records()` shows only the owner's entries; `applyChanges()`
+ * looks at what is in the registry at every key it is about to touch (as this view's last
+ * `records()` of that scope read it, or by reading it now) and refuses, with a
  * {@link ForeignEntryConflict}, any change that would overwrite or remove someone else's entry. The
- * rest is applied.
+ * rest is applied. A view lives for one reconcile: read, plan, apply.
  *
  * The check and the write are not atomic: a foreign writer landing between them is overwritten, and
  * the next reconcile reports the collision. Closing is the backend's business, since one backend
@@ -76,6 +77,8 @@ export class OwnedRegistry {
   readonly #backend: Registry;
   /** The owner this view acts for. */
   readonly owner: Owner;
+  /** What the last records() call read per scope, every owner's entries: applyChanges checks against it. */
+  readonly #read = new Map<string, readonly RegistryEntry[]>();
 
   constructor(backend: Registry, owner: Owner) {
     this.#backend = backend;
@@ -85,6 +88,7 @@ export class OwnedRegistry {
   /** Entries under `scope` owned by this view's owner. */
   async records(scope: Scope): Promise<RegistryEntry[]> {
     const all = await this.#backend.records(scope);
+    this.#read.set(scopeKey(scope), all);
     return all.filter((entry) => isOwnedBy(entry, this.owner));
   }
 
@@ -142,7 +146,8 @@ export class OwnedRegistry {
       scopes.set(scopeKey(scope), scope);
     }
     const byKey = new Map<string, RegistryEntry>();
-    const reads = await Promise.all([...scopes.values()].map((scope) => this.#backend.records(scope)));
+    // A scope this view has just read (a reconcile reads, plans, then applies) is not read again.
+    const reads = await Promise.all([...scopes.entries()].map(async ([key, scope]) => this.#read.get(key) ?? (await this.#backend.records(scope))));
     for (const entry of reads.flat()) byKey.set(entryKey(entry), entry);
     return byKey;
   }

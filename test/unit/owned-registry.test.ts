@@ -87,6 +87,27 @@ void describe('OwnedRegistry', () => {
     assert.deepEqual(backend.entries(), [entry('10.0.0.1', theirs)]);
   });
 
+  void it('a scope read by records() is not read again by applyChanges, and still guards foreign entries', async () => {
+    const backend = new InMemoryRegistry([entry('10.0.0.1', theirs)]);
+    let reads = 0;
+    const counting = Object.assign(Object.create(backend) as InMemoryRegistry, {
+      records: (s: typeof scope) => {
+        reads++;
+        return backend.records(s);
+      },
+      applyChanges: (c: Changes) => backend.applyChanges(c),
+    });
+    const view = new OwnedRegistry(counting, mine);
+    await view.records(scope);
+    const result = await view.applyChanges({ ...none, create: [entry('10.0.0.1', mine), entry('10.0.0.2', mine)] });
+    assert.equal(reads, 1, 'one read for the reconcile');
+    assert.deepEqual(result.conflicts.map((c) => c.operation), ['create']);
+    assert.deepEqual(backend.entries(), [entry('10.0.0.1', theirs), entry('10.0.0.2', mine)]);
+    // A fresh view (the next reconcile) reads again.
+    await new OwnedRegistry(counting, mine).applyChanges({ ...none, delete: [entry('10.0.0.2', mine)] });
+    assert.equal(reads, 2);
+  });
+
   void it('a backend failure propagates and leaves the registry unchanged', async () => {
     const backend = new InMemoryRegistry();
     backend.failNext('applyChanges', new Error('etcd down'));
