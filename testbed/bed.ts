@@ -101,6 +101,28 @@ export interface ConsulAgent {
 }
 
 /**
+ * Arguments of a Consul dev agent named `name` on loopback: HTTP on `httpPort`, its other ports
+ * free ones, DNS and gRPC off, and `hcl` as extra configuration.
+ */
+export async function consulDevAgentArgs(name: string, httpPort: number, hcl: readonly string[] = []): Promise<string[]> {
+  return [
+    'agent',
+    '-dev',
+    `-node=${name}`,
+    '-bind=127.0.0.1',
+    '-client=127.0.0.1',
+    `-http-port=${httpPort}`,
+    '-dns-port=-1',
+    '-grpc-port=-1',
+    `-server-port=${await freePort()}`,
+    `-serf-lan-port=${await freePort()}`,
+    `-serf-wan-port=${await freePort()}`,
+    '-log-level=warn',
+    ...['ports { grpc_tls = -1 }', ...hcl].map((h) => `-hcl=${h}`),
+  ];
+}
+
+/**
  * Starts a Consul dev agent on free loopback ports and waits until it serves its catalog (and,
  * with ACLs, accepts its management token). The name becomes the node name, so a person can tell
  * agents apart.
@@ -109,23 +131,8 @@ export async function startConsulAgent(binary: string, o: { name: string; logFil
   const token = o.acl ? randomUUID() : undefined;
   const port = await freePort();
   const address = `http://127.0.0.1:${port}`;
-  const hcl = ['ports { grpc_tls = -1 }'];
-  if (token) hcl.push(`acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${token}" agent = "${token}" } }`);
-  const args = [
-    'agent',
-    '-dev',
-    `-node=${o.name}`,
-    '-bind=127.0.0.1',
-    '-client=127.0.0.1',
-    `-http-port=${port}`,
-    '-dns-port=-1',
-    '-grpc-port=-1',
-    `-server-port=${await freePort()}`,
-    `-serf-lan-port=${await freePort()}`,
-    `-serf-wan-port=${await freePort()}`,
-    '-log-level=warn',
-    ...hcl.map((h) => `-hcl=${h}`),
-  ];
+  const hcl = token ? [`acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${token}" agent = "${token}" } }`] : [];
+  const args = await consulDevAgentArgs(o.name, port, hcl);
   const proc = new ManagedProcess(`consul ${o.name}`, binary, args, o.logFile);
   const headers: Record<string, string> = token ? { 'X-Consul-Token': token } : {};
   try {

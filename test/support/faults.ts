@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type { Etcd3 } from 'etcd3';
-import { EtcdServer } from '../../testbed/bed.ts';
+import { consulDevAgentArgs, EtcdServer } from '../../testbed/bed.ts';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { provision, REPO_ROOT } from '../../testbed/provision.ts';
 
@@ -249,22 +249,8 @@ export class RestartableConsul {
     const binary = process.env['CONSUL'] ?? (await provision()).consul;
     const dir = await mkdtemp(join(tmpdir(), 'kr-faults-consul-'));
     const port = await freePort();
-    const args = [
-      'agent',
-      '-dev',
-      '-node=faults',
-      '-bind=127.0.0.1',
-      '-client=127.0.0.1',
-      `-http-port=${port}`,
-      '-dns-port=-1',
-      '-grpc-port=-1',
-      `-server-port=${await freePort()}`,
-      `-serf-lan-port=${await freePort()}`,
-      `-serf-wan-port=${await freePort()}`,
-      '-log-level=warn',
-      '-hcl=ports { grpc_tls = -1 }',
-    ];
-    const agent = new RestartableConsul(binary, dir, `http://127.0.0.1:${port}`, args);
+    // Fixed ports, so that clients find it again after a restart.
+    const agent = new RestartableConsul(binary, dir, `http://127.0.0.1:${port}`, await consulDevAgentArgs('faults', port));
     await agent.resume();
     return agent;
   }
