@@ -96,7 +96,7 @@ async function main(): Promise<void> {
       ...metrics.queueObserver,
       // The error itself (a 403 names the verb and resource) goes to the log; status and events
       // carry what the reconciler could say about it.
-      error: (key, err, retryInMs) => logger.warn({ key, err, retryInMs }, retryInMs === undefined ? 'reconcile failed; not retrying (invalid input)' : 'reconcile failed; retrying'),
+      error: (key, err, retryInMs) => logger.warn({ serviceInstance: key, err, retryInMs }, retryInMs === undefined ? 'reconcile failed; not retrying (invalid input)' : 'reconcile failed; retrying'),
     },
     onInformerError: (informer) => metrics.informerErrors.inc({ informer }),
     onRegistryDeleted: (name) => void backends.release(name),

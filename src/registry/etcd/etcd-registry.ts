@@ -378,7 +378,7 @@ export class EtcdRegistry implements Registry {
       const idx = indexByInstance.get(instanceId);
       const decoded = decodeEntry(kv.value, idx?.value, { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
       if (decoded === undefined) {
-        this.#log.debug({ key: kv.key }, 'skipping etcd key whose value is not an endpoint in any known format');
+        this.#log.debug({ etcdKey: kv.key }, 'skipping etcd key whose value is not an endpoint in any known format');
         continue;
       }
       const { entry, format } = decoded;
@@ -443,7 +443,7 @@ export class EtcdRegistry implements Registry {
     const ns = state.registryNamespace;
     if (this.#dryRun) {
       for (const { writes } of this.#writesFor(state, deletes, puts, 0n)) {
-        for (const w of writes) this.#log.info({ dryRun: true, op: w.kind, key: w.key, ...(w.kind === 'put' ? { value: w.value } : {}) }, 'dry run: etcd write skipped');
+        for (const w of writes) this.#log.info({ dryRun: true, op: w.kind, etcdKey: w.key, ...(w.kind === 'put' ? { value: w.value } : {}) }, 'dry run: etcd write skipped');
       }
       return;
     }
