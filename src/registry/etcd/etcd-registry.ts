@@ -99,8 +99,7 @@ interface NamespaceState {
 
 /** Writes of several applyChanges calls of one namespace, merged into as few transactions as fit. */
 interface PendingWrites {
-  readonly deletes: RegistryEntry[];
-  readonly puts: RegistryEntry[];
+  readonly groups: EntryWrites[];
   readonly callers: { readonly resolve: () => void; readonly reject: (err: unknown) => void }[];
 }
 
@@ -273,11 +272,10 @@ export class EtcdRegistry implements Registry {
   #enqueueWrites(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[]): Promise<void> {
     // Throws for entries that cannot be written (a key segment or value etcd cannot hold) before
     // they can spoil a merged write.
-    this.#writesFor(state, deletes, puts, 0n);
+    const groups = this.#writesFor(state, deletes, puts);
     return new Promise<void>((resolve, reject) => {
-      const pending = (state.pending ??= { deletes: [], puts: [], callers: [] });
-      pending.deletes.push(...deletes);
-      pending.puts.push(...puts);
+      const pending = (state.pending ??= { groups: [], callers: [] });
+      pending.groups.push(...groups);
       pending.callers.push({ resolve, reject });
       if (!state.flushing) void this.#flush(state);
     });
@@ -290,7 +288,7 @@ export class EtcdRegistry implements Registry {
       for (let group = state.pending; group !== undefined; group = state.pending) {
         state.pending = undefined;
         try {
-          await this.#serial(state, () => this.#applyInNamespace(state, group.deletes, group.puts));
+          await this.#serial(state, () => this.#applyInNamespace(state, group.groups));
           for (const c of group.callers) c.resolve();
         } catch (err: unknown) {
           for (const c of group.callers) c.reject(err);
@@ -393,7 +391,9 @@ export class EtcdRegistry implements Registry {
     return entries;
   }
 
-  #writesFor(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[], lease: bigint): EntryWrites[] {
+  /** The writes of each entry; puts carry lease 0 until a transaction sets the namespace's lease. */
+  #writesFor(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[]): EntryWrites[] {
+    const lease = 0n;
     const out: EntryWrites[] = [];
     for (const entry of deletes) {
       const writes: TxnWrite[] = [{ kind: 'delete', key: this.#entryKey(entry) }];
@@ -439,16 +439,16 @@ export class EtcdRegistry implements Registry {
     return batches;
   }
 
-  async #applyInNamespace(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[]): Promise<void> {
+  async #applyInNamespace(state: NamespaceState, groups: readonly EntryWrites[]): Promise<void> {
     const ns = state.registryNamespace;
     if (this.#dryRun) {
-      for (const { writes } of this.#writesFor(state, deletes, puts, 0n)) {
+      for (const { writes } of groups) {
         for (const w of writes) this.#log.info({ dryRun: true, op: w.kind, etcdKey: w.key, ...(w.kind === 'put' ? { value: w.value } : {}) }, 'dry run: etcd write skipped');
       }
       return;
     }
     let lease = await this.#requireLease(state);
-    const batches = this.#batches(this.#writesFor(state, deletes, puts, lease), this.#maxOps);
+    const batches = this.#batches(groups, this.#maxOps);
     for (const batch of batches) {
       let attempt = 0;
       for (;;) {
@@ -473,7 +473,7 @@ export class EtcdRegistry implements Registry {
         lease = await this.#requireLease(state);
       }
     }
-    this.#log.debug({ registryNamespace: ns, deletes: deletes.length, puts: puts.length, transactions: batches.length }, 'etcd changes applied');
+    this.#log.debug({ registryNamespace: ns, entries: groups.length, transactions: batches.length }, 'etcd changes applied');
   }
 
   #leaseGuard(ns: string, lease: bigint): TxnGuard {
