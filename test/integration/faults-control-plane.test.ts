@@ -21,10 +21,11 @@ import { startBed, type Bed } from '../../testbed/bed.ts';
 import { uniqueSuffix } from '../support/env.ts';
 import {
   agentServices,
+  consulNamespace,
   converge,
   crashLines,
+  etcdChildren,
   etcdctl,
-  etcdKeys,
   FaultTally,
   kubeconfigVia,
   operatorAlive,
@@ -52,14 +53,7 @@ let operator: FaultOperator | undefined;
 let operatorLog: string | undefined;
 
 async function etcdNamespace(prefix: string, ns: string): Promise<string[]> {
-  const dir = `${prefix}/${ns}/`;
-  return (await etcdKeys(etcd, dir)).map((kv) => kv.key.slice(dir.length));
-}
-
-async function consulNamespace(ns: string, services: readonly string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const s of services) for (const i of await passingInstances(consulAddress(), `${ns}-${s}`)) out.push(`${s}/${i}`);
-  return out;
+  return etcdChildren(etcd, `${prefix}/${ns}/`);
 }
 
 function consulAddress(): string {
@@ -123,7 +117,7 @@ describe('control-plane faults and an operator crash', () => {
     const services = ['steady', 'web', 'edit', 'doomed', 'fresh'];
     const before = await baseline(ns, 30);
     await converge(tally, 'the baseline in etcd', () => etcdNamespace('/cp', ns), before, 60_000);
-    await converge(tally, 'the baseline in Consul', () => consulNamespace(ns, services), before, 60_000);
+    await converge(tally, 'the baseline in Consul', () => consulNamespace(consulAddress(), ns, services), before, 60_000);
 
     // Watch for flapping: deletes in etcd and dips in Consul's passing results of what stays.
     const deletes: string[] = [];
@@ -162,7 +156,7 @@ describe('control-plane faults and an operator crash', () => {
       apiProxy.heal();
       const after = ['steady/10.30.0.1:80', 'steady/10.30.0.2:80', 'steady/10.30.0.3:80', 'web/10.30.1.3:8080', 'edit/10.30.2.2:81', 'fresh/10.30.4.1:80'];
       await converge(tally, 'etcd to hold every change made while the operator was cut off', () => etcdNamespace('/cp', ns), after, CONVERGE_MS);
-      await converge(tally, 'Consul to hold every change made while the operator was cut off', () => consulNamespace(ns, services), after, CONVERGE_MS);
+      await converge(tally, 'Consul to hold every change made while the operator was cut off', () => consulNamespace(consulAddress(), ns, services), after, CONVERGE_MS);
       await waitFor('the deleted ServiceInstance to be finalized', async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined), CONVERGE_MS);
       const edit = await waitFor(
         'status of the edited ServiceInstance to catch up',
@@ -225,7 +219,7 @@ describe('control-plane faults and an operator crash', () => {
 
     const after = ['steady/10.40.0.1:80', 'steady/10.40.0.2:80', 'steady/10.40.0.3:80', 'steady/10.40.0.4:80', 'web/10.40.1.1:8080', 'edit/10.40.2.1:83', 'late/10.40.4.1:80'];
     await converge(tally, 'etcd to hold the last state of every object updated while the watches were expired', () => etcdNamespace('/cp', ns), after, CONVERGE_MS);
-    await converge(tally, 'Consul to hold the same', () => consulNamespace(ns, services), after, CONVERGE_MS);
+    await converge(tally, 'Consul to hold the same', () => consulNamespace(consulAddress(), ns, services), after, CONVERGE_MS);
     await waitFor('the deleted ServiceInstance to be finalized', async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined), CONVERGE_MS);
     const log = (await operator.log()).slice(logBefore);
     assert.match(log, /watch expired \(410 Gone\); relisting|"code":410|too old resource version/, 'the informers saw their watches expire and relisted');
@@ -243,7 +237,7 @@ describe('control-plane faults and an operator crash', () => {
     const etcdNew = addresses(ETCD_COUNT).map((a) => `bulk/${a}:9000`);
     const consulOld = addresses(CONSUL_COUNT).map((a) => `bulk/${a}:8000`);
     const consulNew = addresses(CONSUL_COUNT).map((a) => `bulk2/${a}:9000`);
-    const consulRead = (): Promise<string[]> => consulNamespace(ns, ['bulk', 'bulk2']);
+    const consulRead = (): Promise<string[]> => consulNamespace(consulAddress(), ns, ['bulk', 'bulk2']);
 
     await createServiceInstance(kc, ns, 'bulk-etcd', { service: 'bulk', registries: ['etcd-bulk'], endpoints: addresses(ETCD_COUNT).map((address) => ({ address, port: 8000 })) });
     await createServiceInstance(kc, ns, 'bulk-consul', { service: 'bulk', registries: ['consul-bulk'], endpoints: addresses(CONSUL_COUNT).map((address) => ({ address, port: 8000 })) });

@@ -20,12 +20,13 @@ import { Etcd3 } from 'etcd3';
 import { startBed, type Bed } from '../../testbed/bed.ts';
 import { uniqueSuffix } from '../support/env.ts';
 import {
+  consulNamespace,
   converge,
   crashLines,
+  etcdChildren,
   etcdKeys,
   FaultTally,
   operatorAlive,
-  passingInstances,
   RestartableConsul,
   startOperatorOn,
   TcpProxy,
@@ -53,20 +54,12 @@ let operator: FaultOperator | undefined;
 
 /** `address:port` of the keys under one service directory: the instances a gRPC client would see. */
 async function etcdInstances(prefix: string, ns: string, service: string): Promise<string[]> {
-  const dir = `${prefix}/${ns}/${service}/`;
-  return (await etcdKeys(etcd, dir)).map((kv) => kv.key.slice(dir.length));
+  return etcdChildren(etcd, `${prefix}/${ns}/${service}/`);
 }
 
 /** Every instance of every service of a registry namespace, as `service/address:port`. */
 async function etcdNamespace(prefix: string, ns: string): Promise<string[]> {
-  const dir = `${prefix}/${ns}/`;
-  return (await etcdKeys(etcd, dir)).map((kv) => kv.key.slice(dir.length));
-}
-
-async function consulNamespace(address: string, ns: string, services: readonly string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const s of services) for (const i of await passingInstances(address, `${ns}-${s}`)) out.push(`${s}/${i}`);
-  return out;
+  return etcdChildren(etcd, `${prefix}/${ns}/`);
 }
 
 async function statusCondition(ns: string, name: string, type: string): Promise<{ status: string; reason: string; message: string } | undefined> {

@@ -377,6 +377,18 @@ export async function etcdKeys(client: Etcd3, prefix: string): Promise<StoredKey
   return res.kvs.map((kv) => ({ key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: kv.lease }));
 }
 
+/** Keys under `dir` (ending in `/`), relative to it: `service/address:port` under a registry namespace's directory. */
+export async function etcdChildren(client: Etcd3, dir: string): Promise<string[]> {
+  return (await etcdKeys(client, dir)).map((kv) => kv.key.slice(dir.length));
+}
+
+/** The passing instances of each of `services` in Consul, named `<ns>-<service>`, as `service/address:port`. */
+export async function consulNamespace(address: string, ns: string, services: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const s of services) for (const i of await passingInstances(address, `${ns}-${s}`)) out.push(`${s}/${i}`);
+  return out;
+}
+
 // --- Kubernetes ---------------------------------------------------------------------------------
 
 /** Every event in a namespace (message, reason, object), for scans. */
