@@ -61,7 +61,7 @@ export class OperatorKubeConfig extends KubeConfig {
     super();
     this.#timeoutMs = timeoutMs;
     // createDispatcher is private in client-node's typings, so it is wrapped on the instance
-    // rather than overridden; test/unit/kube-config.test.ts fails if client-node stops calling it.
+    // rather than overridden; test/integration/kube-client.test.ts fails if client-node stops calling it.
     const self = this as unknown as { createDispatcher: CreateDispatcher };
     const build = self.createDispatcher.bind(this);
     self.createDispatcher = (cluster, agentOptions) => this.#shared(build, cluster, agentOptions);
