@@ -86,9 +86,6 @@ const GO_BINARIES: readonly GoBinary[] = [
     toolsModule: 'consul',
     versionModule: 'github.com/hashicorp/consul',
     pkg: 'github.com/hashicorp/consul',
-    // consul-awsauth's pinned pseudo-version is served by the module proxy but missing from the
-    // checksum database; go.sum in tools/consul pins its hash instead.
-    env: { GONOSUMDB: 'github.com/hashicorp/consul-awsauth', GOFLAGS: '-mod=mod' },
   },
   { name: 'helm', toolsModule: 'helm', versionModule: 'helm.sh/helm/v3', pkg: 'helm.sh/helm/v3/cmd/helm', ldflags: (v) => `-X helm.sh/helm/v3/internal/version.version=${v}` },
 ];
