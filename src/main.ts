@@ -62,7 +62,7 @@ async function main(): Promise<void> {
   const clusterId = await clusterIdOf(core, cfg);
   logger.info({ clusterId, watchNamespaces: cfg.watchNamespaces, dryRun: cfg.dryRun, server: kc.getCurrentCluster()?.server }, 'kube-registrar starting');
 
-  const metrics = createMetrics();
+  const metrics = createMetrics({ backendStats: () => backends.stats() });
   const events = new KubeEventRecorder(kc, logger);
   const backends = new KubeBackendProvider({
     clusterId,
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
       error: (key, err, retryInMs) => logger.warn({ serviceInstance: key, err, retryInMs }, retryInMs === undefined ? 'reconcile failed; not retrying (invalid input)' : 'reconcile failed; retrying'),
     },
     onInformerError: (informer) => metrics.informerErrors.inc({ informer }),
-    onRegistryDeleted: (name) => void backends.release(name),
+    onRegistryDeleted: (name, uid) => void backends.release(name, uid),
   });
   const reconciler = new ServiceInstanceReconciler({
     clusterId,
@@ -153,6 +153,8 @@ async function main(): Promise<void> {
         // As controller-runtime does: a process that lost leadership exits and restarts as a
         // standby, leaving its registry leases to the new leader (nothing is revoked or deleted).
         onStoppedLeading: () => {
+          // First, and synchronously: from here on the successor may be writing.
+          backends.fence('lost the leader Lease');
           metrics.leader.set(0);
           void shutdown('lost leadership').finally(() => process.exit(1));
         },

@@ -19,12 +19,19 @@ export interface Metrics {
   readonly keepaliveFailures: Counter<'backend'>;
   readonly registryEntries: Gauge<'registry'>;
   readonly circuitOpen: Gauge<'registry'>;
+  readonly liveBackends: Gauge;
+  readonly liveKeepalives: Gauge;
   /** Adapter for the work queue. */
   readonly queueObserver: QueueObserver;
 }
 
+/** What the gauges of live backends read at scrape time. */
+export interface MetricSources {
+  readonly backendStats?: () => { readonly backends: number; readonly keepalives: number };
+}
+
 /** Creates the metrics, with Node's default process metrics. */
-export function createMetrics(): Metrics {
+export function createMetrics(sources: MetricSources = {}): Metrics {
   const registry = new PromRegistry();
   collectDefaultMetrics({ register: registry, prefix: 'kube_registrar_' });
   const reconciles = new Counter({ name: 'kube_registrar_reconcile_total', help: 'ServiceInstance reconciles by outcome (success, requeue, error, terminal).', labelNames: ['outcome'], registers: [registry] });
@@ -38,6 +45,23 @@ export function createMetrics(): Metrics {
   const keepaliveFailures = new Counter({ name: 'kube_registrar_lease_keepalive_failures_total', help: 'Failed etcd lease keepalives or Consul heartbeat passes, by backend.', labelNames: ['backend'], registers: [registry] });
   const registryEntries = new Gauge({ name: 'kube_registrar_registry_entries', help: 'Entries the operator holds in each Registry.', labelNames: ['registry'], registers: [registry] });
   const circuitOpen = new Gauge({ name: 'kube_registrar_registry_circuit_open', help: '1 while the circuit breaker of a Registry is open (calls paused after repeated failures).', labelNames: ['registry'], registers: [registry] });
+  const stats = sources.backendStats;
+  const liveBackends = new Gauge({
+    name: 'kube_registrar_registry_backends',
+    help: 'Registry backends alive in this process (one per usable Registry; more means a leak).',
+    registers: [registry],
+    collect() {
+      if (stats) this.set(stats().backends);
+    },
+  });
+  const liveKeepalives = new Gauge({
+    name: 'kube_registrar_registry_keepalives',
+    help: 'etcd leases kept alive plus Consul heartbeats passed by this process (one per registry namespace in use).',
+    registers: [registry],
+    collect() {
+      if (stats) this.set(stats().keepalives);
+    },
+  });
   const queueObserver: QueueObserver = {
     depth: (d) => queueDepth.set(d),
     latency: (ms) => queueLatency.observe(ms / 1000),
@@ -46,5 +70,5 @@ export function createMetrics(): Metrics {
       reconcileDuration.observe(ms / 1000);
     },
   };
-  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, circuitOpen, queueObserver };
+  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, circuitOpen, liveBackends, liveKeepalives, queueObserver };
 }

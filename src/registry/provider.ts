@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Registry as RegistryResource } from '../api/v1alpha1/types.ts';
 import { ConsulRegistry } from './consul/consul-registry.ts';
 import { EtcdRegistry, type EtcdCredentials } from './etcd/etcd-registry.ts';
+import { WriteFence } from './fence.ts';
 import type { Registry } from './types.ts';
 
 /** A backend plus what the controller shows in status. */
@@ -19,6 +20,8 @@ export interface Backend extends Registry {
   readonly dryRun?: boolean;
   /** Why calls are paused (circuit open), or undefined while the registry answers. */
   failing?(): string | undefined;
+  /** etcd leases kept alive, or Consul heartbeats passed, by this backend right now. */
+  keepalives?(): number;
 }
 
 /** Gives the controller a backend per Registry resource. */
@@ -90,6 +93,7 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     close: () => backend.close(),
     failing: () => (open ? `circuit open after ${CIRCUIT_FAILURE_THRESHOLD} failed calls in a row; last error: ${lastFailure}` : undefined),
     ...(backend.leaseId ? { leaseId: backend.leaseId.bind(backend) } : {}),
+    ...(backend.keepalives ? { keepalives: backend.keepalives.bind(backend) } : {}),
     ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
   };
 }
@@ -107,6 +111,9 @@ export interface BackendProviderOptions {
 
 interface CacheEntry {
   readonly fingerprint: string;
+  readonly uid: string;
+  readonly generation: number;
+  /** The one build of this backend: every caller waits on it, success or failure (single flight). */
   readonly backend: Promise<Backend>;
 }
 
@@ -115,56 +122,111 @@ function text(data: Readonly<Record<string, Buffer>>, key: string): string | und
   return v === undefined ? undefined : v.toString('utf8');
 }
 
-/** The production {@link BackendProvider}. */
+/** Counts of what keeps registry entries alive, for the gauges. */
+export interface BackendStats {
+  /** Backends built and not yet closed. */
+  readonly backends: number;
+  /** etcd leases being kept alive plus Consul heartbeats being passed, over every live backend. */
+  readonly keepalives: number;
+}
+
+/**
+ * The production {@link BackendProvider}. At most one backend per Registry is alive at any time:
+ * concurrent callers share one build (and its failure: the next call after a failed build starts
+ * a new one), a backend replaced by a spec change or released with its Registry is closed, and a
+ * Registry once released is never built again, so no forgotten backend keeps leases or heartbeats
+ * alive for entries nobody vouches for.
+ */
 export class KubeBackendProvider implements BackendProvider {
   readonly #o: BackendProviderOptions;
   readonly #cache = new Map<string, CacheEntry>();
+  /** Backends built and not closed, whether cached or on their way out. */
+  readonly #live = new Set<Backend>();
+  /** UIDs of released (deleted) Registries: a reconcile still holding one gets an error, not a backend. */
+  readonly #released = new Set<string>();
+  readonly #fence = new WriteFence();
+  #closed = false;
 
   constructor(options: BackendProviderOptions) {
     this.#o = options;
   }
 
   /** Returns the backend for a Registry, creating or replacing it when its spec changed. */
-  async get(registry: RegistryResource): Promise<Backend> {
+  get(registry: RegistryResource): Promise<Backend> {
     const name = registry.metadata?.name ?? '';
-    const fingerprint = JSON.stringify([registry.metadata?.uid, registry.spec]);
+    const uid = registry.metadata?.uid ?? '';
+    if (this.#fence.closed || this.#closed) return Promise.reject(new RegistryConfigError(`Registry ${name}: this process no longer writes to registries`));
+    if (uid !== '' && this.#released.has(uid)) return Promise.reject(new RegistryConfigError(`Registry ${name} was deleted`));
+    const fingerprint = JSON.stringify([uid, registry.spec]);
     const cached = this.#cache.get(name);
-    if (cached?.fingerprint === fingerprint) {
-      try {
-        return await cached.backend;
-      } catch {
-        // A backend that failed to build (e.g. Secret missing) is retried on the next call.
-        if (this.#cache.get(name) === cached) this.#cache.delete(name);
-      }
-    } else if (cached) {
+    if (cached?.fingerprint === fingerprint) return cached.backend;
+    const generation = registry.metadata?.generation ?? 0;
+    // A reconcile that read the Registry before its latest change must not swap the newer backend
+    // back out: the newer one serves it, and the next reconcile sees the new spec.
+    if (cached && cached.uid === uid && cached.generation > generation) return cached.backend;
+    if (cached) {
       this.#cache.delete(name);
-      await this.#closeQuietly(name, cached);
+      void this.#closeQuietly(name, cached);
     }
-    const entry: CacheEntry = { fingerprint, backend: this.#create(registry) };
+    const backend = this.#create(registry).then((b) => {
+      this.#live.add(b);
+      return b;
+    });
+    const entry: CacheEntry = { fingerprint, uid, generation, backend };
+    // A failed build is forgotten so that the next call tries again; its callers all get its error.
+    backend.catch(() => {
+      if (this.#cache.get(name) === entry) this.#cache.delete(name);
+    });
     this.#cache.set(name, entry);
-    return entry.backend;
+    return backend;
   }
 
-  /** Forgets a deleted Registry and closes its backend. */
-  async release(name: string): Promise<void> {
+  /** Forgets a deleted Registry and closes its backend; later calls for that Registry fail. */
+  async release(name: string, uid?: string): Promise<void> {
     const cached = this.#cache.get(name);
-    if (!cached) return;
+    const gone = uid ?? cached?.uid;
+    if (gone) this.#released.add(gone);
+    if (!cached || (uid !== undefined && cached.uid !== uid)) return;
     this.#cache.delete(name);
     await this.#closeQuietly(name, cached);
   }
 
+  /**
+   * Refuses every registry write of every backend, now and later (leadership lost). Synchronous on
+   * purpose: nothing may be sent between losing the Lease and the fence closing.
+   */
+  fence(reason: string): void {
+    this.#fence.close(reason);
+  }
+
+  /** Live backends and keepalive loops (for the gauges). */
+  stats(): BackendStats {
+    let keepalives = 0;
+    for (const b of this.#live) keepalives += b.keepalives?.() ?? 0;
+    return { backends: this.#live.size, keepalives };
+  }
+
   /** Closes every backend (on shutdown); leases are left to expire or be adopted. */
   async close(): Promise<void> {
+    this.#closed = true;
     const entries = [...this.#cache.entries()];
     this.#cache.clear();
     await Promise.all(entries.map(([name, e]) => this.#closeQuietly(name, e)));
   }
 
   async #closeQuietly(name: string, entry: CacheEntry): Promise<void> {
+    let backend: Backend;
     try {
-      await (await entry.backend).close();
+      backend = await entry.backend;
+    } catch {
+      return; // never built, nothing to close
+    }
+    try {
+      await backend.close();
     } catch (err: unknown) {
       this.#o.logger.debug({ registry: name, err }, 'closing backend failed');
+    } finally {
+      this.#live.delete(backend);
     }
   }
 
@@ -211,6 +273,7 @@ export class KubeBackendProvider implements BackendProvider {
         clusterId: this.#o.clusterId,
         logger,
         onKeepaliveFailure: () => this.#o.observer?.keepaliveFailure?.('etcd'),
+        fence: this.#fence,
       });
       return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'etcd', this.#o.observer);
     }
@@ -234,6 +297,7 @@ export class KubeBackendProvider implements BackendProvider {
         callTimeoutMs: this.#o.callTimeoutMs,
         logger,
         onHeartbeatFailure: () => this.#o.observer?.keepaliveFailure?.('consul'),
+        fence: this.#fence,
       });
       return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'consul', this.#o.observer);
     }
@@ -245,7 +309,7 @@ export class KubeBackendProvider implements BackendProvider {
    * the first reconcile, so that no namespace's entries expire while its ServiceInstances wait in
    * the queue; a backend that cannot even do that is closed and the error goes to the caller.
    */
-  async #adopt<B extends Registry & { adoptLeases(): Promise<string[]> }>(backend: B, logger: Logger, dryRun: boolean, leaseId: (ns: string) => string | undefined): Promise<Backend> {
+  async #adopt<B extends Registry & { adoptLeases(): Promise<string[]>; keepalives(): number }>(backend: B, logger: Logger, dryRun: boolean, leaseId: (ns: string) => string | undefined): Promise<Backend> {
     try {
       const adopted = await backend.adoptLeases();
       if (adopted.length > 0) logger.info({ registryNamespaces: adopted }, 'adopted existing leases');

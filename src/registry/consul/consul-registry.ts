@@ -60,6 +60,7 @@ import {
   HEARTBEAT_ROLE,
 } from './codec.ts';
 import { HeartbeatKeeper } from './heartbeat.ts';
+import type { WriteFence } from '../fence.ts';
 
 /** Configuration of one {@link ConsulRegistry}: one Registry resource of type consul. */
 export interface ConsulRegistryOptions {
@@ -91,6 +92,8 @@ export interface ConsulRegistryOptions {
   readonly logger?: RegistryLogger;
   /** Called whenever a heartbeat pass fails (for metrics). */
   readonly onHeartbeatFailure?: () => void;
+  /** Refuses every write once closed (leadership lost). */
+  readonly fence?: WriteFence;
 }
 
 /** A failed Consul operation; `cause` holds the underlying error(s). */
@@ -192,7 +195,7 @@ export class ConsulRegistry implements Registry {
     validateTemplate(this.#serviceNameTemplate, { field: 'spec.consul.serviceName', allowed: SERVICE_NAME_TEMPLATE_PLACEHOLDERS });
     validateTemplate(this.#namespaceTemplate, { field: 'spec.consul.namespace', allowed: ['namespace'] });
 
-    this.#client = createConsulAgentClient({ address: options.address, callTimeoutMs: timeout, ...(options.token !== undefined ? { token: options.token } : {}) });
+    this.#client = createConsulAgentClient({ address: options.address, callTimeoutMs: timeout, ...(options.token !== undefined ? { token: options.token } : {}), ...(options.fence ? { fence: options.fence } : {}) });
     this.#address = options.address;
     this.#clusterId = options.clusterId;
     this.#datacenter = options.datacenter ?? '';
@@ -220,6 +223,11 @@ export class ConsulRegistry implements Registry {
   leaseIdFor(registryNamespace: string): string | undefined {
     const state = this.#namespaces.get(registryNamespace);
     return state?.present === true && (this.#dryRun || this.#keeper.has(registryNamespace)) ? state.heartbeatCheckId : undefined;
+  }
+
+  /** Heartbeats this backend passes right now (one per registry namespace in use). */
+  keepalives(): number {
+    return this.#keeper.size;
   }
 
   /**

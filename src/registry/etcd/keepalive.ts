@@ -55,6 +55,11 @@ export class LeaseKeepalive {
     this.#ids.delete(id);
   }
 
+  /** Leases being renewed. */
+  get size(): number {
+    return this.#ids.size;
+  }
+
   /** Whether `id` is being renewed. */
   has(id: bigint): boolean {
     return this.#ids.has(id);
