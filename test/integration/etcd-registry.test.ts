@@ -12,11 +12,13 @@ import type { IKeyValue } from 'etcd3';
 
 import { calculatePlan, isEmptyPlan } from '../../src/plan/plan.ts';
 import type { Policy } from '../../src/plan/plan.ts';
-import { EtcdRegistry } from '../../src/registry/etcd/etcd-registry.ts';
+import type { EtcdClient } from '../../src/registry/etcd/client.ts';
+import { EtcdEntryChangedError, EtcdRegistry } from '../../src/registry/etcd/etcd-registry.ts';
 import type { EtcdRegistryOptions } from '../../src/registry/etcd/etcd-registry.ts';
 import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { ForeignEntryConflict } from '../../src/registry/owner.ts';
 import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
+import { TcpProxy } from '../support/faults.ts';
 
 const endpoints = (process.env.ETCD_ENDPOINTS ?? '')
   .split(',')
@@ -412,5 +414,99 @@ void describe('EtcdRegistry against a real etcd', () => {
     assert.deepEqual(await watch.settle(), []);
     assert.equal(backend.leaseIdFor(NS), undefined);
     await watch.close();
+  });
+
+  void it('a foreign entry written between the plan’s read and its write is neither overwritten nor deleted', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const foreign = ownerIn(`other-${randomUUID()}`);
+    const backend = registry({ prefix, clusterId: owner.clusterId });
+    const mine = entry(owner, '10.0.0.1');
+    const racedCreate = entry(owner, '10.0.0.2');
+    await sync(backend, owner, [mine]);
+
+    // One reconcile reads, plans a create of .2 and a delete of .1 ...
+    const owned = new OwnedRegistry(backend, owner);
+    const current = await owned.records({ registryNamespace: NS, service: SERVICE });
+    const changes = calculatePlan({ current, desired: [racedCreate], owner, policy: 'sync' });
+    assert.equal(changes.create.length, 1);
+    assert.equal(changes.delete.length, 1);
+    // ... while another cluster writes both keys.
+    const foreignValue = (address: string): string => JSON.stringify({ serviceName: SERVICE, address, port: 8080, ip: address, tags: {}, weight: 1, metadata: {}, namespace: NS, owner: foreign, source: 'elsewhere' });
+    await etcd.put(key(prefix, racedCreate)).value(foreignValue('10.0.0.2'));
+    await etcd.put(key(prefix, mine)).value(foreignValue('10.0.0.1'));
+
+    await assert.rejects(owned.applyChanges(changes), (err: unknown) => err instanceof Error && err.cause instanceof EtcdEntryChangedError);
+    assert.equal((await rawGet(key(prefix, racedCreate)))?.value.toString(), foreignValue('10.0.0.2'), 'the raced create left the foreign entry as it was');
+    assert.equal((await rawGet(key(prefix, mine)))?.value.toString(), foreignValue('10.0.0.1'), 'the raced delete left the foreign entry as it was');
+
+    // The retry reads again and reports the collision instead of writing.
+    const conflicts = await sync(backend, owner, [racedCreate]);
+    assert.deepEqual(conflicts.map((c) => c.operation), ['create']);
+    assert.equal((await rawGet(key(prefix, racedCreate)))?.value.toString(), foreignValue('10.0.0.2'));
+  });
+
+  void it('a value no format decodes is someone else’s: reported as a conflict, never overwritten', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const backend = registry({ prefix, clusterId: owner.clusterId });
+    const wanted = entry(owner, '10.0.0.3');
+    await etcd.put(key(prefix, wanted)).value('{not an endpoint');
+    const conflicts = await sync(backend, owner, [wanted]);
+    assert.equal(conflicts.length, 1);
+    assert.match(conflicts[0]?.message ?? '', /nobody known/);
+    assert.equal((await rawGet(key(prefix, wanted)))?.value.toString(), '{not an endpoint');
+  });
+
+  void it('a lease move cut off after its first transaction puts every entry back at the next retry, without waiting for a resync', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const proxy = await TcpProxy.start(endpoints[0] ?? '');
+    let armed = false;
+    let cutAfterFirstMove = false;
+    // Cuts the real link right after the transaction that stores a new lease id (the move's first).
+    const middleware = (client: EtcdClient): EtcdClient => ({
+      ...client,
+      async txn(guards, writes) {
+        const result = await client.txn(guards, writes);
+        if (armed && result.succeeded && writes.some((w) => w.kind === 'put' && w.key.includes('/_kube-registrar/leases/'))) {
+          armed = false;
+          cutAfterFirstMove = true;
+          proxy.cut('close');
+        }
+        return result;
+      },
+    });
+    try {
+      const backend = registry({ prefix, clusterId: owner.clusterId, endpoints: [proxy.url('http')], maxTxnOps: 3, leaseTtlSeconds: 10, clientMiddleware: middleware });
+      const desired = Array.from({ length: 10 }, (_, i) => entry(owner, `10.0.1.${i + 1}`));
+      await sync(backend, owner, desired);
+      const entryKeys = async (): Promise<IKeyValue[]> => (await etcd.getAll().prefix(`${prefix}/${NS}/`).exec()).kvs;
+      const first = await entryKeys();
+      assert.equal(first.length, 10);
+      const firstLease = first[0]?.lease ?? '';
+
+      armed = true;
+      await etcd.leaseClient.leaseRevoke({ ID: firstLease });
+      await waitFor('the lease move to start and be cut off', () => Promise.resolve(cutAfterFirstMove), 20_000);
+      await sleep(300);
+      proxy.heal();
+
+      // Only the next keepalive interval's retry can bring the rest back: nothing calls sync here.
+      await waitFor(
+        'all ten entries back on one live lease',
+        async () => {
+          const kvs = await entryKeys();
+          const leases = new Set(kvs.map((kv) => kv.lease));
+          return kvs.length === 10 && leases.size === 1 && !leases.has(firstLease);
+        },
+        30_000,
+      );
+      const stored = await rawGet(`${prefix}/_kube-registrar/leases/${owner.clusterId}/${NS}`);
+      const kvs = await entryKeys();
+      assert.equal(BigInt(`0x${stored?.value.toString() ?? '0'}`).toString(), kvs[0]?.lease, 'the entries hang on the stored lease');
+    } finally {
+      await proxy.close();
+    }
   });
 });

@@ -5,6 +5,7 @@
  */
 import { Etcd3 } from 'etcd3';
 import type { ICompare, IDuplexStream, IKeyValue, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IRequestOp } from 'etcd3';
+import { OPEN_FENCE, type WriteFence } from '../fence.ts';
 
 /** How to reach and authenticate to etcd; the controller fills it from the Registry and its Secret. */
 export interface EtcdConnectionOptions {
@@ -20,6 +21,8 @@ export interface EtcdConnectionOptions {
   readonly key?: Buffer | string;
   /** Deadline of every unary call, in milliseconds. */
   readonly callTimeoutMs: number;
+  /** Refuses every write once closed (leadership lost). */
+  readonly fence?: WriteFence;
 }
 
 /** A key as read from etcd. */
@@ -28,6 +31,8 @@ export interface StoredKeyValue {
   readonly value: string;
   /** Decimal lease id; '0' when the key is not attached to a lease. */
   readonly lease: string;
+  /** Revision of the key's last change. */
+  readonly modRevision: string;
 }
 
 /** One write in a transaction. */
@@ -35,10 +40,20 @@ export type TxnWrite =
   | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly lease: bigint }
   | { readonly kind: 'delete'; readonly key: string };
 
-/** A transaction guard: the key holds exactly `value`, or (value undefined) does not exist. */
-export interface TxnGuard {
-  readonly key: string;
-  readonly value: string | undefined;
+/**
+ * A transaction guard: the key holds exactly `value`, or (value undefined) does not exist; or the
+ * key was last changed at `modRevision` ('0': it does not exist), i.e. nobody wrote it since it
+ * was read.
+ */
+export type TxnGuard = { readonly key: string; readonly value: string | undefined } | { readonly key: string; readonly modRevision: string };
+
+/** What a transaction did. */
+export interface TxnResult {
+  readonly succeeded: boolean;
+  /** Revision of the store after the transaction: the mod revision of every key it put. */
+  readonly revision: string;
+  /** When not succeeded: the indexes of the guards that did not hold. */
+  readonly failedGuards: readonly number[];
 }
 
 /** Lease state as etcd reports it; `ttlSeconds` <= 0 means the lease no longer exists. */
@@ -56,8 +71,8 @@ export interface EtcdClient {
   rangePrefixes(prefixes: readonly string[]): Promise<StoredKeyValue[][]>;
   /** Reads one key. */
   get(key: string): Promise<StoredKeyValue | undefined>;
-  /** Runs `writes` if every guard holds; resolves whether it did. Throws on transport errors. */
-  txn(guards: readonly TxnGuard[], writes: readonly TxnWrite[]): Promise<boolean>;
+  /** Runs `writes` if every guard holds; says whether it did and which guards failed. Throws on transport errors. */
+  txn(guards: readonly TxnGuard[], writes: readonly TxnWrite[]): Promise<TxnResult>;
   leaseGrant(ttlSeconds: number): Promise<bigint>;
   leaseTimeToLive(id: bigint): Promise<LeaseInfo>;
   leaseRevoke(id: bigint): Promise<void>;
@@ -80,7 +95,21 @@ function prefixEnd(prefix: Buffer): Buffer {
 }
 
 function toStored(kv: IKeyValue): StoredKeyValue {
-  return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: kv.lease };
+  return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: kv.lease, modRevision: kv.mod_revision };
+}
+
+function compareOf(g: TxnGuard): ICompare {
+  const key = Buffer.from(g.key);
+  if ('modRevision' in g) {
+    return g.modRevision === '0' ? { key, target: 'Version', result: 'Equal', version: 0 } : { key, target: 'Mod', result: 'Equal', mod_revision: g.modRevision };
+  }
+  return g.value === undefined ? { key, target: 'Version', result: 'Equal', version: 0 } : { key, target: 'Value', result: 'Equal', value: Buffer.from(g.value) };
+}
+
+/** Whether a guard holds for the key as read (undefined: absent). */
+function holds(g: TxnGuard, kv: IKeyValue | undefined): boolean {
+  if ('modRevision' in g) return g.modRevision === '0' ? kv === undefined : kv?.mod_revision === g.modRevision;
+  return g.value === undefined ? kv === undefined : kv?.value.toString('utf8') === g.value;
 }
 
 function toBuffer(value: Buffer | string | undefined): Buffer | undefined {
@@ -93,6 +122,7 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   const cert = toBuffer(options.cert);
   const key = toBuffer(options.key);
   const timeout = options.callTimeoutMs;
+  const fence = options.fence ?? OPEN_FENCE;
   const etcd = new Etcd3({
     hosts: [...options.endpoints],
     dialTimeout: timeout,
@@ -125,20 +155,22 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
       return kv === undefined ? undefined : toStored(kv);
     },
     async txn(guards, writes) {
-      const compare: ICompare[] = guards.map((g) =>
-        g.value === undefined
-          ? { key: Buffer.from(g.key), target: 'Version', result: 'Equal', version: 0 }
-          : { key: Buffer.from(g.key), target: 'Value', result: 'Equal', value: Buffer.from(g.value) },
-      );
+      fence.check('etcd transaction');
       const success: IRequestOp[] = writes.map((w) =>
         w.kind === 'put'
           ? { request_put: { key: Buffer.from(w.key), value: Buffer.from(w.value), lease: w.lease.toString() } }
           : { request_delete_range: { key: Buffer.from(w.key) } },
       );
-      const res = await etcd.kv.txn({ compare, success });
-      return res.succeeded;
+      // On failure, read every guarded key in the same round trip to tell which guard failed.
+      const failure: IRequestOp[] = guards.map((g) => ({ request_range: { key: Buffer.from(g.key) } }));
+      const res = await etcd.kv.txn({ compare: guards.map(compareOf), success, failure });
+      const revision = res.header.revision;
+      if (res.succeeded) return { succeeded: true, revision, failedGuards: [] };
+      const failedGuards = guards.flatMap((g, i) => (holds(g, res.responses[i]?.response_range.kvs[0]) ? [] : [i]));
+      return { succeeded: false, revision, failedGuards };
     },
     async leaseGrant(ttlSeconds) {
+      fence.check('etcd lease grant');
       const res = await etcd.leaseClient.leaseGrant({ TTL: ttlSeconds });
       return BigInt(res.ID);
     },
@@ -147,10 +179,19 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
       return { ttlSeconds: Number(res.TTL), grantedTtlSeconds: Number(res.grantedTTL) };
     },
     async leaseRevoke(id) {
+      fence.check('etcd lease revoke');
       await etcd.leaseClient.leaseRevoke({ ID: id.toString() });
     },
-    openKeepaliveStream() {
-      return etcd.leaseClient.leaseKeepAlive();
+    async openKeepaliveStream() {
+      fence.check('etcd lease keepalive');
+      const stream = await etcd.leaseClient.leaseKeepAlive();
+      // Each renewal is a write too: a stream opened before the fence closed must not renew after.
+      const write = stream.write.bind(stream);
+      stream.write = ((...args: Parameters<typeof write>) => {
+        fence.check('etcd lease keepalive');
+        return write(...args);
+      });
+      return stream;
     },
     close() {
       etcd.close();

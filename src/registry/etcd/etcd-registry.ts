@@ -9,14 +9,16 @@
  */
 import { EtcdLeaseInvalidError, EtcdPermissionDeniedError } from 'etcd3';
 
+import { UNKNOWN_OWNER } from '../owner.ts';
 import type { Changes, Registry, RegistryEntry, Scope } from '../types.ts';
 import { createEtcdClient } from './client.ts';
-import type { EtcdClient, StoredKeyValue, TxnGuard, TxnWrite } from './client.ts';
+import type { EtcdClient, StoredKeyValue, TxnGuard, TxnResult, TxnWrite } from './client.ts';
 import { decodeEntry, encodeEntry, ETCD_VALUE_FORMATS } from './codec.ts';
 import type { EtcdValueFormat } from './codec.ts';
 import { LeaseKeepalive } from './keepalive.ts';
 import { EtcdKeyLayout } from './keys.ts';
 import { silentLogger } from './logger.ts';
+import type { WriteFence } from '../fence.ts';
 import type { RegistryLogger } from './logger.ts';
 
 /** Credentials read from the Registry's `credentialsSecretRef`. */
@@ -53,11 +55,20 @@ export interface EtcdRegistryOptions {
   readonly logger?: RegistryLogger;
   /** Called whenever keeping the leases alive fails (for metrics). */
   readonly onKeepaliveFailure?: () => void;
+  /** Refuses every write once closed (leadership lost). */
+  readonly fence?: WriteFence;
+  /** Wraps the etcd client, e.g. to cut a link at an exact step in fault-injection tests. */
+  readonly clientMiddleware?: (client: EtcdClient) => EtcdClient;
 }
 
 /** A failed etcd operation; `cause` holds the client error. */
 export class EtcdRegistryError extends Error {
-  override readonly name = 'EtcdRegistryError';
+  override readonly name: string = 'EtcdRegistryError';
+}
+
+/** An entry key was written or deleted by someone else after it was read for the plan; nothing of it was written. */
+export class EtcdEntryChangedError extends EtcdRegistryError {
+  override readonly name = 'EtcdEntryChangedError';
 }
 
 /** Default deadline of an etcd call. */
@@ -87,6 +98,12 @@ interface NamespaceState {
   readonly owned: Map<string, string>;
   /** hostport owner-index keys seen in etcd, so a switch to another format can remove them. */
   readonly indexKeys: Set<string>;
+  /**
+   * Mod revision of each entry key as last read or written here: every write of an entry is
+   * guarded by it, so a foreign write that lands between a plan's read and its write makes the
+   * write fail instead of being overwritten or deleted.
+   */
+  readonly revisions: Map<string, string>;
   /** Serialises lease work and writes of this namespace. */
   tail: Promise<void>;
   /** Writes waiting for the transaction under way to finish; they go to etcd together. */
@@ -100,11 +117,23 @@ interface NamespaceState {
 /** Writes of several applyChanges calls of one namespace, merged into as few transactions as fit. */
 interface PendingWrites {
   readonly groups: EntryWrites[];
-  readonly callers: { readonly resolve: () => void; readonly reject: (err: unknown) => void }[];
+  readonly callers: Caller[];
 }
 
+/** One applyChanges call waiting for its writes. */
+interface Caller {
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+  /** Set when one of its entries changed in etcd since it was read; its other writes are dropped. */
+  conflict?: EtcdEntryChangedError;
+}
+
+/** The writes of one entry: its key and, for hostport, its owner index. */
 interface EntryWrites {
   readonly writes: readonly TxnWrite[];
+  /** The entry key as the plan read it; the writes land only if it is unchanged. */
+  readonly guard: TxnGuard;
+  readonly caller?: Caller;
 }
 
 function leaseHex(id: bigint): string {
@@ -114,6 +143,16 @@ function leaseHex(id: bigint): string {
 function parseLeaseHex(value: string | undefined): bigint | undefined {
   if (value === undefined || !/^[0-9a-f]{1,16}$/.test(value)) return undefined;
   return BigInt(`0x${value}`);
+}
+
+/** An entry at a key whose value no format decodes: someone else's, so owned by nobody known. */
+function unknownEntry(scope: Scope, instanceId: string): RegistryEntry {
+  return {
+    registryNamespace: scope.registryNamespace,
+    k8sNamespace: '',
+    owner: UNKNOWN_OWNER,
+    endpoint: { service: scope.service, instanceId, address: '', port: 0, weight: 0, tags: {}, metadata: {}, source: '' },
+  };
 }
 
 function describe(err: unknown): string {
@@ -155,7 +194,8 @@ export class EtcdRegistry implements Registry {
     this.#clusterId = options.clusterId;
     this.#maxOps = maxOps;
     this.#log = options.logger ?? silentLogger;
-    this.#client = createEtcdClient({ endpoints: options.endpoints, callTimeoutMs: timeout, ...options.credentials });
+    const client = createEtcdClient({ endpoints: options.endpoints, callTimeoutMs: timeout, ...options.credentials, ...(options.fence ? { fence: options.fence } : {}) });
+    this.#client = options.clientMiddleware ? options.clientMiddleware(client) : client;
     this.#keepalive = new LeaseKeepalive({
       source: this.#client,
       intervalMs: (ttl * 1000) / 3,
@@ -173,6 +213,11 @@ export class EtcdRegistry implements Registry {
   leaseIdFor(registryNamespace: string): string | undefined {
     const state = this.#namespaces.get(registryNamespace);
     return state?.lease !== undefined && !state.lost ? leaseHex(state.lease) : undefined;
+  }
+
+  /** Leases this backend keeps alive right now (one per registry namespace in use). */
+  keepalives(): number {
+    return this.#keepalive.size;
   }
 
   /**
@@ -275,8 +320,9 @@ export class EtcdRegistry implements Registry {
     const groups = this.#writesFor(state, deletes, puts);
     return new Promise<void>((resolve, reject) => {
       const pending = (state.pending ??= { groups: [], callers: [] });
-      pending.groups.push(...groups);
-      pending.callers.push({ resolve, reject });
+      const caller: Caller = { resolve, reject };
+      for (const g of groups) pending.groups.push({ ...g, caller });
+      pending.callers.push(caller);
       if (!state.flushing) void this.#flush(state);
     });
   }
@@ -289,7 +335,10 @@ export class EtcdRegistry implements Registry {
         state.pending = undefined;
         try {
           await this.#serial(state, () => this.#applyInNamespace(state, group.groups));
-          for (const c of group.callers) c.resolve();
+          for (const c of group.callers) {
+            if (c.conflict) c.reject(c.conflict);
+            else c.resolve();
+          }
         } catch (err: unknown) {
           for (const c of group.callers) c.reject(err);
         }
@@ -316,7 +365,7 @@ export class EtcdRegistry implements Registry {
     let state = this.#namespaces.get(registryNamespace);
     if (state === undefined) {
       this.#keys.namespacePrefix(registryNamespace); // refuse bad names before any I/O
-      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), tail: Promise.resolve(), pending: undefined, flushing: false, epoch: 0 };
+      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), revisions: new Map(), tail: Promise.resolve(), pending: undefined, flushing: false, epoch: 0 };
       this.#namespaces.set(registryNamespace, state);
     }
     return state;
@@ -358,6 +407,12 @@ export class EtcdRegistry implements Registry {
     if (current) {
       for (const key of state.indexKeys) if (key.startsWith(indexPrefix)) state.indexKeys.delete(key);
       for (const kv of index) state.indexKeys.add(kv.key);
+      for (const key of state.revisions.keys()) if (key.startsWith(valuePrefix)) state.revisions.delete(key);
+    }
+    for (const kv of values) {
+      // Revisions only grow: a read that raced a write of ours never takes the newer one back.
+      const known = state.revisions.get(kv.key);
+      if (known === undefined || BigInt(known) < BigInt(kv.modRevision)) state.revisions.set(kv.key, kv.modRevision);
     }
     if (leaseDec !== undefined && current) {
       // Remember exactly what etcd holds on our lease; keys deleted or re-put without the lease by
@@ -376,7 +431,10 @@ export class EtcdRegistry implements Registry {
       const idx = indexByInstance.get(instanceId);
       const decoded = decodeEntry(kv.value, idx?.value, { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
       if (decoded === undefined) {
-        this.#log.debug({ etcdKey: kv.key }, 'skipping etcd key whose value is not an endpoint in any known format');
+        // Not ours to judge: someone else's value at a key we might want. Reported as an entry of
+        // nobody known, so the plan never overwrites or deletes it.
+        this.#log.debug({ etcdKey: kv.key }, 'etcd key whose value is not an endpoint in any known format belongs to nobody known');
+        entries.push(unknownEntry(scope, instanceId));
         continue;
       }
       const { entry, format } = decoded;
@@ -395,19 +453,22 @@ export class EtcdRegistry implements Registry {
   #writesFor(state: NamespaceState, deletes: readonly RegistryEntry[], puts: readonly RegistryEntry[]): EntryWrites[] {
     const lease = 0n;
     const out: EntryWrites[] = [];
+    const guard = (key: string): TxnGuard => ({ key, modRevision: state.revisions.get(key) ?? '0' });
     for (const entry of deletes) {
-      const writes: TxnWrite[] = [{ kind: 'delete', key: this.#entryKey(entry) }];
+      const key = this.#entryKey(entry);
+      const writes: TxnWrite[] = [{ kind: 'delete', key }];
       const indexKey = this.#indexKey(entry);
       if (this.#format === 'hostport' || state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
-      out.push({ writes });
+      out.push({ writes, guard: guard(key) });
     }
     for (const entry of puts) {
       const encoded = encodeEntry(this.#format, entry);
-      const writes: TxnWrite[] = [{ kind: 'put', key: this.#entryKey(entry), value: encoded.value, lease }];
+      const key = this.#entryKey(entry);
+      const writes: TxnWrite[] = [{ kind: 'put', key, value: encoded.value, lease }];
       const indexKey = this.#indexKey(entry);
       if (encoded.ownerIndex !== undefined) writes.push({ kind: 'put', key: indexKey, value: encoded.ownerIndex, lease });
       else if (state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
-      out.push({ writes });
+      out.push({ writes, guard: guard(key) });
     }
     return out;
   }
@@ -415,23 +476,28 @@ export class EtcdRegistry implements Registry {
   /**
    * Packs per-entry writes into transactions without splitting an entry or repeating a key, and
    * keeps each under {@link MAX_TXN_BYTES} so that etcd's request size limit is never what fails.
+   * `room` bounds both the operations and the guards (one per entry plus the lease guard).
    */
-  #batches(groups: readonly EntryWrites[], room: number): TxnWrite[][] {
-    const batches: TxnWrite[][] = [];
-    let current: TxnWrite[] = [];
+  #batches(groups: readonly EntryWrites[], room: number): EntryWrites[][] {
+    const batches: EntryWrites[][] = [];
+    let current: EntryWrites[] = [];
+    let ops = 0;
     let keys = new Set<string>();
     let bytes = 0;
     const size = (w: TxnWrite): number => Buffer.byteLength(w.key) + (w.kind === 'put' ? Buffer.byteLength(w.value) : 0);
-    for (const { writes } of groups) {
+    for (const group of groups) {
+      const { writes } = group;
       const clash = writes.some((w) => keys.has(w.key));
       const more = writes.reduce((n, w) => n + size(w), 0);
-      if (current.length > 0 && (clash || current.length + writes.length > room || bytes + more > MAX_TXN_BYTES)) {
+      if (current.length > 0 && (clash || ops + writes.length > room || current.length + 2 > room || bytes + more > MAX_TXN_BYTES)) {
         batches.push(current);
         current = [];
+        ops = 0;
         keys = new Set();
         bytes = 0;
       }
-      current.push(...writes);
+      current.push(group);
+      ops += writes.length;
       bytes += more;
       for (const w of writes) keys.add(w.key);
     }
@@ -449,24 +515,38 @@ export class EtcdRegistry implements Registry {
     }
     let lease = await this.#requireLease(state);
     const batches = this.#batches(groups, this.#maxOps);
-    for (const batch of batches) {
+    for (const packed of batches) {
+      let batch = packed;
       let attempt = 0;
       for (;;) {
-        const writes = batch.map((w) => (w.kind === 'put' ? { ...w, lease } : w));
-        let landed: boolean;
+        // A caller whose entry changed under it gives up all its writes, in this batch and later ones.
+        batch = batch.filter((g) => g.caller?.conflict === undefined);
+        if (batch.length === 0) break;
+        const writes = batch.flatMap((g) => g.writes.map((w) => (w.kind === 'put' ? { ...w, lease } : w)));
+        let result: TxnResult | undefined;
         try {
-          landed = await this.#client.txn([this.#leaseGuard(ns, lease)], writes);
+          result = await this.#client.txn([this.#leaseGuard(ns, lease), ...batch.map((g) => g.guard)], writes);
         } catch (err: unknown) {
           if (!(err instanceof EtcdLeaseInvalidError) || attempt > 0) throw err;
           // The lease died between our check and the write: move to a new one and try once more.
           this.#log.warn({ registryNamespace: ns, leaseId: leaseHex(lease) }, 'etcd lease vanished during a write; granting a new one');
           this.#markLost(state);
-          landed = false;
         }
-        if (landed) {
-          this.#remember(state, writes);
+        if (result?.succeeded === true) {
+          this.#remember(state, writes, result.revision);
           break;
         }
+        const changed = (result?.failedGuards ?? []).filter((i) => i > 0).map((i) => batch[i - 1] as EntryWrites);
+        for (const g of changed) {
+          const key = g.guard.key;
+          this.#log.warn({ etcdKey: key }, 'etcd entry changed since it was read; not writing it');
+          // Forget the revision: the caller's retry reads the key afresh and plans against what is there now.
+          state.revisions.delete(key);
+          const conflict = new EtcdEntryChangedError(`etcd key ${key} was changed by someone else after it was read; nothing of this change was written, and the next attempt reads it again`);
+          if (g.caller) g.caller.conflict = conflict;
+          else throw conflict;
+        }
+        if (changed.length > 0 && !(result?.failedGuards ?? []).includes(0)) continue;
         if (attempt++ > 0) throw new EtcdRegistryError(`the lease id key of namespace ${ns} keeps changing under this operator; is another operator with cluster id ${JSON.stringify(this.#clusterId)} writing here?`);
         // Someone moved the namespace to another lease (or ours died): re-read and settle first.
         if (!state.lost) state.lease = undefined;
@@ -480,15 +560,17 @@ export class EtcdRegistry implements Registry {
     return { key: this.#keys.leaseId(this.#clusterId, ns), value: leaseHex(lease) };
   }
 
-  #remember(state: NamespaceState, writes: readonly TxnWrite[]): void {
+  #remember(state: NamespaceState, writes: readonly TxnWrite[], revision: string): void {
     state.epoch++;
     for (const w of writes) {
       const isIndex = w.key.startsWith(this.#keys.ownerIndexNamespacePrefix(state.registryNamespace));
       if (w.kind === 'put') {
         if (w.lease !== 0n) state.owned.set(w.key, w.value);
         if (isIndex) state.indexKeys.add(w.key);
+        else state.revisions.set(w.key, revision);
       } else {
         state.owned.delete(w.key);
+        state.revisions.delete(w.key);
         if (isIndex) state.indexKeys.delete(w.key);
       }
     }
@@ -565,33 +647,59 @@ export class EtcdRegistry implements Registry {
     if (!this.#dryRun) this.#keepalive.add(lease);
   }
 
-  /** Replaces the owned-key memory with the keys of this namespace attached to `lease`. */
+  /**
+   * Replaces the owned-key memory with the keys of this namespace attached to `lease`. While the
+   * namespace is recovering a lost lease, what it remembers and etcd no longer holds on `lease`
+   * (a move to it that broke off half-way, keys of a lease that expired) is put back onto `lease`
+   * now, instead of waiting for each ServiceInstance's next resync.
+   */
   async #loadOwned(state: NamespaceState, lease: bigint): Promise<void> {
     const ns = state.registryNamespace;
+    const remembered = state.lost && !this.#dryRun ? new Map(state.owned) : undefined;
     const [values = [], index = []] = await this.#client.rangePrefixes([this.#keys.namespacePrefix(ns), this.#keys.ownerIndexNamespacePrefix(ns)]);
     const dec = lease.toString();
     state.owned.clear();
     for (const kv of [...values, ...index]) if (kv.lease === dec) state.owned.set(kv.key, kv.value);
     for (const kv of index) state.indexKeys.add(kv.key);
+    if (remembered === undefined) return;
+    const missing: TxnWrite[] = [...remembered].filter(([key]) => !state.owned.has(key)).map(([key, value]) => ({ kind: 'put', key, value, lease }));
+    if (missing.length === 0) return;
+    const idKey = this.#keys.leaseId(this.#clusterId, ns);
+    for (let i = 0; i < missing.length; i += this.#maxOps) {
+      const batch = missing.slice(i, i + this.#maxOps);
+      const result = await this.#client.txn([{ key: idKey, value: leaseHex(lease) }], batch);
+      if (!result.succeeded) throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being put back on lease ${leaseHex(lease)}`);
+      this.#remember(state, batch, result.revision);
+    }
+    this.#log.info({ registryNamespace: ns, leaseId: leaseHex(lease), restored: missing.length }, 'put back entries that an interrupted lease move left behind');
   }
 
   /**
    * Rewrites every owned key onto `fresh` and stores its id, guarded so that it only happens if
-   * the stored id is still `expected`. Resolves false when another process got there first.
+   * the stored id is still `expected`. Resolves false when another process got there first. When
+   * a later batch fails, the memory of owned keys stays whole, so the next attempt (which adopts
+   * `fresh`) puts the rest back.
    */
   async #moveOwnedOnto(state: NamespaceState, fresh: bigint, expected: string | undefined): Promise<boolean> {
     const idKey = this.#keys.leaseId(this.#clusterId, state.registryNamespace);
     const puts: TxnWrite[] = [...state.owned].map(([key, value]) => ({ kind: 'put', key, value, lease: fresh }));
     const first = puts.slice(0, this.#maxOps - 1);
     const idWrite: TxnWrite = { kind: 'put', key: idKey, value: leaseHex(fresh), lease: 0n };
-    if (!(await this.#client.txn([{ key: idKey, value: expected }], [idWrite, ...first]))) return false;
+    const opened = await this.#client.txn([{ key: idKey, value: expected }], [idWrite, ...first]);
+    if (!opened.succeeded) return false;
+    this.#rememberRevisions(state, first, opened.revision);
     for (let i = first.length; i < puts.length; i += this.#maxOps) {
       const batch = puts.slice(i, i + this.#maxOps);
-      if (!(await this.#client.txn([{ key: idKey, value: leaseHex(fresh) }], batch))) {
-        throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being moved to lease ${leaseHex(fresh)}`);
-      }
+      const result = await this.#client.txn([{ key: idKey, value: leaseHex(fresh) }], batch);
+      if (!result.succeeded) throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being moved to lease ${leaseHex(fresh)}`);
+      this.#rememberRevisions(state, batch, result.revision);
     }
     return true;
+  }
+
+  /** Records the revision of moved keys without touching the owned memory (still the old lease's). */
+  #rememberRevisions(state: NamespaceState, puts: readonly TxnWrite[], revision: string): void {
+    for (const w of puts) if (!w.key.startsWith(this.#keys.ownerIndexNamespacePrefix(state.registryNamespace))) state.revisions.set(w.key, revision);
   }
 
   #markLost(state: NamespaceState): void {
