@@ -29,7 +29,7 @@ export interface ManagerOptions {
   /** Called after each list/watch failure of an informer (for metrics). */
   readonly onInformerError?: (informer: string) => void;
   /** Called when a Registry is deleted, so its backend can be closed. */
-  readonly onRegistryDeleted?: (name: string) => void;
+  readonly onRegistryDeleted?: (name: string, uid: string | undefined) => void;
 }
 
 type Reconcile = ServiceInstanceReconciler['reconcile'];
@@ -265,14 +265,20 @@ export class ControllerManager implements ReconcilerCaches {
         }
       },
       delete: (r) => {
-        this.#o.onRegistryDeleted?.(r.metadata?.name ?? '');
+        this.#o.onRegistryDeleted?.(r.metadata?.name ?? '', r.metadata?.uid);
         enqueueAll();
       },
     });
+    // Which Registries admit a ServiceInstance follows its namespace's labels. The namespace and
+    // ServiceInstance watches are separate streams, so a ServiceInstance created right after its
+    // namespace can be reconciled before the namespace is cached, and be refused; its namespace
+    // arriving (or leaving) must queue it again, or it waits for the resync.
     this.#namespaceInformer.on({
+      add: (n) => enqueueNamespace(n.metadata.name),
       update: (n, old) => {
         if (JSON.stringify(n.metadata.labels) !== JSON.stringify(old.metadata.labels)) enqueueNamespace(n.metadata.name);
       },
+      delete: (n) => enqueueNamespace(n.metadata.name),
     });
     // Pods and Registries first, so the first reconciles see every pod and Registry.
     await Promise.all([this.#registryInformer.start(), this.#namespaceInformer.start(), ...this.#podInformers.map((i) => i.start())]);
