@@ -8,6 +8,7 @@ import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION } from './api/v1alpha1/types.ts';
 import { ConfigError, loadConfig, parseAddress, usage, type Config } from './config.ts';
 import { LeaderElector } from './controller/leader.ts';
+import { GarbageCollector } from './controller/garbage-collector.ts';
 import { ControllerManager } from './controller/manager.ts';
 import { RegistryReconciler } from './controller/registry-reconciler.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
@@ -112,6 +113,16 @@ async function main(): Promise<void> {
     resyncMs: cfg.resyncSeconds * 1000,
   });
 
+  const collector = new GarbageCollector({
+    clusterId,
+    caches: manager,
+    backends,
+    logger,
+    watchNamespaces: cfg.watchNamespaces,
+    intervalMs: cfg.resyncSeconds * 1000,
+    onCollected: (registry, entries) => metrics.garbageCollected.inc({ registry }, entries),
+  });
+
   const servers: Server[] = [];
   if (cfg.healthAddress) {
     const { host, port } = parseAddress('health-address', cfg.healthAddress);
@@ -132,11 +143,13 @@ async function main(): Promise<void> {
     resyncMs: cfg.resyncSeconds * 1000,
     onEntries: (registry, entries) => metrics.registryEntries.set({ registry }, entries),
   });
-  const startReconciling = (): void =>
+  const startReconciling = (): void => {
     manager.startReconciling(
       (key) => reconciler.reconcile(key),
       (name) => registryReconciler.reconcile(name),
     );
+    collector.start();
+  };
   const elector = cfg.leaderElection
     ? new LeaderElector({
         kubeConfig: kc,
@@ -156,6 +169,8 @@ async function main(): Promise<void> {
           // First, and synchronously: from here on the successor may be writing.
           backends.fence('lost the leader Lease');
           metrics.leader.set(0);
+          // Bounded: a shutdown step stuck on a cut-off apiserver must not keep the process around.
+          setTimeout(() => process.exit(1), 10_000).unref();
           void shutdown('lost leadership').finally(() => process.exit(1));
         },
       })
@@ -165,6 +180,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ reason }, 'shutting down; registry leases are left for the next process to adopt');
+    await collector.stop();
     await manager.stop();
     await elector?.stop();
     await backends.close();

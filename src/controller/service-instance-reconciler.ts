@@ -24,7 +24,7 @@ import type { SlimPod } from '../source/pods.ts';
 import { setCondition, type Condition } from './conditions.ts';
 import type { ReconcileResult } from './queue.ts';
 import { resolveTargets, type Refusal } from './targets.ts';
-import type { BackendProvider } from '../registry/provider.ts';
+import type { Backend, BackendProvider } from '../registry/provider.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
 
 /** Reasons of the events the reconciler records. */
@@ -34,6 +34,8 @@ export const EventReason = {
   OwnershipConflict: 'OwnershipConflict',
   RegistrationFailed: 'RegistrationFailed',
   InvalidEndpoints: 'InvalidEndpoints',
+  /** A ServiceInstance let go without deregistering: its registry was unreachable past the lease TTL, so its entries had expired. */
+  EntriesExpired: 'EntriesExpired',
 } as const;
 
 /** Writes to ServiceInstances (finalizers and status). */
@@ -101,12 +103,64 @@ function statusFingerprint(status: ServiceInstanceStatus | undefined): string {
   return JSON.stringify(status ?? {});
 }
 
+/** Slack on top of a registry's expiry before an unreachable registry's entries count as gone. */
+const LAPSE_MARGIN_MS = 5000;
+
+/**
+ * How long after the last renewal a Registry's entries are certainly gone: etcd drops keys when
+ * their lease expires; Consul fails instances when the heartbeat expires and reaps them after
+ * DeregisterCriticalServiceAfter (at least a minute, three TTLs by default).
+ */
+function lapseAfterMs(reg: RegistryResource): number {
+  const ttl = reg.spec.leaseTTLSeconds ?? 30;
+  const afterExpiry = reg.spec.type === 'consul' ? Math.max(60, 3 * ttl) + 30 : 0;
+  return (ttl + afterExpiry) * 1000 + LAPSE_MARGIN_MS;
+}
+
 /** The reconciler of ServiceInstances. */
 export class ServiceInstanceReconciler {
   readonly #d: ReconcilerDeps;
+  /** Nothing of this process renewed any registry lease before this moment. */
+  readonly #startedAt: number;
+  /** Per Registry uid: since when building its backend has failed without a success in between. */
+  readonly #buildFailingSince = new Map<string, number>();
 
   constructor(deps: ReconcilerDeps) {
     this.#d = deps;
+    this.#startedAt = deps.now().getTime();
+  }
+
+  /** The Registry's backend, remembering since when building it fails (for {@link #lapsed}). */
+  async #backend(reg: RegistryResource): Promise<Backend> {
+    const uid = reg.metadata?.uid ?? reg.metadata?.name ?? '';
+    try {
+      const backend = await this.#d.backends.get(reg);
+      this.#buildFailingSince.delete(uid);
+      return backend;
+    } catch (err: unknown) {
+      if (!this.#buildFailingSince.has(uid)) this.#buildFailingSince.set(uid, this.#d.now().getTime());
+      throw err;
+    }
+  }
+
+  /**
+   * Whether no entry of the scope can have survived: nothing of this process has kept its lease
+   * alive (or passed its heartbeat) for longer than the registry takes to drop or fail them. When
+   * so, the backend forgets the owner's entries there, so that a lease recovery cannot bring them
+   * back once the registry answers again.
+   */
+  async #lapsed(registryName: string, scope: Scope, owner: Owner): Promise<boolean> {
+    const reg = this.#d.caches.registries().find((r) => r.metadata?.name === registryName);
+    if (!reg) return true;
+    try {
+      const backend = await this.#backend(reg);
+      if (backend.livenessLapsed?.(scope.registryNamespace) !== true) return false;
+      backend.forget?.(scope, owner);
+      return true;
+    } catch {
+      const since = Math.max(this.#startedAt, this.#buildFailingSince.get(reg.metadata?.uid ?? registryName) ?? Infinity);
+      return this.#d.now().getTime() - since > lapseAfterMs(reg);
+    }
   }
 
   /** Reconciles one `namespace/name` key. */
@@ -199,7 +253,7 @@ export class ServiceInstanceReconciler {
     }
     const prev = previous.get(registrationKey({ registry: registryName, namespace: registryNamespace, service }));
     try {
-      const backend = await d.backends.get(reg);
+      const backend = await this.#backend(reg);
       const owned = new OwnedRegistry(backend, owner);
       const scope: Scope = { registryNamespace, service };
       const current = await owned.records(scope);
@@ -276,7 +330,7 @@ export class ServiceInstanceReconciler {
     const reg = this.#d.caches.registries().find((r) => r.metadata?.name === registryName);
     // A deleted Registry keeps nothing alive: its lease stops and the entries expire.
     if (!reg) return 0;
-    const backend = await this.#d.backends.get(reg);
+    const backend = await this.#backend(reg);
     const owned = new OwnedRegistry(backend, owner);
     const current = await owned.records(scope);
     if (current.length === 0) return 0;
@@ -306,7 +360,18 @@ export class ServiceInstanceReconciler {
       }
     }
     let removed = 0;
-    for (const { registry, scope } of scopes.values()) removed += await this.#cleanupScope(registry, scope, owner, si);
+    for (const { registry, scope } of scopes.values()) {
+      try {
+        removed += await this.#cleanupScope(registry, scope, owner, si);
+      } catch (err: unknown) {
+        // Deletion must not hang for ever on a registry that is gone: once nothing has kept the
+        // scope's lease alive for longer than its TTL, every entry there has expired by itself.
+        if (!(await this.#lapsed(registry, scope, owner))) throw err;
+        const message = `Registry ${registry} has been unreachable for longer than its entries live without renewal (${errorMessage(err)}); the entries of namespace ${scope.registryNamespace}, service ${scope.service} have expired, so the ServiceInstance is let go without deregistering them`;
+        d.logger.warn({ serviceInstance: `${ns}/${owner.name}`, registry, registryNamespace: scope.registryNamespace }, message);
+        d.events.warning(eventTarget(si), EventReason.EntriesExpired, message);
+      }
+    }
     d.logger.info({ serviceInstance: `${ns}/${owner.name}`, removed }, 'ServiceInstance deleted; entries removed');
     await d.writer.removeFinalizer(si, FINALIZER);
   }

@@ -20,6 +20,7 @@ export interface Metrics {
   readonly registryEntries: Gauge<'registry'>;
   readonly circuitOpen: Gauge<'registry'>;
   readonly liveBackends: Gauge;
+  readonly garbageCollected: Counter<'registry'>;
   readonly liveKeepalives: Gauge;
   /** Adapter for the work queue. */
   readonly queueObserver: QueueObserver;
@@ -62,6 +63,7 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
       if (stats) this.set(stats().keepalives);
     },
   });
+  const garbageCollected = new Counter({ name: 'kube_registrar_garbage_collected_total', help: 'Entries of this cluster removed by the owner-wide sweep because no ServiceInstance wants them any more, by Registry.', labelNames: ['registry'], registers: [registry] });
   const queueObserver: QueueObserver = {
     depth: (d) => queueDepth.set(d),
     latency: (ms) => queueLatency.observe(ms / 1000),
@@ -70,5 +72,5 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
       reconcileDuration.observe(ms / 1000);
     },
   };
-  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, circuitOpen, liveBackends, liveKeepalives, queueObserver };
+  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, circuitOpen, liveBackends, liveKeepalives, garbageCollected, queueObserver };
 }

@@ -10,7 +10,7 @@ import type { Registry as RegistryResource } from '../api/v1alpha1/types.ts';
 import { ConsulRegistry } from './consul/consul-registry.ts';
 import { EtcdRegistry, type EtcdCredentials } from './etcd/etcd-registry.ts';
 import { WriteFence } from './fence.ts';
-import type { Registry } from './types.ts';
+import type { Owner, Registry, RegistryEntry, Scope } from './types.ts';
 
 /** A backend plus what the controller shows in status. */
 export interface Backend extends Registry {
@@ -22,6 +22,19 @@ export interface Backend extends Registry {
   failing?(): string | undefined;
   /** etcd leases kept alive, or Consul heartbeats passed, by this backend right now. */
   keepalives?(): number;
+  /**
+   * Every entry this cluster owns in the registry, in every registry namespace the backend can
+   * list (for the owner-wide garbage collection).
+   */
+  ownedByCluster?(): Promise<RegistryEntry[]>;
+  /**
+   * True when nothing has renewed the registry namespace's lease (or passed its heartbeat) for
+   * longer than the time after which the registry drops or fails its entries, so none of them can
+   * still be served.
+   */
+  livenessLapsed?(registryNamespace: string): boolean;
+  /** Forgets what the backend remembers of `owner`'s entries in the scope, so nothing rewrites them. */
+  forget?(scope: Scope, owner: Owner): void;
 }
 
 /** Gives the controller a backend per Registry resource. */
@@ -94,6 +107,9 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     failing: () => (open ? `circuit open after ${CIRCUIT_FAILURE_THRESHOLD} failed calls in a row; last error: ${lastFailure}` : undefined),
     ...(backend.leaseId ? { leaseId: backend.leaseId.bind(backend) } : {}),
     ...(backend.keepalives ? { keepalives: backend.keepalives.bind(backend) } : {}),
+    ...(backend.ownedByCluster ? { ownedByCluster: () => call('records', () => (backend.ownedByCluster as () => Promise<RegistryEntry[]>).call(backend)) } : {}),
+    ...(backend.livenessLapsed ? { livenessLapsed: backend.livenessLapsed.bind(backend) } : {}),
+    ...(backend.forget ? { forget: backend.forget.bind(backend) } : {}),
     ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
   };
 }

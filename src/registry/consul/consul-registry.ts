@@ -174,6 +174,9 @@ export class ConsulRegistry implements Registry {
   readonly #abort = new AbortController();
   readonly #namespaces = new Map<string, NamespaceState>();
   readonly #inFlight = new Set<Promise<unknown>>();
+  /** When each namespace's heartbeat was last passed by this backend, in ms since the epoch. */
+  readonly #passedAt = new Map<string, number>();
+  readonly #createdAt = Date.now();
   #agentChecked: Promise<void> | undefined;
   #closed = false;
 
@@ -223,6 +226,39 @@ export class ConsulRegistry implements Registry {
   leaseIdFor(registryNamespace: string): string | undefined {
     const state = this.#namespaces.get(registryNamespace);
     return state?.present === true && (this.#dryRun || this.#keeper.has(registryNamespace)) ? state.heartbeatCheckId : undefined;
+  }
+
+  /**
+   * True when no instance of this cluster in the registry namespace can still be served: nothing
+   * of this process passed its heartbeat for longer than the TTL plus the time after which the
+   * agent reaps critical instances.
+   */
+  livenessLapsed(registryNamespace: string): boolean {
+    const last = Math.max(this.#createdAt, this.#passedAt.get(registryNamespace) ?? 0);
+    return Date.now() - last > (this.#ttl + this.#reapAfter + HEARTBEAT_EXTRA_REAP_SECONDS + 30) * 1000;
+  }
+
+  /** Every instance of this cluster on the agent (in every Consul namespace when a template is set). */
+  async ownedByCluster(): Promise<RegistryEntry[]> {
+    return this.#track(async () => {
+      await this.#checkAgent();
+      const filter = `Meta[${lit(META.ownerCluster)}] == ${lit(this.#clusterId)}`;
+      let found: AgentServiceRecord[];
+      try {
+        found = await this.#call(() => this.#client.services(filter, this.#namespaceTemplate === '' ? '' : '*'));
+      } catch (err: unknown) {
+        throw new ConsulRegistryError(`listing this cluster's services on the Consul agent at ${this.#address} failed: ${this.#explain(err)}`, { cause: err });
+      }
+      const out: RegistryEntry[] = [];
+      for (const record of found) {
+        const registryNamespace = record.Meta[META.registryNamespace];
+        const service = record.Meta[META.service];
+        if (registryNamespace === undefined || service === undefined) continue;
+        const decoded = decodeService(record, { registryNamespace, service }, false);
+        if (decoded?.managed === true && decoded.entry.owner.clusterId === this.#clusterId) out.push(decoded.entry);
+      }
+      return out;
+    });
   }
 
   /** Heartbeats this backend passes right now (one per registry namespace in use). */
@@ -541,6 +577,7 @@ export class ConsulRegistry implements Registry {
       throw err;
     }
     this.#keeper.add(state.registryNamespace);
+    this.#passedAt.set(state.registryNamespace, Date.now());
     this.#log.info({ registryNamespace: state.registryNamespace, checkId: state.heartbeatCheckId }, 'adopted Consul heartbeat');
   }
 
@@ -573,6 +610,7 @@ export class ConsulRegistry implements Registry {
         // Registering again keeps a check's current status; a heartbeat that had expired is
         // critical until passed, so pass it now rather than an interval from now.
         await this.#call(() => this.#client.passTtl(state.heartbeatCheckId, this.#note(), state.consulNamespace));
+        this.#passedAt.set(state.registryNamespace, Date.now());
         this.#keeper.add(state.registryNamespace);
         this.#log.info({ registryNamespace: state.registryNamespace, checkId: state.heartbeatCheckId, ttl: this.#ttl }, 'registered Consul heartbeat');
       } finally {
@@ -589,6 +627,7 @@ export class ConsulRegistry implements Registry {
   async #beat(registryNamespace: string): Promise<void> {
     const state = this.#state(registryNamespace);
     await this.#call(() => this.#client.passTtl(state.heartbeatCheckId, this.#note(), state.consulNamespace));
+    this.#passedAt.set(registryNamespace, Date.now());
   }
 
   #onBeatFailure(registryNamespace: string, err: unknown): void {

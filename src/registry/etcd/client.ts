@@ -67,8 +67,8 @@ export type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAl
 
 /** What the etcd backend needs from etcd. */
 export interface EtcdClient {
-  /** Reads several key prefixes at one revision. */
-  rangePrefixes(prefixes: readonly string[]): Promise<StoredKeyValue[][]>;
+  /** Reads several key prefixes at one revision (keys only: values come back empty). */
+  rangePrefixes(prefixes: readonly string[], options?: { readonly keysOnly?: boolean }): Promise<StoredKeyValue[][]>;
   /** Reads one key. */
   get(key: string): Promise<StoredKeyValue | undefined>;
   /** Runs `writes` if every guard holds; says whether it did and which guards failed. Throws on transport errors. */
@@ -141,10 +141,11 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   });
 
   return {
-    async rangePrefixes(prefixes) {
+    async rangePrefixes(prefixes, rangeOptions) {
+      const keysOnly = rangeOptions?.keysOnly === true;
       const success: IRequestOp[] = prefixes.map((prefix) => {
         const start = Buffer.from(prefix);
-        return { request_range: { key: start, range_end: prefixEnd(start) } };
+        return { request_range: { key: start, range_end: prefixEnd(start), ...(keysOnly ? { keys_only: true } : {}) } };
       });
       const res = await etcd.kv.txn({ success });
       return res.responses.map((r) => r.response_range.kvs.map(toStored));

@@ -9,8 +9,9 @@
  */
 import { EtcdLeaseInvalidError, EtcdPermissionDeniedError } from 'etcd3';
 
+import { sameOwner } from '../../plan/plan.ts';
 import { UNKNOWN_OWNER } from '../owner.ts';
-import type { Changes, Registry, RegistryEntry, Scope } from '../types.ts';
+import type { Changes, Owner, Registry, RegistryEntry, Scope } from '../types.ts';
 import { createEtcdClient } from './client.ts';
 import type { EtcdClient, StoredKeyValue, TxnGuard, TxnResult, TxnWrite } from './client.ts';
 import { decodeEntry, encodeEntry, ETCD_VALUE_FORMATS } from './codec.ts';
@@ -57,6 +58,8 @@ export interface EtcdRegistryOptions {
   readonly onKeepaliveFailure?: () => void;
   /** Refuses every write once closed (leadership lost). */
   readonly fence?: WriteFence;
+  /** Milliseconds since the epoch (default Date.now); injected by tests. */
+  readonly now?: () => number;
   /** Wraps the etcd client, e.g. to cut a link at an exact step in fault-injection tests. */
   readonly clientMiddleware?: (client: EtcdClient) => EtcdClient;
 }
@@ -80,6 +83,9 @@ export const DEFAULT_MAX_TXN_OPS = 128;
 
 /** Bytes of keys and values per transaction: well under etcd's default request limit of 1.5 MiB. */
 const MAX_TXN_BYTES = 1024 * 1024;
+
+/** Slack on top of the TTL before entries of a lease nobody renewed count as gone (etcd checks expiry twice a second). */
+const LAPSE_MARGIN_SECONDS = 2;
 
 /** Attempts at settling a namespace's lease before giving up when other writers keep replacing it. */
 const LEASE_ATTEMPTS = 3;
@@ -112,6 +118,8 @@ interface NamespaceState {
   flushing: boolean;
   /** Counts transactions that landed, so a read knows whether writes landed while it ran. */
   epoch: number;
+  /** When etcd last confirmed the lease alive (granted, adopted or renewed), in ms since the epoch. */
+  renewedAt: number;
 }
 
 /** Writes of several applyChanges calls of one namespace, merged into as few transactions as fit. */
@@ -171,6 +179,9 @@ export class EtcdRegistry implements Registry {
   readonly #log: RegistryLogger;
   readonly #keepalive: LeaseKeepalive;
   readonly #namespaces = new Map<string, NamespaceState>();
+  readonly #now: () => number;
+  /** Nothing of this process renewed any lease before this moment. */
+  readonly #createdAt: number;
   #closed = false;
 
   /** Validates the options and creates the client; connections open lazily on the first call. */
@@ -194,6 +205,8 @@ export class EtcdRegistry implements Registry {
     this.#clusterId = options.clusterId;
     this.#maxOps = maxOps;
     this.#log = options.logger ?? silentLogger;
+    this.#now = options.now ?? Date.now;
+    this.#createdAt = this.#now();
     const client = createEtcdClient({ endpoints: options.endpoints, callTimeoutMs: timeout, ...options.credentials, ...(options.fence ? { fence: options.fence } : {}) });
     this.#client = options.clientMiddleware ? options.clientMiddleware(client) : client;
     this.#keepalive = new LeaseKeepalive({
@@ -201,6 +214,9 @@ export class EtcdRegistry implements Registry {
       intervalMs: (ttl * 1000) / 3,
       logger: this.#log,
       onLost: (id) => this.#onLeaseLost(id),
+      onRenewed: (id) => {
+        for (const state of this.#namespaces.values()) if (state.lease === id) state.renewedAt = this.#now();
+      },
       onTick: () => this.#retryLostLeases(),
       ...(options.onKeepaliveFailure ? { onFailure: options.onKeepaliveFailure } : {}),
     });
@@ -213,6 +229,74 @@ export class EtcdRegistry implements Registry {
   leaseIdFor(registryNamespace: string): string | undefined {
     const state = this.#namespaces.get(registryNamespace);
     return state?.lease !== undefined && !state.lost ? leaseHex(state.lease) : undefined;
+  }
+
+  /**
+   * True when no entry of this cluster in the registry namespace can still be in etcd: its lease
+   * was reported gone, or nothing of this process has had it confirmed alive for longer than the
+   * TTL (a predecessor stopped renewing before this backend was built).
+   */
+  livenessLapsed(registryNamespace: string): boolean {
+    const state = this.#namespaces.get(registryNamespace);
+    if (state?.lost === true) return true;
+    return this.#now() - Math.max(this.#createdAt, state?.renewedAt ?? 0) > (this.#ttl + LAPSE_MARGIN_SECONDS) * 1000;
+  }
+
+  /**
+   * Drops `owner`'s keys in the scope from the memory of owned keys, so that a lease recovery does
+   * not write back the entries of a ServiceInstance that is gone while etcd could not be reached.
+   */
+  forget(scope: Scope, owner: Owner): void {
+    const state = this.#namespaces.get(scope.registryNamespace);
+    if (state === undefined) return;
+    const valuePrefix = this.#keys.servicePrefix(scope.registryNamespace, scope.service);
+    const indexPrefix = this.#keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);
+    for (const [key, value] of [...state.owned]) {
+      if (!key.startsWith(valuePrefix)) continue;
+      const instanceId = key.slice(valuePrefix.length);
+      const indexKey = `${indexPrefix}${instanceId}`;
+      const decoded = decodeEntry(value, state.owned.get(indexKey), { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
+      if (decoded === undefined || !sameOwner(decoded.entry.owner, owner)) continue;
+      state.owned.delete(key);
+      state.owned.delete(indexKey);
+    }
+  }
+
+  /**
+   * Every entry of this cluster under the prefix, in every registry namespace the credentials may
+   * list (else in the namespaces this backend has used).
+   */
+  async ownedByCluster(): Promise<RegistryEntry[]> {
+    this.#assertOpen();
+    const root = `${this.#keys.prefix}/`;
+    let namespaces: string[];
+    try {
+      const [keys = []] = await this.#client.rangePrefixes([root], { keysOnly: true });
+      namespaces = [...new Set(keys.map((kv) => kv.key.slice(root.length).split('/')[0] ?? '').filter((ns) => ns !== '' && !ns.startsWith('_')))];
+    } catch (err: unknown) {
+      if (!(err instanceof EtcdPermissionDeniedError)) throw new EtcdRegistryError(`listing registry namespaces under ${root} failed: ${describe(err)}`, { cause: err });
+      namespaces = [...this.#namespaces.keys()];
+    }
+    const out: RegistryEntry[] = [];
+    for (const ns of namespaces) {
+      let valuePrefix: string;
+      let indexPrefix: string;
+      try {
+        valuePrefix = this.#keys.namespacePrefix(ns);
+        indexPrefix = this.#keys.ownerIndexNamespacePrefix(ns);
+      } catch {
+        continue; // not a registry namespace this backend could have written
+      }
+      const [values = [], index = []] = await this.#client.rangePrefixes([valuePrefix, indexPrefix]);
+      const indexByKey = new Map(index.map((kv) => [kv.key.slice(indexPrefix.length), kv.value]));
+      for (const kv of values) {
+        const [service, instanceId, ...rest] = kv.key.slice(valuePrefix.length).split('/');
+        if (service === undefined || instanceId === undefined || rest.length > 0) continue;
+        const decoded = decodeEntry(kv.value, indexByKey.get(`${service}/${instanceId}`), { registryNamespace: ns, service, instanceId });
+        if (decoded !== undefined && decoded.entry.owner.clusterId === this.#clusterId) out.push(decoded.entry);
+      }
+    }
+    return out;
   }
 
   /** Leases this backend keeps alive right now (one per registry namespace in use). */
@@ -365,7 +449,7 @@ export class EtcdRegistry implements Registry {
     let state = this.#namespaces.get(registryNamespace);
     if (state === undefined) {
       this.#keys.namespacePrefix(registryNamespace); // refuse bad names before any I/O
-      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), revisions: new Map(), tail: Promise.resolve(), pending: undefined, flushing: false, epoch: 0 };
+      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), revisions: new Map(), tail: Promise.resolve(), pending: undefined, flushing: false, epoch: 0, renewedAt: 0 };
       this.#namespaces.set(registryNamespace, state);
     }
     return state;
@@ -643,6 +727,7 @@ export class EtcdRegistry implements Registry {
     if (state.lease !== undefined && state.lease !== lease) this.#keepalive.delete(state.lease);
     state.lease = lease;
     state.lost = false;
+    state.renewedAt = this.#now();
     // A dry run must not keep alive what a real operator may have abandoned.
     if (!this.#dryRun) this.#keepalive.add(lease);
   }

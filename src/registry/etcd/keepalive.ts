@@ -20,6 +20,8 @@ export interface LeaseKeepaliveOptions {
   readonly intervalMs: number;
   /** Called once when etcd says a lease no longer exists; the lease is dropped from the keeper. */
   readonly onLost: (id: bigint) => void;
+  /** Called whenever etcd confirms a renewal (the lease lives for another TTL from now). */
+  readonly onRenewed?: (id: bigint) => void;
   /** Called on every interval after renewals are sent; the owner hangs its retries here. */
   readonly onTick?: () => void;
   /** Called whenever a renewal round fails or a lease is lost (for metrics). */
@@ -138,7 +140,11 @@ export class LeaseKeepalive {
     if (stream !== this.#stream) return;
     this.#silentTicks = 0;
     const id = BigInt(res.ID);
-    if (Number(res.TTL) > 0 || !this.#ids.has(id)) return;
+    if (Number(res.TTL) > 0) {
+      if (this.#ids.has(id)) this.#options.onRenewed?.(id);
+      return;
+    }
+    if (!this.#ids.has(id)) return;
     this.#ids.delete(id);
     this.#options.onFailure?.();
     this.#options.onLost(id);
