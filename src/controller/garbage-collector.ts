@@ -10,6 +10,10 @@
  * scope. Entries of other clusters (or of nobody known) are never touched, an upsert-only
  * Registry is never swept, a dry run only logs, and every deletion goes through the owner wrapper
  * and the backend's write guards like any other.
+ *
+ * The same sweep then releases the registry namespaces nothing writes to any more (their
+ * namespace deleted, the template changed): their lease keepalive or heartbeat stops, their
+ * bookkeeping goes, and the backend forgets them, so per-namespace state does not only grow.
  */
 import type { Logger } from 'pino';
 import type { Registry as RegistryResource, ServiceInstance } from '../api/v1alpha1/types.ts';
@@ -21,8 +25,8 @@ import { systemClock, type Clock } from './queue.ts';
 import type { ReconcilerCaches } from './service-instance-reconciler.ts';
 import { resolveTargets } from './targets.ts';
 
-/** What the collector reads: the reconciler's caches. */
-export type CollectorCaches = ReconcilerCaches;
+/** What the collector reads: the reconciler's caches and every cached ServiceInstance. */
+export type CollectorCaches = ReconcilerCaches & { allServiceInstances(): readonly ServiceInstance[] };
 
 /** Everything the collector depends on, injected. */
 export interface GarbageCollectorDeps {
@@ -37,6 +41,8 @@ export interface GarbageCollectorDeps {
   readonly clock?: Clock;
   /** Entries removed from a Registry by a sweep (for the metric). */
   readonly onCollected?: (registry: string, entries: number) => void;
+  /** Registry namespaces of a Registry released by a sweep (for the log and metrics). */
+  readonly onReleased?: (registry: string, namespaces: number) => void;
 }
 
 /** What one sweep did. */
@@ -133,7 +139,32 @@ export class GarbageCollector {
       for (const c of conflicts) d.logger.warn({ registry: name }, c.message);
     }
     if (removed > 0) d.onCollected?.(name, removed);
+    if (backend.retainNamespaces) {
+      const released = await backend.retainNamespaces(this.#wantedNamespaces(reg), d.intervalMs);
+      if (released.length > 0) d.onReleased?.(name, released.length);
+    }
     return removed;
+  }
+
+  /**
+   * Registry namespaces of `reg` that some ServiceInstance in the caches writes to (or, while being
+   * deleted, still has to clean up), whatever a sweep removed: everything else may be released.
+   */
+  #wantedNamespaces(reg: RegistryResource): Set<string> {
+    const d = this.#d;
+    const wanted = new Set<string>();
+    for (const si of d.caches.allServiceInstances()) {
+      const ns = si.metadata?.namespace ?? '';
+      const labels = d.caches.namespaceLabels(ns) ?? {};
+      const { targets } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
+      if (!targets.some((t) => t.metadata?.name === reg.metadata?.name)) continue;
+      try {
+        wanted.add(renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns));
+      } catch {
+        // An unusable template writes nothing.
+      }
+    }
+    return wanted;
   }
 
   /**

@@ -35,6 +35,11 @@ export interface Backend extends Registry {
   livenessLapsed?(registryNamespace: string): boolean;
   /** Forgets what the backend remembers of `owner`'s entries in the scope, so nothing rewrites them. */
   forget?(scope: Scope, owner: Owner): void;
+  /**
+   * Lets go of the registry namespaces outside `wanted` that hold none of this cluster's entries
+   * and have been idle for `idleMs`: keepalive or heartbeat stopped, bookkeeping removed, memory freed.
+   */
+  retainNamespaces?(wanted: ReadonlySet<string>, idleMs: number): Promise<string[]>;
 }
 
 /** Gives the controller a backend per Registry resource. */
@@ -110,6 +115,7 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     ...(backend.ownedByCluster ? { ownedByCluster: () => call('records', () => (backend.ownedByCluster as () => Promise<RegistryEntry[]>).call(backend)) } : {}),
     ...(backend.livenessLapsed ? { livenessLapsed: backend.livenessLapsed.bind(backend) } : {}),
     ...(backend.forget ? { forget: backend.forget.bind(backend) } : {}),
+    ...(backend.retainNamespaces ? { retainNamespaces: backend.retainNamespaces.bind(backend) } : {}),
     ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
   };
 }

@@ -127,6 +127,8 @@ interface NamespaceState {
   ensuring: Promise<void> | undefined;
   /** Bumped on every registration, so a read that started before one cannot undo it. */
   registrations: number;
+  /** When a read or write last asked for this namespace, in ms since the epoch. */
+  usedAt: number;
 }
 
 interface Failure {
@@ -258,6 +260,32 @@ export class ConsulRegistry implements Registry {
         if (decoded?.managed === true && decoded.entry.owner.clusterId === this.#clusterId) out.push(decoded.entry);
       }
       return out;
+    });
+  }
+
+  /**
+   * Lets go of every registry namespace outside `wanted` that has no instance of this cluster on
+   * the agent and has not been used for `idleMs`: stops passing its heartbeat, deregisters the
+   * heartbeat service and frees what the backend remembered of it. Resolves the namespaces released.
+   */
+  async retainNamespaces(wanted: ReadonlySet<string>, idleMs: number): Promise<string[]> {
+    if (this.#dryRun) return [];
+    return this.#track(async () => {
+      const released: string[] = [];
+      for (const state of [...this.#namespaces.values()]) {
+        const ns = state.registryNamespace;
+        if (wanted.has(ns) || Date.now() - state.usedAt < idleMs || state.ensuring !== undefined) continue;
+        const filter = `Meta[${lit(META.registryNamespace)}] == ${lit(ns)} and Meta[${lit(META.ownerCluster)}] == ${lit(this.#clusterId)}`;
+        const services = await this.#call(() => this.#client.services(filter, state.consulNamespace));
+        if (services.some((s) => !isHeartbeat(s))) continue; // instances still alias the heartbeat
+        this.#keeper.delete(ns);
+        await this.#call(() => this.#client.deregister(state.heartbeatServiceId, state.consulNamespace));
+        this.#namespaces.delete(ns);
+        this.#passedAt.delete(ns);
+        released.push(ns);
+      }
+      if (released.length > 0) this.#log.info({ registryNamespaces: released }, 'released Consul registry namespaces that nothing writes to any more');
+      return released;
     });
   }
 
@@ -517,9 +545,11 @@ export class ConsulRegistry implements Registry {
         current: false,
         ensuring: undefined,
         registrations: 0,
+        usedAt: 0,
       };
       this.#namespaces.set(registryNamespace, state);
     }
+    state.usedAt = Date.now();
     return state;
   }
 
@@ -625,14 +655,17 @@ export class ConsulRegistry implements Registry {
   }
 
   async #beat(registryNamespace: string): Promise<void> {
-    const state = this.#state(registryNamespace);
+    // Not #state(): passing a heartbeat is not a use of the namespace, or none would ever be idle.
+    const state = this.#namespaces.get(registryNamespace);
+    if (state === undefined) return;
     await this.#call(() => this.#client.passTtl(state.heartbeatCheckId, this.#note(), state.consulNamespace));
     this.#passedAt.set(registryNamespace, Date.now());
   }
 
   #onBeatFailure(registryNamespace: string, err: unknown): void {
     if (this.#closed) return;
-    const state = this.#state(registryNamespace);
+    const state = this.#namespaces.get(registryNamespace);
+    if (state === undefined) return;
     if (err instanceof ConsulHttpError && err.status === 404) {
       // The agent lost the heartbeat (restarted without its data, or someone deregistered it):
       // register it again at once so that instances still aliasing it recover.

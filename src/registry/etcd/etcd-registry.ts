@@ -120,6 +120,8 @@ interface NamespaceState {
   epoch: number;
   /** When etcd last confirmed the lease alive (granted, adopted or renewed), in ms since the epoch. */
   renewedAt: number;
+  /** When a read or write last asked for this namespace, in ms since the epoch. */
+  usedAt: number;
 }
 
 /** Writes of several applyChanges calls of one namespace, merged into as few transactions as fit. */
@@ -299,6 +301,48 @@ export class EtcdRegistry implements Registry {
     return out;
   }
 
+  /**
+   * Lets go of every registry namespace outside `wanted` that holds no entry of this cluster and
+   * has not been used for `idleMs`: stops keeping its lease alive, removes its lease id key (only
+   * if it still names that lease, and no key of ours hangs on it), revokes the lease and frees what
+   * the backend remembered of it. A later write to the namespace simply grants a new lease.
+   * Resolves the namespaces released.
+   */
+  async retainNamespaces(wanted: ReadonlySet<string>, idleMs: number): Promise<string[]> {
+    this.#assertOpen();
+    if (this.#dryRun) return [];
+    const released: string[] = [];
+    for (const state of [...this.#namespaces.values()]) {
+      if (wanted.has(state.registryNamespace) || this.#now() - state.usedAt < idleMs) continue;
+      const done = await this.#serial(state, async () => {
+        if (state.owned.size > 0 || state.pending !== undefined || state.flushing || this.#namespaces.get(state.registryNamespace) !== state) return false;
+        const ns = state.registryNamespace;
+        const idKey = this.#keys.leaseId(this.#clusterId, ns);
+        const stored = await this.#client.get(idKey);
+        const storedId = parseLeaseHex(stored?.value);
+        if (stored !== undefined) {
+          const [values = [], index = []] = await this.#client.rangePrefixes([this.#keys.namespacePrefix(ns), this.#keys.ownerIndexNamespacePrefix(ns)]);
+          const onLease = storedId === undefined ? [] : [...values, ...index].filter((kv) => kv.lease === storedId.toString());
+          if (onLease.length > 0) return false; // entries of ours still hang on it: not unused after all
+          const result = await this.#client.txn([{ key: idKey, value: stored.value }], [{ kind: 'delete', key: idKey }]);
+          if (!result.succeeded) return false;
+        }
+        if (state.lease !== undefined) this.#keepalive.delete(state.lease);
+        for (const id of new Set([state.lease, storedId])) {
+          if (id === undefined) continue;
+          await this.#client.leaseRevoke(id).catch((err: unknown) => {
+            this.#log.debug({ err, leaseId: leaseHex(id) }, 'could not revoke an unused etcd lease; it expires by itself');
+          });
+        }
+        this.#namespaces.delete(ns);
+        return true;
+      });
+      if (done) released.push(state.registryNamespace);
+    }
+    if (released.length > 0) this.#log.info({ registryNamespaces: released }, 'released etcd registry namespaces that nothing writes to any more');
+    return released;
+  }
+
   /** Leases this backend keeps alive right now (one per registry namespace in use). */
   keepalives(): number {
     return this.#keepalive.size;
@@ -449,9 +493,10 @@ export class EtcdRegistry implements Registry {
     let state = this.#namespaces.get(registryNamespace);
     if (state === undefined) {
       this.#keys.namespacePrefix(registryNamespace); // refuse bad names before any I/O
-      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), revisions: new Map(), tail: Promise.resolve(), pending: undefined, flushing: false, epoch: 0, renewedAt: 0 };
+      state = { registryNamespace, lease: undefined, lost: false, recovering: false, owned: new Map(), indexKeys: new Set(), revisions: new Map(), tail: Promise.resolve(), pending: undefined, flushing: false, epoch: 0, renewedAt: 0, usedAt: 0 };
       this.#namespaces.set(registryNamespace, state);
     }
+    state.usedAt = this.#now();
     return state;
   }
 
