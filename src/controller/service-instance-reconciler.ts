@@ -22,9 +22,11 @@ import type { Owner, RegistryEntry, Scope } from '../registry/types.ts';
 import { desiredEndpoints, type SourceResult } from '../source/endpoints.ts';
 import type { SlimPod } from '../source/pods.ts';
 import { setCondition, type Condition } from './conditions.ts';
-import type { ReconcileResult } from './queue.ts';
+import { TerminalError, type ReconcileResult } from './queue.ts';
 import { resolveTargets, type Refusal } from './targets.ts';
-import type { Backend, BackendProvider } from '../registry/provider.ts';
+import { RegistryConfigError, type Backend, type BackendProvider } from '../registry/provider.ts';
+import { EtcdKeyError } from '../registry/etcd/keys.ts';
+import { TemplateError } from '../registry/template.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
 
 /** Reasons of the events the reconciler records. */
@@ -81,6 +83,19 @@ function errorMessage(err: unknown): string {
   if (err instanceof AggregateError) return err.errors.map(errorMessage).join('; ');
   if (err instanceof Error) return err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
   return String(err);
+}
+
+/**
+ * Errors that only a change of the Registry or ServiceInstance can fix (both queue it again): an
+ * unusable Registry, template or name. A Secret that cannot be read is not one of them: it is
+ * often created just after the Registry, and is not watched.
+ */
+function isConfigurationError(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof RegistryConfigError) return !/Secret/.test(e.message);
+    if (e instanceof TemplateError || e instanceof EtcdKeyError) return true;
+  }
+  return false;
 }
 
 function eventTarget(si: ServiceInstance): EventTarget {
@@ -227,7 +242,13 @@ export class ServiceInstanceReconciler {
     if (statusFingerprint(status) !== statusFingerprint(si.status)) await d.writer.patchStatus(si, status);
 
     const errors = [...outcomes.filter((o) => o.error !== undefined).map((o) => o.error), ...staleErrors];
-    if (errors.length > 0) throw new AggregateError(errors, `ServiceInstance ${ns}/${owner.name}: ${errors.length} registry operation(s) failed`);
+    if (errors.length > 0) {
+      const failure = new AggregateError(errors, `ServiceInstance ${ns}/${owner.name}: ${errors.length} registry operation(s) failed`);
+      // Retrying cannot fix a Registry that cannot be used as configured; a change of the Registry
+      // or of this ServiceInstance queues it again, and so does the next resync.
+      if (errors.every(isConfigurationError)) throw new TerminalError(`${failure.message}: ${errors.map(errorMessage).join('; ')}`, { cause: failure });
+      throw failure;
+    }
     const jitter = 0.9 + 0.2 * (d.random ?? Math.random)();
     return { requeueAfterMs: Math.round(d.resyncMs * jitter) };
   }

@@ -44,7 +44,7 @@ import {
   type RegistrySpec,
   type ServiceInstanceSpec,
 } from '../../src/api/v1alpha1/types.ts';
-import { VALIDATION_MESSAGES, validateRegistrySpec, validateServiceInstanceSpec } from '../../src/api/v1alpha1/validate.ts';
+import { VALIDATION_MESSAGES, validateRegistrySpec, validateServiceInstanceSpec } from '../support/crd-rules.ts';
 import { ADMISSION_CASES } from '../fixtures/admission-cases.ts';
 
 /** The parts of an OpenAPI v3 schema node that these tests read. */
@@ -329,7 +329,7 @@ test('condition types and reasons fit the CRDs’ metav1.Condition patterns', ()
 });
 
 for (const { label, crd } of CRDS) {
-  test(`every ${label} CEL rule says in words what is wrong, in the same words as validate.ts`, () => {
+  test(`every ${label} CEL rule says in words what is wrong, in the same words as the rules model`, () => {
     const known = new Set<string>(Object.values(VALIDATION_MESSAGES));
     walk(rootSchema(crd), '', (node, path) => {
       for (const { rule, message } of node['x-kubernetes-validations'] ?? []) {
@@ -368,12 +368,12 @@ function withDefaults(value: unknown, node: Schema): unknown {
   return out;
 }
 
-// Missing required fields are shape errors; validate.ts takes typed specs and leaves those to admission.
+// Missing required fields are shape errors; the rules model takes typed specs and leaves those to admission.
 const SHAPE_ONLY_MESSAGES = new Set(['Required value']);
 
 for (const c of ADMISSION_CASES) {
   if (c.messageIncludes !== undefined && SHAPE_ONLY_MESSAGES.has(c.messageIncludes)) continue;
-  test(`validate.ts agrees with admission: ${c.name}`, () => {
+  test(`the rules model agrees with admission: ${c.name}`, () => {
     const { kind } = c.object as { kind: string };
     const crd = kind === SERVICE_INSTANCE_KIND ? SERVICE_INSTANCE_CRD : REGISTRY_CRD;
     const { spec } = withDefaults(c.object, rootSchema(crd)) as { spec: unknown };
@@ -408,7 +408,7 @@ const VALIDATE_ONLY_CASES: readonly { name: string; spec: ServiceInstanceSpec; w
 ];
 
 for (const { name, spec, want } of VALIDATE_ONLY_CASES) {
-  test(`validate.ts: ${name}`, () => {
+  test(`rules model: ${name}`, () => {
     assert.deepEqual(validateServiceInstanceSpec(spec), want);
   });
 }

@@ -89,7 +89,7 @@ export const ConditionReason = {
   Deregistering: 'Deregistering',
   /** Both: the registry is in dry-run mode, so changes are reported but not written. */
   DryRun: 'DryRun',
-  /** Both: the spec passed admission but fails the operator's own checks (see validate.ts). */
+  /** Both: the spec passed admission but cannot be used (e.g. a Registry whose block does not match its type). */
   InvalidSpec: 'InvalidSpec',
   /** Registry: connected and authenticated. */
   Connected: 'Connected',

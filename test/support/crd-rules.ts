@@ -1,14 +1,12 @@
 /**
- * The operator's own checks of ServiceInstance and Registry specs: the CRDs' admission rules again,
- * plus what admission cannot express cheaply (duplicate static endpoints).
+ * An independent model of the CRDs' admission rules, for the tests: every OpenAPI and CEL rule of
+ * crds/ written out again in TypeScript, with the CEL messages word for word. test/unit/crds.test.ts
+ * runs the same cases through this model and through the real apiserver, so a rule changed in one
+ * place and not the other fails a test, and every CEL message is checked to say what is wrong.
  *
- * Admission is the first line, but not the only one the operator can rely on: CRDs from an older
- * release may still be installed, CEL ratcheting lets objects stored before a rule existed keep
- * their old values, and tests build objects that never met an apiserver. A spec that fails here is
- * reported on the object (reason InvalidSpec) instead of being half-applied.
- *
- * The messages for rules the CRDs also check are the CRDs' CEL messages word for word (the unit
- * test holds them together), so a person sees the same sentence from kubectl and from status.
+ * It lives with the tests because the operator does not use it: admission refuses what these
+ * rules refuse, and what is left (duplicate static endpoints, unknown port names) is reported by
+ * the endpoint source on the object without stopping the rest.
  */
 import { isIP } from 'node:net';
 import {
@@ -21,7 +19,7 @@ import {
   type RegistrySpec,
   type SecretReference,
   type ServiceInstanceSpec,
-} from './types.ts';
+} from '../../src/api/v1alpha1/types.ts';
 
 /** User-facing messages of the checks; those of CEL rules match the CRDs exactly. */
 export const VALIDATION_MESSAGES = {
