@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ServiceInstance } from '../../src/api/v1alpha1/types.ts';
-import { slimServiceInstance } from '../../src/controller/manager.ts';
+import { slimServiceInstance } from '../../src/controller/caches.ts';
 
 test('a cached ServiceInstance keeps everything the reconciler reads and drops managedFields and the last-applied copy', () => {
   const si = {

@@ -1,0 +1,160 @@
+/**
+ * The operator's view of the cluster: informers for ServiceInstances and Pods (per watched
+ * namespace, or cluster-wide), Registries and Namespaces, and the cache reads the reconcilers use.
+ * Which events queue which keys is event-routing.ts's business; this file only lists and watches.
+ */
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Namespace, type V1Pod } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION, type Registry as RegistryResource, type ServiceInstance } from '../api/v1alpha1/types.ts';
+import { Informer, type ListPage } from '../kube/informer.ts';
+import { slimPod, type SlimPod } from '../source/pods.ts';
+import type { ReconcilerCaches } from './service-instance-reconciler.ts';
+
+/** A namespace as cached: name and labels only. */
+export interface SlimNamespace {
+  readonly metadata: { readonly name: string; readonly resourceVersion?: string; readonly labels: Readonly<Record<string, string>> };
+}
+
+/** Options of {@link ClusterCaches}. */
+export interface CachesOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly logger: Logger;
+  /** Namespaces to watch; empty: all. */
+  readonly watchNamespaces: readonly string[];
+  /** Called after each list/watch failure of an informer (for metrics). */
+  readonly onInformerError?: (informer: string) => void;
+}
+
+/** kubectl's copy of the last applied object: as large as the object, and never read here. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * A ServiceInstance as cached: without managedFields and kubectl's last-applied copy, which
+ * together are often larger than the rest of the object and are never read by the operator.
+ */
+export function slimServiceInstance(si: ServiceInstance): ServiceInstance {
+  const metadata = si.metadata;
+  if (!metadata) return si;
+  const { managedFields: _managedFields, ...rest } = metadata as typeof metadata & { managedFields?: unknown };
+  const annotations = rest.annotations;
+  if (annotations && LAST_APPLIED in annotations) {
+    const { [LAST_APPLIED]: _lastApplied, ...kept } = annotations;
+    rest.annotations = kept;
+  }
+  return { ...si, metadata: rest };
+}
+
+/** The informers and what the reconcilers read from them. */
+export class ClusterCaches implements ReconcilerCaches {
+  readonly siInformers: Informer<ServiceInstance, ServiceInstance>[] = [];
+  readonly podInformers: Informer<V1Pod, SlimPod>[] = [];
+  readonly registryInformer: Informer<RegistryResource, RegistryResource>;
+  readonly namespaceInformer: Informer<V1Namespace, SlimNamespace>;
+  readonly #logger: Logger;
+
+  constructor(options: CachesOptions) {
+    this.#logger = options.logger;
+    const kc = options.kubeConfig;
+    const core = kc.makeApiClient(CoreV1Api);
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const page = <T>(p: Promise<unknown>): Promise<ListPage<T>> => p as Promise<ListPage<T>>;
+    const scopes: (string | undefined)[] = options.watchNamespaces.length > 0 ? [...options.watchNamespaces] : [undefined];
+    for (const ns of scopes) {
+      this.siInformers.push(
+        new Informer<ServiceInstance, ServiceInstance>({
+          name: `serviceinstances${ns ? `/${ns}` : ''}`,
+          kubeConfig: kc,
+          path: ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${SERVICE_INSTANCE_PLURAL}` : `/apis/${GROUP}/${VERSION}/${SERVICE_INSTANCE_PLURAL}`,
+          list: (limit, cont) =>
+            page(
+              ns
+                ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, namespace: ns, limit, _continue: cont })
+                : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, limit, _continue: cont }),
+            ),
+          transform: slimServiceInstance,
+          logger: options.logger,
+          onError: () => options.onInformerError?.(ns ? `serviceinstances/${ns}` : 'serviceinstances'),
+        }),
+      );
+      this.podInformers.push(
+        new Informer<V1Pod, SlimPod>({
+          name: `pods${ns ? `/${ns}` : ''}`,
+          kubeConfig: kc,
+          path: ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods',
+          list: (limit, cont) => page(ns ? core.listNamespacedPod({ namespace: ns, limit, _continue: cont }) : core.listPodForAllNamespaces({ limit, _continue: cont })),
+          transform: slimPod,
+          logger: options.logger,
+          onError: () => options.onInformerError?.(ns ? `pods/${ns}` : 'pods'),
+        }),
+      );
+    }
+    this.registryInformer = new Informer<RegistryResource, RegistryResource>({
+      name: 'registries',
+      kubeConfig: kc,
+      path: `/apis/${GROUP}/${VERSION}/${REGISTRY_PLURAL}`,
+      list: (limit, cont) => page(custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: REGISTRY_PLURAL, limit, _continue: cont })),
+      transform: (r) => r,
+      logger: options.logger,
+      onError: () => options.onInformerError?.('registries'),
+    });
+    this.namespaceInformer = new Informer<V1Namespace, SlimNamespace>({
+      name: 'namespaces',
+      kubeConfig: kc,
+      path: '/api/v1/namespaces',
+      list: (limit, cont) => page(core.listNamespace({ limit, _continue: cont })),
+      transform: (n) => ({ metadata: { name: n.metadata?.name ?? '', ...(n.metadata?.resourceVersion ? { resourceVersion: n.metadata.resourceVersion } : {}), labels: { ...(n.metadata?.labels ?? {}) } } }),
+      logger: options.logger,
+      onError: () => options.onInformerError?.('namespaces'),
+    });
+  }
+
+  serviceInstance(key: string): ServiceInstance | undefined {
+    for (const inf of this.siInformers) {
+      const si = inf.get(key);
+      if (si) return si;
+    }
+    return undefined;
+  }
+
+  pods(namespace: string): readonly SlimPod[] {
+    return this.podInformers.flatMap((inf) => inf.list(namespace));
+  }
+
+  registries(): readonly RegistryResource[] {
+    return this.registryInformer.list();
+  }
+
+  /** A cached Registry by name. */
+  registry(name: string): RegistryResource | undefined {
+    return this.registryInformer.get(name);
+  }
+
+  namespaceLabels(namespace: string): Readonly<Record<string, string>> | undefined {
+    return this.namespaceInformer.get(namespace)?.metadata.labels;
+  }
+
+  /** Every cached ServiceInstance. */
+  allServiceInstances(): ServiceInstance[] {
+    return this.siInformers.flatMap((inf) => inf.list());
+  }
+
+  /** True once every informer has listed. */
+  get synced(): boolean {
+    return [...this.siInformers, ...this.podInformers, this.registryInformer, this.namespaceInformer].every((i) => i.synced);
+  }
+
+  /**
+   * Starts every informer and waits until all listed: Pods, Registries and Namespaces first, so
+   * that the first reconciles see every pod and Registry. Handlers must be attached before.
+   */
+  async start(): Promise<void> {
+    await Promise.all([this.registryInformer.start(), this.namespaceInformer.start(), ...this.podInformers.map((i) => i.start())]);
+    await Promise.all(this.siInformers.map((i) => i.start()));
+    this.#logger.info({ serviceInstances: this.allServiceInstances().length, registries: this.registries().length, pods: this.podInformers.reduce((n, i) => n + i.size, 0) }, 'caches synced');
+  }
+
+  /** Stops every informer. */
+  stop(): void {
+    for (const inf of [...this.siInformers, ...this.podInformers, this.registryInformer, this.namespaceInformer]) inf.stop();
+  }
+}
