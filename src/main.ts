@@ -70,6 +70,7 @@ async function main(): Promise<void> {
     logger,
     callTimeoutMs: cfg.registryTimeoutSeconds * 1000,
     dryRun: cfg.dryRun,
+    secretRefreshMs: Math.min(cfg.resyncSeconds, 30) * 1000, // rotated Secrets are picked up within this
     observer: {
       operation: (backend, operation, outcome, seconds) => {
         metrics.registryOperations.inc({ backend, operation, outcome });

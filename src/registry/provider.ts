@@ -1,13 +1,29 @@
 /**
  * Turns Registry resources into live backends: reads credentials from the referenced Secret,
  * builds the backend for the Registry's type, and keeps one backend per Registry for as long as
- * its spec is unchanged. A changed or deleted Registry closes its old backend (without revoking
- * leases, so nothing disappears while the new one adopts them).
+ * its spec and the data of its Secrets are unchanged. A changed or deleted Registry closes its old
+ * backend (without revoking leases, so nothing disappears while the new one adopts them); changed
+ * Secret data (rotated credentials, see credentials.ts) builds a replacement first and closes the
+ * old backend only once the replacement runs.
  */
 import { BrokenCircuitError, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleAll } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Registry as RegistryResource } from '../api/v1alpha1/types.ts';
 import { ConsulRegistry } from './consul/consul-registry.ts';
+import {
+  DEFAULT_SECRET_REFRESH_MS,
+  SecretRefresher,
+  backendFingerprint,
+  currentDigests,
+  decideBackend,
+  secretDigest,
+  secretKey,
+  specKeyOf,
+  systemRefreshClock,
+  type RefreshClock,
+  type SecretDigests,
+  type SecretKey,
+} from './credentials.ts';
 import { EtcdRegistry, type EtcdCredentials } from './etcd/etcd-registry.ts';
 import { WriteFence } from './fence.ts';
 import type { Owner, Registry, RegistryEntry, Scope } from './types.ts';
@@ -129,14 +145,32 @@ export interface BackendProviderOptions {
   /** Operator-wide dry run: every backend computes and logs but writes nothing. */
   readonly dryRun: boolean;
   readonly observer?: BackendObserver;
+  /**
+   * Pause between two re-reads (a `get` each) of the Secrets live backends were built from: a
+   * Registry whose Secret data changed gets a backend with the new credentials within about this
+   * long. Defaults to {@link DEFAULT_SECRET_REFRESH_MS}; also how long a replacement that failed
+   * waits before the next try.
+   */
+  readonly secretRefreshMs?: number;
+  /** Clock of the Secret re-reads; defaults to the real clock. */
+  readonly clock?: RefreshClock;
 }
 
 interface CacheEntry {
-  readonly fingerprint: string;
+  /** The uid and spec the backend is built for ({@link specKeyOf}). */
+  readonly specKey: string;
   readonly uid: string;
   readonly generation: number;
+  /** The Registry the backend was built for: a replacement with rotated credentials is built from it. */
+  readonly registry: RegistryResource;
   /** The one build of this backend: every caller waits on it, success or failure (single flight). */
   readonly backend: Promise<Backend>;
+  /** Digests of the Secrets the backend was built from; set once its build succeeded. */
+  digests: SecretDigests | undefined;
+  /** The replacement being built with rotated credentials; callers share it (single flight). */
+  replacement: Promise<Backend> | undefined;
+  /** The last replacement that failed: for which credentials ({@link backendFingerprint}), and when. */
+  failed: { readonly fingerprint: string; readonly atMs: number } | undefined;
 }
 
 function text(data: Readonly<Record<string, Buffer>>, key: string): string | undefined {
@@ -158,6 +192,18 @@ export interface BackendStats {
  * a new one), a backend replaced by a spec change or released with its Registry is closed, and a
  * Registry once released is never built again, so no forgotten backend keeps leases or heartbeats
  * alive for entries nobody vouches for.
+ *
+ * Rotated credentials: every `secretRefreshMs` the Secrets of live backends are read again (`get`
+ * only, the RBAC the chart grants) and a Registry whose Secret data changed gets a replacement
+ * backend, built right away and shared by every `get()` meanwhile. The replacement adopts the same
+ * etcd leases and Consul heartbeats, and only once it is built is the old backend closed (closing
+ * never revokes or deregisters), so no entry drops; for that moment two backends are alive. If the
+ * new credentials cannot be used (key missing, rejected by the registry), the old backend keeps
+ * serving, a warning names the Registry and Secret (never their values), and the replacement is
+ * tried again after `secretRefreshMs` or as soon as the Secret changes again. A Secret that cannot
+ * be read any more (deleted, forbidden) likewise leaves the backend as it is. A failed registry
+ * call or keepalive brings the next re-read forward (to a second after the last), so credentials
+ * revoked at the registry just before the Secret is updated cost seconds, not a whole interval.
  */
 export class KubeBackendProvider implements BackendProvider {
   readonly #o: BackendProviderOptions;
@@ -167,10 +213,44 @@ export class KubeBackendProvider implements BackendProvider {
   /** UIDs of released (deleted) Registries: a reconcile still holding one gets an error, not a backend. */
   readonly #released = new Set<string>();
   readonly #fence = new WriteFence();
+  readonly #clock: RefreshClock;
+  readonly #refreshMs: number;
+  readonly #refresher: SecretRefresher;
+  /**
+   * The observer handed to every backend's guard: the caller's, plus a failed call brings the next
+   * re-read of the Secrets forward (the credentials may just have been revoked).
+   */
+  readonly #guardObserver: BackendObserver;
+  /** Replacements with rotated credentials under way, so that close() waits for them. */
+  readonly #replacing = new Set<Promise<unknown>>();
   #closed = false;
 
   constructor(options: BackendProviderOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? systemRefreshClock;
+    this.#refreshMs = options.secretRefreshMs ?? DEFAULT_SECRET_REFRESH_MS;
+    this.#refresher = new SecretRefresher({
+      intervalMs: this.#refreshMs,
+      clock: this.#clock,
+      read: (ref) => this.#o.readSecret(ref.namespace, ref.name),
+      watched: () => this.#watchedSecrets(),
+      afterRound: (changed) => this.#afterRefresh(changed),
+      onReadError: (secret, err) => this.#o.logger.warn({ secret, err }, 'cannot read a Secret named by a Registry again; its backends keep the credentials they were built with'),
+      onReadRecovered: (secret) => this.#o.logger.info({ secret }, 'a Secret named by a Registry can be read again'),
+    });
+    this.#guardObserver = {
+      ...options.observer,
+      operation: (backend, operation, outcome, seconds) => {
+        options.observer?.operation?.(backend, operation, outcome, seconds);
+        if (outcome === 'error') this.#refresher.refreshSoon();
+      },
+    };
+  }
+
+  /** A lease keepalive or heartbeat failed: counted, and the Secrets are read again soon. */
+  #refused(backend: 'etcd' | 'consul'): void {
+    this.#o.observer?.keepaliveFailure?.(backend);
+    this.#refresher.refreshSoon();
   }
 
   /** Returns the backend for a Registry, creating or replacing it when its spec changed. */
@@ -179,26 +259,32 @@ export class KubeBackendProvider implements BackendProvider {
     const uid = registry.metadata?.uid ?? '';
     if (this.#fence.closed || this.#closed) return Promise.reject(new RegistryConfigError(`Registry ${name}: this process no longer writes to registries`));
     if (uid !== '' && this.#released.has(uid)) return Promise.reject(new RegistryConfigError(`Registry ${name} was deleted`));
-    const fingerprint = JSON.stringify([uid, registry.spec]);
-    const cached = this.#cache.get(name);
-    if (cached?.fingerprint === fingerprint) return cached.backend;
     const generation = registry.metadata?.generation ?? 0;
-    // A reconcile that read the Registry before its latest change must not swap the newer backend
-    // back out: the newer one serves it, and the next reconcile sees the new spec.
-    if (cached && cached.uid === uid && cached.generation > generation) return cached.backend;
+    const cached = this.#cache.get(name);
     if (cached) {
+      const decision = this.#decide(cached, uid, registry);
+      if (decision === 'reuse' || decision === 'keep-old') return cached.backend;
+      if (decision === 'await-replacement' && cached.replacement) return cached.replacement;
+      if (decision === 'rotate') return this.#rotate(name, cached);
+      // A reconcile that read the Registry before its latest change must not swap the newer backend
+      // back out: the newer one serves it, and the next reconcile sees the new spec.
+      if (cached.uid === uid && cached.generation > generation) return cached.backend;
       this.#cache.delete(name);
       void this.#closeQuietly(name, cached);
     }
-    const backend = this.#create(registry).then((b) => {
-      this.#live.add(b);
-      return b;
-    });
-    const entry: CacheEntry = { fingerprint, uid, generation, backend };
-    // A failed build is forgotten so that the next call tries again; its callers all get its error.
-    backend.catch(() => {
-      if (this.#cache.get(name) === entry) this.#cache.delete(name);
-    });
+    const digests: Record<SecretKey, string> = {};
+    const backend = this.#build(registry, digests);
+    const entry: CacheEntry = { specKey: specKeyOf(uid, registry.spec), uid, generation, registry, backend, digests: undefined, replacement: undefined, failed: undefined };
+    void backend.then(
+      () => {
+        entry.digests = digests;
+        this.#refresher.start();
+      },
+      // A failed build is forgotten so that the next call tries again; its callers all get its error.
+      () => {
+        if (this.#cache.get(name) === entry) this.#cache.delete(name);
+      },
+    );
     this.#cache.set(name, entry);
     return backend;
   }
@@ -233,7 +319,85 @@ export class KubeBackendProvider implements BackendProvider {
     this.#closed = true;
     const entries = [...this.#cache.entries()];
     this.#cache.clear();
-    await Promise.all(entries.map(([name, e]) => this.#closeQuietly(name, e)));
+    // Replacements under way see the provider closed and close what they built.
+    const replacements = [...this.#replacing].map((r) => r.catch(() => undefined));
+    await Promise.all([this.#refresher.close(), ...entries.map(([name, e]) => this.#closeQuietly(name, e)), ...replacements]);
+  }
+
+  #decide(entry: CacheEntry, uid: string, registry: RegistryResource): ReturnType<typeof decideBackend> {
+    const held = { specKey: entry.specKey, digests: entry.digests, replacing: entry.replacement !== undefined, failed: entry.failed };
+    return decideBackend(held, { uid, spec: registry.spec }, (key) => this.#refresher.latest(key), this.#clock.now(), this.#refreshMs);
+  }
+
+  /** Builds a backend and counts it live; `digests` receives the digests of the Secrets it read. */
+  #build(registry: RegistryResource, digests: Record<SecretKey, string>): Promise<Backend> {
+    return this.#create(registry, digests).then((b) => {
+      this.#live.add(b);
+      return b;
+    });
+  }
+
+  /**
+   * Builds a replacement for `old` with the credentials its Secrets hold now (single flight: every
+   * caller meanwhile shares it), then swaps it in and closes `old`. On failure `old` stays and
+   * serves; callers get it, and the failure is remembered so that only a later try or new data
+   * starts another build.
+   */
+  #rotate(name: string, old: CacheEntry): Promise<Backend> {
+    const logger = this.#o.logger.child({ registry: name });
+    const secrets = Object.keys(old.digests ?? {});
+    const wanted = backendFingerprint(old.uid, old.registry.spec, currentDigests(old.digests ?? {}, (key) => this.#refresher.latest(key)));
+    logger.info({ secrets }, 'credentials in a Secret named by the Registry changed; building a backend with them while the current one keeps serving');
+    const digests: Record<SecretKey, string> = {};
+    const built = this.#build(old.registry, digests);
+    const replacement = built
+      .then(
+        async (backend) => {
+          if (this.#cache.get(name) !== old || this.#closed || this.#fence.closed) {
+            // Replaced by a spec change, released, or shut down while this was built.
+            await this.#closeBackend(name, backend);
+            const current = this.#closed ? undefined : this.#cache.get(name);
+            if (current) return current.backend;
+            throw new RegistryConfigError(`Registry ${name}: its backend was released while rotated credentials were being used; this process no longer writes to it`);
+          }
+          const next: CacheEntry = { specKey: old.specKey, uid: old.uid, generation: old.generation, registry: old.registry, backend: built, digests, replacement: undefined, failed: undefined };
+          this.#cache.set(name, next);
+          this.#refresher.start();
+          logger.info({ secrets }, 'backend rebuilt with the rotated credentials; closing the previous one (its leases and heartbeats carry on in the new one)');
+          void this.#closeQuietly(name, old);
+          return backend;
+        },
+        (err: unknown) => {
+          old.failed = { fingerprint: wanted, atMs: this.#clock.now() };
+          logger.warn({ secrets, err }, `the rotated credentials cannot be used: the backend built from the previous ones keeps serving, and the new ones are tried again in ${this.#refreshMs / 1000} s or when the Secret changes again; fix the Secret`);
+          return old.backend;
+        },
+      )
+      .finally(() => {
+        old.replacement = undefined;
+        this.#replacing.delete(replacement);
+      });
+    old.replacement = replacement;
+    this.#replacing.add(replacement);
+    return replacement;
+  }
+
+  /** The Secrets that built backends were built from, for the next round of re-reads. */
+  *#watchedSecrets(): Iterable<SecretKey> {
+    for (const entry of this.#cache.values()) yield* Object.keys(entry.digests ?? {});
+  }
+
+  /**
+   * After each round of re-reads: starts a replacement for every backend whose Secrets changed,
+   * and again for one whose last replacement failed at least `secretRefreshMs` ago.
+   */
+  #afterRefresh(changed: readonly SecretKey[]): void {
+    if (this.#closed || this.#fence.closed) return;
+    if (changed.length > 0) this.#o.logger.info({ secrets: changed }, 'Secrets named by Registries changed');
+    for (const [name, entry] of this.#cache) {
+      const decision = this.#decide(entry, entry.uid, entry.registry);
+      if (decision === 'rotate') void this.#rotate(name, entry).catch(() => undefined);
+    }
   }
 
   async #closeQuietly(name: string, entry: CacheEntry): Promise<void> {
@@ -243,6 +407,10 @@ export class KubeBackendProvider implements BackendProvider {
     } catch {
       return; // never built, nothing to close
     }
+    await this.#closeBackend(name, backend);
+  }
+
+  async #closeBackend(name: string, backend: Backend): Promise<void> {
     try {
       await backend.close();
     } catch (err: unknown) {
@@ -252,15 +420,22 @@ export class KubeBackendProvider implements BackendProvider {
     }
   }
 
-  async #secret(registryName: string, ref: { name: string; namespace?: string }): Promise<Readonly<Record<string, Buffer>>> {
+  /** Reads a Secret a Registry names and records its digest in `digests` (never its values in a log). */
+  async #secret(registryName: string, ref: { name: string; namespace?: string }, digests: Record<SecretKey, string>): Promise<Readonly<Record<string, Buffer>>> {
+    let data: Readonly<Record<string, Buffer>>;
     try {
-      return await this.#o.readSecret(ref.namespace ?? '', ref.name);
+      data = await this.#o.readSecret(ref.namespace ?? '', ref.name);
     } catch (err: unknown) {
       throw new RegistryConfigError(`cannot read Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${registryName}: create it, and let the operator's ServiceAccount get it`, { cause: err });
     }
+    const key = secretKey(ref);
+    const digest = secretDigest(data);
+    digests[key] = digest;
+    this.#refresher.record(key, digest);
+    return data;
   }
 
-  async #create(registry: RegistryResource): Promise<Backend> {
+  async #create(registry: RegistryResource, digests: Record<SecretKey, string>): Promise<Backend> {
     const name = registry.metadata?.name ?? '';
     const spec = registry.spec;
     const dryRun = this.#o.dryRun || spec.dryRun === true;
@@ -270,7 +445,7 @@ export class KubeBackendProvider implements BackendProvider {
       let credentials: EtcdCredentials | undefined;
       const ref = spec.etcd.credentialsSecretRef;
       if (ref) {
-        const data = await this.#secret(name, ref);
+        const data = await this.#secret(name, ref, digests);
         const c: Record<string, string> = {};
         for (const k of ['username', 'password', 'ca.crt', 'tls.crt', 'tls.key']) {
           const v = text(data, k);
@@ -294,17 +469,17 @@ export class KubeBackendProvider implements BackendProvider {
         dryRun,
         clusterId: this.#o.clusterId,
         logger,
-        onKeepaliveFailure: () => this.#o.observer?.keepaliveFailure?.('etcd'),
+        onKeepaliveFailure: () => this.#refused('etcd'),
         fence: this.#fence,
       });
-      return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'etcd', this.#o.observer);
+      return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'etcd', this.#guardObserver);
     }
     if (spec.type === 'consul') {
       if (!spec.consul) throw new RegistryConfigError(`Registry ${name} has type consul but no spec.consul`);
       let token: string | undefined;
       const ref = spec.consul.tokenSecretRef;
       if (ref) {
-        token = text(await this.#secret(name, ref), 'token')?.trim();
+        token = text(await this.#secret(name, ref, digests), 'token')?.trim();
         if (!token) throw new RegistryConfigError(`Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name} has no key "token"; put the Consul ACL token there`);
       }
       const backend = new ConsulRegistry({
@@ -318,10 +493,10 @@ export class KubeBackendProvider implements BackendProvider {
         clusterId: this.#o.clusterId,
         callTimeoutMs: this.#o.callTimeoutMs,
         logger,
-        onHeartbeatFailure: () => this.#o.observer?.keepaliveFailure?.('consul'),
+        onHeartbeatFailure: () => this.#refused('consul'),
         fence: this.#fence,
       });
-      return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'consul', this.#o.observer);
+      return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'consul', this.#guardObserver);
     }
     throw new RegistryConfigError(`Registry ${name} has type ${String(spec.type)}, which this version does not support`);
   }
