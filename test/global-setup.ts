@@ -6,6 +6,13 @@
  */
 import { readFile } from 'node:fs/promises';
 import { startBed, type Bed } from '../testbed/bed.ts';
+import { describeOpenResources } from './support/open-resources.ts';
+
+/**
+ * How long the runner may take to exit once the bed is stopped. The runner sets no deadline of its
+ * own there, so a handle left open would hang `npm test` after its last line of output.
+ */
+const EXIT_GRACE_MS = 20_000;
 
 let bed: Bed | undefined;
 
@@ -29,7 +36,11 @@ export async function globalSetup(): Promise<void> {
   );
 }
 
-/** Stops the bed after the last test file. */
+/** Stops the bed after the last test file, then makes sure the runner exits. */
 export async function globalTeardown(): Promise<void> {
   await bed?.stop();
+  setTimeout(() => {
+    console.error(`test runner still alive ${EXIT_GRACE_MS} ms after the test bed stopped: something left open keeps it running:\n${describeOpenResources()}`);
+    process.exit(1);
+  }, EXIT_GRACE_MS).unref();
 }

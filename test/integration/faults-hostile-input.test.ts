@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { agentServices, crashLines, deleteRegistry, etcdKeys, FaultTally, operatorAlive, startOperatorOn, waitFor, type FaultOperator } from '../support/faults.ts';
+import { agentServices, countServiceInstances, crashLines, deleteRegistry, etcdKeys, FaultTally, operatorAlive, startOperatorOn, waitFor, waitForResyncs, type FaultOperator } from '../support/faults.ts';
 import { createNamespace, createPod, createRegistry, createServiceInstance, deleteServiceInstance, installCrds, setPodReady, type ServiceInstanceView } from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
@@ -297,7 +297,7 @@ describe('hostile input', () => {
     }
     await createRegistry(kc, mainEtcd, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { hostile: sfx } }, leaseTTLSeconds: 30, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${root}/main` } });
     await createRegistry(kc, mainConsul, { type: 'consul', default: true, namespaceSelector: { matchLabels: { hostile: sfx } }, leaseTTLSeconds: 30, consul: { address: bedEnv('CONSUL_HTTP_ADDR'), serviceName: '{namespace}-{service}' } });
-    operator = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${clusterId}`, `--watch-namespaces=${namespaces.join(',')}`, '--resync-period=5', '--registry-timeout=3'] });
+    operator = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${clusterId}`, `--watch-namespaces=${namespaces.join(',')}`, '--resync-period=5', '--registry-timeout=3'], metrics: true });
   });
 
   after(async () => {
@@ -442,7 +442,7 @@ describe('hostile input', () => {
       }
       return out;
     };
-    // Several resyncs later nothing was rewritten: odd values do not make the plan flap.
+    // Two resyncs later nothing was rewritten: odd values do not make the plan flap.
     const puts: string[] = [];
     const watcher = await etcd.watch().prefix(`${root}/main/`).create();
     let indexBefore: Map<string, number>;
@@ -454,7 +454,8 @@ describe('hostile input', () => {
       before = new Map((await agentServices(bedEnv('CONSUL_HTTP_ADDR'), process.env['CONSUL_HTTP_TOKEN'], `Meta["kr-owner-cluster"] == "${clusterId}"`)).map((s) => [s.id, JSON.stringify(s)]));
       indexBefore = await modifyIndex();
       logFrom = (await operator.log()).length;
-      await new Promise((r) => setTimeout(r, 12_000));
+      assert.ok(operator.metricsUrl);
+      await waitForResyncs(operator.metricsUrl, await countServiceInstances(kc, namespaces), 2, SETTLE_MS);
       indexAfter = await modifyIndex();
     } finally {
       await watcher.cancel();

@@ -10,12 +10,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeConfig } from '@kubernetes/client-node';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { startBed, type Bed } from '../../testbed/bed.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { agentServices, converge, crashLines, etcdKeys, FaultTally, operatorAlive, passingInstances, startOperatorOn, waitFor, type FaultOperator } from '../support/faults.ts';
+import { agentServices, converge, countServiceInstances, crashLines, etcdKeys, FaultTally, operatorAlive, passingInstances, startOperatorOn, waitFor, waitForResyncs, type FaultOperator } from '../support/faults.ts';
 import { createNamespace, createRegistry, createServiceInstance, deleteServiceInstance, getServiceInstance, installCrds } from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
@@ -98,8 +97,8 @@ describe('two clusters, one registry', () => {
       await createRegistry(kc, `twin-etcd-${sfx}`, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { twin: sfx } }, leaseTTLSeconds: TTL, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix } });
       await createRegistry(kc, `twin-consul-${sfx}`, { type: 'consul', default: true, namespaceSelector: { matchLabels: { twin: sfx } }, leaseTTLSeconds: TTL, consul: { address: bedEnv('CONSUL_HTTP_ADDR'), serviceName: '{namespace}-{service}' } });
     }
-    operators.a = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${ids.a}`, `--watch-namespaces=${ns}`, '--resync-period=2'] });
-    operators.b = await startOperatorOn({ kubeconfig: bedB.kubeconfig, flags: [`--cluster-id=${ids.b}`, `--watch-namespaces=${ns}`, '--resync-period=2'] });
+    operators.a = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${ids.a}`, `--watch-namespaces=${ns}`, '--resync-period=2'], metrics: true });
+    operators.b = await startOperatorOn({ kubeconfig: bedB.kubeconfig, flags: [`--cluster-id=${ids.b}`, `--watch-namespaces=${ns}`, '--resync-period=2'], metrics: true });
   });
 
   after(async () => {
@@ -143,7 +142,15 @@ describe('two clusters, one registry', () => {
   test('on resync, neither rewrites anything of the other (nor of its own)', async () => {
     const mark = touches.length;
     const consul = { a: await consulIndexes('a'), b: await consulIndexes('b') };
-    await sleep(8_000); // four resyncs of each operator
+    // Three resyncs of every ServiceInstance by each operator.
+    await Promise.all(
+      (['a', 'b'] as const).map(async (side) => {
+        const op = operators[side];
+        const kc = kcs[side];
+        assert.ok(op?.metricsUrl && kc);
+        await waitForResyncs(op.metricsUrl, await countServiceInstances(kc, [ns]), 3, SETTLE_MS);
+      }),
+    );
     assert.deepEqual(touches.slice(mark), [], 'no etcd write at all');
     assert.deepEqual(await consulIndexes('a'), consul.a);
     assert.deepEqual(await consulIndexes('b'), consul.b);

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { startAclConsulAgent, type AclConsulAgent } from '../support/consul-acl.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
+import { countServiceInstances, waitForResyncs } from '../support/faults.ts';
 import {
   createNamespace,
   createPod,
@@ -145,8 +146,13 @@ describe('operator on Consul', () => {
     const first = operator;
     assert.ok(first);
     await first.process.stop();
+    const stoppedAt = Date.now();
     operator = await startOperator(['--resync-period=3']);
-    await sleep(LEASE_TTL * 1000 + 3000);
+    // Two resyncs of every ServiceInstance on the bed (the operator watches every namespace) by the
+    // new process, and more than the TTL since the old one stopped: only the new process can have
+    // kept the instances passing.
+    await waitForResyncs(operator.metricsUrl, await countServiceInstances(kc), 2, 120_000);
+    await sleep(Math.max(0, stoppedAt + (LEASE_TTL + 3) * 1000 - Date.now()));
     watching = false;
     await watcher;
     assert.equal(minPassing, 2, 'both instances stayed passing across the restart');

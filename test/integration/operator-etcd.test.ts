@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
+import { countServiceInstances, waitForResyncs } from '../support/faults.ts';
 import {
   createNamespace,
   createPod,
@@ -30,6 +31,8 @@ const dev = `dev-${sfx}`;
 const prefix = `/lifecycle-${sfx}`;
 // Long enough for a restart of the operator on a busy machine, short enough to watch expire.
 const LEASE_TTL = 10;
+// Deadline for the operator to resync every ServiceInstance on the bed (3 s apart) a few times.
+const RESYNCS_MS = 120_000;
 
 let kc: KubeConfig;
 let etcd: Etcd3;
@@ -37,6 +40,15 @@ let operator: OperatorProcess | undefined;
 
 async function entries(path: string): Promise<Record<string, string>> {
   return etcd.getAll().prefix(path).strings();
+}
+
+/**
+ * Waits until the running operator has resynced every ServiceInstance on the bed `rounds` times
+ * since the call: the operator watches every namespace, so that includes those of other files.
+ */
+async function resyncs(rounds: number): Promise<void> {
+  assert.ok(operator, 'an operator runs');
+  await waitForResyncs(operator.metricsUrl, await countServiceInstances(kc), rounds, RESYNCS_MS);
 }
 
 async function waitForKeys(path: string, expected: readonly string[], what: string): Promise<Record<string, string>> {
@@ -173,8 +185,8 @@ describe('operator on etcd', () => {
       const now = await entries(dir);
       return now[keys[0] ?? ''] === original[keys[0] ?? ''] && now[keys[1] ?? ''] === original[keys[1] ?? ''] ? true : undefined;
     });
-    // A few resyncs later the foreign entries are still as they were.
-    await sleep(4000);
+    // Two resyncs later the foreign entries are still as they were.
+    await resyncs(2);
     const now = await entries(dir);
     assert.equal(now[foreignKey], foreignValue, "another cluster's entry is untouched");
     assert.equal(now[`${dir}handwritten`], '192.0.2.98:80', 'an entry with no owner is untouched');
@@ -257,7 +269,7 @@ describe('operator on etcd', () => {
 
     await patchServiceInstance(kc, dryNs, 'ghost', { endpoints: [{ address: '192.0.2.80', port: 80 }] });
     await eventually('the spec change to be observed', async () => ((await getServiceInstance(kc, dryNs, 'ghost'))?.status?.observedGeneration === 2 ? true : undefined));
-    await sleep(3000);
+    await resyncs(1);
     assert.deepEqual(Object.keys(await entries(upsertDir)).sort(), [`${upsertDir}192.0.2.80:80`, `${upsertDir}192.0.2.81:80`], 'upsert-only kept the endpoint that left the spec');
   });
 
@@ -300,10 +312,17 @@ describe('operator on etcd', () => {
     watcher.on('delete', (kv) => deletes.push(kv.key.toString()));
     watcher.on('put', (kv) => puts.push(kv.key.toString()));
     try {
+      const leaseId = (await etcd.get(`${dir}192.0.2.60:80`).exec()).kvs[0]?.lease;
+      assert.ok(leaseId && leaseId !== '0', 'the entries hang on a lease');
       await first.process.stop();
+      const stoppedAt = Date.now();
       operator = await startOperator(['--resync-period=3']);
-      // Several resyncs of the new process.
-      await sleep(LEASE_TTL * 1000 + 4000);
+      // Two resyncs of the new process, and more than the lease TTL since the old one stopped:
+      // the lease is still alive only if the new process adopted it and kept it alive.
+      await resyncs(2);
+      await sleep(Math.max(0, stoppedAt + (LEASE_TTL + 4) * 1000 - Date.now()));
+      const { TTL: secondsLeft } = await etcd.leaseClient.leaseTimeToLive({ ID: leaseId });
+      assert.ok(Number(secondsLeft) > 0, `the lease outlived its ${LEASE_TTL} s TTL after the old process stopped: the new one keeps it alive`);
       assert.deepEqual(deletes, [], 'no entry was deleted across the restart');
       assert.deepEqual(puts.filter((k) => !k.includes('_kube-registrar')), [], 'no entry was rewritten: the lease was adopted');
       assert.deepEqual(Object.keys(await entries(dir)).sort(), [`${dir}192.0.2.60:80`, `${dir}192.0.2.61:80`]);

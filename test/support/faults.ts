@@ -25,6 +25,8 @@ import { provision, REPO_ROOT } from '../../testbed/provision.ts';
 export interface FaultOperator {
   readonly process: ManagedProcess;
   readonly healthUrl: string;
+  /** The operator's /metrics, when it was started with `metrics: true`. */
+  readonly metricsUrl?: string;
   /** Every line the process wrote so far (JSON logs on stdout, anything else on stderr). */
   log(): Promise<string>;
 }
@@ -36,6 +38,8 @@ export interface OperatorOptions {
   readonly flags?: readonly string[];
   /** Log file to append to, so that restarts of one operator keep one log. */
   readonly logFile?: string;
+  /** Serve /metrics on a free port (see {@link FaultOperator.metricsUrl}); off by default. */
+  readonly metrics?: boolean;
 }
 
 /**
@@ -44,8 +48,9 @@ export interface OperatorOptions {
  */
 export async function startOperatorOn(options: OperatorOptions): Promise<FaultOperator> {
   const healthPort = await freePort();
+  const metricsAddress = options.metrics ? `127.0.0.1:${await freePort()}` : '';
   const logFile = options.logFile ?? join(await mkdtemp(join(tmpdir(), 'kr-faults-op-')), 'operator.log');
-  const args = [join(REPO_ROOT, 'src', 'main.ts'), `--kubeconfig=${options.kubeconfig}`, '--metrics-address=', `--health-address=127.0.0.1:${healthPort}`, '--log-level=debug', ...(options.flags ?? [])];
+  const args = [join(REPO_ROOT, 'src', 'main.ts'), `--kubeconfig=${options.kubeconfig}`, `--metrics-address=${metricsAddress}`, `--health-address=127.0.0.1:${healthPort}`, '--log-level=debug', ...(options.flags ?? [])];
   const proc = new ManagedProcess('kube-registrar', process.execPath, args, logFile);
   const healthUrl = `http://127.0.0.1:${healthPort}`;
   try {
@@ -54,7 +59,7 @@ export async function startOperatorOn(options: OperatorOptions): Promise<FaultOp
     await proc.kill();
     throw err;
   }
-  return { process: proc, healthUrl, log: () => readFile(logFile, 'utf8').catch(() => '') };
+  return { process: proc, healthUrl, ...(metricsAddress ? { metricsUrl: `http://${metricsAddress}/metrics` } : {}), log: () => readFile(logFile, 'utf8').catch(() => '') };
 }
 
 /**
@@ -72,6 +77,68 @@ export async function operatorAlive(op: FaultOperator): Promise<boolean> {
     return (await fetch(`${op.healthUrl}/healthz`, { signal: AbortSignal.timeout(3000) })).ok;
   } catch {
     return false;
+  }
+}
+
+// --- proof that the operator resynced -----------------------------------------------------------
+
+/**
+ * ServiceInstance reconciles an operator has finished other than by failing: the sum of
+ * `kube_registrar_reconcile_total` over every outcome but `error`, read from its /metrics. A
+ * failed reconcile is retried on a backoff of its own (200 ms, doubling up to a minute), not once
+ * per resync period, so counting those would let a ServiceInstance that keeps failing stand in for
+ * the resyncs of the others.
+ */
+export async function pacedReconciles(metricsUrl: string): Promise<number> {
+  const res = await fetch(metricsUrl, { signal: AbortSignal.timeout(CALL_TIMEOUT_MS) });
+  if (!res.ok) throw new Error(`GET ${metricsUrl}: ${res.status}`);
+  let sum = 0;
+  for (const m of (await res.text()).matchAll(/^kube_registrar_reconcile_total\{outcome="([^"]*)"\} (\S+)$/gm)) {
+    if (m[1] !== 'error') sum += Number(m[2]);
+  }
+  return sum;
+}
+
+/** How many ServiceInstances the cluster of `kc` holds in `namespaces`, or in all namespaces. */
+export async function countServiceInstances(kc: KubeConfig, namespaces?: readonly string[]): Promise<number> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const list = async (namespace?: string): Promise<number> => {
+    const what = { group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances' };
+    const res = (namespace === undefined ? await api.listClusterCustomObject(what) : await api.listNamespacedCustomObject({ ...what, namespace })) as { items: unknown[] };
+    return res.items.length;
+  };
+  if (namespaces === undefined) return list();
+  let n = 0;
+  for (const ns of namespaces) n += await list(ns);
+  return n;
+}
+
+/**
+ * Waits until an operator has resynced each of the `serviceInstances` ServiceInstances it watches
+ * at least `rounds` times (1 to 4) since the call, so that a check that nothing changed meanwhile
+ * covers those resyncs instead of trusting a sleep. Proof by counting: the operator queues every
+ * ServiceInstance again one resync period ±10 % after it was reconciled, so while any one of them
+ * has been reconciled fewer than `rounds` times, none has been reconciled more than `rounds` + 1
+ * times; hence (`rounds` + 1) × `serviceInstances` finished reconciles include `rounds` of each,
+ * as long as nothing else makes the operator reconcile meanwhile. Returns the reconciles counted.
+ */
+export async function waitForResyncs(metricsUrl: string, serviceInstances: number, rounds: number, timeoutMs: number): Promise<number> {
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 4) throw new Error(`waitForResyncs counts 1 to 4 rounds, not ${rounds}: beyond 4 the ±10 % jitter breaks the bound`);
+  if (serviceInstances < 1) throw new Error('waitForResyncs needs at least one ServiceInstance to count resyncs of');
+  const from = await pacedReconciles(metricsUrl);
+  const needed = (rounds + 1) * serviceInstances;
+  let done = 0;
+  try {
+    return await waitFor(
+      `${rounds} resync(s) of ${serviceInstances} ServiceInstance(s)`,
+      async () => {
+        done = (await pacedReconciles(metricsUrl)) - from;
+        return done >= needed ? done : undefined;
+      },
+      timeoutMs,
+    );
+  } catch (err: unknown) {
+    throw new Error(`the operator finished ${done} of the ${needed} reconciles that prove ${rounds} resync(s) of ${serviceInstances} ServiceInstance(s)`, { cause: err });
   }
 }
 
