@@ -102,6 +102,9 @@ export class GarbageCollector {
     for (const reg of this.#d.caches.registries()) {
       const name = reg.metadata?.name ?? '';
       if ((reg.spec.policy ?? 'sync') === 'upsert-only') continue;
+      // A Registry nothing targets and no backend serves keeps nothing alive: its entries expire
+      // by themselves, and building a backend just to look would read Secrets nobody needs.
+      if (this.#wantedNamespaces(reg).size === 0 && this.#d.backends.isBuilt?.(name) !== true) continue;
       try {
         const n = await this.#sweepRegistry(reg);
         if (n > 0) collected.set(name, n);
@@ -121,7 +124,7 @@ export class GarbageCollector {
     const owned = await backend.ownedByCluster();
     const orphans = new Map<string, RegistryEntry[]>();
     for (const entry of owned) {
-      if (entry.owner.clusterId !== d.clusterId || !this.#orphaned(entry, reg)) continue;
+      if (entry.owner.clusterId !== d.clusterId || !this.#orphaned(entry)) continue;
       const key = `${entry.owner.namespace}/${entry.owner.name}`;
       orphans.set(key, [...(orphans.get(key) ?? []), entry]);
     }
@@ -169,11 +172,12 @@ export class GarbageCollector {
 
   /**
    * Whether nothing vouches for an entry of this cluster any more: its ServiceInstance is gone, or
-   * it no longer targets the entry's registry namespace and service in this Registry. Anything
+   * no longer has the entry's service, or none of its Registries writes the entry's registry
+   * namespace. Anything
    * the caches cannot decide yet (an unwatched namespace, a namespace not cached, a ServiceInstance
    * being deleted, which its finalizer cleans up) counts as wanted.
    */
-  #orphaned(entry: RegistryEntry, reg: RegistryResource): boolean {
+  #orphaned(entry: RegistryEntry): boolean {
     const d = this.#d;
     const ns = entry.owner.namespace;
     if (d.watchNamespaces.length > 0 && !d.watchNamespaces.includes(ns)) return false;
@@ -182,13 +186,18 @@ export class GarbageCollector {
     if (si.metadata?.deletionTimestamp) return false;
     const labels = d.caches.namespaceLabels(ns);
     if (labels === undefined) return false;
-    const { targets } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
-    if (!targets.some((t) => t.metadata?.name === reg.metadata?.name)) return true;
     if (si.spec.service !== entry.endpoint.service) return true;
-    try {
-      return renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns) !== entry.registryNamespace;
-    } catch {
-      return false;
+    // Entries carry their owner, not the Registry that wrote them, and two Registries may reach the
+    // same storage (one etcd prefix or Consul agent under two addresses). So an entry is wanted
+    // when any Registry its ServiceInstance targets writes its registry namespace, not only `reg`.
+    const { targets } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
+    for (const target of targets) {
+      try {
+        if (renderRegistryNamespace(target.spec.namespace ?? '{namespace}', ns) === entry.registryNamespace) return false;
+      } catch {
+        return false; // an unusable template: leave the decision to the reconciler's status
+      }
     }
+    return true;
   }
 }

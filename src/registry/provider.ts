@@ -61,6 +61,8 @@ export interface Backend extends Registry {
 /** Gives the controller a backend per Registry resource. */
 export interface BackendProvider {
   get(registry: RegistryResource): Promise<Backend>;
+  /** Whether a backend for the Registry named `name` is built or being built (no build is started). */
+  isBuilt?(name: string): boolean;
 }
 
 /** Reads a Secret's data (base64-decoded) by namespace and name. */
@@ -287,6 +289,11 @@ export class KubeBackendProvider implements BackendProvider {
     );
     this.#cache.set(name, entry);
     return backend;
+  }
+
+  /** Whether a backend for the Registry named `name` is built or being built. */
+  isBuilt(name: string): boolean {
+    return this.#cache.has(name);
   }
 
   /** Forgets a deleted Registry and closes its backend; later calls for that Registry fail. */

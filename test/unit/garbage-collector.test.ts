@@ -50,7 +50,7 @@ function backendOver(store: InMemoryRegistry, dryRun = false): Backend {
 
 const noTimers: Clock = { now: () => 0, setTimeout: () => 0, clearTimeout: () => undefined };
 
-function collector(registries: RegistryResource[], backends: Map<string, Backend>, instances: ServiceInstance[], watchNamespaces: string[] = []): { gc: GarbageCollector; collected: Map<string, number> } {
+function collector(registries: RegistryResource[], backends: Map<string, Backend>, instances: ServiceInstance[], watchNamespaces: string[] = [], built = true): { gc: GarbageCollector; collected: Map<string, number> } {
   const collected = new Map<string, number>();
   const gc = new GarbageCollector({
     clusterId: CLUSTER,
@@ -61,7 +61,7 @@ function collector(registries: RegistryResource[], backends: Map<string, Backend
       namespaceLabels: () => ({}),
       allServiceInstances: () => instances,
     },
-    backends: { get: (reg) => Promise.resolve(backends.get(reg.metadata?.name ?? '') as Backend) },
+    backends: { get: (reg) => Promise.resolve(backends.get(reg.metadata?.name ?? '') as Backend), isBuilt: () => built },
     logger: pino({ level: 'silent' }),
     watchNamespaces,
     intervalMs: 60_000,
@@ -134,5 +134,21 @@ void describe('GarbageCollector', () => {
     const result = await gc.sweep();
     assert.match(result.failed.get('broken') ?? '', /connection refused/);
     assert.equal(store.entries().length, 0);
+  });
+
+  void it('keeps an entry that another Registry of its ServiceInstance writes: two Registries may reach the same storage', async () => {
+    // `bulk` and `main` point at the same agent; the ServiceInstance targets only `main`.
+    const store = new InMemoryRegistry([entry(keepOwner, 'keep')]);
+    const { gc } = collector([registry('main'), registry('bulk', { default: false })], new Map([['main', backendOver(store)], ['bulk', backendOver(store)]]), [serviceInstance('prod', 'keep', 'keep')]);
+    await gc.sweep();
+    assert.equal(store.entries().length, 1);
+  });
+
+  void it('does not build a backend for a Registry that nothing targets and no backend serves', async () => {
+    // No backend in the map: asking for one would fail the sweep of that Registry.
+    const { gc } = collector([registry('unused', { default: false })], new Map(), [], [], false);
+    const result = await gc.sweep();
+    assert.equal(result.failed.size, 0);
+    assert.equal(result.collected.size, 0);
   });
 });
