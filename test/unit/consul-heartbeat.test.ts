@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, mock } from 'node:test';
 
-import { silentLogger } from '../../src/registry/etcd/logger.ts';
+import { silentLogger } from '../../src/registry/logger.ts';
 import { HeartbeatKeeper } from '../../src/registry/consul/heartbeat.ts';
 
 /** Lets promise callbacks queued by a tick run. */

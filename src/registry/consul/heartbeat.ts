@@ -3,7 +3,13 @@
  * interval, however many instances alias each heartbeat. The Consul counterpart of the etcd
  * backend's lease keepalive.
  */
-import type { RegistryLogger } from '../etcd/logger.ts';
+import type { RegistryLogger } from '../logger.ts';
+
+/** Interval timers of the keeper, injected so tests control time. */
+export interface HeartbeatClock {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+}
 
 /** Options of {@link HeartbeatKeeper}. */
 export interface HeartbeatKeeperOptions {
@@ -14,26 +20,31 @@ export interface HeartbeatKeeperOptions {
   /** Told about every failed pass; decides whether to re-register. Must not throw. */
   readonly onFailure: (registryNamespace: string, err: unknown) => void;
   readonly logger: RegistryLogger;
+  /** Defaults to the real timers. */
+  readonly clock?: HeartbeatClock;
 }
 
 /** Passes a set of heartbeats every interval until closed. Never deregisters anything. */
 export class HeartbeatKeeper {
   readonly #options: HeartbeatKeeperOptions;
+  readonly #clock: HeartbeatClock;
   readonly #namespaces = new Set<string>();
   /** Passes under way, so a slow agent never gets two at once for one heartbeat, and close() can wait. */
   readonly #inFlight = new Map<string, Promise<void>>();
-  #timer: NodeJS.Timeout | undefined;
+  #timer: unknown;
   #closed = false;
 
+  /** Starts nothing: the timer starts with the first heartbeat added. */
   constructor(options: HeartbeatKeeperOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? { setInterval, clearInterval };
   }
 
   /** Starts passing the heartbeat of `registryNamespace` on every interval. */
   add(registryNamespace: string): void {
     if (this.#closed) return;
     this.#namespaces.add(registryNamespace);
-    if (this.#timer === undefined) this.#timer = setInterval(() => this.#tick(), this.#options.intervalMs);
+    if (this.#timer === undefined) this.#timer = this.#clock.setInterval(() => this.#tick(), this.#options.intervalMs);
   }
 
   /** Stops passing it; its instances turn critical once the TTL runs out. */
@@ -54,7 +65,7 @@ export class HeartbeatKeeper {
   /** Stops the timer and waits for passes under way. */
   async close(): Promise<void> {
     this.#closed = true;
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
     this.#namespaces.clear();
     await Promise.all(this.#inFlight.values());

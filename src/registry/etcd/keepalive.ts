@@ -6,11 +6,17 @@
  * registry namespace, so the cost per interval is one message per lease and no extra connections.
  */
 import type { KeepaliveStream } from './client.ts';
-import type { RegistryLogger } from './logger.ts';
+import type { RegistryLogger } from '../logger.ts';
 
 /** What the keeper needs: a way to open the stream. */
 export interface KeepaliveSource {
   openKeepaliveStream(): Promise<KeepaliveStream>;
+}
+
+/** Interval timers of the keeper, injected so tests control time. */
+export interface KeepaliveClock {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
 }
 
 /** Options of {@link LeaseKeepalive}. */
@@ -27,21 +33,26 @@ export interface LeaseKeepaliveOptions {
   /** Called whenever a renewal round fails or a lease is lost (for metrics). */
   readonly onFailure?: () => void;
   readonly logger: RegistryLogger;
+  /** Defaults to the real timers. */
+  readonly clock?: KeepaliveClock;
 }
 
 /** Renews a set of leases until closed. Never revokes. */
 export class LeaseKeepalive {
   readonly #options: LeaseKeepaliveOptions;
+  readonly #clock: KeepaliveClock;
   readonly #ids = new Set<bigint>();
-  #timer: NodeJS.Timeout | undefined;
+  #timer: unknown;
   #stream: KeepaliveStream | undefined;
   #opening = false;
   #closed = false;
   /** Intervals since the current stream last answered; a silent stream is replaced. */
   #silentTicks = 0;
 
+  /** Starts nothing: the timer starts with the first lease added. */
   constructor(options: LeaseKeepaliveOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? { setInterval, clearInterval };
   }
 
   /** Starts renewing `id` (immediately, then every interval). */
@@ -70,7 +81,7 @@ export class LeaseKeepalive {
   /** Stops the timer and the stream. Leases are not revoked: their keys expire after the TTL. */
   close(): void {
     this.#closed = true;
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#timer !== undefined) this.#clock.clearInterval(this.#timer);
     this.#timer = undefined;
     this.#dropStream();
     this.#ids.clear();
@@ -78,7 +89,7 @@ export class LeaseKeepalive {
 
   #ensureTimer(): void {
     if (this.#timer !== undefined || this.#closed) return;
-    this.#timer = setInterval(() => this.#tick(), this.#options.intervalMs);
+    this.#timer = this.#clock.setInterval(() => this.#tick(), this.#options.intervalMs);
   }
 
   #tick(): void {
@@ -131,7 +142,7 @@ export class LeaseKeepalive {
         this.#opening = false;
         // The next tick tries again; etcd being down is reported by the calls that fail.
         this.#options.logger.warn({ err }, 'cannot open etcd lease keepalive stream; retrying on the next interval');
-      this.#options.onFailure?.();
+        this.#options.onFailure?.();
       },
     );
   }

@@ -1,5 +1,5 @@
 /**
- * The logging surface the etcd backend uses: the subset of pino's `Logger` it calls, so a pino
+ * The logging surface the registry backends use: the subset of pino's `Logger` they call, so a pino
  * logger (or a child of one) can be passed as is and tests can pass nothing.
  */
 

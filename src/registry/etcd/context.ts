@@ -1,0 +1,25 @@
+/** What the parts of one etcd backend (leases, writes, reads) share. */
+import type { RegistryLogger } from '../logger.ts';
+import type { EtcdClient } from './client.ts';
+import type { EtcdValueFormat } from './codec.ts';
+import type { EtcdKeyLayout } from './keys.ts';
+import type { NamespaceStates } from './namespace-state.ts';
+
+/** The client, key layout, namespace states and validated settings of one etcd registry backend. */
+export interface EtcdBackendContext {
+  readonly client: EtcdClient;
+  readonly keys: EtcdKeyLayout;
+  readonly namespaces: NamespaceStates;
+  /** This cluster's id; part of every owner and of the lease bookkeeping. */
+  readonly clusterId: string;
+  /** Format values are written in. */
+  readonly format: EtcdValueFormat;
+  readonly ttlSeconds: number;
+  /** Read, compute and log, but write nothing and touch no lease. */
+  readonly dryRun: boolean;
+  /** Operations per transaction. */
+  readonly maxTxnOps: number;
+  readonly logger: RegistryLogger;
+  /** Milliseconds since the epoch. */
+  readonly now: () => number;
+}
