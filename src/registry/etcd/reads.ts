@@ -81,6 +81,13 @@ export async function readOwnedByCluster(ctx: EtcdBackendContext): Promise<Regis
   return out;
 }
 
+/** The entry this cluster wrote at a key, from the value remembered for it, if any. */
+function rememberedEntry(value: string | undefined, ownerIndex: string | undefined, scope: Scope, instanceId: string, clusterId: string): RegistryEntry | undefined {
+  if (value === undefined) return undefined;
+  const decoded = decodeEntry(value, ownerIndex, { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
+  return decoded?.entry.owner.clusterId === clusterId ? decoded.entry : undefined;
+}
+
 async function readScope(ctx: EtcdBackendContext, state: NamespaceState, scope: Scope, lease: bigint | undefined): Promise<RegistryEntry[]> {
   const { client, keys, clusterId, format, logger } = ctx;
   const valuePrefix = keys.servicePrefix(scope.registryNamespace, scope.service);
@@ -88,6 +95,13 @@ async function readScope(ctx: EtcdBackendContext, state: NamespaceState, scope: 
   const epoch = state.epoch;
   const [values = [], index = []] = await client.rangePrefixes([valuePrefix, indexPrefix]);
   const leaseDec = lease?.toString();
+  // What this backend wrote at each key, before the read replaces that memory: a value edited by
+  // hand into something no format decodes is still ours to repair if we wrote the key.
+  const remembered = new Map<string, string>();
+  for (const kv of values) {
+    const value = state.owned.get(kv.key);
+    if (value !== undefined) remembered.set(kv.key, value);
+  }
   // Writes that landed while the read ran are newer than what it saw: then the memory of owned
   // keys is left to those writes (it is kept current by every write that lands), so a stale read
   // neither forgets a key just written nor brings back one just deleted.
@@ -105,6 +119,14 @@ async function readScope(ctx: EtcdBackendContext, state: NamespaceState, scope: 
     const idx = indexByInstance.get(instanceId);
     const decoded = decodeEntry(kv.value, idx?.value, { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
     if (decoded === undefined) {
+      const ours = rememberedEntry(remembered.get(kv.key), idx?.value, scope, instanceId, clusterId);
+      if (ours !== undefined) {
+        // Our entry, edited by hand into garbage: repaired like any other hand edit, and still
+        // remembered as ours until the repair lands.
+        state.owned.set(kv.key, remembered.get(kv.key) ?? '');
+        entries.push({ ...ours, needsRewrite: true });
+        continue;
+      }
       // Not ours to judge: someone else's value at a key we might want. Reported as an entry of
       // nobody known, so the plan never overwrites or deletes it.
       logger.debug({ etcdKey: kv.key }, 'etcd key whose value is not an endpoint in any known format belongs to nobody known');
