@@ -52,7 +52,11 @@ async function main(): Promise<number> {
     log,
     runDir,
     onVersions: (v) => (versions ??= v),
-    nodeFlags: (profileDir) => [...options.nodeOptions, ...(experimentFile ? [`--import=${experimentFile}`] : []), ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
+    nodeFlags: (profileDir) => [
+      ...options.nodeOptions,
+      ...(experimentFile ? [`--import=${experimentFile}`] : []),
+      ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+    ],
   };
   log(`scale ${options.scale}, ${options.repeats} run(s) per case, scenarios: ${[...options.only].join(', ')}; artefacts in ${runDir}`);
 
@@ -65,10 +69,21 @@ async function main(): Promise<number> {
     try {
       const r = await RUNNERS[id](ctx);
       // An experiment's figures get blocks of their own: they are not the shipped code's.
-      results.push(experiment ? { ...r, id: `${r.id}+${experiment.replace(/[^a-z0-9=.-]+/gi, '_')}`, title: `${r.title} — experiment: ${experiment} (not the shipped configuration)` } : r);
+      results.push(
+        experiment
+          ? {
+              ...r,
+              id: `${r.id}+${experiment.replace(/[^a-z0-9=.-]+/gi, '_')}`,
+              title: `${r.title} — experiment: ${experiment} (not the shipped configuration)`,
+            }
+          : r,
+      );
     } catch (err: unknown) {
       // One broken scenario must not cost the figures of the others.
-      const error = err instanceof Error ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}\n${err.stack ?? ''}` : String(err);
+      const error =
+        err instanceof Error
+          ? `${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ''}\n${err.stack ?? ''}`
+          : String(err);
       failures.push({ scenario: id, error });
       log(`${id} failed: ${error}`);
     }
@@ -78,11 +93,22 @@ async function main(): Promise<number> {
   const when = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
   const full = { ...machine, ...(versions ? { versions } : {}) };
   const file = join(resultsDir, `${stamp}.json`);
-  await writeFile(file, JSON.stringify({ when, options: { ...options, only: [...options.only] }, machine: full, results, failures }, null, 2));
+  await writeFile(
+    file,
+    JSON.stringify({ when, options: { ...options, only: [...options.only] }, machine: full, results, failures }, null, 2),
+  );
   console.log(textTable(results));
   for (const f of failures) console.log(`\nscenario ${f.scenario} FAILED: ${f.error.split('\n')[0] ?? ''}`);
   if (options.markdown && results.length > 0) {
-    await updateBenchmarksMd(join(REPO_ROOT, 'BENCHMARKS.md'), full, results, when, options.scale, options.repeats, experiment ? results.map((r) => r.id) : SCENARIOS);
+    await updateBenchmarksMd(
+      join(REPO_ROOT, 'BENCHMARKS.md'),
+      full,
+      results,
+      when,
+      options.scale,
+      options.repeats,
+      experiment ? results.map((r) => r.id) : SCENARIOS,
+    );
     log('BENCHMARKS.md updated');
   }
   log(`results: ${file}`);

@@ -38,10 +38,14 @@ async function main(): Promise<void> {
     console.log(await k(['apply', '-f', join(REPO_ROOT, 'crds')]));
     await k(['wait', '--for=condition=Established', '--timeout=60s', 'crd/serviceinstances.registrar.dev', 'crd/registries.registrar.dev']);
     const examples = join(REPO_ROOT, 'deploy', 'examples');
-    const registries = (await readFile(join(examples, 'registries.yaml'), 'utf8')).replaceAll('${ETCD_ENDPOINTS}', bed.registryEtcd.clientUrl);
+    const registries = (await readFile(join(examples, 'registries.yaml'), 'utf8')).replaceAll(
+      '${ETCD_ENDPOINTS}',
+      bed.registryEtcd.clientUrl,
+    );
     const rendered = join(bed.dir, 'registries.yaml');
     await writeFile(rendered, registries);
-    for (const f of [join(examples, 'namespaces.yaml'), rendered, join(examples, 'serviceinstances.yaml'), join(examples, 'pods.yaml')]) console.log((await k(['apply', '-f', f])).trim());
+    for (const f of [join(examples, 'namespaces.yaml'), rendered, join(examples, 'serviceinstances.yaml'), join(examples, 'pods.yaml')])
+      console.log((await k(['apply', '-f', f])).trim());
 
     // No kubelet on the bed: report the sample pods Ready with pod IPs, as a kubelet would.
     const kc = new KubeConfig();
@@ -49,14 +53,36 @@ async function main(): Promise<void> {
     const core = kc.makeApiClient(CoreV1Api);
     for (const [i, name] of ['user-0', 'user-1'].entries()) {
       await core.patchNamespacedPodStatus(
-        { name, namespace: 'prod', body: { status: { phase: 'Running', podIP: `10.244.0.${10 + i}`, podIPs: [{ ip: `10.244.0.${10 + i}` }], conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: new Date() }] } } },
+        {
+          name,
+          namespace: 'prod',
+          body: {
+            status: {
+              phase: 'Running',
+              podIP: `10.244.0.${10 + i}`,
+              podIPs: [{ ip: `10.244.0.${10 + i}` }],
+              conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: new Date() }],
+            },
+          },
+        },
         setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
       );
     }
 
     const metricsPort = await freePort();
     const healthPort = await freePort();
-    operator = new ManagedProcess('kube-registrar', process.execPath, [join(REPO_ROOT, 'src', 'main.ts'), `--kubeconfig=${bed.kubeconfig}`, `--metrics-address=127.0.0.1:${metricsPort}`, `--health-address=127.0.0.1:${healthPort}`, '--resync-period=60'], join(bed.dir, 'logs', 'kube-registrar.log'));
+    operator = new ManagedProcess(
+      'kube-registrar',
+      process.execPath,
+      [
+        join(REPO_ROOT, 'src', 'main.ts'),
+        `--kubeconfig=${bed.kubeconfig}`,
+        `--metrics-address=127.0.0.1:${metricsPort}`,
+        `--health-address=127.0.0.1:${healthPort}`,
+        '--resync-period=60',
+      ],
+      join(bed.dir, 'logs', 'kube-registrar.log'),
+    );
     console.log(`\nkube-registrar running (logs: ${operator.logFile}, metrics: http://127.0.0.1:${metricsPort}/metrics)`);
 
     const etcd = new Etcd3({ hosts: bed.registryEtcd.clientUrl });
@@ -64,7 +90,11 @@ async function main(): Promise<void> {
       let entries: Record<string, string> = {};
       for (let i = 0; i < 300; i++) {
         // The reserved _kube-registrar prefix holds lease bookkeeping, not endpoints.
-        entries = Object.fromEntries(Object.entries(await etcd.getAll().prefix('/services/').strings()).filter(([key]) => !key.startsWith('/services/_kube-registrar/')));
+        entries = Object.fromEntries(
+          Object.entries(await etcd.getAll().prefix('/services/').strings()).filter(
+            ([key]) => !key.startsWith('/services/_kube-registrar/'),
+          ),
+        );
         if (Object.keys(entries).length >= 4) break;
         if (!operator.running) throw new Error(`operator exited:\n${await operator.logTail()}`);
         await sleep(100);
@@ -76,7 +106,9 @@ async function main(): Promise<void> {
     }
     console.log('\nstatus:');
     console.log(await k(['get', 'serviceinstances', '-A']));
-    console.log(`see them yourself:\n  ${bed.toolchain.etcdctl} --endpoints=${bed.registryEtcd.clientUrl} get --prefix /services/\n  ${bed.toolchain.kubectl} --kubeconfig=${bed.kubeconfig} get si -A\n`);
+    console.log(
+      `see them yourself:\n  ${bed.toolchain.etcdctl} --endpoints=${bed.registryEtcd.clientUrl} get --prefix /services/\n  ${bed.toolchain.kubectl} --kubeconfig=${bed.kubeconfig} get si -A\n`,
+    );
     if (once) {
       await stop();
       return;

@@ -51,9 +51,17 @@ export async function readCrds(): Promise<GeneratedFile[]> {
 }
 
 /** Runs `helm template` on the chart; returns its stdout. */
-export async function helmTemplate(tool: HelmTool, release: { name: string; namespace: string }, args: readonly string[] = []): Promise<string> {
+export async function helmTemplate(
+  tool: HelmTool,
+  release: { name: string; namespace: string },
+  args: readonly string[] = [],
+): Promise<string> {
   try {
-    const { stdout } = await execFileAsync(tool.helm, ['template', release.name, CHART_DIR, '--namespace', release.namespace, '--kube-version', tool.kubeVersion, ...args], { maxBuffer: 64 * 1024 * 1024 });
+    const { stdout } = await execFileAsync(
+      tool.helm,
+      ['template', release.name, CHART_DIR, '--namespace', release.namespace, '--kube-version', tool.kubeVersion, ...args],
+      { maxBuffer: 64 * 1024 * 1024 },
+    );
     return stdout;
   } catch (err: unknown) {
     const stderr = (err as { stderr?: string }).stderr ?? '';

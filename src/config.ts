@@ -56,21 +56,76 @@ interface FlagSpec {
 /** Every flag, its environment variable, default and help text. */
 export const FLAGS: Readonly<Record<string, FlagSpec>> = {
   kubeconfig: { env: 'KUBECONFIG', type: 'string', default: '', help: 'kubeconfig file; empty: in-cluster config, else ~/.kube/config' },
-  'cluster-id': { env: 'REGISTRAR_CLUSTER_ID', type: 'string', default: '', help: 'owner id of this cluster in shared registries; empty: UID of namespace kube-system' },
-  'watch-namespaces': { env: 'REGISTRAR_WATCH_NAMESPACES', type: 'string', default: '', help: 'comma-separated namespaces to watch; empty: all' },
-  'leader-elect': { env: 'REGISTRAR_LEADER_ELECT', type: 'boolean', default: 'false', help: 'elect a leader through a coordination.k8s.io Lease (run several replicas)' },
-  'leader-election-namespace': { env: 'REGISTRAR_LEADER_ELECTION_NAMESPACE', type: 'string', default: 'kube-registrar', help: 'namespace of the leader-election Lease' },
-  'leader-election-id': { env: 'REGISTRAR_LEADER_ELECTION_ID', type: 'string', default: 'kube-registrar-leader', help: 'name of the leader-election Lease' },
-  'lease-duration': { env: 'REGISTRAR_LEASE_DURATION_SECONDS', type: 'string', default: '15', help: 'leader-election lease duration in seconds' },
-  'renew-deadline': { env: 'REGISTRAR_RENEW_DEADLINE_SECONDS', type: 'string', default: '10', help: 'leader-election renew deadline in seconds' },
+  'cluster-id': {
+    env: 'REGISTRAR_CLUSTER_ID',
+    type: 'string',
+    default: '',
+    help: 'owner id of this cluster in shared registries; empty: UID of namespace kube-system',
+  },
+  'watch-namespaces': {
+    env: 'REGISTRAR_WATCH_NAMESPACES',
+    type: 'string',
+    default: '',
+    help: 'comma-separated namespaces to watch; empty: all',
+  },
+  'leader-elect': {
+    env: 'REGISTRAR_LEADER_ELECT',
+    type: 'boolean',
+    default: 'false',
+    help: 'elect a leader through a coordination.k8s.io Lease (run several replicas)',
+  },
+  'leader-election-namespace': {
+    env: 'REGISTRAR_LEADER_ELECTION_NAMESPACE',
+    type: 'string',
+    default: 'kube-registrar',
+    help: 'namespace of the leader-election Lease',
+  },
+  'leader-election-id': {
+    env: 'REGISTRAR_LEADER_ELECTION_ID',
+    type: 'string',
+    default: 'kube-registrar-leader',
+    help: 'name of the leader-election Lease',
+  },
+  'lease-duration': {
+    env: 'REGISTRAR_LEASE_DURATION_SECONDS',
+    type: 'string',
+    default: '15',
+    help: 'leader-election lease duration in seconds',
+  },
+  'renew-deadline': {
+    env: 'REGISTRAR_RENEW_DEADLINE_SECONDS',
+    type: 'string',
+    default: '10',
+    help: 'leader-election renew deadline in seconds',
+  },
   'retry-period': { env: 'REGISTRAR_RETRY_PERIOD_SECONDS', type: 'string', default: '2', help: 'leader-election retry period in seconds' },
   'metrics-address': { env: 'REGISTRAR_METRICS_ADDRESS', type: 'string', default: ':8080', help: 'host:port for /metrics; empty disables' },
-  'health-address': { env: 'REGISTRAR_HEALTH_ADDRESS', type: 'string', default: ':8081', help: 'host:port for /healthz and /readyz; empty disables' },
-  concurrency: { env: 'REGISTRAR_CONCURRENCY', type: 'string', default: '16', help: 'reconciles running at once (their registry writes to one namespace share transactions)' },
-  'resync-period': { env: 'REGISTRAR_RESYNC_SECONDS', type: 'string', default: '300', help: 'seconds between full reconciles of every ServiceInstance (repairs hand-edited entries)' },
+  'health-address': {
+    env: 'REGISTRAR_HEALTH_ADDRESS',
+    type: 'string',
+    default: ':8081',
+    help: 'host:port for /healthz and /readyz; empty disables',
+  },
+  concurrency: {
+    env: 'REGISTRAR_CONCURRENCY',
+    type: 'string',
+    default: '16',
+    help: 'reconciles running at once (their registry writes to one namespace share transactions)',
+  },
+  'resync-period': {
+    env: 'REGISTRAR_RESYNC_SECONDS',
+    type: 'string',
+    default: '300',
+    help: 'seconds between full reconciles of every ServiceInstance (repairs hand-edited entries)',
+  },
   'log-level': { env: 'REGISTRAR_LOG_LEVEL', type: 'string', default: 'info', help: `one of ${LOG_LEVELS.join(', ')}` },
   'dry-run': { env: 'REGISTRAR_DRY_RUN', type: 'boolean', default: 'false', help: 'log the changes, write nothing to registries' },
-  'registry-timeout': { env: 'REGISTRAR_REGISTRY_TIMEOUT_SECONDS', type: 'string', default: '10', help: 'timeout of each registry call in seconds' },
+  'registry-timeout': {
+    env: 'REGISTRAR_REGISTRY_TIMEOUT_SECONDS',
+    type: 'string',
+    default: '10',
+    help: 'timeout of each registry call in seconds',
+  },
   help: { env: '', type: 'boolean', default: 'false', help: 'print this help' },
 };
 
@@ -78,7 +133,9 @@ export const FLAGS: Readonly<Record<string, FlagSpec>> = {
 export function usage(): string {
   const lines = ['usage: kube-registrar [flags]', ''];
   for (const [name, f] of Object.entries(FLAGS)) {
-    lines.push(`  --${name.padEnd(28)} ${f.help}${f.env ? ` (env ${f.env}` : ''}${f.env && f.default ? `, default ${f.default})` : f.env ? ')' : ''}`);
+    lines.push(
+      `  --${name.padEnd(28)} ${f.help}${f.env ? ` (env ${f.env}` : ''}${f.env && f.default ? `, default ${f.default})` : f.env ? ')' : ''}`,
+    );
   }
   return lines.join('\n');
 }
@@ -91,7 +148,8 @@ function parseBool(name: string, v: string): boolean {
 
 function parseNumber(name: string, v: string, min: number, max: number): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(`--${name}: expected a whole number from ${min} to ${max}, got "${v}"`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new ConfigError(`--${name}: expected a whole number from ${min} to ${max}, got "${v}"`);
   return n;
 }
 
@@ -121,7 +179,8 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     return e ?? f.default;
   };
   const logLevel = get('log-level');
-  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel))
+    throw new ConfigError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   const watchNamespaces = get('watch-namespaces')
     .split(',')
     .map((s) => s.trim())

@@ -33,7 +33,9 @@ async function clusterIdOf(core: CoreV1Api, cfg: Config): Promise<string> {
     const ns = await core.readNamespace({ name: 'kube-system' });
     if (ns.metadata?.uid) return ns.metadata.uid;
   } catch (err: unknown) {
-    throw new Error('cannot read namespace kube-system to derive the cluster id: grant get on namespaces, or set --cluster-id', { cause: err });
+    throw new Error('cannot read namespace kube-system to derive the cluster id: grant get on namespaces, or set --cluster-id', {
+      cause: err,
+    });
   }
   throw new Error('namespace kube-system has no UID; set --cluster-id');
 }
@@ -61,7 +63,10 @@ async function main(): Promise<void> {
   const kc = loadKubeConfig(cfg);
   const core = kc.makeApiClient(CoreV1Api);
   const clusterId = await clusterIdOf(core, cfg);
-  logger.info({ clusterId, watchNamespaces: cfg.watchNamespaces, dryRun: cfg.dryRun, server: kc.getCurrentCluster()?.server }, 'kube-registrar starting');
+  logger.info(
+    { clusterId, watchNamespaces: cfg.watchNamespaces, dryRun: cfg.dryRun, server: kc.getCurrentCluster()?.server },
+    'kube-registrar starting',
+  );
 
   const metrics = createMetrics({ backendStats: () => backends.stats() });
   const events = new KubeEventRecorder(kc, logger);
@@ -98,7 +103,11 @@ async function main(): Promise<void> {
       ...metrics.queueObserver,
       // The error itself (a 403 names the verb and resource) goes to the log; status and events
       // carry what the reconciler could say about it.
-      error: (key, err, retryInMs) => logger.warn({ serviceInstance: key, err, retryInMs }, retryInMs === undefined ? 'reconcile failed; not retrying (invalid input)' : 'reconcile failed; retrying'),
+      error: (key, err, retryInMs) =>
+        logger.warn(
+          { serviceInstance: key, err, retryInMs },
+          retryInMs === undefined ? 'reconcile failed; not retrying (invalid input)' : 'reconcile failed; retrying',
+        ),
     },
     onInformerError: (informer) => metrics.informerErrors.inc({ informer }),
     onRegistryDeleted: (name, uid) => void backends.release(name, uid),
@@ -198,11 +207,20 @@ async function main(): Promise<void> {
     return;
   }
   metrics.leader.set(0);
-  logger.info({ identity: elector.identity, lease: `${cfg.leaderElectionNamespace}/${cfg.leaderElectionId}` }, 'standing by for leader election');
+  logger.info(
+    { identity: elector.identity, lease: `${cfg.leaderElectionNamespace}/${cfg.leaderElectionId}` },
+    'standing by for leader election',
+  );
   elector.start();
 }
 
 main().catch((err: unknown) => {
-  console.error(JSON.stringify({ level: 'fatal', msg: 'kube-registrar failed', err: err instanceof Error ? { message: err.message, cause: err.cause instanceof Error ? err.cause.message : undefined } : String(err) }));
+  console.error(
+    JSON.stringify({
+      level: 'fatal',
+      msg: 'kube-registrar failed',
+      err: err instanceof Error ? { message: err.message, cause: err.cause instanceof Error ? err.cause.message : undefined } : String(err),
+    }),
+  );
   process.exit(1);
 });

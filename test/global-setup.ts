@@ -40,7 +40,9 @@ export async function globalSetup(): Promise<void> {
 export async function globalTeardown(): Promise<void> {
   await bed?.stop();
   setTimeout(() => {
-    console.error(`test runner still alive ${EXIT_GRACE_MS} ms after the test bed stopped: something left open keeps it running:\n${describeOpenResources()}`);
+    console.error(
+      `test runner still alive ${EXIT_GRACE_MS} ms after the test bed stopped: something left open keeps it running:\n${describeOpenResources()}`,
+    );
     process.exit(1);
   }, EXIT_GRACE_MS).unref();
 }

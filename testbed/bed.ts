@@ -69,7 +69,10 @@ export class EtcdServer {
   /** Starts the server and waits until /health says so. */
   async start(): Promise<void> {
     if (this.#process?.running) return;
-    this.#process = new ManagedProcess(this.name, this.#bin, this.#args, this.#logFile, { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env['ETCD_UNSUPPORTED_ARCH'] ?? '' });
+    this.#process = new ManagedProcess(this.name, this.#bin, this.#args, this.#logFile, {
+      ...process.env,
+      ETCD_UNSUPPORTED_ARCH: process.env['ETCD_UNSUPPORTED_ARCH'] ?? '',
+    });
     await this.#process.waitUntil('healthy', () => httpOk(`${this.clientUrl}/health`, { bodyIncludes: '"health":"true"' }), 30_000);
   }
 
@@ -131,7 +134,11 @@ export async function startConsulAgent(binary: string, o: { name: string; logFil
   const token = o.acl ? randomUUID() : undefined;
   const port = await freePort();
   const address = `http://127.0.0.1:${port}`;
-  const hcl = token ? [`acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${token}" agent = "${token}" } }`] : [];
+  const hcl = token
+    ? [
+        `acl { enabled = true default_policy = "deny" enable_token_persistence = false tokens { initial_management = "${token}" agent = "${token}" } }`,
+      ]
+    : [];
   const args = await consulDevAgentArgs(o.name, port, hcl);
   const proc = new ManagedProcess(`consul ${o.name}`, binary, args, o.logFile);
   const headers: Record<string, string> = token ? { 'X-Consul-Token': token } : {};
@@ -230,8 +237,22 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
   try {
     const pki = await createPki(toolchain.openssl, await mkdirp(join(dir, 'pki')));
 
-    const apiserverEtcd = new EtcdServer(toolchain.etcd, 'apiserver-etcd', join(dir, 'apiserver-etcd'), await freePort(), await freePort(), join(logs, 'apiserver-etcd.log'));
-    const registryEtcd = new EtcdServer(toolchain.etcd, 'registry-etcd', join(dir, 'registry-etcd'), await freePort(), await freePort(), join(logs, 'registry-etcd.log'));
+    const apiserverEtcd = new EtcdServer(
+      toolchain.etcd,
+      'apiserver-etcd',
+      join(dir, 'apiserver-etcd'),
+      await freePort(),
+      await freePort(),
+      join(logs, 'apiserver-etcd.log'),
+    );
+    const registryEtcd = new EtcdServer(
+      toolchain.etcd,
+      'registry-etcd',
+      join(dir, 'registry-etcd'),
+      await freePort(),
+      await freePort(),
+      join(logs, 'registry-etcd.log'),
+    );
     started.push(apiserverEtcd, registryEtcd);
     await Promise.all([apiserverEtcd.start(), registryEtcd.start()]);
 
@@ -268,14 +289,21 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     const kubeconfig = join(dir, 'kubeconfig');
     await writeFile(kubeconfig, kubeconfigYaml(apiserverUrl, pki), { mode: 0o600 });
 
-    const consul = await startConsulAgent(toolchain.consul, { name: basename(dir), logFile: join(logs, 'consul.log'), acl: options.consulAcl === true });
+    const consul = await startConsulAgent(toolchain.consul, {
+      name: basename(dir),
+      logFile: join(logs, 'consul.log'),
+      acl: options.consulAcl === true,
+    });
     started.push(consul);
     const consulAddr = consul.address;
     const consulToken = consul.token;
     const consulHeaders: Record<string, string> = consulToken ? { 'X-Consul-Token': consulToken } : {};
 
-    const kubeVersion = (JSON.parse((await apiserverGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
-    const consulSelf = (await (await fetch(`${consulAddr}/v1/agent/self`, { headers: consulHeaders })).json()) as { Config?: { Version?: string } };
+    const kubeVersion =
+      (JSON.parse((await apiserverGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
+    const consulSelf = (await (await fetch(`${consulAddr}/v1/agent/self`, { headers: consulHeaders })).json()) as {
+      Config?: { Version?: string };
+    };
     const versions: BedVersions = {
       kubernetes: kubeVersion,
       etcd: await registryEtcd.version(),

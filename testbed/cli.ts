@@ -89,7 +89,9 @@ async function up(): Promise<void> {
     await sleep(200);
   }
   console.log((await readFile(LOG_FILE, 'utf8')).trim());
-  console.log(`\nenvironment written to ${ENV_FILE}; use it with:\n  set -a; . ${ENV_FILE}; set +a\n  $KUBECTL get ns; $ETCDCTL --endpoints=$ETCD_ENDPOINTS endpoint status; $CONSUL members`);
+  console.log(
+    `\nenvironment written to ${ENV_FILE}; use it with:\n  set -a; . ${ENV_FILE}; set +a\n  $KUBECTL get ns; $ETCDCTL --endpoints=$ETCD_ENDPOINTS endpoint status; $CONSUL members`,
+  );
 }
 
 async function down(): Promise<void> {
@@ -117,7 +119,9 @@ async function main(argv: readonly string[]): Promise<void> {
   switch (command) {
     case 'provision': {
       const t = await provision();
-      console.log(`kube-apiserver ${t.kubernetesVersion}  ${t.kubeApiserver}\nkubectl        ${t.kubernetesVersion}  ${t.kubectl}\netcd           ${t.etcdVersion}  ${t.etcd}\nconsul         ${t.consulVersion}  ${t.consul}\nhelm           ${t.helmVersion}  ${t.helm}`);
+      console.log(
+        `kube-apiserver ${t.kubernetesVersion}  ${t.kubeApiserver}\nkubectl        ${t.kubernetesVersion}  ${t.kubectl}\netcd           ${t.etcdVersion}  ${t.etcd}\nconsul         ${t.consulVersion}  ${t.consul}\nhelm           ${t.helmVersion}  ${t.helm}`,
+      );
       return;
     }
     case 'up':

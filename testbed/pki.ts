@@ -31,14 +31,38 @@ async function openssl(bin: string, args: readonly string[]): Promise<void> {
   }
 }
 
-async function issue(bin: string, dir: string, name: string, subject: string, pki: { caCert: string; caKey: string }, ext: string): Promise<{ cert: string; key: string }> {
+async function issue(
+  bin: string,
+  dir: string,
+  name: string,
+  subject: string,
+  pki: { caCert: string; caKey: string },
+  ext: string,
+): Promise<{ cert: string; key: string }> {
   const key = join(dir, `${name}.key`);
   const csr = join(dir, `${name}.csr`);
   const cert = join(dir, `${name}.crt`);
   const extFile = join(dir, `${name}.ext`);
   await writeFile(extFile, ext);
   await openssl(bin, ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-subj', subject, '-out', csr]);
-  await openssl(bin, ['x509', '-req', '-in', csr, '-CA', pki.caCert, '-CAkey', pki.caKey, '-CAcreateserial', '-days', '7', '-sha256', '-extfile', extFile, '-out', cert]);
+  await openssl(bin, [
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    pki.caCert,
+    '-CAkey',
+    pki.caKey,
+    '-CAcreateserial',
+    '-days',
+    '7',
+    '-sha256',
+    '-extfile',
+    extFile,
+    '-out',
+    cert,
+  ]);
   return { cert, key };
 }
 
@@ -46,25 +70,58 @@ async function issue(bin: string, dir: string, name: string, subject: string, pk
 export async function createPki(opensslBin: string, dir: string): Promise<Pki> {
   const caKey = join(dir, 'ca.key');
   const caCert = join(dir, 'ca.crt');
-  await openssl(opensslBin, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-subj', '/CN=kube-registrar-testbed-ca', '-days', '7', '-sha256', '-out', caCert]);
-  const serving = await issue(opensslBin, dir, 'apiserver', '/CN=kube-apiserver', { caCert, caKey }, [
-    'basicConstraints=CA:FALSE',
-    'keyUsage=digitalSignature,keyEncipherment',
-    'extendedKeyUsage=serverAuth',
-    'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc',
-    '',
-  ].join('\n'));
-  const admin = await issue(opensslBin, dir, 'admin', '/O=system:masters/CN=kube-registrar-testbed-admin', { caCert, caKey }, [
-    'basicConstraints=CA:FALSE',
-    'keyUsage=digitalSignature,keyEncipherment',
-    'extendedKeyUsage=clientAuth',
-    '',
-  ].join('\n'));
+  await openssl(opensslBin, [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    caKey,
+    '-subj',
+    '/CN=kube-registrar-testbed-ca',
+    '-days',
+    '7',
+    '-sha256',
+    '-out',
+    caCert,
+  ]);
+  const serving = await issue(
+    opensslBin,
+    dir,
+    'apiserver',
+    '/CN=kube-apiserver',
+    { caCert, caKey },
+    [
+      'basicConstraints=CA:FALSE',
+      'keyUsage=digitalSignature,keyEncipherment',
+      'extendedKeyUsage=serverAuth',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc',
+      '',
+    ].join('\n'),
+  );
+  const admin = await issue(
+    opensslBin,
+    dir,
+    'admin',
+    '/O=system:masters/CN=kube-registrar-testbed-admin',
+    { caCert, caKey },
+    ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=clientAuth', ''].join('\n'),
+  );
   // Node makes the service-account key pair itself; only X.509 signing needs openssl.
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const serviceAccountKey = join(dir, 'sa.key');
   const serviceAccountPub = join(dir, 'sa.pub');
   await writeFile(serviceAccountKey, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   await writeFile(serviceAccountPub, publicKey.export({ type: 'spki', format: 'pem' }));
-  return { caCert, caKey, servingCert: serving.cert, servingKey: serving.key, adminCert: admin.cert, adminKey: admin.key, serviceAccountKey, serviceAccountPub };
+  return {
+    caCert,
+    caKey,
+    servingCert: serving.cert,
+    servingKey: serving.key,
+    adminCert: admin.cert,
+    adminKey: admin.key,
+    serviceAccountKey,
+    serviceAccountPub,
+  };
 }

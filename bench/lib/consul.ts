@@ -15,7 +15,11 @@ async function consulGet(addr: string, path: string, signal: AbortSignal): Promi
 }
 
 async function consulPut(addr: string, path: string, body?: unknown): Promise<void> {
-  const res = await fetch(`${addr}${path}`, { method: 'PUT', ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal: AbortSignal.timeout(30_000) });
+  const res = await fetch(`${addr}${path}`, {
+    method: 'PUT',
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(30_000),
+  });
   if (!res.ok) throw new Error(`PUT ${path}: ${res.status} ${await res.text()}`);
   await res.arrayBuffer();
 }
@@ -88,7 +92,11 @@ export class PassingWatch {
         let first = true;
         while (!this.#abort.signal.aborted) {
           try {
-            const { index: next, body } = await consulGet(addr, `/v1/health/service/${encodeURIComponent(service)}?passing=true&index=${index}&wait=30s`, this.#abort.signal);
+            const { index: next, body } = await consulGet(
+              addr,
+              `/v1/health/service/${encodeURIComponent(service)}?passing=true&index=${index}&wait=30s`,
+              this.#abort.signal,
+            );
             const at = performance.now();
             index = Number(next) < Number(index) ? '0' : next;
             const now = new Set((body as { Service: { Address: string } }[]).map((e) => e.Service.Address));
@@ -141,16 +149,34 @@ export interface RawConsulResult {
  * flight (the operator's default), with exactly the bodies the operator would send (a heartbeat
  * service and instances carrying an alias check on it).
  */
-export async function rawConsulRegister(addr: string, entries: readonly RegistryEntry[], o: { clusterId: string; registryNamespace: string; name: (e: RegistryEntry) => string; ttlSeconds: number; concurrency: number }): Promise<RawConsulResult> {
+export async function rawConsulRegister(
+  addr: string,
+  entries: readonly RegistryEntry[],
+  o: { clusterId: string; registryNamespace: string; name: (e: RegistryEntry) => string; ttlSeconds: number; concurrency: number },
+): Promise<RawConsulResult> {
   const hbId = heartbeatServiceId(o.clusterId, o.registryNamespace);
-  const hb = heartbeatRegistration({ clusterId: o.clusterId, registryNamespace: o.registryNamespace, name: `${o.registryNamespace}-kube-registrar-heartbeat`, ttlSeconds: o.ttlSeconds, deregisterAfterSeconds: 120 });
-  const bodies = entries.map((e) => instanceRegistration(e, { clusterId: o.clusterId, name: o.name(e), heartbeatServiceId: hbId, deregisterAfterSeconds: 90 }));
+  const hb = heartbeatRegistration({
+    clusterId: o.clusterId,
+    registryNamespace: o.registryNamespace,
+    name: `${o.registryNamespace}-kube-registrar-heartbeat`,
+    ttlSeconds: o.ttlSeconds,
+    deregisterAfterSeconds: 120,
+  });
+  const bodies = entries.map((e) =>
+    instanceRegistration(e, { clusterId: o.clusterId, name: o.name(e), heartbeatServiceId: hbId, deregisterAfterSeconds: 90 }),
+  );
   await consulPut(addr, '/v1/agent/service/register?replace-existing-checks=true', hb);
   await consulPut(addr, `/v1/agent/check/pass/${encodeURIComponent(heartbeatCheckId(hbId))}`);
   const startedAt = performance.now();
   await mapBounded(bodies, o.concurrency, (b) => consulPut(addr, '/v1/agent/service/register?replace-existing-checks=true', b));
   const seconds = (performance.now() - startedAt) / 1000;
-  return { services: entries.length, startedAt, seconds, servicesPerSecond: entries.length / seconds, ids: [...bodies.map((b) => b.ID), hbId] };
+  return {
+    services: entries.length,
+    startedAt,
+    seconds,
+    servicesPerSecond: entries.length / seconds,
+    ids: [...bodies.map((b) => b.ID), hbId],
+  };
 }
 
 /** Deregisters services by id, `concurrency` at a time, so the next phase starts from an empty agent. */
@@ -178,7 +204,8 @@ export class ConsulCallCounter {
           const { body } = await consulGet(addr, '/v1/agent/metrics', this.#abort.signal);
           const m = body as { Timestamp: string; Samples: { Name: string; Count: number; Labels: Record<string, string> }[] };
           const counts = new Map<string, number>();
-          for (const s of m.Samples) if (s.Name === 'consul.api.http') counts.set(`${s.Labels['method'] ?? ''} ${s.Labels['path'] ?? ''}`, s.Count);
+          for (const s of m.Samples)
+            if (s.Name === 'consul.api.http') counts.set(`${s.Labels['method'] ?? ''} ${s.Labels['path'] ?? ''}`, s.Count);
           this.#intervals.set(m.Timestamp, counts);
         } catch {
           // A missed poll is caught up by the next one within the same interval.

@@ -85,7 +85,13 @@ export async function etcdCounters(clientUrl: string): Promise<EtcdCounters> {
 
 /** Difference of two counter readings. */
 export function counterDelta(a: EtcdCounters, b: EtcdCounters): EtcdCounters {
-  return { keepalives: b.keepalives - a.keepalives, txns: b.txns - a.txns, ranges: b.ranges - a.ranges, puts: b.puts - a.puts, deletes: b.deletes - a.deletes };
+  return {
+    keepalives: b.keepalives - a.keepalives,
+    txns: b.txns - a.txns,
+    ranges: b.ranges - a.ranges,
+    puts: b.puts - a.puts,
+    deletes: b.deletes - a.deletes,
+  };
 }
 
 /** Result of {@link rawEtcdWrite}. */
@@ -101,13 +107,20 @@ export interface RawWriteResult {
  * transaction in flight, as fast as etcd answers; then revokes the lease, which removes the keys
  * again so the operator's run starts from the same state.
  */
-export async function rawEtcdWrite(client: Etcd3, entries: readonly { key: string; value: string }[], ttlSeconds: number, opsPerTxn = 128): Promise<RawWriteResult> {
+export async function rawEtcdWrite(
+  client: Etcd3,
+  entries: readonly { key: string; value: string }[],
+  ttlSeconds: number,
+  opsPerTxn = 128,
+): Promise<RawWriteResult> {
   const grant = await client.leaseClient.leaseGrant({ TTL: ttlSeconds });
   const lease = grant.ID;
   let transactions = 0;
   const started = performance.now();
   for (let i = 0; i < entries.length; i += opsPerTxn) {
-    const success: IRequestOp[] = entries.slice(i, i + opsPerTxn).map((e) => ({ request_put: { key: Buffer.from(e.key), value: Buffer.from(e.value), lease } }));
+    const success: IRequestOp[] = entries
+      .slice(i, i + opsPerTxn)
+      .map((e) => ({ request_put: { key: Buffer.from(e.key), value: Buffer.from(e.value), lease } }));
     await client.kv.txn({ success });
     transactions++;
   }

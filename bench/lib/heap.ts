@@ -9,7 +9,9 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 interface HeapSnapshot {
-  readonly snapshot: { readonly meta: { readonly node_fields: readonly string[]; readonly node_types: readonly (readonly string[] | string)[] } };
+  readonly snapshot: {
+    readonly meta: { readonly node_fields: readonly string[]; readonly node_types: readonly (readonly string[] | string)[] };
+  };
   readonly nodes: readonly number[];
   readonly strings: readonly string[];
 }
@@ -29,7 +31,10 @@ export function summariseHeap(snap: HeapSnapshot, top = 25): string {
     const size = snap.nodes[i + iSize] as number;
     total += size;
     // Strings and code are grouped by type; objects by constructor.
-    const key = type === 'object' || type === 'closure' || type === 'native' ? `${type}:${snap.strings[snap.nodes[i + iName] as number] ?? '?'}` : `(${type})`;
+    const key =
+      type === 'object' || type === 'closure' || type === 'native'
+        ? `${type}:${snap.strings[snap.nodes[i + iName] as number] ?? '?'}`
+        : `(${type})`;
     const e = bySize.get(key) ?? { size: 0, count: 0 };
     e.size += size;
     e.count++;

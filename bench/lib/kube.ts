@@ -76,13 +76,20 @@ export class BenchKube {
 
   /** Creates namespaces with labels. */
   async createNamespaces(names: readonly string[], labels: Record<string, string>): Promise<void> {
-    await mapBounded(names, 8, (name) => retrying(`create namespace ${name}`, () => this.core.createNamespace({ body: { metadata: { name, labels } } })));
+    await mapBounded(names, 8, (name) =>
+      retrying(`create namespace ${name}`, () => this.core.createNamespace({ body: { metadata: { name, labels } } })),
+    );
   }
 
   /** Creates a cluster-scoped Registry. */
   async createRegistry(name: string, spec: Record<string, unknown>): Promise<void> {
     await retrying(`create Registry ${name}`, () =>
-      this.custom.createClusterCustomObject({ group: GROUP, version: VERSION, plural: 'registries', body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'Registry', metadata: { name }, spec } }),
+      this.custom.createClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: 'registries',
+        body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'Registry', metadata: { name }, spec },
+      }),
     );
   }
 
@@ -116,7 +123,10 @@ export class BenchKube {
         namespace,
         body: {
           metadata: { name: p.name, labels: p.labels },
-          spec: { containers: [{ name: 'app', image: 'registry.invalid/app:1', ports: [{ name: 'http', containerPort: 8080 }] }], terminationGracePeriodSeconds: 0 },
+          spec: {
+            containers: [{ name: 'app', image: 'registry.invalid/app:1', ports: [{ name: 'http', containerPort: 8080 }] }],
+            terminationGracePeriodSeconds: 0,
+          },
         },
       }),
     );
@@ -126,7 +136,18 @@ export class BenchKube {
   async setPodReady(namespace: string, name: string, ip: string, ready: boolean): Promise<void> {
     await retrying(`set pod ${namespace}/${name} ready=${String(ready)}`, () =>
       this.core.patchNamespacedPodStatus(
-        { namespace, name, body: { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date() }] } } },
+        {
+          namespace,
+          name,
+          body: {
+            status: {
+              phase: 'Running',
+              podIP: ip,
+              podIPs: [{ ip }],
+              conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date() }],
+            },
+          },
+        },
         MERGE,
       ),
     );
@@ -140,12 +161,17 @@ export class BenchKube {
   /** Merge-patches a ServiceInstance's spec. */
   async patchServiceInstance(namespace: string, name: string, spec: Record<string, unknown>): Promise<void> {
     await retrying(`patch ServiceInstance ${namespace}/${name}`, () =>
-      this.custom.patchNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'serviceinstances', namespace, name, body: { spec } }, MERGE),
+      this.custom.patchNamespacedCustomObject(
+        { group: GROUP, version: VERSION, plural: 'serviceinstances', namespace, name, body: { spec } },
+        MERGE,
+      ),
     );
   }
 
   /** Every object of a list path, paged. */
-  async listAll<T>(list: (cont: string | undefined) => Promise<{ items: T[]; metadata?: { _continue?: string; resourceVersion?: string } }>): Promise<{ items: T[]; resourceVersion: string }> {
+  async listAll<T>(
+    list: (cont: string | undefined) => Promise<{ items: T[]; metadata?: { _continue?: string; resourceVersion?: string } }>,
+  ): Promise<{ items: T[]; resourceVersion: string }> {
     const items: T[] = [];
     let cont: string | undefined;
     let rv = '';
@@ -160,7 +186,16 @@ export class BenchKube {
 
   /** Every ServiceInstance in the cluster (as plain objects). */
   async listServiceInstances(): Promise<{ items: ServiceInstanceView[]; resourceVersion: string }> {
-    return this.listAll((cont) => this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'serviceinstances', limit: 500, _continue: cont }) as Promise<{ items: ServiceInstanceView[]; metadata?: { _continue?: string; resourceVersion?: string } }>);
+    return this.listAll(
+      (cont) =>
+        this.custom.listClusterCustomObject({
+          group: GROUP,
+          version: VERSION,
+          plural: 'serviceinstances',
+          limit: 500,
+          _continue: cont,
+        }) as Promise<{ items: ServiceInstanceView[]; metadata?: { _continue?: string; resourceVersion?: string } }>,
+    );
   }
 
   /**
@@ -199,7 +234,13 @@ export class BenchKube {
 /** What the benchmarks read from a ServiceInstance. */
 export interface ServiceInstanceView {
   metadata: { name: string; namespace: string; generation?: number; resourceVersion?: string };
-  spec: { service: string; weight?: number; selector?: { matchLabels?: Record<string, string> }; endpoints?: { address: string; port?: number }[]; port?: number | string };
+  spec: {
+    service: string;
+    weight?: number;
+    selector?: { matchLabels?: Record<string, string> };
+    endpoints?: { address: string; port?: number }[];
+    port?: number | string;
+  };
   status?: {
     observedGeneration?: number;
     conditions?: { type: string; status: string }[];

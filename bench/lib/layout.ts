@@ -64,7 +64,13 @@ export function staticLayout(nsPrefix: string, k: number, n: number, ipBlock = 0
  * Ready with an IP (the others exist but never became Ready), plus `unselected` pods per service
  * that no ServiceInstance selects (the rest of a cluster, which the operator caches all the same).
  */
-export function podLayout(nsPrefix: string, k: number, services: number, podsPerService: number, o: { ready?: number; unselected?: number; ipBlock?: number } = {}): Layout {
+export function podLayout(
+  nsPrefix: string,
+  k: number,
+  services: number,
+  podsPerService: number,
+  o: { ready?: number; unselected?: number; ipBlock?: number } = {},
+): Layout {
   const ready = o.ready ?? podsPerService;
   const nss = namespaces(nsPrefix, k);
   const sis = new Map<string, ServiceInstanceFixture[]>();
@@ -104,7 +110,16 @@ export function registryEntry(e: ExpectedEntry, clusterId: string): RegistryEntr
     registryNamespace: e.namespace,
     k8sNamespace: e.namespace,
     owner: { clusterId, namespace: e.namespace, name: e.siName },
-    endpoint: { service: e.service, instanceId: `${e.address}:${e.port}`, address: e.address, port: e.port, weight: 1, tags: {}, metadata: {}, source: e.source },
+    endpoint: {
+      service: e.service,
+      instanceId: `${e.address}:${e.port}`,
+      address: e.address,
+      port: e.port,
+      weight: 1,
+      tags: {},
+      metadata: {},
+      source: e.source,
+    },
   };
 }
 

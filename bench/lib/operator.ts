@@ -155,7 +155,11 @@ export class BenchOperator {
 
   /** Waits until /readyz answers, polling every 50 ms so `readyAt` is precise to that. */
   async waitReady(timeoutMs = 600_000): Promise<void> {
-    await this.process.waitUntil('ready', async () => (await fetch(`${this.healthUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok, timeoutMs);
+    await this.process.waitUntil(
+      'ready',
+      async () => (await fetch(`${this.healthUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok,
+      timeoutMs,
+    );
     this.readyAt = performance.now();
   }
 

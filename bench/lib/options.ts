@@ -30,7 +30,12 @@ export interface BenchOptions {
   readonly namespaces: number;
   readonly coldSync: { readonly sizes: readonly number[]; readonly podsPerService: number };
   readonly propagation: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
-  readonly steady: { readonly serviceInstances: number; readonly podsPerInstance: number; readonly windowSeconds: number; readonly resyncSeconds: number };
+  readonly steady: {
+    readonly serviceInstances: number;
+    readonly podsPerInstance: number;
+    readonly windowSeconds: number;
+    readonly resyncSeconds: number;
+  };
   readonly consulColdSync: { readonly sizes: readonly number[]; readonly idleSeconds: number };
   readonly churn: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
 }
@@ -80,24 +85,34 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
   if (scale !== 'full' && scale !== 'small') throw new Error(`--scale must be full or small, got ${JSON.stringify(scale)}\n\n${USAGE}`);
   const small = scale === 'small';
   const repeats = values.repeats === undefined ? (small ? 1 : 3) : Number(values.repeats);
-  if (!Number.isInteger(repeats) || repeats < 1) throw new Error(`--repeats must be a positive whole number, got ${JSON.stringify(values.repeats)}`);
+  if (!Number.isInteger(repeats) || repeats < 1)
+    throw new Error(`--repeats must be a positive whole number, got ${JSON.stringify(values.repeats)}`);
   const only = new Set<ScenarioId>();
-  for (const s of (values.only ?? SCENARIOS.join(',')).split(',').map((x) => x.trim()).filter(Boolean)) {
-    if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`--only: unknown scenario ${JSON.stringify(s)}; use ${SCENARIOS.join(', ')}`);
+  for (const s of (values.only ?? SCENARIOS.join(','))
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
+    if (!(SCENARIOS as readonly string[]).includes(s))
+      throw new Error(`--only: unknown scenario ${JSON.stringify(s)}; use ${SCENARIOS.join(', ')}`);
     only.add(s as ScenarioId);
   }
   const churnSeconds = values['churn-seconds'] === undefined ? (small ? 30 : 300) : Number(values['churn-seconds']);
   if (!(churnSeconds > 0)) throw new Error(`--churn-seconds must be positive, got ${JSON.stringify(values['churn-seconds'])}`);
   const sizes = values.sizes === undefined ? (small ? [100, 300] : [1000, 10_000]) : values.sizes.split(',').map(Number);
-  if (sizes.some((n) => !Number.isInteger(n) || n < 10)) throw new Error(`--sizes must be whole numbers of at least 10, got ${JSON.stringify(values.sizes)}`);
+  if (sizes.some((n) => !Number.isInteger(n) || n < 10))
+    throw new Error(`--sizes must be whole numbers of at least 10, got ${JSON.stringify(values.sizes)}`);
   const steadySize = values['steady-size'] === undefined ? (small ? 300 : 10_000) : Number(values['steady-size']);
-  if (!Number.isInteger(steadySize) || steadySize < 10) throw new Error(`--steady-size must be a whole number of at least 10, got ${JSON.stringify(values['steady-size'])}`);
+  if (!Number.isInteger(steadySize) || steadySize < 10)
+    throw new Error(`--steady-size must be a whole number of at least 10, got ${JSON.stringify(values['steady-size'])}`);
   const experiment = values.experiment;
-  if (experiment !== undefined && !/^[a-z0-9-]+$/.test(experiment)) throw new Error(`--experiment must name a file of bench/experiments/ without .ts, got ${JSON.stringify(experiment)}`);
+  if (experiment !== undefined && !/^[a-z0-9-]+$/.test(experiment))
+    throw new Error(`--experiment must name a file of bench/experiments/ without .ts, got ${JSON.stringify(experiment)}`);
   const nodeOptions = (values['node-options'] ?? '').split(/\s+/).filter(Boolean);
-  if (nodeOptions.some((f) => !f.startsWith('--'))) throw new Error(`--node-options takes Node flags, e.g. "--max-semi-space-size=1", got ${JSON.stringify(values['node-options'])}`);
+  if (nodeOptions.some((f) => !f.startsWith('--')))
+    throw new Error(`--node-options takes Node flags, e.g. "--max-semi-space-size=1", got ${JSON.stringify(values['node-options'])}`);
   const operatorFlags = (values['operator-flags'] ?? '').split(/\s+/).filter(Boolean);
-  if (operatorFlags.some((f) => !f.startsWith('--'))) throw new Error(`--operator-flags takes operator flags, e.g. "--concurrency=32", got ${JSON.stringify(values['operator-flags'])}`);
+  if (operatorFlags.some((f) => !f.startsWith('--')))
+    throw new Error(`--operator-flags takes operator flags, e.g. "--concurrency=32", got ${JSON.stringify(values['operator-flags'])}`);
   return {
     experiment,
     nodeOptions,

@@ -42,7 +42,8 @@ function moduleOf(frame: CallFrame): string {
 }
 
 function label(frame: CallFrame): string {
-  const where = frame.url === '' ? '' : ` ${frame.url.replace(/^.*\/(node_modules|src)\//, '$1/').replace(/^file:\/\//, '')}:${frame.lineNumber + 1}`;
+  const where =
+    frame.url === '' ? '' : ` ${frame.url.replace(/^.*\/(node_modules|src)\//, '$1/').replace(/^file:\/\//, '')}:${frame.lineNumber + 1}`;
   return `${frame.functionName || '(anonymous)'}${where}`;
 }
 

@@ -41,7 +41,16 @@ function limitText(f: Figure): string {
 
 function row(f: Figure): string[] {
   const j = judge(f);
-  return [f.case, f.name, f.unit ? `${fmt(j.median)} ${f.unit}` : fmt(j.median), f.runs.map(fmt).join(', '), limitText(f), ratioText(f), f.goal?.text ?? '', verdict(f)];
+  return [
+    f.case,
+    f.name,
+    f.unit ? `${fmt(j.median)} ${f.unit}` : fmt(j.median),
+    f.runs.map(fmt).join(', '),
+    limitText(f),
+    ratioText(f),
+    f.goal?.text ?? '',
+    verdict(f),
+  ];
 }
 
 const HEADER = ['case', 'figure', 'median', 'runs', 'limit', 'ratio', 'goal', 'verdict'];
@@ -50,7 +59,11 @@ const HEADER = ['case', 'figure', 'median', 'runs', 'limit', 'ratio', 'goal', 'v
 export function textTable(results: readonly ScenarioResult[]): string {
   const rows = [HEADER, ...results.flatMap((r) => r.figures.map(row))];
   const widths = HEADER.map((_, c) => Math.min(60, Math.max(...rows.map((r) => (r[c] ?? '').length))));
-  const line = (r: string[]): string => r.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join('  ').trimEnd();
+  const line = (r: string[]): string =>
+    r
+      .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+      .join('  ')
+      .trimEnd();
   const out: string[] = [];
   for (const res of results) {
     out.push('', `== ${res.title}`, line(HEADER), line(widths.map((w) => '-'.repeat(w))));
@@ -66,7 +79,17 @@ function mdEscape(s: string): string {
 
 /** The markdown block of one scenario. */
 export function scenarioMarkdown(r: ScenarioResult, when: string, scale: string, repeats: number, commit: string): string {
-  const goals = r.figures.filter((f) => f.goal).map((f) => ({ scenario: r.title, case: f.case, figure: f.name, median: f.unit ? `${fmt(judge(f).median)} ${f.unit}` : fmt(judge(f).median), ratio: ratioText(f), goal: f.goal?.text ?? '', verdict: verdict(f) }));
+  const goals = r.figures
+    .filter((f) => f.goal)
+    .map((f) => ({
+      scenario: r.title,
+      case: f.case,
+      figure: f.name,
+      median: f.unit ? `${fmt(judge(f).median)} ${f.unit}` : fmt(judge(f).median),
+      ratio: ratioText(f),
+      goal: f.goal?.text ?? '',
+      verdict: verdict(f),
+    }));
   const lines = [
     `## ${r.title}`,
     '',
@@ -133,7 +156,10 @@ function summaryMarkdown(doc: string): string {
     '',
     '| scenario | case | figure | median | ratio | goal | verdict |',
     '|---|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${[r.scenario, r.case, r.figure, r.median, r.ratio, r.goal, r.verdict === 'goal missed' ? '**goal missed**' : r.verdict].map(mdEscape).join(' | ')} |`),
+    ...rows.map(
+      (r) =>
+        `| ${[r.scenario, r.case, r.figure, r.median, r.ratio, r.goal, r.verdict === 'goal missed' ? '**goal missed**' : r.verdict].map(mdEscape).join(' | ')} |`,
+    ),
   ].join('\n');
 }
 
@@ -152,14 +178,23 @@ function replaceBlock(doc: string, id: string, body: string, before: string): st
  * Rewrites the generated blocks of BENCHMARKS.md: machine, one per scenario that ran, and the
  * summary of goals. New blocks go before the hand-written Consul section, in scenario order.
  */
-export async function updateBenchmarksMd(path: string, machine: Machine, results: readonly ScenarioResult[], when: string, scale: string, repeats: number, order: readonly string[]): Promise<void> {
+export async function updateBenchmarksMd(
+  path: string,
+  machine: Machine,
+  results: readonly ScenarioResult[],
+  when: string,
+  scale: string,
+  repeats: number,
+  order: readonly string[],
+): Promise<void> {
   let doc = await readFile(path, 'utf8').catch(() => '# Benchmarks\n');
   const handWritten = '## Consul backend: HTTP calls per heartbeat interval';
   doc = replaceBlock(doc, 'machine', machineMarkdown(machine, when), handWritten);
   for (const id of order) {
     const r = results.find((x) => x.id === id);
     if (r) doc = replaceBlock(doc, `scenario:${id}`, scenarioMarkdown(r, when, scale, repeats, machine.commit), handWritten);
-    else if (!doc.includes(`<!-- bench:scenario:${id}:begin -->`)) doc = replaceBlock(doc, `scenario:${id}`, `## ${id}\n\nNot measured yet: \`npm run bench -- --only=${id}\`.`, handWritten);
+    else if (!doc.includes(`<!-- bench:scenario:${id}:begin -->`))
+      doc = replaceBlock(doc, `scenario:${id}`, `## ${id}\n\nNot measured yet: \`npm run bench -- --only=${id}\`.`, handWritten);
   }
   doc = replaceBlock(doc, 'summary', summaryMarkdown(doc), '<!-- bench:machine:begin -->');
   await writeFile(path, doc);

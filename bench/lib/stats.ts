@@ -58,7 +58,13 @@ export interface Distribution {
 /** Summarises samples into a {@link Distribution}. */
 export function distribution(values: readonly number[]): Distribution {
   const s = sorted(values);
-  return { count: s.length, p50: percentile(s, 50), p95: percentile(s, 95), p99: percentile(s, 99), max: s.length > 0 ? (s[s.length - 1] as number) : Number.NaN };
+  return {
+    count: s.length,
+    p50: percentile(s, 50),
+    p95: percentile(s, 95),
+    p99: percentile(s, 99),
+    max: s.length > 0 ? (s[s.length - 1] as number) : Number.NaN,
+  };
 }
 
 /** Runs `work` over `items` with at most `limit` in flight; rejects with the first failure after all settled. */

@@ -38,7 +38,13 @@ export interface ChurnRound {
   readonly reconciles: ReconcileWindow;
   /** Seconds from the end of the stream until etcd equalled the desired state. */
   readonly convergeSeconds: number;
-  readonly mismatches: { readonly missing: number; readonly extra: number; readonly wrong: number; readonly desired: number; readonly examples: readonly string[] };
+  readonly mismatches: {
+    readonly missing: number;
+    readonly extra: number;
+    readonly wrong: number;
+    readonly desired: number;
+    readonly examples: readonly string[];
+  };
 }
 
 interface PodState {
@@ -54,7 +60,12 @@ interface PodState {
 async function desiredState(kube: BenchKube, namespaces: readonly string[]): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for (const ns of namespaces) {
-    const sis = (await kube.custom.listNamespacedCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances', namespace: ns })) as { items: ServiceInstanceView[] };
+    const sis = (await kube.custom.listNamespacedCustomObject({
+      group: 'registrar.dev',
+      version: 'v1alpha1',
+      plural: 'serviceinstances',
+      namespace: ns,
+    })) as { items: ServiceInstanceView[] };
     const pods = (await kube.core.listNamespacedPod({ namespace: ns })).items;
     for (const si of sis.items) {
       const app = si.spec.selector?.matchLabels?.['app'];
@@ -91,7 +102,16 @@ async function compare(kube: BenchKube, etcd: Etcd3, namespaces: readonly string
   return { missing, extra: extraKeys.length, wrong, desired: want.size, examples };
 }
 
-async function churnRound(ctx: ScenarioContext, kube: BenchKube, etcd: Etcd3, op: BenchOperator, layout: Layout, pods: PodState[], round: number, ipCounter: { next: number }): Promise<ChurnRound> {
+async function churnRound(
+  ctx: ScenarioContext,
+  kube: BenchKube,
+  etcd: Etcd3,
+  op: BenchOperator,
+  layout: Layout,
+  pods: PodState[],
+  round: number,
+  ipCounter: { next: number },
+): Promise<ChurnRound> {
   const c = ctx.options.churn;
   const sis = [...layout.serviceInstances.entries()].flatMap(([ns, list]) => list.map((si) => ({ ns, name: si.name })));
   const counts = { flips: 0, replacements: 0, weights: 0, failed: 0 };
@@ -151,10 +171,14 @@ async function churnRound(ctx: ScenarioContext, kube: BenchKube, etcd: Etcd3, op
   const seconds = (streamEnd - started) / 1000;
   const mismatchDeadline = 180_000;
   let mismatches = await compare(kube, etcd, layout.namespaces);
-  const converged = await waitFor(async () => {
-    mismatches = await compare(kube, etcd, layout.namespaces);
-    return mismatches.missing + mismatches.extra + mismatches.wrong === 0;
-  }, mismatchDeadline, 1000);
+  const converged = await waitFor(
+    async () => {
+      mismatches = await compare(kube, etcd, layout.namespaces);
+      return mismatches.missing + mismatches.extra + mismatches.wrong === 0;
+    },
+    mismatchDeadline,
+    1000,
+  );
   const convergeSeconds = converged ? (performance.now() - streamEnd) / 1000 : Number.NaN;
   await waitFor(async () => (await op.metric('kube_registrar_workqueue_depth')) === 0, 60_000, 200);
   await sampler.stop();
@@ -166,7 +190,8 @@ async function churnRound(ctx: ScenarioContext, kube: BenchKube, etcd: Etcd3, op
   const depths = during.map((d) => d.depth).sort((a, b) => a - b);
   const settled = during.filter((d) => d.at >= started + 0.2 * seconds * 1000);
   const rss = sampler.samples.filter((x) => x.at <= streamEnd);
-  const share = (from: number, to: number): number[] => rss.filter((x) => x.at >= started + from * seconds * 1000 && x.at < started + to * seconds * 1000).map((x) => x.rssMiB * 1.048576);
+  const share = (from: number, to: number): number[] =>
+    rss.filter((x) => x.at >= started + from * seconds * 1000 && x.at < started + to * seconds * 1000).map((x) => x.rssMiB * 1.048576);
   const late = rss.filter((x) => x.at >= started + 0.2 * seconds * 1000);
   const r: ChurnRound = {
     seconds,
@@ -179,11 +204,15 @@ async function churnRound(ctx: ScenarioContext, kube: BenchKube, etcd: Etcd3, op
       settled.map((d) => (d.at - started) / 60_000),
       settled.map((d) => d.depth),
     ),
-    drainSeconds: drainAt === undefined ? (during.length > 0 && after.length === 0 ? 0 : Number.NaN) : Math.max(0, (drainAt - streamEnd) / 1000),
+    drainSeconds:
+      drainAt === undefined ? (during.length > 0 && after.length === 0 ? 0 : Number.NaN) : Math.max(0, (drainAt - streamEnd) / 1000),
     // Warm-up (the first fifth) is left out: caches and JIT settle there.
     rssEarlyMB: median(share(0.2, 0.4)),
     rssLateMB: median(share(0.8, 1)),
-    rssSlopeMBPerMinute: slope(late.map((x) => (x.at - started) / 60_000), late.map((x) => x.rssMiB * 1.048576)),
+    rssSlopeMBPerMinute: slope(
+      late.map((x) => (x.at - started) / 60_000),
+      late.map((x) => x.rssMiB * 1.048576),
+    ),
     cpuPercent: ((cpuAfter.cpuSeconds - cpuBefore.cpuSeconds) / ((cpuAfter.at - cpuBefore.at) / 1000)) * 100,
     reconciles,
     convergeSeconds,
@@ -206,15 +235,30 @@ export async function churn(ctx: ScenarioContext): Promise<ScenarioResult> {
   const layout = podLayout('churn', Math.min(4, o.namespaces), c.services, c.podsPerService);
   await withBed(ctx.log, async ({ bed, kube, etcd }) => {
     ctx.onVersions(bed.versions);
-    await kube.createRegistry('bench', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { bench: 'churn' } }, namespace: '{namespace}', leaseTTLSeconds: 30, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX } });
+    await kube.createRegistry('bench', {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: { matchLabels: { bench: 'churn' } },
+      namespace: '{namespace}',
+      leaseTTLSeconds: 30,
+      etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX },
+    });
     await createLayout(kube, layout, { bench: 'churn' });
-    const pods: PodState[] = [...layout.pods.entries()].flatMap(([ns, list]) => list.map((p) => ({ ns, name: p.name, service: p.labels['app'] ?? '', ip: p.ip ?? '', ready: true, busy: false })));
+    const pods: PodState[] = [...layout.pods.entries()].flatMap(([ns, list]) =>
+      list.map((p) => ({ ns, name: p.name, service: p.labels['app'] ?? '', ip: p.ip ?? '', ready: true, busy: false })),
+    );
     const statuses = await StatusTracker.start(kube, layout.expectedPerSi);
     const profileDir = o.profile ? join(ctx.runDir, 'profile-churn') : undefined;
-    const op = await startOperator({ runFlags: ctx.options.operatorFlags, kubeconfig: bed.kubeconfig, logDir: join(ctx.runDir, 'churn'), nodeFlags: ctx.nodeFlags(profileDir) });
+    const op = await startOperator({
+      runFlags: ctx.options.operatorFlags,
+      kubeconfig: bed.kubeconfig,
+      logDir: join(ctx.runDir, 'churn'),
+      nodeFlags: ctx.nodeFlags(profileDir),
+    });
     try {
       await op.waitReady();
-      if (!(await waitFor(() => !Number.isNaN(statuses.convergedAt), 300_000, 200))) throw new Error(`the operator did not converge before the churn: ${statuses.converged}/${statuses.total} statuses`);
+      if (!(await waitFor(() => !Number.isNaN(statuses.convergedAt), 300_000, 200)))
+        throw new Error(`the operator did not converge before the churn: ${statuses.converged}/${statuses.total} statuses`);
       statuses.stop();
       ctx.log(`churn: ${layout.entries.length} entries converged; ${c.rate} changes/s for ${c.seconds} s per round`);
       const ipCounter = { next: 0 };
@@ -230,19 +274,47 @@ export async function churn(ctx: ScenarioContext): Promise<ScenarioResult> {
     { case: cs, name: 'changes per second achieved', unit: '/s', runs: rounds.map((r) => r.achievedRate) },
     { case: cs, name: 'queue depth, max', unit: 'keys', runs: rounds.map((r) => r.maxQueueDepth) },
     { case: cs, name: 'queue depth, p95', unit: 'keys', runs: rounds.map((r) => r.p95QueueDepth) },
-    { case: cs, name: 'ServiceInstances waiting, p95 (queue depth ÷ ServiceInstances)', unit: '', runs: rounds.map((r) => r.p95QueueDepth / c.services) },
-    { case: cs, name: 'queue depth trend after warm-up (linear fit)', unit: 'keys/min', runs: rounds.map((r) => r.depthSlopePerMinute), goal: { kind: 'at-most', threshold: 1, text: '≤ 1 key/min (bounded)' } },
+    {
+      case: cs,
+      name: 'ServiceInstances waiting, p95 (queue depth ÷ ServiceInstances)',
+      unit: '',
+      runs: rounds.map((r) => r.p95QueueDepth / c.services),
+    },
+    {
+      case: cs,
+      name: 'queue depth trend after warm-up (linear fit)',
+      unit: 'keys/min',
+      runs: rounds.map((r) => r.depthSlopePerMinute),
+      goal: { kind: 'at-most', threshold: 1, text: '≤ 1 key/min (bounded)' },
+    },
     { case: cs, name: 'queue empty after the stream stops', unit: 's', runs: rounds.map((r) => r.drainSeconds) },
-    { case: cs, name: 'RSS, late ÷ early (medians of the last fifth and of the second fifth)', unit: '×', runs: rounds.map((r) => r.rssLateMB / r.rssEarlyMB), goal: { kind: 'at-most', threshold: 1.1, text: '≤ 1.10 (no growth)' } },
+    {
+      case: cs,
+      name: 'RSS, late ÷ early (medians of the last fifth and of the second fifth)',
+      unit: '×',
+      runs: rounds.map((r) => r.rssLateMB / r.rssEarlyMB),
+      goal: { kind: 'at-most', threshold: 1.1, text: '≤ 1.10 (no growth)' },
+    },
     { case: cs, name: 'RSS, late', unit: 'MB', runs: rounds.map((r) => r.rssLateMB) },
     { case: cs, name: 'operator CPU during churn', unit: '% of a core', runs: rounds.map((r) => r.cpuPercent) },
     { case: cs, name: 'reconciles per second during churn', unit: '/s', runs: rounds.map((r) => r.reconciles.reconciles / r.seconds) },
     { case: cs, name: 'mean reconcile duration', unit: 'ms', runs: rounds.map((r) => r.reconciles.meanReconcileMs) },
     { case: cs, name: 'mean wait in the queue', unit: 'ms', runs: rounds.map((r) => r.reconciles.meanQueueWaitMs) },
     { case: cs, name: 'registry = desired state, after the stream stops', unit: 's', runs: rounds.map((r) => r.convergeSeconds) },
-    { case: cs, name: 'entries differing from desired state (missing + extra + wrong weight)', unit: '', runs: rounds.map((r) => r.mismatches.missing + r.mismatches.extra + r.mismatches.wrong), goal: { kind: 'zero', threshold: 0, text: 'none' } },
+    {
+      case: cs,
+      name: 'entries differing from desired state (missing + extra + wrong weight)',
+      unit: '',
+      runs: rounds.map((r) => r.mismatches.missing + r.mismatches.extra + r.mismatches.wrong),
+      goal: { kind: 'zero', threshold: 0, text: 'none' },
+    },
   ];
-  const notes = rounds.filter((r) => r.changes.failed > 0).map((r) => `${r.changes.failed} of the changes failed at the apiserver (after retries) and were left out; the desired state is read back from the apiserver, so the comparison stays exact.`);
+  const notes = rounds
+    .filter((r) => r.changes.failed > 0)
+    .map(
+      (r) =>
+        `${r.changes.failed} of the changes failed at the apiserver (after retries) and were left out; the desired state is read back from the apiserver, so the comparison stays exact.`,
+    );
   const result: ScenarioResult = {
     id: 'churn',
     title: '5. Churn',

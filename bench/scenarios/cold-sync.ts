@@ -51,21 +51,44 @@ function caseName(kind: 'static' | 'pods', n: number): string {
   return `${kind === 'static' ? 'static endpoints' : 'pods behind selectors'}, ${n >= 1000 ? `${n / 1000}k` : n}`;
 }
 
-async function runOnce(ctx: ScenarioContext, kind: 'static' | 'pods', n: number, run: number, profileDir: string | undefined): Promise<ColdSyncRun> {
+async function runOnce(
+  ctx: ScenarioContext,
+  kind: 'static' | 'pods',
+  n: number,
+  run: number,
+  profileDir: string | undefined,
+): Promise<ColdSyncRun> {
   const o = ctx.options;
-  const layout: Layout = kind === 'static' ? staticLayout('cold', o.namespaces, n) : podLayout('cold', o.namespaces, Math.ceil(n / o.coldSync.podsPerService), o.coldSync.podsPerService);
+  const layout: Layout =
+    kind === 'static'
+      ? staticLayout('cold', o.namespaces, n)
+      : podLayout('cold', o.namespaces, Math.ceil(n / o.coldSync.podsPerService), o.coldSync.podsPerService);
   return withBed(ctx.log, async ({ bed, kube, etcd }) => {
     ctx.onVersions(bed.versions);
-    await kube.createRegistry('bench', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { bench: 'cold' } }, namespace: '{namespace}', leaseTTLSeconds: 30, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX } });
+    await kube.createRegistry('bench', {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: { matchLabels: { bench: 'cold' } },
+      namespace: '{namespace}',
+      leaseTTLSeconds: 30,
+      etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX },
+    });
     const fixtureSeconds = await createLayout(kube, layout, { bench: 'cold' });
     const podCount = [...layout.pods.values()].reduce((s, l) => s + l.length, 0);
-    ctx.log(`cold-sync ${caseName(kind, n)} run ${run}: ${layout.expectedPerSi.size} ServiceInstances, ${podCount} pods created in ${fixtureSeconds.toFixed(1)} s`);
+    ctx.log(
+      `cold-sync ${caseName(kind, n)} run ${run}: ${layout.expectedPerSi.size} ServiceInstances, ${podCount} pods created in ${fixtureSeconds.toFixed(1)} s`,
+    );
 
     // The raw limit, right before the operator runs, on the same etcd with identical values.
     const rawOwner = randomUUID();
-    const rawEntries = layout.entries.map((e) => ({ key: etcdKey(RAW_PREFIX, e), value: encodeEntry('json', registryEntry(e, rawOwner)).value }));
+    const rawEntries = layout.entries.map((e) => ({
+      key: etcdKey(RAW_PREFIX, e),
+      value: encodeEntry('json', registryEntry(e, rawOwner)).value,
+    }));
     const raw = await rawEtcdWrite(etcd, rawEntries, 30);
-    ctx.log(`  raw etcd: ${raw.keys} keys in ${raw.transactions} txns, ${raw.seconds.toFixed(2)} s = ${raw.keysPerSecond.toFixed(0)} keys/s`);
+    ctx.log(
+      `  raw etcd: ${raw.keys} keys in ${raw.transactions} txns, ${raw.seconds.toFixed(2)} s = ${raw.keysPerSecond.toFixed(0)} keys/s`,
+    );
 
     const expected = new Set(layout.entries.map((e) => etcdKey(PREFIX, e)));
     const seen = new Set<string>();
@@ -149,10 +172,14 @@ export async function coldSync(ctx: ScenarioContext): Promise<ScenarioResult> {
       const runs: ColdSyncRun[] = [];
       for (let r = 1; r <= o.repeats; r++) {
         // Profile the last repeat of the largest size only: profiling costs time of its own.
-        const profileDir = o.profile && r === o.repeats && n === Math.max(...o.coldSync.sizes) ? join(ctx.runDir, `profile-cold-sync-${kind}-${n}`) : undefined;
+        const profileDir =
+          o.profile && r === o.repeats && n === Math.max(...o.coldSync.sizes)
+            ? join(ctx.runDir, `profile-cold-sync-${kind}-${n}`)
+            : undefined;
         const run = await runOnce(ctx, kind, n, r, profileDir);
         runs.push(run);
-        if (profileDir) profile = `${profile ? `${profile}\n\n` : ''}cold sync, ${caseName(kind, n)}:\n${await summariseProfiles(profileDir)}`;
+        if (profileDir)
+          profile = `${profile ? `${profile}\n\n` : ''}cold sync, ${caseName(kind, n)}:\n${await summariseProfiles(profileDir)}`;
       }
       details.push({ case: caseName(kind, n), runs });
       const c = caseName(kind, n);

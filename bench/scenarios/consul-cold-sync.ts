@@ -32,7 +32,13 @@ export interface ConsulColdSyncRun {
   readonly statusesConverged: number;
   readonly operatorCpuSeconds: number;
   readonly peakRssMB: number;
-  readonly idle: { readonly seconds: number; readonly heartbeatsPerInterval: number; readonly writesPerMinute: number; readonly readsPerMinute: number; readonly registryNamespaces: number };
+  readonly idle: {
+    readonly seconds: number;
+    readonly heartbeatsPerInterval: number;
+    readonly writesPerMinute: number;
+    readonly readsPerMinute: number;
+    readonly registryNamespaces: number;
+  };
   readonly finished: boolean;
 }
 
@@ -45,7 +51,14 @@ async function runOnce(ctx: ScenarioContext, n: number, run: number, profileDir:
   const layout = staticLayout('ccold', o.namespaces, n);
   return withBed(ctx.log, async ({ bed, kube }) => {
     ctx.onVersions(bed.versions);
-    await kube.createRegistry('bench', { type: 'consul', default: true, namespaceSelector: { matchLabels: { bench: 'ccold' } }, namespace: '{namespace}', leaseTTLSeconds: TTL, consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' } });
+    await kube.createRegistry('bench', {
+      type: 'consul',
+      default: true,
+      namespaceSelector: { matchLabels: { bench: 'ccold' } },
+      namespace: '{namespace}',
+      leaseTTLSeconds: TTL,
+      consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' },
+    });
     const fixtureSeconds = await createLayout(kube, layout, { bench: 'ccold' });
     ctx.log(`consul-cold-sync ${caseName(n)} run ${run}: ${n} ServiceInstances created in ${fixtureSeconds.toFixed(1)} s`);
 
@@ -64,13 +77,20 @@ async function runOnce(ctx: ScenarioContext, n: number, run: number, profileDir:
     await rawWatch.stop();
     const rawVisibleSeconds = (rawLast - raw.startedAt) / 1000;
     await deregisterAll(bed.consulAddr, raw.ids, DEFAULT_MAX_CONCURRENT_CALLS);
-    ctx.log(`  raw agent: ${n} registrations acknowledged in ${raw.seconds.toFixed(1)} s, all in the catalog after ${rawVisibleSeconds.toFixed(1)} s (${(n / rawVisibleSeconds).toFixed(0)}/s)`);
+    ctx.log(
+      `  raw agent: ${n} registrations acknowledged in ${raw.seconds.toFixed(1)} s, all in the catalog after ${rawVisibleSeconds.toFixed(1)} s (${(n / rawVisibleSeconds).toFixed(0)}/s)`,
+    );
     await sleep(2000);
 
     const counter = new ConsulCallCounter(bed.consulAddr);
     const watch = new CatalogWatch(bed.consulAddr, (name) => name.startsWith('ccold-') && name.includes('-svc-'));
     const statuses = await StatusTracker.start(kube, layout.expectedPerSi);
-    const op = await startOperator({ runFlags: ctx.options.operatorFlags, kubeconfig: bed.kubeconfig, logDir: join(ctx.runDir, `consul-cold-sync-${n}-r${run}`), nodeFlags: ctx.nodeFlags(profileDir) });
+    const op = await startOperator({
+      runFlags: ctx.options.operatorFlags,
+      kubeconfig: bed.kubeconfig,
+      logDir: join(ctx.runDir, `consul-cold-sync-${n}-r${run}`),
+      nodeFlags: ctx.nodeFlags(profileDir),
+    });
     const sampler = new Sampler(op, 1000, false);
     try {
       // Generous: a run that does not finish still yields its rate so far, marked as partial.
@@ -95,7 +115,9 @@ async function runOnce(ctx: ScenarioContext, n: number, run: number, profileDir:
       await counter.stop();
       const get = (k: string): number => calls.counts.get(k) ?? 0;
       const writes = get('PUT v1_agent_service_register') + get('PUT v1_agent_service_deregister_');
-      const reads = [...calls.counts.entries()].filter(([k]) => k.startsWith('GET v1_agent_services') || k.startsWith('GET v1_agent_checks')).reduce((sum, [, v]) => sum + v, 0);
+      const reads = [...calls.counts.entries()]
+        .filter(([k]) => k.startsWith('GET v1_agent_services') || k.startsWith('GET v1_agent_checks'))
+        .reduce((sum, [, v]) => sum + v, 0);
       const heartbeatIntervals = calls.seconds / (TTL / 3);
       const s = (t: number): number => (t - op.startedAt) / 1000;
       const result: ConsulColdSyncRun = {
@@ -144,14 +166,19 @@ export async function consulColdSync(ctx: ScenarioContext): Promise<ScenarioResu
   for (const n of o.consulColdSync.sizes) {
     const runs: ConsulColdSyncRun[] = [];
     for (let r = 1; r <= o.repeats; r++) {
-      const profileDir = o.profile && r === o.repeats && n === Math.max(...o.consulColdSync.sizes) ? join(ctx.runDir, `profile-consul-cold-sync-${n}`) : undefined;
+      const profileDir =
+        o.profile && r === o.repeats && n === Math.max(...o.consulColdSync.sizes)
+          ? join(ctx.runDir, `profile-consul-cold-sync-${n}`)
+          : undefined;
       runs.push(await runOnce(ctx, n, r, profileDir));
       if (profileDir) profile = `Consul cold sync, ${caseName(n)}:\n${await summariseProfiles(profileDir)}`;
     }
     const c = caseName(n);
     details.push({ case: c, runs });
     for (const r of runs.filter((x) => !x.finished)) {
-      notes.push(`${c}: a run did not finish within its time limit (${(180 + r.instances * 0.15).toFixed(0)} s): ${r.seen}/${r.instances} instances in the catalog, ${r.statusesConverged}/${r.instances} statuses converged; its registry-side rate is that of the instances that did land.`);
+      notes.push(
+        `${c}: a run did not finish within its time limit (${(180 + r.instances * 0.15).toFixed(0)} s): ${r.seen}/${r.instances} instances in the catalog, ${r.statusesConverged}/${r.instances} statuses converged; its registry-side rate is that of the instances that did land.`,
+      );
     }
     figures.push(
       { case: c, name: 'every instance in the catalog (from start)', unit: 's', runs: runs.map((x) => x.allVisibleSeconds) },
@@ -160,8 +187,12 @@ export async function consulColdSync(ctx: ScenarioContext): Promise<ScenarioResu
         name: 'registry-side registration rate (caches synced → last instance)',
         unit: 'instances/s',
         runs: runs.map((x) => x.registrySideRate),
-        limit: { name: `raw agent API, ${DEFAULT_MAX_CONCURRENT_CALLS} in flight`, unit: 'services/s', runs: runs.map((x) => x.raw.servicesPerSecond) },
-        goal: { kind: 'ratio-at-least', threshold: 0.5, text: '≥ 0.5 × raw (scenario 1\'s goal)' },
+        limit: {
+          name: `raw agent API, ${DEFAULT_MAX_CONCURRENT_CALLS} in flight`,
+          unit: 'services/s',
+          runs: runs.map((x) => x.raw.servicesPerSecond),
+        },
+        goal: { kind: 'ratio-at-least', threshold: 0.5, text: "≥ 0.5 × raw (scenario 1's goal)" },
       },
       { case: c, name: 'every status converged (from start)', unit: 's', runs: runs.map((x) => x.statusesSeconds) },
       { case: c, name: 'operator peak RSS', unit: 'MB', runs: runs.map((x) => x.peakRssMB) },
@@ -172,7 +203,13 @@ export async function consulColdSync(ctx: ScenarioContext): Promise<ScenarioResu
         runs: runs.map((x) => x.idle.heartbeatsPerInterval / x.idle.registryNamespaces),
         goal: { kind: 'at-most', threshold: 1, text: '≤ 1 (∝ namespaces, not instances)' },
       },
-      { case: c, name: 'idle: agent writes (register/deregister)', unit: '/min', runs: runs.map((x) => x.idle.writesPerMinute), goal: { kind: 'zero', threshold: 0, text: 'none' } },
+      {
+        case: c,
+        name: 'idle: agent writes (register/deregister)',
+        unit: '/min',
+        runs: runs.map((x) => x.idle.writesPerMinute),
+        goal: { kind: 'zero', threshold: 0, text: 'none' },
+      },
     );
   }
   const result: ScenarioResult = {
@@ -181,7 +218,7 @@ export async function consulColdSync(ctx: ScenarioContext): Promise<ScenarioResu
     setup: [
       `N ServiceInstances with one static endpoint each over ${o.namespaces} namespaces, created before the operator starts; one Consul Registry (serviceName "{namespace}-{service}", TTL ${TTL} s), operator defaults.`,
       `Raw limit, measured in the same run right before the operator on the then empty agent: the same number of instances with the operator's own registration bodies (alias check on a heartbeat), PUT /v1/agent/service/register with ${DEFAULT_MAX_CONCURRENT_CALLS} calls in flight (the backend's maxConcurrentCalls), then deregistered again.`,
-      'Both rates are timed to the moment the last service name appears in /v1/catalog/services (blocking queries): from the first raw call, and from the operator\'s caches being synced.',
+      "Both rates are timed to the moment the last service name appears in /v1/catalog/services (blocking queries): from the first raw call, and from the operator's caches being synced.",
       `Idle: after convergence, ${o.consulColdSync.idleSeconds} s with nothing to do; calls counted by the agent itself (consul.api.http telemetry, 10-s intervals wholly inside the window).`,
       'A fresh bed for every run.',
     ],

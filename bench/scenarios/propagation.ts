@@ -48,7 +48,14 @@ export interface PhaseResult {
 /** Maps a registry observation back to the pod it belongs to. */
 type Observe = (onSeen: (pod: string, ready: boolean, at: number) => void) => Promise<() => Promise<void>>;
 
-async function flipPhase(kube: BenchKube, op: BenchOperator, entries: readonly ExpectedEntry[], rate: number, seconds: number, observe: Observe): Promise<PhaseResult> {
+async function flipPhase(
+  kube: BenchKube,
+  op: BenchOperator,
+  entries: readonly ExpectedEntry[],
+  rate: number,
+  seconds: number,
+  observe: Observe,
+): Promise<PhaseResult> {
   const byPod = new Map(entries.map((e) => [`${e.namespace}/${e.source.split('/')[2] ?? ''}`, e]));
   const ready = new Map([...byPod.keys()].map((k) => [k, true]));
   const current = new Map<string, Change>();
@@ -153,18 +160,40 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
   const rounds: { etcd: PhaseResult; consul: PhaseResult }[] = [];
   await withBed(ctx.log, async ({ bed, kube, etcd }) => {
     ctx.onVersions(bed.versions);
-    await kube.createRegistry('etcd', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { bench: 'prop-etcd' } }, namespace: '{namespace}', leaseTTLSeconds: 30, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX } });
-    await kube.createRegistry('consul', { type: 'consul', default: true, namespaceSelector: { matchLabels: { bench: 'prop-consul' } }, namespace: '{namespace}', leaseTTLSeconds: 30, consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' } });
+    await kube.createRegistry('etcd', {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: { matchLabels: { bench: 'prop-etcd' } },
+      namespace: '{namespace}',
+      leaseTTLSeconds: 30,
+      etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX },
+    });
+    await kube.createRegistry('consul', {
+      type: 'consul',
+      default: true,
+      namespaceSelector: { matchLabels: { bench: 'prop-consul' } },
+      namespace: '{namespace}',
+      leaseTTLSeconds: 30,
+      consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' },
+    });
     const etcdLayout: Layout = podLayout('prope', 2, p.services, p.podsPerService);
     const consulLayout: Layout = podLayout('propc', 2, p.services, p.podsPerService, { ipBlock: 1 });
     await createLayout(kube, etcdLayout, { bench: 'prop-etcd' });
     await createLayout(kube, consulLayout, { bench: 'prop-consul' });
-    ctx.log(`propagation: ${etcdLayout.entries.length} + ${consulLayout.entries.length} Ready pods behind ${p.services} + ${p.services} ServiceInstances`);
+    ctx.log(
+      `propagation: ${etcdLayout.entries.length} + ${consulLayout.entries.length} Ready pods behind ${p.services} + ${p.services} ServiceInstances`,
+    );
     const statuses = await StatusTracker.start(kube, new Map([...etcdLayout.expectedPerSi, ...consulLayout.expectedPerSi]));
-    const op = await startOperator({ runFlags: ctx.options.operatorFlags, kubeconfig: bed.kubeconfig, logDir: join(ctx.runDir, 'propagation'), nodeFlags: ctx.nodeFlags() });
+    const op = await startOperator({
+      runFlags: ctx.options.operatorFlags,
+      kubeconfig: bed.kubeconfig,
+      logDir: join(ctx.runDir, 'propagation'),
+      nodeFlags: ctx.nodeFlags(),
+    });
     try {
       await op.waitReady();
-      if (!(await waitFor(() => !Number.isNaN(statuses.convergedAt), 300_000, 200))) throw new Error(`the operator did not converge: ${statuses.converged}/${statuses.total} statuses`);
+      if (!(await waitFor(() => !Number.isNaN(statuses.convergedAt), 300_000, 200)))
+        throw new Error(`the operator did not converge: ${statuses.converged}/${statuses.total} statuses`);
       statuses.stop();
       ctx.log('propagation: converged; measuring');
 
@@ -189,10 +218,14 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
       };
       for (let r = 1; r <= o.repeats; r++) {
         const etcdPhase = await flipPhase(kube, op, etcdLayout.entries, p.rate, p.seconds, observeEtcd);
-        ctx.log(`  round ${r} etcd: ${etcdPhase.changes} changes at ${etcdPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${etcdPhase.endToEnd.p50.toFixed(0)}/${etcdPhase.endToEnd.p95.toFixed(0)}/${etcdPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${etcdPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${etcdPhase.operator.p99.toFixed(0)} ms, unseen ${etcdPhase.unseen}; ${describeWindow(etcdPhase.reconciles)}`);
+        ctx.log(
+          `  round ${r} etcd: ${etcdPhase.changes} changes at ${etcdPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${etcdPhase.endToEnd.p50.toFixed(0)}/${etcdPhase.endToEnd.p95.toFixed(0)}/${etcdPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${etcdPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${etcdPhase.operator.p99.toFixed(0)} ms, unseen ${etcdPhase.unseen}; ${describeWindow(etcdPhase.reconciles)}`,
+        );
         await sleep(3000);
         const consulPhase = await flipPhase(kube, op, consulLayout.entries, p.rate, p.seconds, observeConsul);
-        ctx.log(`  round ${r} consul: ${consulPhase.changes} changes at ${consulPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${consulPhase.endToEnd.p50.toFixed(0)}/${consulPhase.endToEnd.p95.toFixed(0)}/${consulPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${consulPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${consulPhase.operator.p99.toFixed(0)} ms, unseen ${consulPhase.unseen}; ${describeWindow(consulPhase.reconciles)}`);
+        ctx.log(
+          `  round ${r} consul: ${consulPhase.changes} changes at ${consulPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${consulPhase.endToEnd.p50.toFixed(0)}/${consulPhase.endToEnd.p95.toFixed(0)}/${consulPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${consulPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${consulPhase.operator.p99.toFixed(0)} ms, unseen ${consulPhase.unseen}; ${describeWindow(consulPhase.reconciles)}`,
+        );
         rounds.push({ etcd: etcdPhase, consul: consulPhase });
         await sleep(3000);
       }
@@ -215,7 +248,13 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
       { case: c, name: "apiserver's share (patch → watch event), p50", unit: 'ms', runs: ph.map((x) => x.apiserver.p50) },
       { case: c, name: "apiserver's share (patch → watch event), p99", unit: 'ms', runs: ph.map((x) => x.apiserver.p99) },
       { case: c, name: 'beyond the apiserver (watch event → visible), p50', unit: 'ms', runs: ph.map((x) => x.operator.p50) },
-      { case: c, name: 'beyond the apiserver (watch event → visible), p99', unit: 'ms', runs: ph.map((x) => x.operator.p99), goal: { kind: 'below', threshold: 100, text: '< 100 ms' } },
+      {
+        case: c,
+        name: 'beyond the apiserver (watch event → visible), p99',
+        unit: 'ms',
+        runs: ph.map((x) => x.operator.p99),
+        goal: { kind: 'below', threshold: 100, text: '< 100 ms' },
+      },
       { case: c, name: "operator's mean reconcile duration", unit: 'ms', runs: ph.map((x) => x.reconciles.meanReconcileMs) },
       { case: c, name: "operator's mean wait in the queue", unit: 'ms', runs: ph.map((x) => x.reconciles.meanQueueWaitMs) },
       { case: c, name: 'registry reads per reconcile', unit: '', runs: ph.map((x) => x.reconciles.readsPerReconcile) },
@@ -223,7 +262,10 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
       { case: c, name: 'mean registry write (change batch)', unit: 'ms', runs: ph.map((x) => x.reconciles.meanApplyMs) },
     );
     const unseen = ph.reduce((s, x) => s + x.unseen, 0);
-    if (unseen > 0) notes.push(`${c}: ${unseen} change(s) were still not visible ${UNSEEN_AFTER_MS / 1000} s after their phase ended; they count as infinitely late (∞) in the percentiles.`);
+    if (unseen > 0)
+      notes.push(
+        `${c}: ${unseen} change(s) were still not visible ${UNSEEN_AFTER_MS / 1000} s after their phase ended; they count as infinitely late (∞) in the percentiles.`,
+      );
   }
   return {
     id: 'propagation',
@@ -231,7 +273,7 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
     setup: [
       `${p.services} ServiceInstances × ${p.podsPerService} Ready pods per backend, in 2 namespaces each; one operator (defaults) serving an etcd Registry and a Consul Registry (serviceName "{namespace}-{service}").`,
       `Per round and backend: ${p.rate} readiness flips per second for ${p.seconds} s through the pods' status subresource (Ready ↔ not Ready), then every pod is made Ready again. A pod is flipped again only once its previous change is visible, so when the operator lags behind by more than the pool of ${p.services * p.podsPerService} pods allows, changes are skipped and the achieved rate drops below ${p.rate}/s.`,
-      'Visible = the key appears/disappears in an etcd watch on the prefix, or the address enters/leaves `/v1/health/service/<name>?passing=true` (blocking queries). The apiserver\'s share is patch → the harness\'s own pod watch event, which is what the operator\'s informer receives too; "beyond the apiserver" = watch event → visible, per change.',
+      "Visible = the key appears/disappears in an etcd watch on the prefix, or the address enters/leaves `/v1/health/service/<name>?passing=true` (blocking queries). The apiserver's share is patch → the harness's own pod watch event, which is what the operator's informer receives too; \"beyond the apiserver\" = watch event → visible, per change.",
       'The harness, the operator and all servers share 2 vCPU, so every latency includes some scheduling delay of a busy machine.',
     ],
     figures,

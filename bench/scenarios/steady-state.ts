@@ -45,7 +45,14 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
   const o = ctx.options;
   const s = o.steady;
   const windows: SteadyWindow[] = [];
-  const sync = { fixtureSeconds: Number.NaN, entriesSeconds: Number.NaN, statusesSeconds: Number.NaN, rssAfterSyncMB: Number.NaN, peakRssDuringSyncMB: Number.NaN, cpuSeconds: Number.NaN };
+  const sync = {
+    fixtureSeconds: Number.NaN,
+    entriesSeconds: Number.NaN,
+    statusesSeconds: Number.NaN,
+    rssAfterSyncMB: Number.NaN,
+    peakRssDuringSyncMB: Number.NaN,
+    cpuSeconds: Number.NaN,
+  };
   let profile: string | undefined;
   let heap: string | undefined;
   const notes: string[] = [];
@@ -55,9 +62,18 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
   const podCount = [...layout.pods.values()].reduce((n, l) => n + l.length, 0);
   await withBed(ctx.log, async ({ bed, kube, etcd }) => {
     ctx.onVersions(bed.versions);
-    await kube.createRegistry('bench', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { bench: 'steady' } }, namespace: '{namespace}', leaseTTLSeconds: TTL, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX } });
+    await kube.createRegistry('bench', {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: { matchLabels: { bench: 'steady' } },
+      namespace: '{namespace}',
+      leaseTTLSeconds: TTL,
+      etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: PREFIX },
+    });
     sync.fixtureSeconds = await createLayout(kube, layout, { bench: 'steady' });
-    ctx.log(`steady-state: ${layout.expectedPerSi.size} ServiceInstances and ${podCount} pods created in ${sync.fixtureSeconds.toFixed(0)} s`);
+    ctx.log(
+      `steady-state: ${layout.expectedPerSi.size} ServiceInstances and ${podCount} pods created in ${sync.fixtureSeconds.toFixed(0)} s`,
+    );
     const expected = new Set(layout.entries.map((e) => etcdKey(PREFIX, e)));
     const seen = new Set<string>();
     let allAt = Number.NaN;
@@ -87,9 +103,13 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
       await syncSampler.stop();
       sync.peakRssDuringSyncMB = Math.max(...syncSampler.samples.map((x) => x.rssMiB * 1.048576));
       if (!converged) {
-        notes.push(`The operator did not converge within 30 min: ${seen.size}/${expected.size} entries, ${statuses.converged}/${statuses.total} statuses; the windows below were measured anyway.`);
+        notes.push(
+          `The operator did not converge within 30 min: ${seen.size}/${expected.size} entries, ${statuses.converged}/${statuses.total} statuses; the windows below were measured anyway.`,
+        );
       }
-      ctx.log(`steady-state: converged: entries ${sync.entriesSeconds.toFixed(0)} s, statuses ${sync.statusesSeconds.toFixed(0)} s after start`);
+      ctx.log(
+        `steady-state: converged: entries ${sync.entriesSeconds.toFixed(0)} s, statuses ${sync.statusesSeconds.toFixed(0)} s after start`,
+      );
       await waitFor(async () => (await op.metric('kube_registrar_workqueue_depth')) === 0, 600_000, 1000);
       await sleep(10_000);
       const afterSync = await op.sample();
@@ -118,7 +138,11 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
         await sampler.stop();
         const sampleAfter = await op.sample();
         const d = counterDelta(before, await etcdCounters(bed.registryEtcd.clientUrl));
-        const heap = await op.metrics(['kube_registrar_nodejs_heap_size_used_bytes', 'kube_registrar_nodejs_heap_size_total_bytes', 'kube_registrar_nodejs_external_memory_bytes']);
+        const heap = await op.metrics([
+          'kube_registrar_nodejs_heap_size_used_bytes',
+          'kube_registrar_nodejs_heap_size_total_bytes',
+          'kube_registrar_nodejs_external_memory_bytes',
+        ]);
         const seconds = (sampleAfter.at - sampleBefore.at) / 1000;
         const rss = sampler.samples.map((x) => x.rssMiB * 1.048576).sort((a, b) => a - b);
         const w: SteadyWindow = {
@@ -166,7 +190,13 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
   }
   const c = `${layout.expectedPerSi.size.toLocaleString('en-US')} SIs, ${podCount.toLocaleString('en-US')} pods, ${layout.entries.length.toLocaleString('en-US')} entries`;
   const figures: Figure[] = [
-    { case: c, name: 'registry writes when nothing changes', unit: '/min', runs: windows.map((w) => w.writesPerMinute), goal: { kind: 'zero', threshold: 0, text: 'none' } },
+    {
+      case: c,
+      name: 'registry writes when nothing changes',
+      unit: '/min',
+      runs: windows.map((w) => w.writesPerMinute),
+      goal: { kind: 'zero', threshold: 0, text: 'none' },
+    },
     { case: c, name: 'registry reads (resync)', unit: '/min', runs: windows.map((w) => w.readsPerMinute) },
     { case: c, name: `keepalive messages per round (every ${TTL / 3} s)`, unit: '', runs: windows.map((w) => w.keepalivesPerInterval) },
     {
@@ -177,7 +207,13 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
       goal: { kind: 'at-most', threshold: 1, text: '≤ 1 (∝ namespaces, not entries)' },
     },
     { case: c, name: 'operator CPU (nothing changes; resyncs only)', unit: '% of a core', runs: windows.map((w) => w.cpuPercent) },
-    { case: c, name: 'operator RSS, max over the window', unit: 'MB', runs: windows.map((w) => w.rssMaxMB), goal: { kind: 'below', threshold: 200, text: '< 200 MB' } },
+    {
+      case: c,
+      name: 'operator RSS, max over the window',
+      unit: 'MB',
+      runs: windows.map((w) => w.rssMaxMB),
+      goal: { kind: 'below', threshold: 200, text: '< 200 MB' },
+    },
     { case: c, name: '… of which V8 heap in use', unit: 'MB', runs: windows.map((w) => w.heapUsedMB) },
     { case: c, name: '… V8 heap reserved', unit: 'MB', runs: windows.map((w) => w.heapTotalMB) },
     { case: c, name: 'queue depth, max over the window', unit: 'keys', runs: windows.map((w) => w.maxQueueDepth) },

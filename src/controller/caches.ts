@@ -5,7 +5,14 @@
  */
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Namespace, type V1Pod } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION, type Registry as RegistryResource, type ServiceInstance } from '../api/v1alpha1/types.ts';
+import {
+  GROUP,
+  REGISTRY_PLURAL,
+  SERVICE_INSTANCE_PLURAL,
+  VERSION,
+  type Registry as RegistryResource,
+  type ServiceInstance,
+} from '../api/v1alpha1/types.ts';
 import { Informer, type ListPage } from '../kube/informer.ts';
 import { slimPod, type SlimPod } from '../source/pods.ts';
 import type { ReconcilerCaches } from './service-instance-reconciler.ts';
@@ -64,12 +71,27 @@ export class ClusterCaches implements ReconcilerCaches {
         new Informer<ServiceInstance, ServiceInstance>({
           name: `serviceinstances${ns ? `/${ns}` : ''}`,
           kubeConfig: kc,
-          path: ns ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${SERVICE_INSTANCE_PLURAL}` : `/apis/${GROUP}/${VERSION}/${SERVICE_INSTANCE_PLURAL}`,
+          path: ns
+            ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${SERVICE_INSTANCE_PLURAL}`
+            : `/apis/${GROUP}/${VERSION}/${SERVICE_INSTANCE_PLURAL}`,
           list: (limit, cont) =>
             page(
               ns
-                ? custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, namespace: ns, limit, _continue: cont })
-                : custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL, limit, _continue: cont }),
+                ? custom.listNamespacedCustomObject({
+                    group: GROUP,
+                    version: VERSION,
+                    plural: SERVICE_INSTANCE_PLURAL,
+                    namespace: ns,
+                    limit,
+                    _continue: cont,
+                  })
+                : custom.listClusterCustomObject({
+                    group: GROUP,
+                    version: VERSION,
+                    plural: SERVICE_INSTANCE_PLURAL,
+                    limit,
+                    _continue: cont,
+                  }),
             ),
           transform: slimServiceInstance,
           logger: options.logger,
@@ -81,7 +103,12 @@ export class ClusterCaches implements ReconcilerCaches {
           name: `pods${ns ? `/${ns}` : ''}`,
           kubeConfig: kc,
           path: ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods',
-          list: (limit, cont) => page(ns ? core.listNamespacedPod({ namespace: ns, limit, _continue: cont }) : core.listPodForAllNamespaces({ limit, _continue: cont })),
+          list: (limit, cont) =>
+            page(
+              ns
+                ? core.listNamespacedPod({ namespace: ns, limit, _continue: cont })
+                : core.listPodForAllNamespaces({ limit, _continue: cont }),
+            ),
           transform: slimPod,
           logger: options.logger,
           onError: () => options.onInformerError?.(ns ? `pods/${ns}` : 'pods'),
@@ -92,7 +119,8 @@ export class ClusterCaches implements ReconcilerCaches {
       name: 'registries',
       kubeConfig: kc,
       path: `/apis/${GROUP}/${VERSION}/${REGISTRY_PLURAL}`,
-      list: (limit, cont) => page(custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: REGISTRY_PLURAL, limit, _continue: cont })),
+      list: (limit, cont) =>
+        page(custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: REGISTRY_PLURAL, limit, _continue: cont })),
       transform: (r) => r,
       logger: options.logger,
       onError: () => options.onInformerError?.('registries'),
@@ -102,7 +130,13 @@ export class ClusterCaches implements ReconcilerCaches {
       kubeConfig: kc,
       path: '/api/v1/namespaces',
       list: (limit, cont) => page(core.listNamespace({ limit, _continue: cont })),
-      transform: (n) => ({ metadata: { name: n.metadata?.name ?? '', ...(n.metadata?.resourceVersion ? { resourceVersion: n.metadata.resourceVersion } : {}), labels: { ...(n.metadata?.labels ?? {}) } } }),
+      transform: (n) => ({
+        metadata: {
+          name: n.metadata?.name ?? '',
+          ...(n.metadata?.resourceVersion ? { resourceVersion: n.metadata.resourceVersion } : {}),
+          labels: { ...(n.metadata?.labels ?? {}) },
+        },
+      }),
       logger: options.logger,
       onError: () => options.onInformerError?.('namespaces'),
     });
@@ -150,7 +184,14 @@ export class ClusterCaches implements ReconcilerCaches {
   async start(): Promise<void> {
     await Promise.all([this.registryInformer.start(), this.namespaceInformer.start(), ...this.podInformers.map((i) => i.start())]);
     await Promise.all(this.siInformers.map((i) => i.start()));
-    this.#logger.info({ serviceInstances: this.allServiceInstances().length, registries: this.registries().length, pods: this.podInformers.reduce((n, i) => n + i.size, 0) }, 'caches synced');
+    this.#logger.info(
+      {
+        serviceInstances: this.allServiceInstances().length,
+        registries: this.registries().length,
+        pods: this.podInformers.reduce((n, i) => n + i.size, 0),
+      },
+      'caches synced',
+    );
   }
 
   /** Stops every informer. */

@@ -133,12 +133,24 @@ export class GarbageCollector {
       const first = entries[0];
       if (first === undefined) continue;
       if (backend.dryRun) {
-        d.logger.info({ registry: name, serviceInstance: key, entries: entries.length }, 'dry run: garbage collection would remove entries whose ServiceInstance no longer wants them');
+        d.logger.info(
+          { registry: name, serviceInstance: key, entries: entries.length },
+          'dry run: garbage collection would remove entries whose ServiceInstance no longer wants them',
+        );
         continue;
       }
-      const { applied, conflicts } = await new OwnedRegistry(backend, first.owner).applyChanges({ create: [], updateOld: [], updateNew: [], delete: entries });
+      const { applied, conflicts } = await new OwnedRegistry(backend, first.owner).applyChanges({
+        create: [],
+        updateOld: [],
+        updateNew: [],
+        delete: entries,
+      });
       removed += applied.delete.length;
-      if (applied.delete.length > 0) d.logger.info({ registry: name, serviceInstance: key, entries: applied.delete.length }, 'garbage collection removed entries whose ServiceInstance no longer wants them');
+      if (applied.delete.length > 0)
+        d.logger.info(
+          { registry: name, serviceInstance: key, entries: applied.delete.length },
+          'garbage collection removed entries whose ServiceInstance no longer wants them',
+        );
       for (const c of conflicts) d.logger.warn({ registry: name }, c.message);
     }
     if (removed > 0) d.onCollected?.(name, removed);

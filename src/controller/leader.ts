@@ -13,7 +13,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { CoordinationV1Api, Observable, V1MicroTime, type ConfigurationOptions, type KubeConfig, type ObservableMiddleware, type V1Lease } from '@kubernetes/client-node';
+import {
+  CoordinationV1Api,
+  Observable,
+  V1MicroTime,
+  type ConfigurationOptions,
+  type KubeConfig,
+  type ObservableMiddleware,
+  type V1Lease,
+} from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './queue.ts';
 
@@ -142,7 +150,10 @@ export class LeaderElector {
     this.#attempt = attempt;
     // As client-go runs each try under a context with the renew deadline, so that a hung
     // request cannot keep a standby from campaigning either.
-    const timeout = this.#clock.setTimeout(() => attempt.abort(new Error(`the Lease request did not answer within the renew deadline (${o.renewDeadlineSeconds} s)`)), this.#renewDeadlineMs);
+    const timeout = this.#clock.setTimeout(
+      () => attempt.abort(new Error(`the Lease request did not answer within the renew deadline (${o.renewDeadlineSeconds} s)`)),
+      this.#renewDeadlineMs,
+    );
     let ok = false;
     try {
       ok = await untilAborted(this.#tryAcquireOrRenew(startedAt, attempt.signal), attempt.signal);
@@ -175,7 +186,10 @@ export class LeaderElector {
    */
   #armRenewDeadline(): void {
     if (this.#deadlineTimer !== undefined) this.#clock.clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = this.#clock.setTimeout(() => this.#lose(), Math.max(0, this.#lastRenew + this.#renewDeadlineMs - this.#clock.now()));
+    this.#deadlineTimer = this.#clock.setTimeout(
+      () => this.#lose(),
+      Math.max(0, this.#lastRenew + this.#renewDeadlineMs - this.#clock.now()),
+    );
   }
 
   #lose(): void {
@@ -185,7 +199,10 @@ export class LeaderElector {
     this.#leading = false;
     this.#clearTimers();
     this.#attempt?.abort(new Error('leadership lost'));
-    o.logger.error({ identity: this.identity, lease: `${o.namespace}/${o.name}` }, 'leader election: lost the Lease (could not renew within the renew deadline)');
+    o.logger.error(
+      { identity: this.identity, lease: `${o.namespace}/${o.name}` },
+      'leader election: lost the Lease (could not renew within the renew deadline)',
+    );
     o.onStoppedLeading();
   }
 
@@ -210,7 +227,13 @@ export class LeaderElector {
         o.namespace,
         {
           metadata: { name: o.name, namespace: o.namespace },
-          spec: { holderIdentity: this.identity, leaseDurationSeconds: o.leaseDurationSeconds, acquireTime: new V1MicroTime(now), renewTime: new V1MicroTime(now), leaseTransitions: 0 },
+          spec: {
+            holderIdentity: this.identity,
+            leaseDurationSeconds: o.leaseDurationSeconds,
+            acquireTime: new V1MicroTime(now),
+            renewTime: new V1MicroTime(now),
+            leaseTransitions: 0,
+          },
         },
         signal,
       );
@@ -223,7 +246,8 @@ export class LeaderElector {
     const holder = spec.holderIdentity ?? '';
     const renewTime = spec.renewTime ? new Date(spec.renewTime).toISOString() : '';
     const transitions = spec.leaseTransitions ?? 0;
-    if (!this.#observed || this.#observed.holder !== holder || this.#observed.renewTime !== renewTime) this.#observe(holder, renewTime, transitions);
+    if (!this.#observed || this.#observed.holder !== holder || this.#observed.renewTime !== renewTime)
+      this.#observe(holder, renewTime, transitions);
     const duration = (spec.leaseDurationSeconds ?? o.leaseDurationSeconds) * 1000;
     if (holder && holder !== this.identity && this.#observedAt + duration > this.#clock.now()) return false;
     const body: V1Lease = {
@@ -264,7 +288,10 @@ export class LeaderElector {
     const o = this.#o;
     // Bounded like any attempt, so that shutdown does not wait on a hung apiserver.
     const release = new AbortController();
-    const timeout = this.#clock.setTimeout(() => release.abort(new Error(`releasing the Lease took longer than the renew deadline (${o.renewDeadlineSeconds} s)`)), this.#renewDeadlineMs);
+    const timeout = this.#clock.setTimeout(
+      () => release.abort(new Error(`releasing the Lease took longer than the renew deadline (${o.renewDeadlineSeconds} s)`)),
+      this.#renewDeadlineMs,
+    );
     try {
       if (await untilAborted(this.#release(release.signal), release.signal)) o.logger.info('released the leader Lease');
     } catch (err: unknown) {
@@ -279,7 +306,12 @@ export class LeaderElector {
     const o = this.#o;
     const lease = await this.#api.read(o.namespace, o.name, signal);
     if (lease.spec?.holderIdentity !== this.identity) return false;
-    await this.#api.replace(o.namespace, o.name, { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime(this.#clock.now()) } }, signal);
+    await this.#api.replace(
+      o.namespace,
+      o.name,
+      { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime(this.#clock.now()) } },
+      signal,
+    );
     return true;
   }
 }

@@ -122,7 +122,10 @@ export class ControllerManager implements ReconcilerCaches {
   /** Starts the work queues and the periodic resync, and queues every ServiceInstance and Registry. */
   startReconciling(reconcile: Reconcile, reconcileRegistry: Reconcile): void {
     if (this.#queue) return;
-    this.#queue = new WorkQueue((key) => reconcile(key), { concurrency: this.#o.concurrency, ...(this.#o.queueObserver ? { observer: this.#o.queueObserver } : {}) });
+    this.#queue = new WorkQueue((key) => reconcile(key), {
+      concurrency: this.#o.concurrency,
+      ...(this.#o.queueObserver ? { observer: this.#o.queueObserver } : {}),
+    });
     this.#registryQueue = new WorkQueue((name) => reconcileRegistry(name), { concurrency: 2 });
     const enqueueRegistries = (): void => {
       for (const r of this.registries()) this.#registryQueue?.add(r.metadata?.name ?? '');

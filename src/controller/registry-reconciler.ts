@@ -4,7 +4,13 @@
  * registrations). Written only when it changed.
  */
 import type { Logger } from 'pino';
-import { ConditionReason, RegistryConditionType, type Registry as RegistryResource, type RegistryStatus, type ServiceInstance } from '../api/v1alpha1/types.ts';
+import {
+  ConditionReason,
+  RegistryConditionType,
+  type Registry as RegistryResource,
+  type RegistryStatus,
+  type ServiceInstance,
+} from '../api/v1alpha1/types.ts';
 import type { EventRecorder } from '../kube/events.ts';
 import { RegistryConfigError, type BackendProvider } from '../registry/provider.ts';
 import { setCondition } from './conditions.ts';
@@ -64,11 +70,22 @@ export class RegistryReconciler {
       ready = failing
         ? { status: 'False', reason: ConditionReason.Unreachable, message: failing }
         : backend.dryRun
-        ? { status: 'True', reason: ConditionReason.DryRun, message: 'reachable; dry run: changes are computed and logged, nothing is written' }
-        : { status: 'True', reason: ConditionReason.Connected, message: 'reachable with the configured credentials' };
+          ? {
+              status: 'True',
+              reason: ConditionReason.DryRun,
+              message: 'reachable; dry run: changes are computed and logged, nothing is written',
+            }
+          : { status: 'True', reason: ConditionReason.Connected, message: 'reachable with the configured credentials' };
     } catch (err: unknown) {
       const message = messageOf(err);
-      const reason = err instanceof RegistryConfigError ? (/Secret/.test(message) ? ConditionReason.CredentialsNotFound : ConditionReason.InvalidSpec) : /40[13]|denied|auth/i.test(message) ? ConditionReason.AuthenticationFailed : ConditionReason.Unreachable;
+      const reason =
+        err instanceof RegistryConfigError
+          ? /Secret/.test(message)
+            ? ConditionReason.CredentialsNotFound
+            : ConditionReason.InvalidSpec
+          : /40[13]|denied|auth/i.test(message)
+            ? ConditionReason.AuthenticationFailed
+            : ConditionReason.Unreachable;
       ready = { status: 'False', reason, message };
     }
     const generation = reg.metadata?.generation;
@@ -79,7 +96,14 @@ export class RegistryReconciler {
     if (JSON.stringify(status) !== JSON.stringify(reg.status ?? {})) {
       await d.writer.patchStatus(reg, status);
       if (previous?.status !== ready.status) {
-        const target = { apiVersion: 'registrar.dev/v1alpha1', kind: 'Registry', name, namespace: '', uid: reg.metadata?.uid, resourceVersion: reg.metadata?.resourceVersion };
+        const target = {
+          apiVersion: 'registrar.dev/v1alpha1',
+          kind: 'Registry',
+          name,
+          namespace: '',
+          uid: reg.metadata?.uid,
+          resourceVersion: reg.metadata?.resourceVersion,
+        };
         if (ready.status === 'True') d.events.normal(target, ready.reason, ready.message);
         else d.events.warning(target, ready.reason, ready.message);
       }

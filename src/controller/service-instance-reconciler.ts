@@ -225,7 +225,15 @@ export class ServiceInstanceReconciler {
         await this.#cleanupScope(reg.registry, { registryNamespace: reg.namespace, service: reg.service }, owner, si);
       } catch (err: unknown) {
         staleErrors.push(err);
-        outcomes.push({ registration: { ...reg, message: `cleanup pending: ${errorMessage(err)}` }, registered: 0, conflicts: [], error: err, created: 0, updated: 0, deleted: 0 });
+        outcomes.push({
+          registration: { ...reg, message: `cleanup pending: ${errorMessage(err)}` },
+          registered: 0,
+          conflicts: [],
+          error: err,
+          created: 0,
+          updated: 0,
+          deleted: 0,
+        });
       }
     }
 
@@ -233,10 +241,21 @@ export class ServiceInstanceReconciler {
     const target = eventTarget(si);
     for (const r of refusals) d.events.warning(target, r.reason, r.message);
     for (const o of outcomes) {
-      if (o.created > 0 || o.updated > 0) d.events.normal(target, EventReason.Registered, `registered ${o.created} and updated ${o.updated} endpoint(s) in Registry ${o.registration.registry} (namespace ${o.registration.namespace})`);
-      if (o.deleted > 0) d.events.normal(target, EventReason.Deregistered, `deregistered ${o.deleted} endpoint(s) from Registry ${o.registration.registry} (namespace ${o.registration.namespace})`);
+      if (o.created > 0 || o.updated > 0)
+        d.events.normal(
+          target,
+          EventReason.Registered,
+          `registered ${o.created} and updated ${o.updated} endpoint(s) in Registry ${o.registration.registry} (namespace ${o.registration.namespace})`,
+        );
+      if (o.deleted > 0)
+        d.events.normal(
+          target,
+          EventReason.Deregistered,
+          `deregistered ${o.deleted} endpoint(s) from Registry ${o.registration.registry} (namespace ${o.registration.namespace})`,
+        );
       for (const c of o.conflicts) d.events.warning(target, EventReason.OwnershipConflict, c.message);
-      if (o.error !== undefined) d.events.warning(target, EventReason.RegistrationFailed, `Registry ${o.registration.registry}: ${errorMessage(o.error)}`);
+      if (o.error !== undefined)
+        d.events.warning(target, EventReason.RegistrationFailed, `Registry ${o.registration.registry}: ${errorMessage(o.error)}`);
     }
     for (const p of source.problems) d.events.warning(target, EventReason.InvalidEndpoints, p);
     if (statusFingerprint(status) !== statusFingerprint(si.status)) await d.writer.patchStatus(si, status);
@@ -246,14 +265,22 @@ export class ServiceInstanceReconciler {
       const failure = new AggregateError(errors, `ServiceInstance ${ns}/${owner.name}: ${errors.length} registry operation(s) failed`);
       // Retrying cannot fix a Registry that cannot be used as configured; a change of the Registry
       // or of this ServiceInstance queues it again, and so does the next resync.
-      if (errors.every(isConfigurationError)) throw new TerminalError(`${failure.message}: ${errors.map(errorMessage).join('; ')}`, { cause: failure });
+      if (errors.every(isConfigurationError))
+        throw new TerminalError(`${failure.message}: ${errors.map(errorMessage).join('; ')}`, { cause: failure });
       throw failure;
     }
     const jitter = 0.9 + 0.2 * (d.random ?? Math.random)();
     return { requeueAfterMs: Math.round(d.resyncMs * jitter) };
   }
 
-  async #syncTarget(si: ServiceInstance, reg: RegistryResource, source: SourceResult, owner: Owner, previous: ReadonlyMap<string, Registration>, log: Logger): Promise<TargetOutcome> {
+  async #syncTarget(
+    si: ServiceInstance,
+    reg: RegistryResource,
+    source: SourceResult,
+    owner: Owner,
+    previous: ReadonlyMap<string, Registration>,
+    log: Logger,
+  ): Promise<TargetOutcome> {
     const d = this.#d;
     const registryName = reg.metadata?.name ?? '';
     const ns = si.metadata?.namespace ?? '';
@@ -263,7 +290,13 @@ export class ServiceInstanceReconciler {
       registryNamespace = renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns);
     } catch (err: unknown) {
       return {
-        registration: { registry: registryName, namespace: '', service, entries: 0, message: `Registry ${registryName} has an unusable namespace template: ${errorMessage(err)}` },
+        registration: {
+          registry: registryName,
+          namespace: '',
+          service,
+          entries: 0,
+          message: `Registry ${registryName} has an unusable namespace template: ${errorMessage(err)}`,
+        },
         registered: 0,
         conflicts: [],
         error: err,
@@ -282,14 +315,29 @@ export class ServiceInstanceReconciler {
       const changes = calculatePlan({ current, desired, owner, policy: reg.spec.policy ?? 'sync' });
       let conflicts: readonly ForeignEntryConflict[] = [];
       if (!isEmptyPlan(changes)) {
-        log.info({ registry: registryName, registryNamespace, create: changes.create.length, update: changes.updateNew.length, delete: changes.delete.length }, 'applying registry changes');
+        log.info(
+          {
+            registry: registryName,
+            registryNamespace,
+            create: changes.create.length,
+            update: changes.updateNew.length,
+            delete: changes.delete.length,
+          },
+          'applying registry changes',
+        );
         const result = await owned.applyChanges(changes);
         conflicts = result.conflicts;
       }
       const refusedCreates = conflicts.filter((c) => c.operation !== 'delete').length;
       const registered = desired.length - refusedCreates;
       const changed = !isEmptyPlan(changes);
-      const lastSyncTime = changed || !prev?.lastSyncTime ? d.now().toISOString().replace(/\.\d{3}Z$/, 'Z') : prev.lastSyncTime;
+      const lastSyncTime =
+        changed || !prev?.lastSyncTime
+          ? d
+              .now()
+              .toISOString()
+              .replace(/\.\d{3}Z$/, 'Z')
+          : prev.lastSyncTime;
       const dry = reg.spec.dryRun === true || backend.dryRun === true;
       const registration: Registration = {
         registry: registryName,
@@ -297,15 +345,35 @@ export class ServiceInstanceReconciler {
         service,
         entries: registered,
         lastSyncTime,
-        message: conflicts.length > 0 ? conflicts.map((c) => c.message).join('; ') : dry ? 'dry run: changes are computed and logged, nothing is written' : 'in sync',
+        message:
+          conflicts.length > 0
+            ? conflicts.map((c) => c.message).join('; ')
+            : dry
+              ? 'dry run: changes are computed and logged, nothing is written'
+              : 'in sync',
       };
       const leaseId = backend.leaseId?.(registryNamespace);
       if (leaseId) Object.assign(registration, { leaseID: leaseId });
-      return { registration, registered, conflicts, created: changes.create.length - refusedCreates, updated: changes.updateNew.length, deleted: changes.delete.length };
+      return {
+        registration,
+        registered,
+        conflicts,
+        created: changes.create.length - refusedCreates,
+        updated: changes.updateNew.length,
+        deleted: changes.delete.length,
+      };
     } catch (err: unknown) {
       log.warn({ err, registry: registryName }, 'registry sync failed');
       return {
-        registration: { registry: registryName, namespace: registryNamespace, service, entries: prev?.entries ?? 0, ...(prev?.lastSyncTime ? { lastSyncTime: prev.lastSyncTime } : {}), ...(prev?.leaseID ? { leaseID: prev.leaseID } : {}), message: errorMessage(err) },
+        registration: {
+          registry: registryName,
+          namespace: registryNamespace,
+          service,
+          entries: prev?.entries ?? 0,
+          ...(prev?.lastSyncTime ? { lastSyncTime: prev.lastSyncTime } : {}),
+          ...(prev?.leaseID ? { leaseID: prev.leaseID } : {}),
+          message: errorMessage(err),
+        },
         registered: 0,
         conflicts: [],
         error: err,
@@ -316,26 +384,64 @@ export class ServiceInstanceReconciler {
     }
   }
 
-  #status(si: ServiceInstance, source: SourceResult, outcomes: readonly TargetOutcome[], refusals: readonly Refusal[], targetCount: number): ServiceInstanceStatus {
+  #status(
+    si: ServiceInstance,
+    source: SourceResult,
+    outcomes: readonly TargetOutcome[],
+    refusals: readonly Refusal[],
+    targetCount: number,
+  ): ServiceInstanceStatus {
     const generation = si.metadata?.generation;
     const now = this.#d.now();
     const failed = outcomes.filter((o) => o.error !== undefined);
     const conflicts = outcomes.flatMap((o) => o.conflicts);
-    const registered = targetCount === 0 ? 0 : Math.min(...outcomes.filter((o) => o.error === undefined).map((o) => o.registered), failed.length > 0 ? 0 : Infinity);
+    const registered =
+      targetCount === 0
+        ? 0
+        : Math.min(...outcomes.filter((o) => o.error === undefined).map((o) => o.registered), failed.length > 0 ? 0 : Infinity);
     let conditions: readonly Condition[] = si.status?.conditions ?? [];
     const gen = generation === undefined ? {} : { observedGeneration: generation };
     let registeredCond: { status: 'True' | 'False'; reason: string; message: string };
-    if (failed.length > 0) registeredCond = { status: 'False', reason: ConditionReason.RegistrationFailed, message: failed.map((o) => `${o.registration.registry}: ${o.registration.message ?? ''}`).join('; ') };
-    else if (refusals[0]) registeredCond = { status: 'False', reason: refusals[0].reason, message: refusals.map((r) => r.message).join('; ') };
-    else if (targetCount === 0) registeredCond = { status: 'False', reason: ConditionReason.NoRegistry, message: 'no Registry applies: name one in spec.registries, or mark a Registry default whose namespaceSelector admits this namespace' };
-    else if (conflicts.length > 0) registeredCond = { status: 'False', reason: ConditionReason.OwnershipConflict, message: conflicts.map((c) => c.message).join('; ') };
-    else registeredCond = { status: 'True', reason: ConditionReason.Synced, message: `${registered} endpoint(s) registered in ${outcomes.map((o) => o.registration.registry).join(', ')}` };
+    if (failed.length > 0)
+      registeredCond = {
+        status: 'False',
+        reason: ConditionReason.RegistrationFailed,
+        message: failed.map((o) => `${o.registration.registry}: ${o.registration.message ?? ''}`).join('; '),
+      };
+    else if (refusals[0])
+      registeredCond = { status: 'False', reason: refusals[0].reason, message: refusals.map((r) => r.message).join('; ') };
+    else if (targetCount === 0)
+      registeredCond = {
+        status: 'False',
+        reason: ConditionReason.NoRegistry,
+        message:
+          'no Registry applies: name one in spec.registries, or mark a Registry default whose namespaceSelector admits this namespace',
+      };
+    else if (conflicts.length > 0)
+      registeredCond = { status: 'False', reason: ConditionReason.OwnershipConflict, message: conflicts.map((c) => c.message).join('; ') };
+    else
+      registeredCond = {
+        status: 'True',
+        reason: ConditionReason.Synced,
+        message: `${registered} endpoint(s) registered in ${outcomes.map((o) => o.registration.registry).join(', ')}`,
+      };
     conditions = setCondition(conditions, { type: ServiceInstanceConditionType.Registered, ...registeredCond, ...gen }, now);
     let readyCond: { status: 'True' | 'False'; reason: string; message: string };
     if (registeredCond.status !== 'True') readyCond = { status: 'False', reason: registeredCond.reason, message: registeredCond.message };
-    else if (source.problems.length > 0) readyCond = { status: 'False', reason: ConditionReason.InvalidEndpoints, message: source.problems.join('; ') };
-    else if (source.ready === 0) readyCond = { status: 'False', reason: ConditionReason.NoReadyEndpoints, message: si.spec.selector ? 'no pod matching spec.selector is Ready' : 'no endpoints' };
-    else readyCond = { status: 'True', reason: ConditionReason.Synced, message: `${source.ready}/${source.total} endpoint(s) ready and registered` };
+    else if (source.problems.length > 0)
+      readyCond = { status: 'False', reason: ConditionReason.InvalidEndpoints, message: source.problems.join('; ') };
+    else if (source.ready === 0)
+      readyCond = {
+        status: 'False',
+        reason: ConditionReason.NoReadyEndpoints,
+        message: si.spec.selector ? 'no pod matching spec.selector is Ready' : 'no endpoints',
+      };
+    else
+      readyCond = {
+        status: 'True',
+        reason: ConditionReason.Synced,
+        message: `${source.ready}/${source.total} endpoint(s) ready and registered`,
+      };
     conditions = setCondition(conditions, { type: ServiceInstanceConditionType.Ready, ...readyCond, ...gen }, now);
     const status: ServiceInstanceStatus = {
       ...gen,
@@ -356,7 +462,11 @@ export class ServiceInstanceReconciler {
     const current = await owned.records(scope);
     if (current.length === 0) return 0;
     await owned.applyChanges({ create: [], updateOld: [], updateNew: [], delete: current });
-    this.#d.events.normal(eventTarget(si), EventReason.Deregistered, `deregistered ${current.length} endpoint(s) from Registry ${registryName} (namespace ${scope.registryNamespace}, service ${scope.service})`);
+    this.#d.events.normal(
+      eventTarget(si),
+      EventReason.Deregistered,
+      `deregistered ${current.length} endpoint(s) from Registry ${registryName} (namespace ${scope.registryNamespace}, service ${scope.service})`,
+    );
     return current.length;
   }
 
@@ -367,7 +477,11 @@ export class ServiceInstanceReconciler {
     const scopes = new Map<string, { registry: string; scope: Scope }>();
     for (const r of si.status?.registrations ?? []) {
       const service = r.service ?? si.spec.service;
-      if (r.namespace) scopes.set(registrationKey({ registry: r.registry, namespace: r.namespace, service }), { registry: r.registry, scope: { registryNamespace: r.namespace, service } });
+      if (r.namespace)
+        scopes.set(registrationKey({ registry: r.registry, namespace: r.namespace, service }), {
+          registry: r.registry,
+          scope: { registryNamespace: r.namespace, service },
+        });
     }
     // Also every Registry it would target now, in case status was never written.
     const { targets } = resolveTargets(si.spec.registries, ns, d.caches.namespaceLabels(ns) ?? {}, d.caches.registries());
@@ -375,7 +489,10 @@ export class ServiceInstanceReconciler {
       try {
         const registryNamespace = renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns);
         const name = reg.metadata?.name ?? '';
-        scopes.set(registrationKey({ registry: name, namespace: registryNamespace, service: si.spec.service }), { registry: name, scope: { registryNamespace, service: si.spec.service } });
+        scopes.set(registrationKey({ registry: name, namespace: registryNamespace, service: si.spec.service }), {
+          registry: name,
+          scope: { registryNamespace, service: si.spec.service },
+        });
       } catch {
         // An unusable template never wrote anything.
       }
@@ -388,7 +505,10 @@ export class ServiceInstanceReconciler {
         // Deletion must not hang for ever on a registry that is gone: once nothing has kept the
         // scope's lease alive for longer than its TTL, every entry there has expired by itself.
         if (!(await this.#lapsed(registry, scope, owner))) throw err;
-        const message = `Registry ${registry} has been unreachable for longer than its entries live without renewal (${errorMessage(err)}); the entries of namespace ${scope.registryNamespace}, service ${scope.service} have expired, so the ServiceInstance is let go without deregistering them`;
+        const message =
+          `Registry ${registry} has been unreachable for longer than its entries live without renewal (${errorMessage(err)}); ` +
+          `the entries of namespace ${scope.registryNamespace}, service ${scope.service} have expired, ` +
+          'so the ServiceInstance is let go without deregistering them';
         d.logger.warn({ serviceInstance: `${ns}/${owner.name}`, registry, registryNamespace: scope.registryNamespace }, message);
         d.events.warning(eventTarget(si), EventReason.EntriesExpired, message);
       }

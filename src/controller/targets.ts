@@ -51,7 +51,11 @@ export function resolveTargets<R extends TargetRegistry>(
     for (const name of [...new Set(named)].sort()) {
       const reg = byName.get(name);
       if (!reg) {
-        refusals.push({ registry: name, reason: 'RegistryNotFound', message: `Registry "${name}" does not exist; create it or remove it from spec.registries` });
+        refusals.push({
+          registry: name,
+          reason: 'RegistryNotFound',
+          message: `Registry "${name}" does not exist; create it or remove it from spec.registries`,
+        });
       } else if (!admits(reg, namespaceLabels)) {
         refusals.push({
           registry: name,

@@ -77,7 +77,8 @@ export class KubeEventRecorder implements EventRecorder {
    */
   #record(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
     if (this.#queue.size >= MAX_BACKLOG) {
-      if (this.#dropped++ % MAX_BACKLOG === 0) this.#logger.warn({ dropped: this.#dropped, backlog: this.#queue.size }, 'too many events waiting to be recorded; dropping some');
+      if (this.#dropped++ % MAX_BACKLOG === 0)
+        this.#logger.warn({ dropped: this.#dropped, backlog: this.#queue.size }, 'too many events waiting to be recorded; dropping some');
       return;
     }
     void this.#queue.add(() =>
@@ -96,14 +97,28 @@ export class KubeEventRecorder implements EventRecorder {
       folded.count++;
       folded.lastSent = now.getTime();
       await this.#core.patchNamespacedEvent(
-        { name: folded.name, namespace: folded.namespace, body: [{ op: 'replace', path: '/count', value: folded.count }, { op: 'replace', path: '/lastTimestamp', value: now.toISOString() }] },
+        {
+          name: folded.name,
+          namespace: folded.namespace,
+          body: [
+            { op: 'replace', path: '/count', value: folded.count },
+            { op: 'replace', path: '/lastTimestamp', value: now.toISOString() },
+          ],
+        },
         setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
       );
       return;
     }
     const event: CoreV1Event = {
       metadata: { generateName: `${target.name}.`, namespace },
-      involvedObject: { apiVersion: target.apiVersion, kind: target.kind, name: target.name, namespace: target.namespace || undefined, uid: target.uid, resourceVersion: target.resourceVersion },
+      involvedObject: {
+        apiVersion: target.apiVersion,
+        kind: target.kind,
+        name: target.name,
+        namespace: target.namespace || undefined,
+        uid: target.uid,
+        resourceVersion: target.resourceVersion,
+      },
       reason,
       message,
       type,

@@ -283,7 +283,10 @@ export class Informer<Raw, T extends CachedObject> {
     if (this.#stopped) return;
     if (statusCode(err) === 410) this.#resourceVersion = '';
     const delay = this.#backoff.next(livedMs, true);
-    this.#opts.logger.warn({ informer: this.#opts.name, err, failures: this.#backoff.failures, retryInMs: delay }, 'list/watch failed; retrying');
+    this.#opts.logger.warn(
+      { informer: this.#opts.name, err, failures: this.#backoff.failures, retryInMs: delay },
+      'list/watch failed; retrying',
+    );
     this.#opts.onError?.(err, delay);
     this.#restartAfter(delay);
   }
@@ -355,7 +358,11 @@ export class Informer<Raw, T extends CachedObject> {
       // been healthy, else after a delay, so a server that closes every watch at once is not
       // asked again in a tight loop.
       const delay = this.#backoff.next(livedMs, false);
-      if (delay > 0) this.#opts.logger.info({ informer: this.#opts.name, livedMs, failures: this.#backoff.failures, retryInMs: delay }, 'watch ended quickly; resuming after a delay');
+      if (delay > 0)
+        this.#opts.logger.info(
+          { informer: this.#opts.name, livedMs, failures: this.#backoff.failures, retryInMs: delay },
+          'watch ended quickly; resuming after a delay',
+        );
       this.#restartAfter(delay);
     }
   }

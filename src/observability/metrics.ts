@@ -35,17 +35,67 @@ export interface MetricSources {
 export function createMetrics(sources: MetricSources = {}): Metrics {
   const registry = new PromRegistry();
   collectDefaultMetrics({ register: registry, prefix: 'kube_registrar_' });
-  const reconciles = new Counter({ name: 'kube_registrar_reconcile_total', help: 'ServiceInstance reconciles by outcome (success, requeue, error, terminal).', labelNames: ['outcome'], registers: [registry] });
-  const reconcileDuration = new Histogram({ name: 'kube_registrar_reconcile_duration_seconds', help: 'Duration of ServiceInstance reconciles.', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] });
+  const reconciles = new Counter({
+    name: 'kube_registrar_reconcile_total',
+    help: 'ServiceInstance reconciles by outcome (success, requeue, error, terminal).',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const reconcileDuration = new Histogram({
+    name: 'kube_registrar_reconcile_duration_seconds',
+    help: 'Duration of ServiceInstance reconciles.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
   const queueDepth = new Gauge({ name: 'kube_registrar_workqueue_depth', help: 'Keys waiting or being processed.', registers: [registry] });
-  const queueLatency = new Histogram({ name: 'kube_registrar_workqueue_queue_duration_seconds', help: 'Time a key waits before a worker picks it up.', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60], registers: [registry] });
-  const informerErrors = new Counter({ name: 'kube_registrar_informer_errors_total', help: 'List/watch failures by informer.', labelNames: ['informer'], registers: [registry] });
-  const leader = new Gauge({ name: 'kube_registrar_leader', help: '1 while this process is the leader (or runs without leader election).', registers: [registry] });
-  const registryOperations = new Counter({ name: 'kube_registrar_registry_operations_total', help: 'Registry reads and change batches by backend, operation (records, apply) and outcome (success, error).', labelNames: ['backend', 'operation', 'outcome'], registers: [registry] });
-  const registryOperationDuration = new Histogram({ name: 'kube_registrar_registry_operation_duration_seconds', help: 'Duration of registry reads and change batches.', labelNames: ['backend', 'operation'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry] });
-  const keepaliveFailures = new Counter({ name: 'kube_registrar_lease_keepalive_failures_total', help: 'Failed etcd lease keepalives or Consul heartbeat passes, by backend.', labelNames: ['backend'], registers: [registry] });
-  const registryEntries = new Gauge({ name: 'kube_registrar_registry_entries', help: 'Entries the operator holds in each Registry.', labelNames: ['registry'], registers: [registry] });
-  const circuitOpen = new Gauge({ name: 'kube_registrar_registry_circuit_open', help: '1 while the circuit breaker of a Registry is open (calls paused after repeated failures).', labelNames: ['registry'], registers: [registry] });
+  const queueLatency = new Histogram({
+    name: 'kube_registrar_workqueue_queue_duration_seconds',
+    help: 'Time a key waits before a worker picks it up.',
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60],
+    registers: [registry],
+  });
+  const informerErrors = new Counter({
+    name: 'kube_registrar_informer_errors_total',
+    help: 'List/watch failures by informer.',
+    labelNames: ['informer'],
+    registers: [registry],
+  });
+  const leader = new Gauge({
+    name: 'kube_registrar_leader',
+    help: '1 while this process is the leader (or runs without leader election).',
+    registers: [registry],
+  });
+  const registryOperations = new Counter({
+    name: 'kube_registrar_registry_operations_total',
+    help: 'Registry reads and change batches by backend, operation (records, apply) and outcome (success, error).',
+    labelNames: ['backend', 'operation', 'outcome'],
+    registers: [registry],
+  });
+  const registryOperationDuration = new Histogram({
+    name: 'kube_registrar_registry_operation_duration_seconds',
+    help: 'Duration of registry reads and change batches.',
+    labelNames: ['backend', 'operation'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const keepaliveFailures = new Counter({
+    name: 'kube_registrar_lease_keepalive_failures_total',
+    help: 'Failed etcd lease keepalives or Consul heartbeat passes, by backend.',
+    labelNames: ['backend'],
+    registers: [registry],
+  });
+  const registryEntries = new Gauge({
+    name: 'kube_registrar_registry_entries',
+    help: 'Entries the operator holds in each Registry.',
+    labelNames: ['registry'],
+    registers: [registry],
+  });
+  const circuitOpen = new Gauge({
+    name: 'kube_registrar_registry_circuit_open',
+    help: '1 while the circuit breaker of a Registry is open (calls paused after repeated failures).',
+    labelNames: ['registry'],
+    registers: [registry],
+  });
   const stats = sources.backendStats;
   const liveBackends = new Gauge({
     name: 'kube_registrar_registry_backends',
@@ -63,7 +113,12 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
       if (stats) this.set(stats().keepalives);
     },
   });
-  const garbageCollected = new Counter({ name: 'kube_registrar_garbage_collected_total', help: 'Entries of this cluster removed by the owner-wide sweep because no ServiceInstance wants them any more, by Registry.', labelNames: ['registry'], registers: [registry] });
+  const garbageCollected = new Counter({
+    name: 'kube_registrar_garbage_collected_total',
+    help: 'Entries of this cluster removed by the owner-wide sweep because no ServiceInstance wants them any more, by Registry.',
+    labelNames: ['registry'],
+    registers: [registry],
+  });
   const queueObserver: QueueObserver = {
     depth: (d) => queueDepth.set(d),
     latency: (ms) => queueLatency.observe(ms / 1000),
@@ -72,5 +127,22 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
       reconcileDuration.observe(ms / 1000);
     },
   };
-  return { registry, reconciles, reconcileDuration, queueDepth, queueLatency, informerErrors, leader, registryOperations, registryOperationDuration, keepaliveFailures, registryEntries, circuitOpen, liveBackends, liveKeepalives, garbageCollected, queueObserver };
+  return {
+    registry,
+    reconciles,
+    reconcileDuration,
+    queueDepth,
+    queueLatency,
+    informerErrors,
+    leader,
+    registryOperations,
+    registryOperationDuration,
+    keepaliveFailures,
+    registryEntries,
+    circuitOpen,
+    liveBackends,
+    liveKeepalives,
+    garbageCollected,
+    queueObserver,
+  };
 }

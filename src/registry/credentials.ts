@@ -107,7 +107,13 @@ export interface HeldBackend {
 export type BackendDecision = 'build' | 'reuse' | 'rebuild' | 'rotate' | 'await-replacement' | 'keep-old';
 
 /** Decides what the provider does with the backend it holds (see {@link BackendDecision}). */
-export function decideBackend(held: HeldBackend | undefined, wanted: { readonly uid: string; readonly spec: RegistrySpec }, latest: (key: SecretKey) => string | undefined, nowMs: number, retryMs: number): BackendDecision {
+export function decideBackend(
+  held: HeldBackend | undefined,
+  wanted: { readonly uid: string; readonly spec: RegistrySpec },
+  latest: (key: SecretKey) => string | undefined,
+  nowMs: number,
+  retryMs: number,
+): BackendDecision {
   if (held === undefined) return 'build';
   if (held.specKey !== specKeyOf(wanted.uid, wanted.spec)) return 'rebuild';
   // A build still reading its Secrets will use what they hold now.

@@ -147,7 +147,9 @@ export class OwnedRegistry {
     }
     const byKey = new Map<string, RegistryEntry>();
     // A scope this view has just read (a reconcile reads, plans, then applies) is not read again.
-    const reads = await Promise.all([...scopes.entries()].map(async ([key, scope]) => this.#read.get(key) ?? (await this.#backend.records(scope))));
+    const reads = await Promise.all(
+      [...scopes.entries()].map(async ([key, scope]) => this.#read.get(key) ?? (await this.#backend.records(scope))),
+    );
     for (const entry of reads.flat()) byKey.set(entryKey(entry), entry);
     return byKey;
   }

@@ -117,7 +117,10 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     } catch (err: unknown) {
       observer?.operation?.(type, operation, 'error', (performance.now() - started) / 1000);
       if (err instanceof BrokenCircuitError) {
-        throw new Error(`Registry ${registryName} is failing (${CIRCUIT_FAILURE_THRESHOLD} calls in a row); its circuit is open and calls are paused before the next try. Last error: ${lastFailure}`, { cause: err });
+        throw new Error(
+          `Registry ${registryName} is failing (${CIRCUIT_FAILURE_THRESHOLD} calls in a row); its circuit is open and calls are paused before the next try. Last error: ${lastFailure}`,
+          { cause: err },
+        );
       }
       lastFailure = err instanceof Error ? err.message : String(err);
       throw err;
@@ -130,7 +133,9 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     failing: () => (open ? `circuit open after ${CIRCUIT_FAILURE_THRESHOLD} failed calls in a row; last error: ${lastFailure}` : undefined),
     ...(backend.leaseId ? { leaseId: backend.leaseId.bind(backend) } : {}),
     ...(backend.keepalives ? { keepalives: backend.keepalives.bind(backend) } : {}),
-    ...(backend.ownedByCluster ? { ownedByCluster: () => call('records', () => (backend.ownedByCluster as () => Promise<RegistryEntry[]>).call(backend)) } : {}),
+    ...(backend.ownedByCluster
+      ? { ownedByCluster: () => call('records', () => (backend.ownedByCluster as () => Promise<RegistryEntry[]>).call(backend)) }
+      : {}),
     ...(backend.livenessLapsed ? { livenessLapsed: backend.livenessLapsed.bind(backend) } : {}),
     ...(backend.forget ? { forget: backend.forget.bind(backend) } : {}),
     ...(backend.retainNamespaces ? { retainNamespaces: backend.retainNamespaces.bind(backend) } : {}),
@@ -237,7 +242,11 @@ export class KubeBackendProvider implements BackendProvider {
       read: (ref) => this.#o.readSecret(ref.namespace, ref.name),
       watched: () => this.#watchedSecrets(),
       afterRound: (changed) => this.#afterRefresh(changed),
-      onReadError: (secret, err) => this.#o.logger.warn({ secret, err }, 'cannot read a Secret named by a Registry again; its backends keep the credentials they were built with'),
+      onReadError: (secret, err) =>
+        this.#o.logger.warn(
+          { secret, err },
+          'cannot read a Secret named by a Registry again; its backends keep the credentials they were built with',
+        ),
       onReadRecovered: (secret) => this.#o.logger.info({ secret }, 'a Secret named by a Registry can be read again'),
     });
     this.#guardObserver = {
@@ -259,7 +268,8 @@ export class KubeBackendProvider implements BackendProvider {
   get(registry: RegistryResource): Promise<Backend> {
     const name = registry.metadata?.name ?? '';
     const uid = registry.metadata?.uid ?? '';
-    if (this.#fence.closed || this.#closed) return Promise.reject(new RegistryConfigError(`Registry ${name}: this process no longer writes to registries`));
+    if (this.#fence.closed || this.#closed)
+      return Promise.reject(new RegistryConfigError(`Registry ${name}: this process no longer writes to registries`));
     if (uid !== '' && this.#released.has(uid)) return Promise.reject(new RegistryConfigError(`Registry ${name} was deleted`));
     const generation = registry.metadata?.generation ?? 0;
     const cached = this.#cache.get(name);
@@ -276,7 +286,16 @@ export class KubeBackendProvider implements BackendProvider {
     }
     const digests: Record<SecretKey, string> = {};
     const backend = this.#build(registry, digests);
-    const entry: CacheEntry = { specKey: specKeyOf(uid, registry.spec), uid, generation, registry, backend, digests: undefined, replacement: undefined, failed: undefined };
+    const entry: CacheEntry = {
+      specKey: specKeyOf(uid, registry.spec),
+      uid,
+      generation,
+      registry,
+      backend,
+      digests: undefined,
+      replacement: undefined,
+      failed: undefined,
+    };
     void backend.then(
       () => {
         entry.digests = digests;
@@ -353,8 +372,15 @@ export class KubeBackendProvider implements BackendProvider {
   #rotate(name: string, old: CacheEntry): Promise<Backend> {
     const logger = this.#o.logger.child({ registry: name });
     const secrets = Object.keys(old.digests ?? {});
-    const wanted = backendFingerprint(old.uid, old.registry.spec, currentDigests(old.digests ?? {}, (key) => this.#refresher.latest(key)));
-    logger.info({ secrets }, 'credentials in a Secret named by the Registry changed; building a backend with them while the current one keeps serving');
+    const wanted = backendFingerprint(
+      old.uid,
+      old.registry.spec,
+      currentDigests(old.digests ?? {}, (key) => this.#refresher.latest(key)),
+    );
+    logger.info(
+      { secrets },
+      'credentials in a Secret named by the Registry changed; building a backend with them while the current one keeps serving',
+    );
     const digests: Record<SecretKey, string> = {};
     const built = this.#build(old.registry, digests);
     const replacement = built
@@ -365,18 +391,36 @@ export class KubeBackendProvider implements BackendProvider {
             await this.#closeBackend(name, backend);
             const current = this.#closed ? undefined : this.#cache.get(name);
             if (current) return current.backend;
-            throw new RegistryConfigError(`Registry ${name}: its backend was released while rotated credentials were being used; this process no longer writes to it`);
+            throw new RegistryConfigError(
+              `Registry ${name}: its backend was released while rotated credentials were being used; this process no longer writes to it`,
+            );
           }
-          const next: CacheEntry = { specKey: old.specKey, uid: old.uid, generation: old.generation, registry: old.registry, backend: built, digests, replacement: undefined, failed: undefined };
+          const next: CacheEntry = {
+            specKey: old.specKey,
+            uid: old.uid,
+            generation: old.generation,
+            registry: old.registry,
+            backend: built,
+            digests,
+            replacement: undefined,
+            failed: undefined,
+          };
           this.#cache.set(name, next);
           this.#refresher.start();
-          logger.info({ secrets }, 'backend rebuilt with the rotated credentials; closing the previous one (its leases and heartbeats carry on in the new one)');
+          logger.info(
+            { secrets },
+            'backend rebuilt with the rotated credentials; closing the previous one (its leases and heartbeats carry on in the new one)',
+          );
           void this.#closeQuietly(name, old);
           return backend;
         },
         (err: unknown) => {
           old.failed = { fingerprint: wanted, atMs: this.#clock.now() };
-          logger.warn({ secrets, err }, `the rotated credentials cannot be used: the backend built from the previous ones keeps serving, and the new ones are tried again in ${this.#refreshMs / 1000} s or when the Secret changes again; fix the Secret`);
+          logger.warn(
+            { secrets, err },
+            'the rotated credentials cannot be used: the backend built from the previous ones keeps serving, and the new ones are ' +
+              `tried again in ${this.#refreshMs / 1000} s or when the Secret changes again; fix the Secret`,
+          );
           return old.backend;
         },
       )
@@ -428,12 +472,19 @@ export class KubeBackendProvider implements BackendProvider {
   }
 
   /** Reads a Secret a Registry names and records its digest in `digests` (never its values in a log). */
-  async #secret(registryName: string, ref: { name: string; namespace?: string }, digests: Record<SecretKey, string>): Promise<Readonly<Record<string, Buffer>>> {
+  async #secret(
+    registryName: string,
+    ref: { name: string; namespace?: string },
+    digests: Record<SecretKey, string>,
+  ): Promise<Readonly<Record<string, Buffer>>> {
     let data: Readonly<Record<string, Buffer>>;
     try {
       data = await this.#o.readSecret(ref.namespace ?? '', ref.name);
     } catch (err: unknown) {
-      throw new RegistryConfigError(`cannot read Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${registryName}: create it, and let the operator's ServiceAccount get it`, { cause: err });
+      throw new RegistryConfigError(
+        `cannot read Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${registryName}: create it, and let the operator's ServiceAccount get it`,
+        { cause: err },
+      );
     }
     const key = secretKey(ref);
     const digest = secretDigest(data);
@@ -487,7 +538,10 @@ export class KubeBackendProvider implements BackendProvider {
       const ref = spec.consul.tokenSecretRef;
       if (ref) {
         token = text(await this.#secret(name, ref, digests), 'token')?.trim();
-        if (!token) throw new RegistryConfigError(`Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name} has no key "token"; put the Consul ACL token there`);
+        if (!token)
+          throw new RegistryConfigError(
+            `Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name} has no key "token"; put the Consul ACL token there`,
+          );
       }
       const backend = new ConsulRegistry({
         address: spec.consul.address,
@@ -513,7 +567,12 @@ export class KubeBackendProvider implements BackendProvider {
    * the first reconcile, so that no namespace's entries expire while its ServiceInstances wait in
    * the queue; a backend that cannot even do that is closed and the error goes to the caller.
    */
-  async #adopt<B extends Registry & { adoptLeases(): Promise<string[]>; keepalives(): number }>(backend: B, logger: Logger, dryRun: boolean, leaseId: (ns: string) => string | undefined): Promise<Backend> {
+  async #adopt<B extends Registry & { adoptLeases(): Promise<string[]>; keepalives(): number }>(
+    backend: B,
+    logger: Logger,
+    dryRun: boolean,
+    leaseId: (ns: string) => string | undefined,
+  ): Promise<Backend> {
     try {
       const adopted = await backend.adoptLeases();
       if (adopted.length > 0) logger.info({ registryNamespaces: adopted }, 'adopted existing leases');

@@ -100,7 +100,11 @@ export function renderTemplate(template: string, values: TemplateValues, options
     .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
     .join(', ');
   const fail = (problem: string, advice: string): never => {
-    throw new TemplateError(field, template, `${field} template "${template}" renders to ${JSON.stringify(rendered)} (${context}), which ${problem}; ${advice}`);
+    throw new TemplateError(
+      field,
+      template,
+      `${field} template "${template}" renders to ${JSON.stringify(rendered)} (${context}), which ${problem}; ${advice}`,
+    );
   };
 
   if (rendered === '') {
@@ -143,5 +147,9 @@ export function renderRegistryNamespace(template: string, k8sNamespace: string):
  * @throws {TemplateError} when the template or its result is unusable.
  */
 export function renderConsulServiceName(template: string, values: { readonly namespace: string; readonly service: string }): string {
-  return renderTemplate(template, { namespace: values.namespace, service: values.service }, { field: 'spec.consul.serviceName', allowed: SERVICE_NAME_TEMPLATE_PLACEHOLDERS });
+  return renderTemplate(
+    template,
+    { namespace: values.namespace, service: values.service },
+    { field: 'spec.consul.serviceName', allowed: SERVICE_NAME_TEMPLATE_PLACEHOLDERS },
+  );
 }

@@ -100,7 +100,8 @@ function resolvePodPort(pod: SlimPod, port: number | string | undefined): number
   if (port === undefined || port === '') return `pod ${pod.metadata.name} cannot be registered: spec.port is not set`;
   if (/^\d+$/.test(port)) return Number(port);
   const found = pod.ports.find((p) => p.name === port);
-  if (!found) return `pod ${pod.metadata.name} has no container port named "${port}"; name one of its ports "${port}" or set spec.port to a number`;
+  if (!found)
+    return `pod ${pod.metadata.name} has no container port named "${port}"; name one of its ports "${port}" or set spec.port to a number`;
   return found.containerPort;
 }
 

@@ -43,17 +43,34 @@ test('a registry unreachable at start-up, then reachable, ends with one backend 
   // Every connection is refused while the workers keep asking for the backend.
   proxy.cut('close');
   const registry = `bl-${sfx}`;
-  await createRegistry(kc, registry, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { lifecycle: sfx } }, leaseTTLSeconds: ttl, etcd: { endpoints: [proxy.url('http')], prefix } });
+  await createRegistry(kc, registry, {
+    type: 'etcd',
+    default: true,
+    namespaceSelector: { matchLabels: { lifecycle: sfx } },
+    leaseTTLSeconds: ttl,
+    etcd: { endpoints: [proxy.url('http')], prefix },
+  });
   for (const ns of namespaces) {
-    for (let i = 0; i < perNamespace; i++) await createServiceInstance(kc, ns, `svc-${i}`, { service: `svc-${i}`, endpoints: [{ address: `192.0.2.${10 + i}`, port: 80 }] });
+    for (let i = 0; i < perNamespace; i++)
+      await createServiceInstance(kc, ns, `svc-${i}`, { service: `svc-${i}`, endpoints: [{ address: `192.0.2.${10 + i}`, port: 80 }] });
   }
-  const op = await startOperator(['--concurrency=16', '--registry-timeout=2', '--resync-period=30', `--watch-namespaces=${namespaces.join(',')}`]);
+  const op = await startOperator([
+    '--concurrency=16',
+    '--registry-timeout=2',
+    '--resync-period=30',
+    `--watch-namespaces=${namespaces.join(',')}`,
+  ]);
   operators.push(op);
 
   // The outage is real: reconciles fail and say so before the link heals.
   await eventually(
     'a ServiceInstance to report the unreachable registry',
-    async () => ((await getServiceInstance(kc, namespaces[0] ?? '', 'svc-0'))?.status?.conditions?.find((c) => c.type === 'Registered' && c.status === 'False') ? true : undefined),
+    async () =>
+      (await getServiceInstance(kc, namespaces[0] ?? '', 'svc-0'))?.status?.conditions?.find(
+        (c) => c.type === 'Registered' && c.status === 'False',
+      )
+        ? true
+        : undefined,
     60_000,
   );
   proxy.heal();
@@ -82,7 +99,8 @@ test('a registry unreachable at start-up, then reachable, ends with one backend 
     const deletedAt = Date.now();
     await eventually(
       'the deleted Registry’s entries to expire',
-      async () => ((await etcdKeys(etcd, `${prefix}/`)).filter((k) => !k.key.includes('/_kube-registrar/')).length === 0 ? true : undefined),
+      async () =>
+        (await etcdKeys(etcd, `${prefix}/`)).filter((k) => !k.key.includes('/_kube-registrar/')).length === 0 ? true : undefined,
       (ttl + 20) * 1000,
     );
     t.diagnostic(`entries of the deleted Registry expired ${Date.now() - deletedAt} ms after the deletion (lease TTL ${ttl} s)`);

@@ -91,7 +91,12 @@ function entry(f: Fixture, address: string, extra: { weight?: number; tags?: Rec
 }
 
 /** One reconcile as the controller does it: owned records → plan → apply. */
-async function sync(backend: ConsulRegistry, f: Fixture, desired: RegistryEntry[], owner: Owner = f.owner): Promise<readonly ForeignEntryConflict[]> {
+async function sync(
+  backend: ConsulRegistry,
+  f: Fixture,
+  desired: RegistryEntry[],
+  owner: Owner = f.owner,
+): Promise<readonly ForeignEntryConflict[]> {
   const owned = new OwnedRegistry(backend, owner);
   const current = await owned.records({ registryNamespace: f.ns, service: f.service });
   const changes = calculatePlan({ current, desired, owner, policy: 'sync' });
@@ -108,7 +113,16 @@ async function consul<T>(path: string, init: RequestInit = {}, agent = AGENT, to
 }
 
 interface HealthEntry {
-  readonly Service: { ID: string; Service: string; Address: string; Port: number; Tags: string[]; Meta: Record<string, string>; Weights: { Passing: number; Warning: number }; ModifyIndex: number };
+  readonly Service: {
+    ID: string;
+    Service: string;
+    Address: string;
+    Port: number;
+    Tags: string[];
+    Meta: Record<string, string>;
+    Weights: { Passing: number; Warning: number };
+    ModifyIndex: number;
+  };
   readonly Checks: { CheckID: string; Status: string; ModifyIndex: number }[];
 }
 
@@ -121,7 +135,9 @@ function everything(name: string): Promise<HealthEntry[]> {
 }
 
 function view(entries: readonly HealthEntry[]): { address: string; port: number; weight: number; tags: string[] }[] {
-  return entries.map((e) => ({ address: e.Service.Address, port: e.Service.Port, weight: e.Service.Weights.Passing, tags: e.Service.Tags })).sort((a, b) => (a.address < b.address ? -1 : 1));
+  return entries
+    .map((e) => ({ address: e.Service.Address, port: e.Service.Port, weight: e.Service.Weights.Passing, tags: e.Service.Tags }))
+    .sort((a, b) => (a.address < b.address ? -1 : 1));
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
@@ -136,7 +152,15 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 /** What the catalog shows of a service and its checks: changes whenever anything about them is written. */
 async function fingerprint(name: string): Promise<string> {
   const all = await everything(name);
-  return JSON.stringify(all.map((e) => [e.Service.ID, e.Service.ModifyIndex, e.Checks.filter((c) => c.CheckID !== 'serfHealth').map((c) => [c.CheckID, c.Status, c.ModifyIndex])]).sort());
+  return JSON.stringify(
+    all
+      .map((e) => [
+        e.Service.ID,
+        e.Service.ModifyIndex,
+        e.Checks.filter((c) => c.CheckID !== 'serfHealth').map((c) => [c.CheckID, c.Status, c.ModifyIndex]),
+      ])
+      .sort(),
+  );
 }
 
 void describe('ConsulRegistry against a real Consul agent', () => {
@@ -165,7 +189,11 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     // b stops being ready, a changes weight.
     const a2 = entry(f, '10.1.0.1', { weight: 4 });
     await sync(backend, f, [a2, c]);
-    await waitFor('the new state in the catalog', async () => JSON.stringify(view(await passing(f.name)).map((e) => [e.address, e.weight])) === '[["10.1.0.1",4],["10.1.0.3",3]]', 10_000);
+    await waitFor(
+      'the new state in the catalog',
+      async () => JSON.stringify(view(await passing(f.name)).map((e) => [e.address, e.weight])) === '[["10.1.0.1",4],["10.1.0.3",3]]',
+      10_000,
+    );
     assert.equal((await everything(f.name)).length, 2, 'the endpoint that stopped being ready is deregistered, not just failing');
     assert.equal(backend.leaseIdFor(f.ns)?.endsWith(':ttl'), true);
   });
@@ -173,10 +201,18 @@ void describe('ConsulRegistry against a real Consul agent', () => {
   void it('reads back what it wrote as the same entries, so a second reconcile writes nothing', async () => {
     const f = fixture();
     const backend = registry({ clusterId: f.clusterId });
-    const desired = [entry(f, '10.2.0.1'), entry(f, 'fd00::21'), entry(f, 'vm-1.example.com', { tags: { 'app.kubernetes.io/name': 'ü=x' } }), entry(f, '10.2.0.4', { weight: 0 })];
+    const desired = [
+      entry(f, '10.2.0.1'),
+      entry(f, 'fd00::21'),
+      entry(f, 'vm-1.example.com', { tags: { 'app.kubernetes.io/name': 'ü=x' } }),
+      entry(f, '10.2.0.4', { weight: 0 }),
+    ];
     await sync(backend, f, desired);
     const current = await new OwnedRegistry(backend, f.owner).records({ registryNamespace: f.ns, service: f.service });
-    assert.equal(current.some((e) => e.needsRewrite === true), false);
+    assert.equal(
+      current.some((e) => e.needsRewrite === true),
+      false,
+    );
     assert.ok(isEmptyPlan(calculatePlan({ current, desired, owner: f.owner, policy: 'sync' })));
   });
 
@@ -185,7 +221,10 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     const backend = registry({ clusterId: f.clusterId });
     await sync(backend, f, [entry(f, '10.3.0.1'), entry(f, '10.3.0.2', { weight: 0 })]);
     await waitFor('one passing instance', async () => (await passing(f.name)).length === 1, 10_000);
-    assert.deepEqual(view(await passing(f.name)).map((e) => e.address), ['10.3.0.1']);
+    assert.deepEqual(
+      view(await passing(f.name)).map((e) => e.address),
+      ['10.3.0.1'],
+    );
     assert.equal((await everything(f.name)).length, 2);
     // Raising the weight puts it back into rotation.
     await sync(backend, f, [entry(f, '10.3.0.1'), entry(f, '10.3.0.2', { weight: 2 })]);
@@ -230,9 +269,16 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     const f = fixture();
     const backend = registry({ clusterId: f.clusterId });
     const foreignIds = [`foreign-${suffix()}`, `foreign-${suffix()}`];
-    await consul('/v1/agent/service/register', { method: 'PUT', body: JSON.stringify({ ID: foreignIds[0], Name: f.name, Address: '10.6.0.9', Port: 80, Tags: ['vm'] }) });
-    await consul('/v1/agent/service/register', { method: 'PUT', body: JSON.stringify({ ID: foreignIds[1], Name: f.name, Address: '10.6.0.2', Port: 8080, Meta: { team: 'ops' } }) });
-    const hashes = async (): Promise<string[]> => Promise.all(foreignIds.map(async (id) => (await consul<{ ContentHash: string }>(`/v1/agent/service/${id}`)).ContentHash));
+    await consul('/v1/agent/service/register', {
+      method: 'PUT',
+      body: JSON.stringify({ ID: foreignIds[0], Name: f.name, Address: '10.6.0.9', Port: 80, Tags: ['vm'] }),
+    });
+    await consul('/v1/agent/service/register', {
+      method: 'PUT',
+      body: JSON.stringify({ ID: foreignIds[1], Name: f.name, Address: '10.6.0.2', Port: 8080, Meta: { team: 'ops' } }),
+    });
+    const hashes = async (): Promise<string[]> =>
+      Promise.all(foreignIds.map(async (id) => (await consul<{ ContentHash: string }>(`/v1/agent/service/${id}`)).ContentHash));
     const before = await hashes();
     try {
       const conflicts = await sync(backend, f, [entry(f, '10.6.0.1'), entry(f, '10.6.0.2')]);
@@ -255,10 +301,23 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     const otherOwner: Owner = { clusterId: `c-${randomUUID()}`, namespace: 'prod', name: f.service };
     const theirs = registry({ clusterId: otherOwner.clusterId });
     await sync(mine, f, [entry(f, '10.7.0.1')]);
-    const conflicts = await sync(theirs, f, [entry(f, '10.7.0.1', { owner: otherOwner }), entry(f, '10.7.0.2', { owner: otherOwner })], otherOwner);
-    assert.deepEqual(conflicts.map((c) => c.entry.endpoint.instanceId), ['10.7.0.1:8080']);
+    const conflicts = await sync(
+      theirs,
+      f,
+      [entry(f, '10.7.0.1', { owner: otherOwner }), entry(f, '10.7.0.2', { owner: otherOwner })],
+      otherOwner,
+    );
+    assert.deepEqual(
+      conflicts.map((c) => c.entry.endpoint.instanceId),
+      ['10.7.0.1:8080'],
+    );
     await sync(theirs, f, [], otherOwner);
-    await waitFor('only our instance left', async () => JSON.stringify((await everything(f.name)).map((e) => e.Service.Meta['kr-owner-cluster'])) === JSON.stringify([f.clusterId]), 10_000);
+    await waitFor(
+      'only our instance left',
+      async () =>
+        JSON.stringify((await everything(f.name)).map((e) => e.Service.Meta['kr-owner-cluster'])) === JSON.stringify([f.clusterId]),
+      10_000,
+    );
   });
 
   void it('an owned service deleted or edited by hand is repaired by the next reconcile', async () => {
@@ -270,12 +329,28 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     assert.ok(one !== undefined && two !== undefined);
     await consul(`/v1/agent/service/deregister/${encodeURIComponent(one.ID)}`, { method: 'PUT' });
     // Re-registered by hand without its alias check and with another weight: it would never expire.
-    await consul('/v1/agent/service/register?replace-existing-checks=true', { method: 'PUT', body: JSON.stringify({ ID: two.ID, Name: f.name, Address: two.Address, Port: two.Port, Tags: two.Tags, Meta: two.Meta, Weights: { Passing: 9, Warning: 1 } }) });
+    await consul('/v1/agent/service/register?replace-existing-checks=true', {
+      method: 'PUT',
+      body: JSON.stringify({
+        ID: two.ID,
+        Name: f.name,
+        Address: two.Address,
+        Port: two.Port,
+        Tags: two.Tags,
+        Meta: two.Meta,
+        Weights: { Passing: 9, Warning: 1 },
+      }),
+    });
 
     await sync(backend, f, desired);
     await waitFor('both repaired', async () => JSON.stringify(view(await passing(f.name)).map((e) => e.weight)) === '[2,2]', 10_000);
-    const checks = await consul<Record<string, { Type: string; ServiceID: string }>>(`/v1/agent/checks?filter=${encodeURIComponent(`ServiceName == "${f.name}"`)}`);
-    assert.deepEqual(Object.values(checks).map((c) => c.Type), ['alias', 'alias']);
+    const checks = await consul<Record<string, { Type: string; ServiceID: string }>>(
+      `/v1/agent/checks?filter=${encodeURIComponent(`ServiceName == "${f.name}"`)}`,
+    );
+    assert.deepEqual(
+      Object.values(checks).map((c) => c.Type),
+      ['alias', 'alias'],
+    );
   });
 
   void it('a heartbeat deregistered by hand is registered again on the next interval and its instances recover', async () => {
@@ -285,7 +360,11 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     await waitFor('two passing instances', async () => (await passing(f.name)).length === 2, 10_000);
     const heartbeatId = (backend.leaseIdFor(f.ns) ?? '').replace(/:ttl$/, '');
     await consul(`/v1/agent/service/deregister/${encodeURIComponent(heartbeatId)}`, { method: 'PUT' });
-    await waitFor('the heartbeat back on the agent', async () => (await everything(`${f.ns}-kube-registrar-heartbeat`)).length === 1, TTL * 1000);
+    await waitFor(
+      'the heartbeat back on the agent',
+      async () => (await everything(`${f.ns}-kube-registrar-heartbeat`)).length === 1,
+      TTL * 1000,
+    );
     await waitFor('two passing instances again', async () => (await passing(f.name)).length === 2, TTL * 1000);
     assert.equal((await everything(f.name)).length, 2);
   });
@@ -299,7 +378,11 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     const renamed = registry({ clusterId: f.clusterId });
     await renamed.adoptLeases();
     await sync(renamed, f, [entry(f, '10.9.0.1')]);
-    await waitFor('the service under its new name only', async () => (await everything(`old-${f.name}`)).length === 0 && (await passing(f.name)).length === 1, 10_000);
+    await waitFor(
+      'the service under its new name only',
+      async () => (await everything(`old-${f.name}`)).length === 0 && (await passing(f.name)).length === 1,
+      10_000,
+    );
   });
 
   void it('a dry run reads and logs but registers nothing, not even a heartbeat', async () => {
@@ -328,7 +411,10 @@ void describe('ConsulRegistry against a real Consul agent', () => {
   void it('an agent that does not answer fails the call within its timeout, with the address in the message', async () => {
     const port = await freePort();
     const backend = registry({ clusterId: 'c-unreachable', address: `http://127.0.0.1:${port}`, callTimeoutMs: 500 });
-    await assert.rejects(backend.records({ registryNamespace: 'prod', service: 'user' }), new RegExp(`got no answer.*127\\.0\\.0\\.1:${port}`));
+    await assert.rejects(
+      backend.records({ registryNamespace: 'prod', service: 'user' }),
+      new RegExp(`got no answer.*127\\.0\\.0\\.1:${port}`),
+    );
   });
 });
 
@@ -345,9 +431,21 @@ void describe('ConsulRegistry with ACLs', () => {
     const s = suffix();
     const token = await acl.createToken(`service_prefix "dev${s}-" { policy = "write" }`);
     const clusterId = `c-${randomUUID()}`;
-    const backend = new ConsulRegistry({ address: acl.address, token, clusterId, serviceNameTemplate: '{namespace}-{service}', leaseTtlSeconds: TTL });
+    const backend = new ConsulRegistry({
+      address: acl.address,
+      token,
+      clusterId,
+      serviceNameTemplate: '{namespace}-{service}',
+      leaseTtlSeconds: TTL,
+    });
     registries.push(backend);
-    const dev: Fixture = { clusterId, ns: `dev${s}`, service: 'user', name: `dev${s}-user`, owner: { clusterId, namespace: 'dev', name: 'user' } };
+    const dev: Fixture = {
+      clusterId,
+      ns: `dev${s}`,
+      service: 'user',
+      name: `dev${s}-user`,
+      owner: { clusterId, namespace: 'dev', name: 'user' },
+    };
     const prod: Fixture = { ...dev, ns: `prod${s}`, name: `prod${s}-user`, owner: { clusterId, namespace: 'prod', name: 'user' } };
 
     await sync(backend, dev, [entry(dev, '10.20.0.1')]);
@@ -360,7 +458,12 @@ void describe('ConsulRegistry with ACLs', () => {
       assert.match(err.message, /spec\.consul\.tokenSecretRef/);
       return true;
     });
-    const prodServices = await consul<Record<string, unknown>>(`/v1/agent/services?filter=${encodeURIComponent(`Service contains "prod${s}"`)}`, {}, acl.address, acl.managementToken);
+    const prodServices = await consul<Record<string, unknown>>(
+      `/v1/agent/services?filter=${encodeURIComponent(`Service contains "prod${s}"`)}`,
+      {},
+      acl.address,
+      acl.managementToken,
+    );
     assert.deepEqual(Object.keys(prodServices), []);
   });
 });
@@ -381,7 +484,12 @@ async function countingProxy(target: string): Promise<{ address: string; counts:
         const v = h[name];
         if (typeof v === 'string') headers[name] = v;
       }
-      fetch(url, { method: req.method ?? 'GET', headers, ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}), signal: AbortSignal.timeout(30_000) }).then(
+      fetch(url, {
+        method: req.method ?? 'GET',
+        headers,
+        ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}),
+        signal: AbortSignal.timeout(30_000),
+      }).then(
         async (up) => {
           res.writeHead(up.status, { 'content-type': up.headers.get('content-type') ?? 'text/plain' });
           res.end(Buffer.from(await up.arrayBuffer()));
@@ -428,7 +536,7 @@ void describe('ConsulRegistry heartbeat cost', () => {
       await waitFor('1,000 passing instances', async () => (await passing(f.name)).length === 1000, 60_000);
 
       proxy.counts.clear();
-      await sleep(intervals * (ttl * 1000) / 3);
+      await sleep((intervals * (ttl * 1000)) / 3);
       const idle = new Map(proxy.counts);
       assert.deepEqual([...idle.keys()], ['PUT /v1/agent/check/pass/:id'], 'an idle interval makes no call but the heartbeat pass');
       const passes = idle.get('PUT /v1/agent/check/pass/:id') ?? 0;
@@ -436,7 +544,11 @@ void describe('ConsulRegistry heartbeat cost', () => {
 
       proxy.counts.clear();
       started = Date.now();
-      await sync(backend, f, desired.map((e, i) => (i < 100 ? { ...e, endpoint: { ...e.endpoint, weight: 7 } } : e)));
+      await sync(
+        backend,
+        f,
+        desired.map((e, i) => (i < 100 ? { ...e, endpoint: { ...e.endpoint, weight: 7 } } : e)),
+      );
       const churnMs = Date.now() - started;
       const churn = new Map(proxy.counts);
 

@@ -17,7 +17,17 @@ import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { startAclConsulAgent, type AclConsulAgent } from '../support/consul-acl.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { deleteRegistry, etcdKeys, findSecrets, passingInstances, startOperatorOn, startOwnEtcd, waitFor, type FaultOperator, type OwnEtcd } from '../support/faults.ts';
+import {
+  deleteRegistry,
+  etcdKeys,
+  findSecrets,
+  passingInstances,
+  startOperatorOn,
+  startOwnEtcd,
+  waitFor,
+  type FaultOperator,
+  type OwnEtcd,
+} from '../support/faults.ts';
 import { createNamespace, createRegistry, createServiceInstance, installCrds, patchServiceInstance } from '../support/kube.ts';
 import { cloneConsulToken, ConsulPassingWatch, deleteConsulToken, EtcdPrefixWatch, etcdctlPasswd } from '../support/rotation.ts';
 
@@ -89,16 +99,47 @@ describe('rotated registry credentials are picked up without a restart', () => {
 
     consul = await startAclConsulAgent();
     secrets.push(consul.managementToken);
-    consulToken = await consul.createToken(`service_prefix "${consulNs}-" { policy = "write" }\nnode_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }`);
+    consulToken = await consul.createToken(
+      `service_prefix "${consulNs}-" { policy = "write" }\nnode_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }`,
+    );
     secrets.push(consulToken);
     await putSecret('consul', { token: consulToken });
 
-    const common = { default: false, namespaceSelector: { matchLabels: { rotation: sfx } }, namespace: '{namespace}', leaseTTLSeconds: LEASE_TTL_S };
-    await createRegistry(kc, etcdRegistryName, { ...common, type: 'etcd', etcd: { endpoints: [own.clientUrl], prefix, credentialsSecretRef: { name: 'etcd', namespace: credsNs } } });
-    await createRegistry(kc, consulRegistryName, { ...common, type: 'consul', consul: { address: consul.address, serviceName: '{namespace}-{service}', tokenSecretRef: { name: 'consul', namespace: credsNs } } });
-    await createServiceInstance(kc, etcdNs, 'api', { service: 'api', registries: [etcdRegistryName], endpoints: [{ address: '10.90.0.1', port: 80 }] });
-    await createServiceInstance(kc, consulNs, 'api', { service: 'api', registries: [consulRegistryName], endpoints: [{ address: '10.91.0.1', port: 80 }] });
-    operator = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${clusterId}`, `--watch-namespaces=${etcdNs},${consulNs}`, `--resync-period=${RESYNC_S}`, '--registry-timeout=5'] });
+    const common = {
+      default: false,
+      namespaceSelector: { matchLabels: { rotation: sfx } },
+      namespace: '{namespace}',
+      leaseTTLSeconds: LEASE_TTL_S,
+    };
+    await createRegistry(kc, etcdRegistryName, {
+      ...common,
+      type: 'etcd',
+      etcd: { endpoints: [own.clientUrl], prefix, credentialsSecretRef: { name: 'etcd', namespace: credsNs } },
+    });
+    await createRegistry(kc, consulRegistryName, {
+      ...common,
+      type: 'consul',
+      consul: { address: consul.address, serviceName: '{namespace}-{service}', tokenSecretRef: { name: 'consul', namespace: credsNs } },
+    });
+    await createServiceInstance(kc, etcdNs, 'api', {
+      service: 'api',
+      registries: [etcdRegistryName],
+      endpoints: [{ address: '10.90.0.1', port: 80 }],
+    });
+    await createServiceInstance(kc, consulNs, 'api', {
+      service: 'api',
+      registries: [consulRegistryName],
+      endpoints: [{ address: '10.91.0.1', port: 80 }],
+    });
+    operator = await startOperatorOn({
+      kubeconfig: bedEnv('KUBECONFIG'),
+      flags: [
+        `--cluster-id=${clusterId}`,
+        `--watch-namespaces=${etcdNs},${consulNs}`,
+        `--resync-period=${RESYNC_S}`,
+        '--registry-timeout=5',
+      ],
+    });
   });
 
   after(async () => {
@@ -122,28 +163,48 @@ describe('rotated registry credentials are picked up without a restart', () => {
       // The watch works: a write by the test shows up in it, and its delete too (then the count restarts).
       await client.put(`${prefix}/probe`).value('x');
       await client.delete().key(`${prefix}/probe`);
-      await waitFor('the watch to see the probe', async () => (watch.puts.includes(`${prefix}/probe`) && watch.deletes.length === 1 ? true : undefined), 10_000);
+      await waitFor(
+        'the watch to see the probe',
+        async () => (watch.puts.includes(`${prefix}/probe`) && watch.deletes.length === 1 ? true : undefined),
+        10_000,
+      );
       watch.deletes.length = 0;
 
       const newPassword = password();
       secrets.push(newPassword);
       await etcdctlPasswd(own.etcdctlBinary, own.clientUrl, 'rot', newPassword, `root:${rootPassword}`);
       await putSecret('etcd', { username: 'rot', password: newPassword });
-      await patchServiceInstance(kc, etcdNs, 'api', { endpoints: [{ address: '10.90.0.1', port: 80 }, { address: '10.90.0.2', port: 80 }] });
+      await patchServiceInstance(kc, etcdNs, 'api', {
+        endpoints: [
+          { address: '10.90.0.1', port: 80 },
+          { address: '10.90.0.2', port: 80 },
+        ],
+      });
       const started = Date.now();
-      await waitFor('the new endpoint in etcd', async () => ((await keys()).includes('10.90.0.2:80') ? true : undefined), RESYNC_S * 1000 + SLACK_MS);
+      await waitFor(
+        'the new endpoint in etcd',
+        async () => ((await keys()).includes('10.90.0.2:80') ? true : undefined),
+        RESYNC_S * 1000 + SLACK_MS,
+      );
       console.log(`etcd: the change landed ${Date.now() - started} ms after the rotation`);
       assert.ok(watch.puts.includes(`${dir}10.90.0.2:80`), 'the watch saw the new entry being put');
 
       // The lease was adopted, not replaced, and the new backend keeps it alive with the new password.
       await sleep(LEASE_TTL_S * 1000 + 5000);
       assert.deepEqual(await keys(), ['10.90.0.1:80', '10.90.0.2:80']);
-      assert.equal((await etcdKeys(client, dir)).find((kv) => kv.key === `${dir}10.90.0.1:80`)?.lease, leaseBefore, 'the first entry still hangs on the same lease');
+      assert.equal(
+        (await etcdKeys(client, dir)).find((kv) => kv.key === `${dir}10.90.0.1:80`)?.lease,
+        leaseBefore,
+        'the first entry still hangs on the same lease',
+      );
       assert.deepEqual(watch.deletes, [], 'no entry was deleted during the rotation');
     } finally {
       await watch.close();
     }
-    assert.ok((await logLines('backend rebuilt with the rotated credentials')).some((l) => l.includes(etcdRegistryName)), 'the log says the backend was rebuilt');
+    assert.ok(
+      (await logLines('backend rebuilt with the rotated credentials')).some((l) => l.includes(etcdRegistryName)),
+      'the log says the backend was rebuilt',
+    );
     assert.ok(operator.process.running, 'the operator was not restarted');
   });
 
@@ -151,7 +212,11 @@ describe('rotated registry credentials are picked up without a restart', () => {
     assert.ok(consul && operator);
     const { address, managementToken } = consul;
     const service = `${consulNs}-api`;
-    await waitFor('the first instance to pass in Consul', async () => ((await passingInstances(address, service, managementToken)).includes('10.91.0.1:80') ? true : undefined), SETTLE_MS);
+    await waitFor(
+      'the first instance to pass in Consul',
+      async () => ((await passingInstances(address, service, managementToken)).includes('10.91.0.1:80') ? true : undefined),
+      SETTLE_MS,
+    );
 
     const watch = new ConsulPassingWatch(address, service, managementToken);
     try {
@@ -161,18 +226,42 @@ describe('rotated registry credentials are picked up without a restart', () => {
       const bogus = randomUUID();
       secrets.push(bogus);
       await putSecret('consul', { token: bogus });
-      await waitFor('the operator to refuse the bogus token', async () => ((await logLines('the rotated credentials cannot be used')).some((l) => l.includes(consulRegistryName)) ? true : undefined), RESYNC_S * 1000 + SLACK_MS);
-      await patchServiceInstance(kc, consulNs, 'api', { endpoints: [{ address: '10.91.0.1', port: 80 }, { address: '10.91.0.2', port: 80 }] });
-      await waitFor('the second instance to pass, written with the old token', async () => (watch.seen.has('10.91.0.2:80') ? true : undefined), RESYNC_S * 1000 + SLACK_MS);
+      await waitFor(
+        'the operator to refuse the bogus token',
+        async () =>
+          (await logLines('the rotated credentials cannot be used')).some((l) => l.includes(consulRegistryName)) ? true : undefined,
+        RESYNC_S * 1000 + SLACK_MS,
+      );
+      await patchServiceInstance(kc, consulNs, 'api', {
+        endpoints: [
+          { address: '10.91.0.1', port: 80 },
+          { address: '10.91.0.2', port: 80 },
+        ],
+      });
+      await waitFor(
+        'the second instance to pass, written with the old token',
+        async () => (watch.seen.has('10.91.0.2:80') ? true : undefined),
+        RESYNC_S * 1000 + SLACK_MS,
+      );
 
       // The rotation: a second token with the same policy into the Secret, then the first deleted.
       const second = await cloneConsulToken(address, managementToken, consulToken);
       secrets.push(second);
       await putSecret('consul', { token: second });
       await deleteConsulToken(address, managementToken, consulToken);
-      await patchServiceInstance(kc, consulNs, 'api', { endpoints: [{ address: '10.91.0.1', port: 80 }, { address: '10.91.0.2', port: 80 }, { address: '10.91.0.3', port: 80 }] });
+      await patchServiceInstance(kc, consulNs, 'api', {
+        endpoints: [
+          { address: '10.91.0.1', port: 80 },
+          { address: '10.91.0.2', port: 80 },
+          { address: '10.91.0.3', port: 80 },
+        ],
+      });
       const started = Date.now();
-      await waitFor('the third instance to pass', async () => (watch.seen.has('10.91.0.3:80') ? true : undefined), RESYNC_S * 1000 + SLACK_MS);
+      await waitFor(
+        'the third instance to pass',
+        async () => (watch.seen.has('10.91.0.3:80') ? true : undefined),
+        RESYNC_S * 1000 + SLACK_MS,
+      );
       console.log(`Consul: the change landed ${Date.now() - started} ms after the rotation`);
 
       // The heartbeat keeps passing with the second token: nothing fails over more than a TTL.
@@ -183,7 +272,10 @@ describe('rotated registry credentials are picked up without a restart', () => {
     } finally {
       await watch.close();
     }
-    assert.ok((await logLines('backend rebuilt with the rotated credentials')).some((l) => l.includes(consulRegistryName)), 'the log says the backend was rebuilt');
+    assert.ok(
+      (await logLines('backend rebuilt with the rotated credentials')).some((l) => l.includes(consulRegistryName)),
+      'the log says the backend was rebuilt',
+    );
     assert.ok(operator.process.running, 'the operator was not restarted');
   });
 

@@ -8,11 +8,28 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
-import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig, type V1PodSpec, type V1PolicyRule } from '@kubernetes/client-node';
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  PatchStrategy,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1PodSpec,
+  type V1PolicyRule,
+} from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { CHART_DIR, MANIFESTS_DIR, MANIFESTS_RELEASE, type HelmTool } from '../../scripts/render-manifests.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { createNamespace, createServiceInstance, deleteServiceInstance, eventsFor, eventually, getServiceInstance, installCrds } from '../support/kube.ts';
+import {
+  createNamespace,
+  createServiceInstance,
+  deleteServiceInstance,
+  eventsFor,
+  eventually,
+  getServiceInstance,
+  installCrds,
+} from '../support/kube.ts';
 import { startOperator, type OperatorProcess } from '../support/operator.ts';
 import {
   grantedPermissions,
@@ -76,7 +93,12 @@ async function startChartOperator(manifests: readonly Manifest[], kubeconfig: st
   return op;
 }
 
-function etcdRegistry(name: string, namespaceLabel: string, prefix: string, secret: { name: string; namespace: string }): { name: string; spec: Record<string, unknown> } {
+function etcdRegistry(
+  name: string,
+  namespaceLabel: string,
+  prefix: string,
+  secret: { name: string; namespace: string },
+): { name: string; spec: Record<string, unknown> } {
   return {
     name,
     spec: {
@@ -91,7 +113,9 @@ function etcdRegistry(name: string, namespaceLabel: string, prefix: string, secr
 
 /** A Secret the bed's etcd does not need (it has no auth), so only the right to read it matters. */
 async function createCredentialsSecret(namespace: string, name: string): Promise<void> {
-  await admin.makeApiClient(CoreV1Api).createNamespacedSecret({ namespace, body: { metadata: { name }, stringData: { note: 'the test bed etcd needs no credentials' } } });
+  await admin
+    .makeApiClient(CoreV1Api)
+    .createNamespacedSecret({ namespace, body: { metadata: { name }, stringData: { note: 'the test bed etcd needs no credentials' } } });
 }
 
 async function etcdKeys(prefix: string): Promise<string[]> {
@@ -121,7 +145,10 @@ async function removeFinalizersAndDelete(namespace: string, name: string): Promi
   const custom = admin.makeApiClient(CustomObjectsApi);
   const g = { group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances', namespace, name };
   try {
-    await custom.patchNamespacedCustomObject({ ...g, body: { metadata: { finalizers: null } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    await custom.patchNamespacedCustomObject(
+      { ...g, body: { metadata: { finalizers: null } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
     await custom.deleteNamespacedCustomObject(g);
   } catch (err: unknown) {
     if ((err as { code?: number }).code !== 404) throw err;
@@ -138,13 +165,29 @@ describe('deploying with the Helm chart and the plain manifests', () => {
 
   after(async () => {
     for (const op of operators) await op.process.stop();
-    if (clusterScoped.length > 0) await run(bedEnv('KUBECTL'), ['--kubeconfig', bedEnv('KUBECONFIG'), 'delete', '--ignore-not-found', '--wait=false', '-f', '-'], clusterScoped.map((m) => JSON.stringify(m)).join('\n---\n'));
+    if (clusterScoped.length > 0)
+      await run(
+        bedEnv('KUBECTL'),
+        ['--kubeconfig', bedEnv('KUBECONFIG'), 'delete', '--ignore-not-found', '--wait=false', '-f', '-'],
+        clusterScoped.map((m) => JSON.stringify(m)).join('\n---\n'),
+      );
     etcd.close();
   });
 
   test('helm lint passes, with the default values and with every option set', async () => {
     await run(tool.helm, ['lint', '--strict', CHART_DIR, '--kube-version', tool.kubeVersion]);
-    const values = ['--set', 'serviceMonitor.enabled=true', '--set', 'operator.watchNamespaces={prod,dev}', '--set', 'operator.clusterId=eu-1', '--set', 'credentials.namespaces={vault}', '--set', 'credentials.secretNames={etcd}'];
+    const values = [
+      '--set',
+      'serviceMonitor.enabled=true',
+      '--set',
+      'operator.watchNamespaces={prod,dev}',
+      '--set',
+      'operator.clusterId=eu-1',
+      '--set',
+      'credentials.namespaces={vault}',
+      '--set',
+      'credentials.secretNames={etcd}',
+    ];
     await run(tool.helm, ['lint', '--strict', CHART_DIR, '--kube-version', tool.kubeVersion, ...values]);
   });
 
@@ -157,25 +200,44 @@ describe('deploying with the Helm chart and the plain manifests', () => {
       values: { registries: [etcdRegistry(`dry-${sfx}`, 'none', '/dry', { name: 'etcd', namespace: ns })] },
     });
     assert.equal(parseManifests(rendered).filter((m) => m.kind === 'Registry').length, 1);
-    const out = await run(bedEnv('KUBECTL'), ['--kubeconfig', bedEnv('KUBECONFIG'), 'apply', '--server-side', '--dry-run=server', '-f', '-'], rendered);
+    const out = await run(
+      bedEnv('KUBECTL'),
+      ['--kubeconfig', bedEnv('KUBECONFIG'), 'apply', '--server-side', '--dry-run=server', '-f', '-'],
+      rendered,
+    );
     assert.match(out, /deployment\.apps\/kr-dry-\S+ serverside-applied \(server dry run\)/);
     assert.match(out, /registry\.registrar\.dev\/dry-\S+ serverside-applied \(server dry run\)/);
     // PodSecurity admission checks pods, not Deployments: dry-run the Deployment's pod in a
     // namespace that enforces the restricted standard.
-    const [deployment] = ofKind(parseManifests(rendered), 'Deployment') as unknown as { spec: { template: { metadata: Record<string, unknown>; spec: V1PodSpec } } }[];
+    const [deployment] = ofKind(parseManifests(rendered), 'Deployment') as unknown as {
+      spec: { template: { metadata: Record<string, unknown>; spec: V1PodSpec } };
+    }[];
     assert.ok(deployment);
-    await admin.makeApiClient(CoreV1Api).createNamespacedPod({ namespace: ns, dryRun: 'All', body: { metadata: { ...deployment.spec.template.metadata, name: 'operator' }, spec: deployment.spec.template.spec } });
+    await admin.makeApiClient(CoreV1Api).createNamespacedPod({
+      namespace: ns,
+      dryRun: 'All',
+      body: { metadata: { ...deployment.spec.template.metadata, name: 'operator' }, spec: deployment.spec.template.spec },
+    });
   });
 
   test('the plain manifests build with kustomize and the apiserver accepts them (server-side dry run)', async () => {
     const built = await run(bedEnv('KUBECTL'), ['kustomize', MANIFESTS_DIR]);
     const kinds = parseManifests(built).map((m) => m.kind);
-    for (const k of ['Namespace', 'CustomResourceDefinition', 'Deployment', 'ClusterRole', 'Role', 'ServiceAccount']) assert.ok(kinds.includes(k), `kustomize output has a ${k}`);
+    for (const k of ['Namespace', 'CustomResourceDefinition', 'Deployment', 'ClusterRole', 'Role', 'ServiceAccount'])
+      assert.ok(kinds.includes(k), `kustomize output has a ${k}`);
     // A dry run persists nothing, so the namespace the manifests install into must already exist.
     await createNamespace(admin, MANIFESTS_RELEASE.namespace).catch((err: unknown) => {
       if ((err as { code?: number }).code !== 409) throw err;
     });
-    const out = await run(bedEnv('KUBECTL'), ['--kubeconfig', bedEnv('KUBECONFIG'), 'apply', '--server-side', '--dry-run=server', '-k', MANIFESTS_DIR]);
+    const out = await run(bedEnv('KUBECTL'), [
+      '--kubeconfig',
+      bedEnv('KUBECONFIG'),
+      'apply',
+      '--server-side',
+      '--dry-run=server',
+      '-k',
+      MANIFESTS_DIR,
+    ]);
     assert.match(out, /deployment\.apps\/kube-registrar serverside-applied \(server dry run\)/);
   });
 
@@ -187,8 +249,15 @@ describe('deploying with the Helm chart and the plain manifests', () => {
     const manifests = await renderChart(tool, { name: `kr-def-${sfx}`, namespace: ns });
     const { kc } = await installIdentity(manifests);
     const baseline = await unboundIdentity(ns);
-    assert.deepEqual(await grantedBeyondBaseline(kc, baseline, ns), expectedIn({ cluster: true, workloads: true, leases: true, secrets: true }));
-    assert.deepEqual(await grantedBeyondBaseline(kc, baseline, other), expectedIn({ cluster: true, workloads: true }), 'no Secret and no Lease outside the release namespace');
+    assert.deepEqual(
+      await grantedBeyondBaseline(kc, baseline, ns),
+      expectedIn({ cluster: true, workloads: true, leases: true, secrets: true }),
+    );
+    assert.deepEqual(
+      await grantedBeyondBaseline(kc, baseline, other),
+      expectedIn({ cluster: true, workloads: true }),
+      'no Secret and no Lease outside the release namespace',
+    );
   });
 
   describe('the operator under the chart’s RBAC only', () => {
@@ -212,7 +281,10 @@ describe('deploying with the Helm chart and the plain manifests', () => {
         namespace: ns,
         values: {
           operator: { watchNamespaces: [app] },
-          registries: [etcdRegistry(`rbac-${sfx}`, app, prefix, { name: 'etcd', namespace: ns }), etcdRegistry(`rbac-locked-${sfx}`, app, `${prefix}-locked`, { name: 'etcd', namespace: app })],
+          registries: [
+            etcdRegistry(`rbac-${sfx}`, app, prefix, { name: 'etcd', namespace: ns }),
+            etcdRegistry(`rbac-locked-${sfx}`, app, `${prefix}-locked`, { name: 'etcd', namespace: app }),
+          ],
         },
       };
       manifests = await renderChart(tool, release);
@@ -243,7 +315,11 @@ describe('deploying with the Helm chart and the plain manifests', () => {
 
     test('the operator writes Registry status: Connected where it may read the credentials, the 403 where it may not', async () => {
       const readyOf = async (name: string): Promise<{ status: string; reason: string; message: string } | undefined> => {
-        const reg = (await admin.makeApiClient(CustomObjectsApi).getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name })) as { status?: { conditions?: { type: string; status: string; reason: string; message: string }[] } };
+        const reg = (await admin
+          .makeApiClient(CustomObjectsApi)
+          .getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name })) as {
+          status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+        };
         return reg.status?.conditions?.find((c) => c.type === 'Ready');
       };
       const allowed = await eventually('the Ready condition of the Registry', () => readyOf(`rbac-${sfx}`));
@@ -254,7 +330,11 @@ describe('deploying with the Helm chart and the plain manifests', () => {
     });
 
     test('a static ServiceInstance is registered in etcd with status and events, and deleting it removes the entry and the object', async () => {
-      await createServiceInstance(admin, app, 'web', { service: 'web', registries: [`rbac-${sfx}`], endpoints: [{ address: '192.0.2.70', port: 80 }] });
+      await createServiceInstance(admin, app, 'web', {
+        service: 'web',
+        registries: [`rbac-${sfx}`],
+        endpoints: [{ address: '192.0.2.70', port: 80 }],
+      });
       const dir = `${prefix}/${app}/web/`;
       await eventually('the entry in etcd', async () => ((await etcdKeys(dir)).includes(`${dir}192.0.2.70:80`) ? true : undefined));
       const si = await eventually('status written by the operator', async () => {
@@ -264,16 +344,24 @@ describe('deploying with the Helm chart and the plain manifests', () => {
       assert.deepEqual(si.status?.endpoints, { total: 1, ready: 1, registered: 1 });
       assert.equal(si.status?.registrations?.[0]?.entries, 1);
       assert.ok(si.metadata.finalizers?.includes('registrar.dev/finalizer'), 'the finalizer was added');
-      await eventually('a Registered event', async () => ((await eventsFor(admin, app, 'web')).some((e) => e.reason === 'Registered') ? true : undefined));
+      await eventually('a Registered event', async () =>
+        (await eventsFor(admin, app, 'web')).some((e) => e.reason === 'Registered') ? true : undefined,
+      );
 
       await deleteServiceInstance(admin, app, 'web');
-      await eventually('the object to be gone', async () => ((await getServiceInstance(admin, app, 'web')) === undefined ? true : undefined));
+      await eventually('the object to be gone', async () =>
+        (await getServiceInstance(admin, app, 'web')) === undefined ? true : undefined,
+      );
       assert.deepEqual(await etcdKeys(dir), [], 'no entry outlives its ServiceInstance');
       assert.doesNotMatch(await operatorLog(op), /forbidden/i, 'nothing the operator did was forbidden');
     });
 
     test('a Registry whose credentials live outside the credentials namespaces is refused by the apiserver, and status says so', async () => {
-      await createServiceInstance(admin, app, 'locked', { service: 'locked', registries: [`rbac-locked-${sfx}`], endpoints: [{ address: '192.0.2.71', port: 80 }] });
+      await createServiceInstance(admin, app, 'locked', {
+        service: 'locked',
+        registries: [`rbac-locked-${sfx}`],
+        endpoints: [{ address: '192.0.2.71', port: 80 }],
+      });
       const cond = await eventually('the failure in status', async () => {
         const s = await getServiceInstance(admin, app, 'locked');
         return s?.status?.conditions?.find((c) => c.type === 'Registered' && c.status === 'False' && c.reason === 'RegistrationFailed');
@@ -298,9 +386,14 @@ describe('deploying with the Helm chart and the plain manifests', () => {
     const rendered = await renderChart(tool, {
       name: `kr-${label}-${sfx}`,
       namespace: ns,
-      values: { operator: { watchNamespaces: [app] }, registries: [etcdRegistry(`${label}-${sfx}`, app, prefix, { name: 'etcd', namespace: ns })] },
+      values: {
+        operator: { watchNamespaces: [app] },
+        registries: [etcdRegistry(`${label}-${sfx}`, app, prefix, { name: 'etcd', namespace: ns })],
+      },
     });
-    const manifests = rendered.map((m) => (m.kind === 'ClusterRole' ? { ...m, rules: withoutVerb((m as unknown as { rules: V1PolicyRule[] }).rules, resource, verb) } : m));
+    const manifests = rendered.map((m) =>
+      m.kind === 'ClusterRole' ? { ...m, rules: withoutVerb((m as unknown as { rules: V1PolicyRule[] }).rules, resource, verb) } : m,
+    );
     const { kubeconfig, kc } = await installIdentity(manifests);
     const granted = await grantedPermissions(kc, app);
     assert.ok(!granted.some((p) => p.endsWith(`/${resource}:${verb}`)), `${verb} on ${resource} is gone`);
@@ -308,12 +401,22 @@ describe('deploying with the Helm chart and the plain manifests', () => {
     try {
       // The Registry that does not exist makes every reconcile record a Warning event and write
       // status, whatever the registry already holds.
-      await createServiceInstance(admin, app, 'web', { service: 'web', registries: [`${label}-${sfx}`, `missing-${sfx}`], endpoints: [{ address: '192.0.2.80', port: 80 }] });
+      await createServiceInstance(admin, app, 'web', {
+        service: 'web',
+        registries: [`${label}-${sfx}`, `missing-${sfx}`],
+        endpoints: [{ address: '192.0.2.80', port: 80 }],
+      });
       // Everything else still works: the entry is written.
       const dir = `${prefix}/${app}/web/`;
       await eventually('the entry in etcd', async () => ((await etcdKeys(dir)).includes(`${dir}192.0.2.80:80`) ? true : undefined));
-      await eventually('the operator to log the 403 naming the verb and the resource', async () => (surfaced.test(await operatorLog(op)) ? true : undefined), 30_000).catch(async (err: unknown) => {
-        throw new Error(`the operator did not surface the missing ${verb} on ${resource}; its log:\n${await op.process.logTail(40)}`, { cause: err });
+      await eventually(
+        'the operator to log the 403 naming the verb and the resource',
+        async () => (surfaced.test(await operatorLog(op)) ? true : undefined),
+        30_000,
+      ).catch(async (err: unknown) => {
+        throw new Error(`the operator did not surface the missing ${verb} on ${resource}; its log:\n${await op.process.logTail(40)}`, {
+          cause: err,
+        });
       });
     } finally {
       await op.process.stop();

@@ -75,7 +75,13 @@ function registry(options: Partial<EtcdRegistryOptions> & { prefix: string; clus
 }
 
 /** One reconcile as the controller does it: owned records → plan → apply. */
-async function sync(backend: EtcdRegistry, owner: Owner, desired: RegistryEntry[], policy: Policy = 'sync', service = SERVICE): Promise<readonly ForeignEntryConflict[]> {
+async function sync(
+  backend: EtcdRegistry,
+  owner: Owner,
+  desired: RegistryEntry[],
+  policy: Policy = 'sync',
+  service = SERVICE,
+): Promise<readonly ForeignEntryConflict[]> {
   const owned = new OwnedRegistry(backend, owner);
   const current = await owned.records({ registryNamespace: NS, service });
   const changes = calculatePlan({ current, desired, owner, policy });
@@ -171,7 +177,11 @@ void describe('EtcdRegistry against a real etcd', () => {
     const v6 = entry(owner, 'fd00::12');
     await sync(backend, owner, [v4, v6]);
 
-    const value = JSON.parse((await rawGet(key(prefix, v4)))?.value.toString() ?? 'null') as { Op: number; Addr: string; Metadata: Record<string, unknown> };
+    const value = JSON.parse((await rawGet(key(prefix, v4)))?.value.toString() ?? 'null') as {
+      Op: number;
+      Addr: string;
+      Metadata: Record<string, unknown>;
+    };
     assert.equal(value.Op, 0);
     assert.equal(value.Addr, '10.0.0.12:8080');
     assert.deepEqual(value.Metadata.owner, { clusterId: owner.clusterId, namespace: 'prod', name: SERVICE });
@@ -195,7 +205,11 @@ void describe('EtcdRegistry against a real etcd', () => {
     assert.equal(kv?.value.toString(), '10.0.0.12:8080');
     const index = await rawGet(`${prefix}/_kube-registrar/owners/prod/user-service/10.0.0.12:8080`);
     assert.ok(index !== undefined, 'owner index exists');
-    assert.deepEqual((JSON.parse(index.value.toString()) as { owner: unknown }).owner, { clusterId: owner.clusterId, namespace: 'prod', name: SERVICE });
+    assert.deepEqual((JSON.parse(index.value.toString()) as { owner: unknown }).owner, {
+      clusterId: owner.clusterId,
+      namespace: 'prod',
+      name: SERVICE,
+    });
     assert.equal(index.lease, kv?.lease);
     assert.notEqual(kv?.lease, '0');
 
@@ -261,7 +275,11 @@ void describe('EtcdRegistry against a real etcd', () => {
     const closedAt = Date.now();
     const remaining = Number((await etcd.leaseClient.leaseTimeToLive({ ID: lease.toString() })).TTL);
     assert.ok(remaining > 0 && remaining <= ttl, `the lease was not revoked and has at most its TTL left (got ${remaining})`);
-    await waitFor('entries to expire', async () => (await rawKeys(`${prefix}/prod/`)).length === 0 && (await rawKeys(`${prefix}/_kube-registrar/owners/`)).length === 0, 3 * ttl * 1000);
+    await waitFor(
+      'entries to expire',
+      async () => (await rawKeys(`${prefix}/prod/`)).length === 0 && (await rawKeys(`${prefix}/_kube-registrar/owners/`)).length === 0,
+      3 * ttl * 1000,
+    );
     // etcd checks expiry every 500 ms and the poll adds 200 ms; allow that on top of the TTL.
     assert.ok(Date.now() - closedAt <= ttl * 1000 + 2000, `entries were gone ${Date.now() - closedAt} ms after close`);
   });
@@ -272,24 +290,45 @@ void describe('EtcdRegistry against a real etcd', () => {
     const other = ownerIn(`c-other-${randomUUID()}`);
     const backend = registry({ prefix, clusterId: owner.clusterId });
     const theirs = entry(other, '10.0.0.1');
-    const foreignValue = JSON.stringify({ serviceName: SERVICE, address: '10.0.0.1', port: 8080, tags: {}, weight: 1, metadata: {}, namespace: NS, owner: other, source: 'elsewhere' });
+    const foreignValue = JSON.stringify({
+      serviceName: SERVICE,
+      address: '10.0.0.1',
+      port: 8080,
+      tags: {},
+      weight: 1,
+      metadata: {},
+      namespace: NS,
+      owner: other,
+      source: 'elsewhere',
+    });
     await etcd.put(key(prefix, theirs)).value(foreignValue);
     const handWritten = `${prefix}/prod/user-service/10.0.0.2:8080`;
     await etcd.put(handWritten).value('10.0.0.2:8080');
     const before = [await rawGet(key(prefix, theirs)), await rawGet(handWritten)];
 
     const conflicts = await sync(backend, owner, [entry(owner, '10.0.0.1'), entry(owner, '10.0.0.2'), entry(owner, '10.0.0.3')]);
-    assert.deepEqual(conflicts.map((c) => [c.operation, c.entry.endpoint.instanceId]).sort(), [['create', '10.0.0.1:8080'], ['create', '10.0.0.2:8080']]);
+    assert.deepEqual(conflicts.map((c) => [c.operation, c.entry.endpoint.instanceId]).sort(), [
+      ['create', '10.0.0.1:8080'],
+      ['create', '10.0.0.2:8080'],
+    ]);
     assert.match(conflicts[0]?.message ?? '', /never modifies entries it does not own/);
 
     // Then the ServiceInstance goes away: our entry is removed, theirs stay.
     assert.deepEqual(await sync(backend, owner, []), []);
     const afterwards = [await rawGet(key(prefix, theirs)), await rawGet(handWritten)];
-    assert.deepEqual(afterwards.map((kv) => [kv?.value.toString(), kv?.mod_revision]), before.map((kv) => [kv?.value.toString(), kv?.mod_revision]));
+    assert.deepEqual(
+      afterwards.map((kv) => [kv?.value.toString(), kv?.mod_revision]),
+      before.map((kv) => [kv?.value.toString(), kv?.mod_revision]),
+    );
     assert.equal(await rawGet(key(prefix, entry(owner, '10.0.0.3'))), undefined);
 
     // Even a hand-made delete of a foreign entry through the owned view is refused.
-    const { conflicts: refused } = await new OwnedRegistry(backend, owner).applyChanges({ create: [], updateOld: [], updateNew: [], delete: [{ ...theirs, owner }] });
+    const { conflicts: refused } = await new OwnedRegistry(backend, owner).applyChanges({
+      create: [],
+      updateOld: [],
+      updateNew: [],
+      delete: [{ ...theirs, owner }],
+    });
     assert.equal(refused.length, 1);
     assert.equal((await rawGet(key(prefix, theirs)))?.value.toString(), foreignValue);
   });
@@ -306,7 +345,12 @@ void describe('EtcdRegistry against a real etcd', () => {
     // Only the backend acts here: no sync call until the entries are back.
     await waitFor('entries on a new lease', async () => {
       const fresh = backend.leaseIdFor(NS);
-      return fresh !== undefined && fresh !== lost && (await rawKeys(`${prefix}/prod/`)).length === 2 && (await rawKeys(`${prefix}/_kube-registrar/owners/`)).length === 2;
+      return (
+        fresh !== undefined &&
+        fresh !== lost &&
+        (await rawKeys(`${prefix}/prod/`)).length === 2 &&
+        (await rawKeys(`${prefix}/_kube-registrar/owners/`)).length === 2
+      );
     });
     const fresh = BigInt(`0x${backend.leaseIdFor(NS) ?? ''}`).toString();
     for (const k of [...(await rawKeys(`${prefix}/prod/`)), ...(await rawKeys(`${prefix}/_kube-registrar/owners/`))]) {
@@ -384,9 +428,19 @@ void describe('EtcdRegistry against a real etcd', () => {
     await sync(backend, first, [entry(first, '10.2.0.1', 8080, { service: 'svc-first' })], 'sync', 'svc-first');
     const watch = await watchPrefix(prefix);
     const owners = Array.from({ length: 200 }, (_, i) => ownerIn(clusterId, `svc-${i}`));
-    const bad = { ...entry(ownerIn(clusterId, 'bad'), '10.2.9.9'), endpoint: { ...entry(ownerIn(clusterId, 'bad'), '10.2.9.9').endpoint, service: 'no/slash' } };
+    const bad = {
+      ...entry(ownerIn(clusterId, 'bad'), '10.2.9.9'),
+      endpoint: { ...entry(ownerIn(clusterId, 'bad'), '10.2.9.9').endpoint, service: 'no/slash' },
+    };
     const results = await Promise.allSettled([
-      ...owners.map((o, i) => backend.applyChanges({ create: [entry(o, `10.2.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`, 8080, { service: o.name })], updateOld: [], updateNew: [], delete: [] })),
+      ...owners.map((o, i) =>
+        backend.applyChanges({
+          create: [entry(o, `10.2.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`, 8080, { service: o.name })],
+          updateOld: [],
+          updateNew: [],
+          delete: [],
+        }),
+      ),
       backend.applyChanges({ create: [bad], updateOld: [], updateNew: [], delete: [] }),
     ]);
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 200, 'every good write landed');
@@ -432,17 +486,40 @@ void describe('EtcdRegistry against a real etcd', () => {
     assert.equal(changes.create.length, 1);
     assert.equal(changes.delete.length, 1);
     // ... while another cluster writes both keys.
-    const foreignValue = (address: string): string => JSON.stringify({ serviceName: SERVICE, address, port: 8080, ip: address, tags: {}, weight: 1, metadata: {}, namespace: NS, owner: foreign, source: 'elsewhere' });
+    const foreignValue = (address: string): string =>
+      JSON.stringify({
+        serviceName: SERVICE,
+        address,
+        port: 8080,
+        ip: address,
+        tags: {},
+        weight: 1,
+        metadata: {},
+        namespace: NS,
+        owner: foreign,
+        source: 'elsewhere',
+      });
     await etcd.put(key(prefix, racedCreate)).value(foreignValue('10.0.0.2'));
     await etcd.put(key(prefix, mine)).value(foreignValue('10.0.0.1'));
 
     await assert.rejects(owned.applyChanges(changes), (err: unknown) => err instanceof Error && err.cause instanceof EtcdEntryChangedError);
-    assert.equal((await rawGet(key(prefix, racedCreate)))?.value.toString(), foreignValue('10.0.0.2'), 'the raced create left the foreign entry as it was');
-    assert.equal((await rawGet(key(prefix, mine)))?.value.toString(), foreignValue('10.0.0.1'), 'the raced delete left the foreign entry as it was');
+    assert.equal(
+      (await rawGet(key(prefix, racedCreate)))?.value.toString(),
+      foreignValue('10.0.0.2'),
+      'the raced create left the foreign entry as it was',
+    );
+    assert.equal(
+      (await rawGet(key(prefix, mine)))?.value.toString(),
+      foreignValue('10.0.0.1'),
+      'the raced delete left the foreign entry as it was',
+    );
 
     // The retry reads again and reports the collision instead of writing.
     const conflicts = await sync(backend, owner, [racedCreate]);
-    assert.deepEqual(conflicts.map((c) => c.operation), ['create']);
+    assert.deepEqual(
+      conflicts.map((c) => c.operation),
+      ['create'],
+    );
     assert.equal((await rawGet(key(prefix, racedCreate)))?.value.toString(), foreignValue('10.0.0.2'));
   });
 
@@ -478,7 +555,14 @@ void describe('EtcdRegistry against a real etcd', () => {
       },
     });
     try {
-      const backend = registry({ prefix, clusterId: owner.clusterId, endpoints: [proxy.url('http')], maxTxnOps: 3, leaseTtlSeconds: 10, clientMiddleware: middleware });
+      const backend = registry({
+        prefix,
+        clusterId: owner.clusterId,
+        endpoints: [proxy.url('http')],
+        maxTxnOps: 3,
+        leaseTtlSeconds: 10,
+        clientMiddleware: middleware,
+      });
       const desired = Array.from({ length: 10 }, (_, i) => entry(owner, `10.0.1.${i + 1}`));
       await sync(backend, owner, desired);
       const entryKeys = async (): Promise<IKeyValue[]> => (await etcd.getAll().prefix(`${prefix}/${NS}/`).exec()).kvs;

@@ -35,7 +35,18 @@ import {
   waitFor,
   type FaultOperator,
 } from '../support/faults.ts';
-import { createNamespace, createPod, createRegistry, createServiceInstance, deletePod, deleteServiceInstance, getServiceInstance, installCrds, patchServiceInstance, setPodReady } from '../support/kube.ts';
+import {
+  createNamespace,
+  createPod,
+  createRegistry,
+  createServiceInstance,
+  deletePod,
+  deleteServiceInstance,
+  getServiceInstance,
+  installCrds,
+  patchServiceInstance,
+  setPodReady,
+} from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
 const CONVERGE_MS = 120_000;
@@ -62,14 +73,21 @@ function consulAddress(): string {
 }
 
 async function startOperator(): Promise<FaultOperator> {
-  const op = await startOperatorOn({ kubeconfig: proxiedKubeconfig, flags: OPERATOR_FLAGS, ...(operatorLog ? { logFile: operatorLog } : {}) });
+  const op = await startOperatorOn({
+    kubeconfig: proxiedKubeconfig,
+    flags: OPERATOR_FLAGS,
+    ...(operatorLog ? { logFile: operatorLog } : {}),
+  });
   operatorLog ??= op.process.logFile;
   return op;
 }
 
 /** Builds the baseline of a namespace: static services, a pod-backed one, one to edit and one to delete. */
 async function baseline(ns: string, net: number): Promise<string[]> {
-  await createServiceInstance(kc, ns, 'steady', { service: 'steady', endpoints: [1, 2, 3].map((i) => ({ address: `10.${net}.0.${i}`, port: 80 })) });
+  await createServiceInstance(kc, ns, 'steady', {
+    service: 'steady',
+    endpoints: [1, 2, 3].map((i) => ({ address: `10.${net}.0.${i}`, port: 80 })),
+  });
   await createServiceInstance(kc, ns, 'web', { service: 'web', selector: { matchLabels: { app: 'web' } }, port: 8080 });
   await createServiceInstance(kc, ns, 'edit', { service: 'edit', endpoints: [{ address: `10.${net}.2.1`, port: 80 }] });
   await createServiceInstance(kc, ns, 'doomed', { service: 'doomed', endpoints: [{ address: `10.${net}.3.1`, port: 80 }] });
@@ -77,7 +95,15 @@ async function baseline(ns: string, net: number): Promise<string[]> {
     await createPod(kc, ns, `web-${i}`, { labels: { app: 'web' } });
     await setPodReady(kc, ns, `web-${i}`, `10.${net}.1.${i}`, true);
   }
-  return [`steady/10.${net}.0.1:80`, `steady/10.${net}.0.2:80`, `steady/10.${net}.0.3:80`, `web/10.${net}.1.1:8080`, `web/10.${net}.1.2:8080`, `edit/10.${net}.2.1:80`, `doomed/10.${net}.3.1:80`];
+  return [
+    `steady/10.${net}.0.1:80`,
+    `steady/10.${net}.0.2:80`,
+    `steady/10.${net}.0.3:80`,
+    `web/10.${net}.1.1:8080`,
+    `web/10.${net}.1.2:8080`,
+    `edit/10.${net}.2.1:80`,
+    `doomed/10.${net}.3.1:80`,
+  ];
 }
 
 describe('control-plane faults and an operator crash', () => {
@@ -93,10 +119,32 @@ describe('control-plane faults and an operator crash', () => {
     await installCrds(kc);
     for (const name of [`restart-${sfx}`, `expire-${sfx}`]) await createNamespace(kc, name, { faults: 'cp' });
     await createNamespace(kc, `bulk-${sfx}`, { faults: 'bulk' });
-    await createRegistry(kc, 'etcd-cp', { type: 'etcd', default: true, namespaceSelector: { matchLabels: { faults: 'cp' } }, leaseTTLSeconds: 10, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: '/cp' } });
-    await createRegistry(kc, 'consul-cp', { type: 'consul', default: true, namespaceSelector: { matchLabels: { faults: 'cp' } }, leaseTTLSeconds: 10, consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' } });
-    await createRegistry(kc, 'etcd-bulk', { type: 'etcd', namespaceSelector: { matchLabels: { faults: 'bulk' } }, leaseTTLSeconds: 10, etcd: { endpoints: [slowEtcd.url('http')], prefix: '/bulk' } });
-    await createRegistry(kc, 'consul-bulk', { type: 'consul', namespaceSelector: { matchLabels: { faults: 'bulk' } }, leaseTTLSeconds: 10, consul: { address: slowConsul.url('http'), serviceName: '{namespace}-{service}' } });
+    await createRegistry(kc, 'etcd-cp', {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: { matchLabels: { faults: 'cp' } },
+      leaseTTLSeconds: 10,
+      etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: '/cp' },
+    });
+    await createRegistry(kc, 'consul-cp', {
+      type: 'consul',
+      default: true,
+      namespaceSelector: { matchLabels: { faults: 'cp' } },
+      leaseTTLSeconds: 10,
+      consul: { address: bed.consulAddr, serviceName: '{namespace}-{service}' },
+    });
+    await createRegistry(kc, 'etcd-bulk', {
+      type: 'etcd',
+      namespaceSelector: { matchLabels: { faults: 'bulk' } },
+      leaseTTLSeconds: 10,
+      etcd: { endpoints: [slowEtcd.url('http')], prefix: '/bulk' },
+    });
+    await createRegistry(kc, 'consul-bulk', {
+      type: 'consul',
+      namespaceSelector: { matchLabels: { faults: 'bulk' } },
+      leaseTTLSeconds: 10,
+      consul: { address: slowConsul.url('http'), serviceName: '{namespace}-{service}' },
+    });
     operator = await startOperator();
   });
 
@@ -150,19 +198,49 @@ describe('control-plane faults and an operator crash', () => {
       // knew: an entry deleted by hand is repaired by the resync.
       const handDeleted = `/cp/${ns}/steady/10.30.0.1:80`;
       await etcd.delete().key(handDeleted);
-      await waitFor('the hand-deleted entry to be repaired while the apiserver is unreachable', async () => ((await etcd.get(handDeleted).string()) !== null ? true : undefined), 30_000);
+      await waitFor(
+        'the hand-deleted entry to be repaired while the apiserver is unreachable',
+        async () => ((await etcd.get(handDeleted).string()) !== null ? true : undefined),
+        30_000,
+      );
       assert.ok(await operatorAlive(operator), 'the operator is alive while cut off from the control plane');
 
       apiProxy.heal();
-      const after = ['steady/10.30.0.1:80', 'steady/10.30.0.2:80', 'steady/10.30.0.3:80', 'web/10.30.1.3:8080', 'edit/10.30.2.2:81', 'fresh/10.30.4.1:80'];
-      await converge(tally, 'etcd to hold every change made while the operator was cut off', () => etcdNamespace('/cp', ns), after, CONVERGE_MS);
-      await converge(tally, 'Consul to hold every change made while the operator was cut off', () => consulNamespace(consulAddress(), ns, services), after, CONVERGE_MS);
-      await waitFor('the deleted ServiceInstance to be finalized', async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined), CONVERGE_MS);
+      const after = [
+        'steady/10.30.0.1:80',
+        'steady/10.30.0.2:80',
+        'steady/10.30.0.3:80',
+        'web/10.30.1.3:8080',
+        'edit/10.30.2.2:81',
+        'fresh/10.30.4.1:80',
+      ];
+      await converge(
+        tally,
+        'etcd to hold every change made while the operator was cut off',
+        () => etcdNamespace('/cp', ns),
+        after,
+        CONVERGE_MS,
+      );
+      await converge(
+        tally,
+        'Consul to hold every change made while the operator was cut off',
+        () => consulNamespace(consulAddress(), ns, services),
+        after,
+        CONVERGE_MS,
+      );
+      await waitFor(
+        'the deleted ServiceInstance to be finalized',
+        async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined),
+        CONVERGE_MS,
+      );
       const edit = await waitFor(
         'status of the edited ServiceInstance to catch up',
         async () => {
           const si = await getServiceInstance(kc, ns, 'edit');
-          return si?.status?.observedGeneration === si?.metadata.generation && si?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? si : undefined;
+          return si?.status?.observedGeneration === si?.metadata.generation &&
+            si?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
+            ? si
+            : undefined;
         },
         CONVERGE_MS,
       );
@@ -208,7 +286,9 @@ describe('control-plane faults and an operator crash', () => {
 
     // Compact the apiserver's etcd to its current revision, and restart the apiserver so that its
     // watch cache starts after the compaction: every resourceVersion the operator holds is gone.
-    const status = JSON.parse(await etcdctl(bed.toolchain.etcdctl, bed.apiserverEtcd.clientUrl, ['endpoint', 'status', '-w', 'json'])) as { Status: { header: { revision: number } } }[];
+    const status = JSON.parse(await etcdctl(bed.toolchain.etcdctl, bed.apiserverEtcd.clientUrl, ['endpoint', 'status', '-w', 'json'])) as {
+      Status: { header: { revision: number } };
+    }[];
     const revision = status[0]?.Status.header.revision;
     assert.ok(revision);
     await etcdctl(bed.toolchain.etcdctl, bed.apiserverEtcd.clientUrl, ['compact', String(revision), '--physical']);
@@ -217,12 +297,34 @@ describe('control-plane faults and an operator crash', () => {
     tally.fault();
     apiProxy.heal();
 
-    const after = ['steady/10.40.0.1:80', 'steady/10.40.0.2:80', 'steady/10.40.0.3:80', 'steady/10.40.0.4:80', 'web/10.40.1.1:8080', 'edit/10.40.2.1:83', 'late/10.40.4.1:80'];
-    await converge(tally, 'etcd to hold the last state of every object updated while the watches were expired', () => etcdNamespace('/cp', ns), after, CONVERGE_MS);
+    const after = [
+      'steady/10.40.0.1:80',
+      'steady/10.40.0.2:80',
+      'steady/10.40.0.3:80',
+      'steady/10.40.0.4:80',
+      'web/10.40.1.1:8080',
+      'edit/10.40.2.1:83',
+      'late/10.40.4.1:80',
+    ];
+    await converge(
+      tally,
+      'etcd to hold the last state of every object updated while the watches were expired',
+      () => etcdNamespace('/cp', ns),
+      after,
+      CONVERGE_MS,
+    );
     await converge(tally, 'Consul to hold the same', () => consulNamespace(consulAddress(), ns, services), after, CONVERGE_MS);
-    await waitFor('the deleted ServiceInstance to be finalized', async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined), CONVERGE_MS);
+    await waitFor(
+      'the deleted ServiceInstance to be finalized',
+      async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined),
+      CONVERGE_MS,
+    );
     const log = (await operator.log()).slice(logBefore);
-    assert.match(log, /watch expired \(410 Gone\); relisting|"code":410|too old resource version/, 'the informers saw their watches expire and relisted');
+    assert.match(
+      log,
+      /watch expired \(410 Gone\); relisting|"code":410|too old resource version/,
+      'the informers saw their watches expire and relisted',
+    );
     assert.ok(await operatorAlive(operator));
     assert.deepEqual(crashLines(log), []);
   });
@@ -239,8 +341,16 @@ describe('control-plane faults and an operator crash', () => {
     const consulNew = addresses(CONSUL_COUNT).map((a) => `bulk2/${a}:9000`);
     const consulRead = (): Promise<string[]> => consulNamespace(consulAddress(), ns, ['bulk', 'bulk2']);
 
-    await createServiceInstance(kc, ns, 'bulk-etcd', { service: 'bulk', registries: ['etcd-bulk'], endpoints: addresses(ETCD_COUNT).map((address) => ({ address, port: 8000 })) });
-    await createServiceInstance(kc, ns, 'bulk-consul', { service: 'bulk', registries: ['consul-bulk'], endpoints: addresses(CONSUL_COUNT).map((address) => ({ address, port: 8000 })) });
+    await createServiceInstance(kc, ns, 'bulk-etcd', {
+      service: 'bulk',
+      registries: ['etcd-bulk'],
+      endpoints: addresses(ETCD_COUNT).map((address) => ({ address, port: 8000 })),
+    });
+    await createServiceInstance(kc, ns, 'bulk-consul', {
+      service: 'bulk',
+      registries: ['consul-bulk'],
+      endpoints: addresses(CONSUL_COUNT).map((address) => ({ address, port: 8000 })),
+    });
     await converge(tally, 'the 1,000 etcd entries', () => etcdNamespace('/bulk', ns), etcdOld, CONVERGE_MS);
     await converge(tally, 'the 300 Consul instances', consulRead, consulOld, CONVERGE_MS);
 
@@ -251,7 +361,10 @@ describe('control-plane faults and an operator crash', () => {
     slowConsul.slow(80);
     tally.fault();
     await patchServiceInstance(kc, ns, 'bulk-etcd', { endpoints: addresses(ETCD_COUNT).map((address) => ({ address, port: 9000 })) });
-    await patchServiceInstance(kc, ns, 'bulk-consul', { service: 'bulk2', endpoints: addresses(CONSUL_COUNT).map((address) => ({ address, port: 9000 })) });
+    await patchServiceInstance(kc, ns, 'bulk-consul', {
+      service: 'bulk2',
+      endpoints: addresses(CONSUL_COUNT).map((address) => ({ address, port: 9000 })),
+    });
     const partial = (now: readonly string[], from: readonly string[], to: readonly string[]): boolean => {
       const s = JSON.stringify([...now].sort());
       return s !== JSON.stringify([...from].sort()) && s !== JSON.stringify([...to].sort());
@@ -278,13 +391,32 @@ describe('control-plane faults and an operator crash', () => {
     );
 
     operator = await startOperator();
-    await converge(tally, 'etcd to hold exactly the new 1,000 entries and none of the old', () => etcdNamespace('/bulk', ns), etcdNew, CONVERGE_MS);
+    await converge(
+      tally,
+      'etcd to hold exactly the new 1,000 entries and none of the old',
+      () => etcdNamespace('/bulk', ns),
+      etcdNew,
+      CONVERGE_MS,
+    );
     await converge(tally, 'Consul to pass exactly the 300 renamed instances and none of the old', consulRead, consulNew, CONVERGE_MS);
     // Passing results hide critical services: the agent must hold no other service of ours either.
-    const ours = (await agentServices(bed.consulAddr, undefined, `Meta["kr-owner-cluster"] == "faults-control-plane" and Meta["kr-k8s-namespace"] == "${ns}"`)).map((s) => `${s.name}/${s.address}:${s.port}`);
+    const ours = (
+      await agentServices(
+        bed.consulAddr,
+        undefined,
+        `Meta["kr-owner-cluster"] == "faults-control-plane" and Meta["kr-k8s-namespace"] == "${ns}"`,
+      )
+    ).map((s) => `${s.name}/${s.address}:${s.port}`);
     assert.deepEqual(ours.sort(), consulNew.map((k) => `${ns}-${k}`).sort(), 'no orphaned service is left on the agent');
     for (const name of ['bulk-etcd', 'bulk-consul']) {
-      await waitFor(`${name} to be Ready`, async () => ((await getServiceInstance(kc, ns, name))?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined), CONVERGE_MS);
+      await waitFor(
+        `${name} to be Ready`,
+        async () =>
+          (await getServiceInstance(kc, ns, name))?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
+            ? true
+            : undefined,
+        CONVERGE_MS,
+      );
     }
     assert.ok(await operatorAlive(operator));
   });

@@ -15,8 +15,29 @@ import { after, before, describe, test } from 'node:test';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { agentServices, countServiceInstances, crashLines, deleteRegistry, etcdKeys, FaultTally, operatorAlive, startOperatorOn, waitFor, waitForResyncs, type FaultOperator } from '../support/faults.ts';
-import { createNamespace, createPod, createRegistry, createServiceInstance, deleteServiceInstance, installCrds, setPodReady, type ServiceInstanceView } from '../support/kube.ts';
+import {
+  agentServices,
+  countServiceInstances,
+  crashLines,
+  deleteRegistry,
+  etcdKeys,
+  FaultTally,
+  operatorAlive,
+  startOperatorOn,
+  waitFor,
+  waitForResyncs,
+  type FaultOperator,
+} from '../support/faults.ts';
+import {
+  createNamespace,
+  createPod,
+  createRegistry,
+  createServiceInstance,
+  deleteServiceInstance,
+  installCrds,
+  setPodReady,
+  type ServiceInstanceView,
+} from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
 const clusterId = `hostile-${sfx}`;
@@ -58,7 +79,24 @@ interface InstanceCase {
   readonly messageIncludes?: RegExp;
 }
 
-const unicode = ['ünïcödé', '日本語のタグ', 'emoji 🚀🔥', 'rtl \u202etxt', 'zero\u200bwidth', 'new\nline', 'tab\there', 'nul\u0000byte', 'a=b,c=d', '../../etc/passwd', '/leading/slash', 'back\\slash', '"quoted"', '{"json":true}', '%2F..%2F', ''];
+const unicode = [
+  'ünïcödé',
+  '日本語のタグ',
+  'emoji 🚀🔥',
+  'rtl \u202etxt',
+  'zero\u200bwidth',
+  'new\nline',
+  'tab\there',
+  'nul\u0000byte',
+  'a=b,c=d',
+  '../../etc/passwd',
+  '/leading/slash',
+  'back\\slash',
+  '"quoted"',
+  '{"json":true}',
+  '%2F..%2F',
+  '',
+];
 
 function repeat(s: string, n: number): string {
   return Array.from({ length: n }, () => s).join('');
@@ -74,18 +112,53 @@ function registryCases(): RegistryCase[] {
   const sel = { matchLabels: { hostile: sfx } };
   const cases: RegistryCase[] = [];
   const add = (name: string, spec: Record<string, unknown>, admitted: boolean, broken = false): void => {
-    cases.push({ name: `hx-${cases.length}-${sfx}${name ? `-${name}` : ''}`, spec: { namespaceSelector: sel, ...spec }, admitted, ...(broken ? { broken } : {}) });
+    cases.push({
+      name: `hx-${cases.length}-${sfx}${name ? `-${name}` : ''}`,
+      spec: { namespaceSelector: sel, ...spec },
+      admitted,
+      ...(broken ? { broken } : {}),
+    });
   };
-  const etcdReg = (etcdSpec: Record<string, unknown>, rest: Record<string, unknown> = {}): Record<string, unknown> => ({ type: 'etcd', leaseTTLSeconds: 30, ...rest, etcd: { endpoints: etcdEndpoints, ...etcdSpec } });
-  const consulReg = (consulSpec: Record<string, unknown>, rest: Record<string, unknown> = {}): Record<string, unknown> => ({ type: 'consul', leaseTTLSeconds: 30, ...rest, consul: { address: consul, ...consulSpec } });
+  const etcdReg = (etcdSpec: Record<string, unknown>, rest: Record<string, unknown> = {}): Record<string, unknown> => ({
+    type: 'etcd',
+    leaseTTLSeconds: 30,
+    ...rest,
+    etcd: { endpoints: etcdEndpoints, ...etcdSpec },
+  });
+  const consulReg = (consulSpec: Record<string, unknown>, rest: Record<string, unknown> = {}): Record<string, unknown> => ({
+    type: 'consul',
+    leaseTTLSeconds: 30,
+    ...rest,
+    consul: { address: consul, ...consulSpec },
+  });
   let n = 0;
   const prefix = (): string => `${root}/r${n++}`;
 
   // Schema-valid, extreme or odd: admitted; each SI naming one must register or say why not.
-  for (const ns of [repeat('{namespace}', 11), '-', '--', '0', '-{namespace}-', '{namespace}{namespace}', 'leases', 'owners', '{namespace}-_', 'x'.padEnd(128, 'x')]) {
+  for (const ns of [
+    repeat('{namespace}', 11),
+    '-',
+    '--',
+    '0',
+    '-{namespace}-',
+    '{namespace}{namespace}',
+    'leases',
+    'owners',
+    '{namespace}-_',
+    'x'.padEnd(128, 'x'),
+  ]) {
     add('', etcdReg({ prefix: prefix() }, { namespace: ns }), !ns.includes('_'));
   }
-  for (const p of [`${root}/...`, `${root}/main/_kube-registrar`, `${root}/${'d/'.repeat(60)}deep`, `${root}/.hidden`, `${root}/-`, `${root}/_`, `${root}/${'p'.repeat(200)}`, `${root}/main/${shortNs}`]) {
+  for (const p of [
+    `${root}/...`,
+    `${root}/main/_kube-registrar`,
+    `${root}/${'d/'.repeat(60)}deep`,
+    `${root}/.hidden`,
+    `${root}/-`,
+    `${root}/_`,
+    `${root}/${'p'.repeat(200)}`,
+    `${root}/main/${shortNs}`,
+  ]) {
     add('', etcdReg({ prefix: p }), true);
   }
   for (const format of ['grpc', 'hostport']) add(format, etcdReg({ prefix: prefix(), format }), true);
@@ -109,10 +182,14 @@ function registryCases(): RegistryCase[] {
   add('notoken', consulReg({ tokenSecretRef: { name: 'garbage', namespace: shortNs }, serviceName: '{service}-notoken' }), true, true);
 
   // Malformed: refused at admission.
-  for (const ns of ['a/b', '..', '.', 'a.b', '{service}', '_x', '{namespace', 'UPPER', '', 'x'.repeat(129), '{namespace}/..', 'ünï']) add('', etcdReg({ prefix: prefix() }, { namespace: ns }), false);
-  for (const p of ['services', '/services/', '//x', '/a/../b', '/a/./b', '/a b', '/ünï', '/a/..', '/', `/${'p'.repeat(256)}`, '/a\nb']) add('', etcdReg({ prefix: p }), false);
-  for (const sn of ['{namespace}', 'static', '{service}/x', '{namespace}.{service}', 'UP{service}', '{service} x', '{svc}', '']) add('', consulReg({ serviceName: sn }), false);
-  for (const e of ['ftp://x:1', 'http://x:1/path', 'http://user:pw@x:1', 'x:2379', 'http://', 'http://a b:1']) add('', etcdReg({ prefix: prefix(), endpoints: [e] }), false);
+  for (const ns of ['a/b', '..', '.', 'a.b', '{service}', '_x', '{namespace', 'UPPER', '', 'x'.repeat(129), '{namespace}/..', 'ünï'])
+    add('', etcdReg({ prefix: prefix() }, { namespace: ns }), false);
+  for (const p of ['services', '/services/', '//x', '/a/../b', '/a/./b', '/a b', '/ünï', '/a/..', '/', `/${'p'.repeat(256)}`, '/a\nb'])
+    add('', etcdReg({ prefix: p }), false);
+  for (const sn of ['{namespace}', 'static', '{service}/x', '{namespace}.{service}', 'UP{service}', '{service} x', '{svc}', ''])
+    add('', consulReg({ serviceName: sn }), false);
+  for (const e of ['ftp://x:1', 'http://x:1/path', 'http://user:pw@x:1', 'x:2379', 'http://', 'http://a b:1'])
+    add('', etcdReg({ prefix: prefix(), endpoints: [e] }), false);
   for (const ttl of [0, 4, 3601, -1]) add('', etcdReg({ prefix: prefix() }, { leaseTTLSeconds: ttl }), false);
   add('', { type: 'etcd', consul: { address: consul } }, false);
   add('', { type: 'consul', etcd: { endpoints: etcdEndpoints } }, false);
@@ -125,13 +202,30 @@ function registryCases(): RegistryCase[] {
 }
 
 function staticEndpoints(count: number, port = 8080): { address: string; port: number }[] {
-  return Array.from({ length: count }, (_, i) => ({ address: `10.${60 + Math.floor(i / 65536)}.${Math.floor(i / 256) % 256}.${i % 256}`, port }));
+  return Array.from({ length: count }, (_, i) => ({
+    address: `10.${60 + Math.floor(i / 65536)}.${Math.floor(i / 256) % 256}.${i % 256}`,
+    port,
+  }));
 }
 
 function instanceCases(hostileRegistries: readonly RegistryCase[]): InstanceCase[] {
   const cases: InstanceCase[] = [];
-  const add = (namespace: string, spec: Record<string, unknown>, admitted: boolean, outcome?: InstanceCase['outcome'], messageIncludes?: RegExp, name?: string): void => {
-    cases.push({ name: name ?? `si-${cases.length}`, namespace, spec, admitted, ...(outcome ? { outcome } : {}), ...(messageIncludes ? { messageIncludes } : {}) });
+  const add = (
+    namespace: string,
+    spec: Record<string, unknown>,
+    admitted: boolean,
+    outcome?: InstanceCase['outcome'],
+    messageIncludes?: RegExp,
+    name?: string,
+  ): void => {
+    cases.push({
+      name: name ?? `si-${cases.length}`,
+      namespace,
+      spec,
+      admitted,
+      ...(outcome ? { outcome } : {}),
+      ...(messageIncludes ? { messageIncludes } : {}),
+    });
   };
   const ep = (address: string, port = 80): { address: string; port: number } => ({ address, port });
   let svc = 0;
@@ -147,46 +241,210 @@ function instanceCases(hostileRegistries: readonly RegistryCase[]): InstanceCase
     add(ns, { service: 's'.repeat(63), endpoints: [ep('10.70.1.3')] }, true, 'Ready');
     add(ns, { service: 'kube-registrar-heartbeat', endpoints: [ep('10.70.1.4')] }, true, 'Ready');
     add(ns, { service: service(), endpoints: [ep('2001:db8::1'), ep('::1'), ep('fe80::1')] }, true, 'Ready');
-    add(ns, { service: service(), endpoints: [ep(`${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`), ep('localhost'), ep('x'), ep('1.2.3'), ep('010.0.0.1'), ep('10.0.0.256'), ep('1.2.3.4.5'), ep('255.255.255.255')] }, true, 'Ready');
+    add(
+      ns,
+      {
+        service: service(),
+        endpoints: [
+          ep(`${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`),
+          ep('localhost'),
+          ep('x'),
+          ep('1.2.3'),
+          ep('010.0.0.1'),
+          ep('10.0.0.256'),
+          ep('1.2.3.4.5'),
+          ep('255.255.255.255'),
+        ],
+      },
+      true,
+      'Ready',
+    );
     // Unicode and separators in values fit Consul when they are few.
-    add(ns, { service: service(), endpoints: [ep('10.70.2.1')], tags: tagsOf(unicode), metadata: { 'a/b': 'x', '..': 'y', '../../etc': 'z', 'sp ace': 'w', 'ünï': 'v', __proto__x: 'u', constructor: 'c', 'kr-owner-cluster': 'spoof', 'consul-x': 'y', ['k'.repeat(128)]: 'long key' } }, true, 'Ready');
-    for (const [i, value] of unicode.entries()) add(ns, { service: service(), endpoints: [{ ...ep(`10.70.3.${i + 1}`), tags: { zone: value } }], metadata: { note: value } }, true, 'Ready');
+    add(
+      ns,
+      {
+        service: service(),
+        endpoints: [ep('10.70.2.1')],
+        tags: tagsOf(unicode),
+        metadata: {
+          'a/b': 'x',
+          '..': 'y',
+          '../../etc': 'z',
+          'sp ace': 'w',
+          ünï: 'v',
+          __proto__x: 'u',
+          constructor: 'c',
+          'kr-owner-cluster': 'spoof',
+          'consul-x': 'y',
+          ['k'.repeat(128)]: 'long key',
+        },
+      },
+      true,
+      'Ready',
+    );
+    for (const [i, value] of unicode.entries())
+      add(
+        ns,
+        { service: service(), endpoints: [{ ...ep(`10.70.3.${i + 1}`), tags: { zone: value } }], metadata: { note: value } },
+        true,
+        'Ready',
+      );
   }
   // Prototype keys: must neither vanish nor make the operator rewrite the entry on every resync.
-  add(shortNs, { service: service(), endpoints: [ep('10.70.4.1')], metadata: { ['__proto__']: 'p', toString: 't', hasOwnProperty: 'h' } }, true, 'Ready');
+  add(
+    shortNs,
+    { service: service(), endpoints: [ep('10.70.4.1')], metadata: { ['__proto__']: 'p', toString: 't', hasOwnProperty: 'h' } },
+    true,
+    'Ready',
+  );
 
   // Valid for the schema, marked not Ready with a message.
   for (const ns of namespaces) {
-    add(ns, { service: service(), endpoints: [ep('10.71.0.1'), ep('10.71.0.1'), ep('10.71.0.2'), ep('10.71.0.2', 80)] }, true, 'NotReady', /duplicates/);
-    add(ns, { service: service(), endpoints: [ep('2001:db8::7'), ep('2001:DB8::7'), ep('2001:0db8:0000:0000:0000:0000:0000:0007')] }, true, 'NotReady', /duplicates/);
-    add(ns, { service: service(), selector: { matchLabels: { app: 'hostile' } }, port: 'nope' }, true, 'NotReady', /no container port named "nope"/);
-    add(ns, { service: service(), selector: { matchLabels: { app: 'nobody-has-this' } }, port: 'http' }, true, 'NotReady', /no pod matching/);
+    add(
+      ns,
+      { service: service(), endpoints: [ep('10.71.0.1'), ep('10.71.0.1'), ep('10.71.0.2'), ep('10.71.0.2', 80)] },
+      true,
+      'NotReady',
+      /duplicates/,
+    );
+    add(
+      ns,
+      { service: service(), endpoints: [ep('2001:db8::7'), ep('2001:DB8::7'), ep('2001:0db8:0000:0000:0000:0000:0000:0007')] },
+      true,
+      'NotReady',
+      /duplicates/,
+    );
+    add(
+      ns,
+      { service: service(), selector: { matchLabels: { app: 'hostile' } }, port: 'nope' },
+      true,
+      'NotReady',
+      /no container port named "nope"/,
+    );
+    add(
+      ns,
+      { service: service(), selector: { matchLabels: { app: 'nobody-has-this' } }, port: 'http' },
+      true,
+      'NotReady',
+      /no pod matching/,
+    );
     add(ns, { service: service(), endpoints: [] }, true, 'NotReady', /no endpoints/);
     // Unspecified addresses pass the schema (they are IPs) but Consul refuses them: status says so.
     add(ns, { service: service(), endpoints: [ep('0.0.0.0'), ep('::')] }, true, 'NotReady', /Invalid service address/);
-    add(ns, { service: service(), endpoints: [ep('10.71.1.1')], registries: ['does-not-exist', 'nope.example.com'] }, true, 'NotReady', /does not exist/);
+    add(
+      ns,
+      { service: service(), endpoints: [ep('10.71.1.1')], registries: ['does-not-exist', 'nope.example.com'] },
+      true,
+      'NotReady',
+      /does not exist/,
+    );
     // Too big for Consul's Meta limits: etcd takes it, Consul refuses it, status says so.
-    add(ns, { service: service(), endpoints: [ep('10.71.2.1')], tags: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`tag-${i}`, repeat('🚀', 256)])) }, true, 'NotReady', /Meta/);
-    add(ns, { service: service(), endpoints: [ep('10.71.2.2')], metadata: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`m${i}`, 'v'.repeat(512)])) }, true, 'NotReady', /Meta/);
+    add(
+      ns,
+      {
+        service: service(),
+        endpoints: [ep('10.71.2.1')],
+        tags: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`tag-${i}`, repeat('🚀', 256)])),
+      },
+      true,
+      'NotReady',
+      /Meta/,
+    );
+    add(
+      ns,
+      {
+        service: service(),
+        endpoints: [ep('10.71.2.2')],
+        metadata: Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`m${i}`, 'v'.repeat(512)])),
+      },
+      true,
+      'NotReady',
+      /Meta/,
+    );
   }
   // Every extreme Registry, named by one ServiceInstance in each namespace.
   for (const reg of hostileRegistries.filter((r) => r.admitted)) {
-    for (const ns of namespaces) add(ns, { service: service(), endpoints: [ep('10.72.0.1'), ep('10.72.0.2')], registries: [reg.name] }, true);
+    for (const ns of namespaces)
+      add(ns, { service: service(), endpoints: [ep('10.72.0.1'), ep('10.72.0.2')], registries: [reg.name] }, true);
   }
   // Sixteen Registries at once, some missing.
-  add(shortNs, { service: service(), endpoints: [ep('10.73.0.1')], registries: [...hostileRegistries.filter((r) => r.admitted).slice(0, 12).map((r) => r.name), 'missing-a', 'missing-b', mainEtcd, mainConsul] }, true);
+  add(
+    shortNs,
+    {
+      service: service(),
+      endpoints: [ep('10.73.0.1')],
+      registries: [
+        ...hostileRegistries
+          .filter((r) => r.admitted)
+          .slice(0, 12)
+          .map((r) => r.name),
+        'missing-a',
+        'missing-b',
+        mainEtcd,
+        mainConsul,
+      ],
+    },
+    true,
+  );
   // Selectors over pods with odd labels and ports.
-  add(shortNs, { service: service(), selector: { matchExpressions: Array.from({ length: 16 }, (_, i) => ({ key: `k${i}`, operator: i % 2 ? 'DoesNotExist' : 'NotIn', values: i % 2 ? undefined : Array.from({ length: 64 }, (_, j) => `v${j}`) })) }, port: 8080 }, true);
+  add(
+    shortNs,
+    {
+      service: service(),
+      selector: {
+        matchExpressions: Array.from({ length: 16 }, (_, i) => ({
+          key: `k${i}`,
+          operator: i % 2 ? 'DoesNotExist' : 'NotIn',
+          values: i % 2 ? undefined : Array.from({ length: 64 }, (_, j) => `v${j}`),
+        })),
+      },
+      port: 8080,
+    },
+    true,
+  );
   add(shortNs, { service: service(), selector: { matchLabels: { app: 'hostile' } }, port: 'http' }, true, 'Ready');
   add(shortNs, { service: service(), selector: { matchLabels: { app: 'hostile' } }, port: 65535 }, true, 'Ready');
   add(shortNs, { service: service(), endpoints: [ep('10.74.0.1')] }, true, 'Ready', undefined, `n${'.x'.repeat(100)}`.slice(0, 253));
 
   // Malformed: refused at admission.
-  const badAddresses = ['::ffff:10.0.0.1', '10.0.0.1/24', '10.0.0.1:80', 'http://x', 'a..b', '..', '.', 'a/../b', '../etc', 'a b', 'UPPER.example.com', 'ünï.example', 'fe80::1%eth0', 'fe80::1%2F..%2F', '', 'x'.repeat(254), '-a.example', 'a-.example', '_x.example', 'a_b', '[::1]', 'a.', '.a', 'a\nb', 'a%2fb', '\u0000'];
+  const badAddresses = [
+    '::ffff:10.0.0.1',
+    '10.0.0.1/24',
+    '10.0.0.1:80',
+    'http://x',
+    'a..b',
+    '..',
+    '.',
+    'a/../b',
+    '../etc',
+    'a b',
+    'UPPER.example.com',
+    'ünï.example',
+    'fe80::1%eth0',
+    'fe80::1%2F..%2F',
+    '',
+    'x'.repeat(254),
+    '-a.example',
+    'a-.example',
+    '_x.example',
+    'a_b',
+    '[::1]',
+    'a.',
+    '.a',
+    'a\nb',
+    'a%2fb',
+    '\u0000',
+  ];
   for (const a of badAddresses) add(shortNs, { service: service(), endpoints: [ep(a)] }, false);
-  for (const s of ['a.b', 'a/b', 'UP', 's'.repeat(64), '..', '', 'ünï', '-a', 'a-', 'a_b', 'a b']) add(shortNs, { service: s, endpoints: [ep('10.75.0.1')] }, false);
-  for (const k of ['a/b', 'a=b', 'a,b', 'k'.repeat(64), 'ünï', '', '-a', 'a.']) add(shortNs, { service: service(), endpoints: [ep('10.75.0.2')], tags: { [k]: 'v' } }, false);
-  add(shortNs, { service: service(), endpoints: [ep('10.75.0.3')], tags: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`t${i}`, 'v'])) }, false);
+  for (const s of ['a.b', 'a/b', 'UP', 's'.repeat(64), '..', '', 'ünï', '-a', 'a-', 'a_b', 'a b'])
+    add(shortNs, { service: s, endpoints: [ep('10.75.0.1')] }, false);
+  for (const k of ['a/b', 'a=b', 'a,b', 'k'.repeat(64), 'ünï', '', '-a', 'a.'])
+    add(shortNs, { service: service(), endpoints: [ep('10.75.0.2')], tags: { [k]: 'v' } }, false);
+  add(
+    shortNs,
+    { service: service(), endpoints: [ep('10.75.0.3')], tags: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`t${i}`, 'v'])) },
+    false,
+  );
   add(shortNs, { service: service(), endpoints: [ep('10.75.0.3')], tags: { t: 'v'.repeat(257) } }, false);
   add(shortNs, { service: service(), endpoints: [ep('10.75.0.3')], metadata: { m: 'v'.repeat(513) } }, false);
   add(shortNs, { service: service(), endpoints: [ep('10.75.0.3')], metadata: { ['m'.repeat(129)]: 'v' } }, false);
@@ -195,10 +453,12 @@ function instanceCases(hostileRegistries: readonly RegistryCase[]): InstanceCase
   add(shortNs, { service: service(), selector: { matchLabels: { app: 'x' } }, endpoints: [ep('10.75.0.4')], port: 80 }, false);
   add(shortNs, { service: service(), selector: {}, port: 80 }, false);
   add(shortNs, { service: service(), selector: { matchLabels: { app: 'x' } } }, false);
-  for (const port of [0, 70000, -1, 'HTTP', 'a'.repeat(16), '8080', 'a--b', '-a']) add(shortNs, { service: service(), selector: { matchLabels: { app: 'x' } }, port }, false);
+  for (const port of [0, 70000, -1, 'HTTP', 'a'.repeat(16), '8080', 'a--b', '-a'])
+    add(shortNs, { service: service(), selector: { matchLabels: { app: 'x' } }, port }, false);
   for (const weight of [-1, 1001]) add(shortNs, { service: service(), endpoints: [ep('10.75.0.5')], weight }, false);
   add(shortNs, { service: service(), endpoints: [{ address: '10.75.0.6' }] }, false);
-  for (const r of ['UP', '../x', 'a/b', 'x'.repeat(254)]) add(shortNs, { service: service(), endpoints: [ep('10.75.0.7')], registries: [r] }, false);
+  for (const r of ['UP', '../x', 'a/b', 'x'.repeat(254)])
+    add(shortNs, { service: service(), endpoints: [ep('10.75.0.7')], registries: [r] }, false);
   add(shortNs, { service: service(), endpoints: [ep('10.75.0.8')], registries: Array.from({ length: 17 }, (_, i) => `r${i}`) }, false);
   add(shortNs, { service: service(), selector: { matchExpressions: [{ key: 'a', operator: 'In' }] }, port: 80 }, false);
   add(shortNs, { service: service(), selector: { matchLabels: { 'a/b/c': 'x' } }, port: 80 }, false);
@@ -226,7 +486,10 @@ interface EtcdArea {
 function etcdAreas(regs: readonly RegistryCase[]): EtcdArea[] {
   return regs
     .filter((r) => r.admitted && r.spec['type'] === 'etcd')
-    .map((r) => ({ prefix: (r.spec['etcd'] as { prefix?: string }).prefix ?? '/services', template: (r.spec['namespace'] as string | undefined) ?? '{namespace}' }));
+    .map((r) => ({
+      prefix: (r.spec['etcd'] as { prefix?: string }).prefix ?? '/services',
+      template: (r.spec['namespace'] as string | undefined) ?? '{namespace}',
+    }));
 }
 
 /**
@@ -249,14 +512,22 @@ function misplaced(key: string, value: string, areas: readonly EtcdArea[]): stri
     if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service) || !/^(\[[0-9a-f:.]+\]|[a-z0-9.-]+):\d{1,5}$/.test(instance)) continue;
     const owner = ownerOf(value);
     // hostport values carry no owner (their owner index, checked above, does).
-    if (owner === undefined ? /^\S+:\d{1,5}$/.test(value) : owner.clusterId === clusterId && render(template, { namespace: owner.namespace }) === ns) return undefined;
+    if (
+      owner === undefined
+        ? /^\S+:\d{1,5}$/.test(value)
+        : owner.clusterId === clusterId && render(template, { namespace: owner.namespace }) === ns
+    )
+      return undefined;
   }
   return `${key} lies outside every registry namespace its writer may use`;
 }
 
 function ownerOf(value: string): { clusterId: string; namespace: string } | undefined {
   try {
-    const v = JSON.parse(value) as { owner?: { clusterId: string; namespace: string }; Metadata?: { owner?: { clusterId: string; namespace: string } } };
+    const v = JSON.parse(value) as {
+      owner?: { clusterId: string; namespace: string };
+      Metadata?: { owner?: { clusterId: string; namespace: string } };
+    };
     return v.owner ?? v.Metadata?.owner;
   } catch {
     return undefined;
@@ -267,7 +538,11 @@ function ownerOf(value: string): { clusterId: string; namespace: string } | unde
 async function listInstances(): Promise<Map<string, ServiceInstanceView>> {
   const out = new Map<string, ServiceInstanceView>();
   for (const ns of namespaces) {
-    const list = (await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances', namespace: ns })) as { items: ServiceInstanceView[] };
+    const list = (await kc
+      .makeApiClient(CustomObjectsApi)
+      .listNamespacedCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances', namespace: ns })) as {
+      items: ServiceInstanceView[];
+    };
     for (const si of list.items) out.set(`${ns}/${si.metadata.name}`, si);
   }
   return out;
@@ -287,23 +562,55 @@ describe('hostile input', () => {
     etcd = new Etcd3({ hosts: bedEnv('ETCD_ENDPOINTS').split(',') });
     await installCrds(kc);
     for (const ns of namespaces) await createNamespace(kc, ns, { hostile: sfx });
-    await kc.makeApiClient(CoreV1Api).createNamespacedSecret({ namespace: shortNs, body: { metadata: { name: 'garbage' }, stringData: { username: 'u', password: 'p\u0000\n', 'ca.crt': 'not a certificate', 'tls.crt': '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----', 'tls.key': '\u0000' } } });
+    await kc.makeApiClient(CoreV1Api).createNamespacedSecret({
+      namespace: shortNs,
+      body: {
+        metadata: { name: 'garbage' },
+        stringData: {
+          username: 'u',
+          password: 'p\u0000\n',
+          'ca.crt': 'not a certificate',
+          'tls.crt': '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----',
+          'tls.key': '\u0000',
+        },
+      },
+    });
     // Pods with odd labels and ports for the selector cases.
     for (const ns of namespaces) {
       for (const [i, ip] of ['10.76.0.1', '10.76.0.2', 'fd00::76:3'].entries()) {
-        await createPod(kc, ns, `hostile-${i}`, { labels: { app: 'hostile', [`k${i}`]: 'v1' }, ports: [{ name: 'http', containerPort: 8080 }, { containerPort: 65535 }] });
+        await createPod(kc, ns, `hostile-${i}`, {
+          labels: { app: 'hostile', [`k${i}`]: 'v1' },
+          ports: [{ name: 'http', containerPort: 8080 }, { containerPort: 65535 }],
+        });
         await setPodReady(kc, ns, `hostile-${i}`, ip, true);
       }
     }
-    await createRegistry(kc, mainEtcd, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { hostile: sfx } }, leaseTTLSeconds: 30, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${root}/main` } });
-    await createRegistry(kc, mainConsul, { type: 'consul', default: true, namespaceSelector: { matchLabels: { hostile: sfx } }, leaseTTLSeconds: 30, consul: { address: bedEnv('CONSUL_HTTP_ADDR'), serviceName: '{namespace}-{service}' } });
-    operator = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${clusterId}`, `--watch-namespaces=${namespaces.join(',')}`, '--resync-period=5', '--registry-timeout=3'], metrics: true });
+    await createRegistry(kc, mainEtcd, {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: { matchLabels: { hostile: sfx } },
+      leaseTTLSeconds: 30,
+      etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${root}/main` },
+    });
+    await createRegistry(kc, mainConsul, {
+      type: 'consul',
+      default: true,
+      namespaceSelector: { matchLabels: { hostile: sfx } },
+      leaseTTLSeconds: 30,
+      consul: { address: bedEnv('CONSUL_HTTP_ADDR'), serviceName: '{namespace}-{service}' },
+    });
+    operator = await startOperatorOn({
+      kubeconfig: bedEnv('KUBECONFIG'),
+      flags: [`--cluster-id=${clusterId}`, `--watch-namespaces=${namespaces.join(',')}`, '--resync-period=5', '--registry-timeout=3'],
+      metrics: true,
+    });
   });
 
   after(async () => {
     console.log(tally.line());
     await operator?.process.stop();
-    for (const r of [...registries.filter((c) => c.admitted).map((c) => c.name), mainEtcd, mainConsul]) await deleteRegistry(kc, r).catch(() => undefined);
+    for (const r of [...registries.filter((c) => c.admitted).map((c) => c.name), mainEtcd, mainConsul])
+      await deleteRegistry(kc, r).catch(() => undefined);
     etcd?.close();
   });
 
@@ -319,7 +626,11 @@ describe('hostile input', () => {
           return false;
         },
       );
-      assert.equal(created, r.admitted, `Registry ${r.name} ${JSON.stringify(r.spec).slice(0, 300)} was ${created ? 'admitted' : 'refused'}`);
+      assert.equal(
+        created,
+        r.admitted,
+        `Registry ${r.name} ${JSON.stringify(r.spec).slice(0, 300)} was ${created ? 'admitted' : 'refused'}`,
+      );
     }
     const queue = [...instances];
     const worker = async (): Promise<void> => {
@@ -334,12 +645,18 @@ describe('hostile input', () => {
             return false;
           },
         );
-        assert.equal(created, c.admitted, `ServiceInstance ${c.name} ${JSON.stringify(c.spec).slice(0, 300)} was ${created ? 'admitted' : 'refused'}`);
+        assert.equal(
+          created,
+          c.admitted,
+          `ServiceInstance ${c.name} ${JSON.stringify(c.spec).slice(0, 300)} was ${created ? 'admitted' : 'refused'}`,
+        );
       }
     };
     await Promise.all(Array.from({ length: 6 }, worker));
     const admitted = instances.filter((c) => c.admitted);
-    console.log(`hostile input: ${registries.length} Registries (${registries.filter((r) => r.admitted).length} admitted), ${instances.length} ServiceInstances (${admitted.length} admitted)`);
+    console.log(
+      `hostile input: ${registries.length} Registries (${registries.filter((r) => r.admitted).length} admitted), ${instances.length} ServiceInstances (${admitted.length} admitted)`,
+    );
 
     // Every admitted ServiceInstance gets a status for its generation with a message.
     const settled = new Map<string, ServiceInstanceView>();
@@ -351,7 +668,11 @@ describe('hostile input', () => {
           if (settled.has(`${c.namespace}/${c.name}`)) continue;
           const si = all.get(`${c.namespace}/${c.name}`);
           const ready = si?.status?.conditions?.find((x) => x.type === 'Ready');
-          const done = si && si.status?.observedGeneration === si.metadata.generation && ready && (c.outcome === undefined || (c.outcome === 'Ready') === (ready.status === 'True'));
+          const done =
+            si &&
+            si.status?.observedGeneration === si.metadata.generation &&
+            ready &&
+            (c.outcome === undefined || (c.outcome === 'Ready') === (ready.status === 'True'));
           if (done) settled.set(`${c.namespace}/${c.name}`, si);
         }
         return settled.size === admitted.length ? true : undefined;
@@ -359,7 +680,9 @@ describe('hostile input', () => {
       SETTLE_MS,
       1000,
     ).catch((err: unknown) => {
-      const pending = admitted.filter((c) => !settled.has(`${c.namespace}/${c.name}`)).map((c) => `${c.namespace}/${c.name} (${c.outcome ?? 'any'})`);
+      const pending = admitted
+        .filter((c) => !settled.has(`${c.namespace}/${c.name}`))
+        .map((c) => `${c.namespace}/${c.name} (${c.outcome ?? 'any'})`);
       throw new Error(`not settled: ${pending.join(', ')}`, { cause: err });
     });
     for (const c of admitted) {
@@ -367,17 +690,25 @@ describe('hostile input', () => {
       const ready = si?.status?.conditions?.find((x) => x.type === 'Ready');
       assert.ok(ready && ready.message.length > 0, `${c.name} has a Ready condition with a message`);
       if (ready.status === 'False') {
-        assert.match(ready.reason, /^(InvalidEndpoints|RegistrationFailed|RegistryNotFound|NamespaceNotAdmitted|NoRegistry|NoReadyEndpoints|OwnershipConflict)$/, `${c.name}: reason ${ready.reason}`);
+        assert.match(
+          ready.reason,
+          /^(InvalidEndpoints|RegistrationFailed|RegistryNotFound|NamespaceNotAdmitted|NoRegistry|NoReadyEndpoints|OwnershipConflict)$/,
+          `${c.name}: reason ${ready.reason}`,
+        );
         if (c.messageIncludes) assert.match(ready.message, c.messageIncludes, `${c.name}: ${ready.message}`);
       }
     }
 
     // What is Ready in the default Registries is there exactly as written.
-    for (const c of admitted.filter((x) => x.outcome === 'Ready' && x.spec['endpoints'] !== undefined && x.spec['registries'] === undefined)) {
+    for (const c of admitted.filter(
+      (x) => x.outcome === 'Ready' && x.spec['endpoints'] !== undefined && x.spec['registries'] === undefined,
+    )) {
       const endpoints = c.spec['endpoints'] as { address: string; port: number }[];
       const dir = `${root}/main/${c.namespace}/${String(c.spec['service'])}/`;
       const keys = (await etcdKeys(etcd, dir)).map((kv) => kv.key.slice(dir.length)).sort();
-      const expected = [...new Set(endpoints.map((e) => (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`)))].sort();
+      const expected = [
+        ...new Set(endpoints.map((e) => (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`))),
+      ].sort();
       const missing = expected.filter((e) => !keys.includes(e));
       tally.checked(expected.length, missing.length);
       assert.deepEqual(keys, expected, `${c.name}: etcd holds exactly its endpoints`);
@@ -386,7 +717,7 @@ describe('hostile input', () => {
     assert.deepEqual(crashLines(await operator.log()), []);
   });
 
-  test('no write lands outside the writer\'s registry namespace, nothing is rewritten on every resync, and deleting everything leaves nothing behind', async () => {
+  test("no write lands outside the writer's registry namespace, nothing is rewritten on every resync, and deleting everything leaves nothing behind", async () => {
     assert.ok(operator);
     const areas = [...etcdAreas(registries), { prefix: `${root}/main`, template: '{namespace}' }];
     const scanEtcd = async (): Promise<{ ours: number; problems: string[] }> => {
@@ -405,14 +736,22 @@ describe('hostile input', () => {
       return { ours, problems };
     };
     const consulNames = new Set<string>();
-    for (const r of [...registries.filter((x) => x.admitted && x.spec['type'] === 'consul'), { spec: { consul: { serviceName: '{namespace}-{service}' } } }]) {
+    for (const r of [
+      ...registries.filter((x) => x.admitted && x.spec['type'] === 'consul'),
+      { spec: { consul: { serviceName: '{namespace}-{service}' } } },
+    ]) {
       const template = (r.spec['consul'] as { serviceName?: string }).serviceName ?? '{service}';
-      for (const ns of namespaces) for (const c of instances) consulNames.add(render(template, { namespace: ns, service: String(c.spec['service']) }));
+      for (const ns of namespaces)
+        for (const c of instances) consulNames.add(render(template, { namespace: ns, service: String(c.spec['service']) }));
       for (const ns of namespaces) consulNames.add(render(template, { namespace: ns, service: 'kube-registrar-heartbeat' }));
     }
     const scanConsul = async (): Promise<{ ours: number; heartbeats: number; problems: string[] }> => {
       const problems: string[] = [];
-      const services = await agentServices(bedEnv('CONSUL_HTTP_ADDR'), process.env['CONSUL_HTTP_TOKEN'], `Meta["kr-owner-cluster"] == "${clusterId}"`);
+      const services = await agentServices(
+        bedEnv('CONSUL_HTTP_ADDR'),
+        process.env['CONSUL_HTTP_TOKEN'],
+        `Meta["kr-owner-cluster"] == "${clusterId}"`,
+      );
       let heartbeats = 0;
       for (const s of services) {
         if (s.meta['kr-role'] === 'heartbeat') heartbeats++;
@@ -426,9 +765,11 @@ describe('hostile input', () => {
 
     const etcdScan = await scanEtcd();
     const consulScan = await scanConsul();
-    console.log(`hostile input scan: ${etcdScan.ours} etcd keys and ${consulScan.ours} Consul instances (+${consulScan.heartbeats} heartbeats) of this operator`);
-    assert.deepEqual(etcdScan.problems, [], 'every etcd key lies in its writer\'s registry namespace');
-    assert.deepEqual(consulScan.problems, [], 'every Consul service lies in its writer\'s scope');
+    console.log(
+      `hostile input scan: ${etcdScan.ours} etcd keys and ${consulScan.ours} Consul instances (+${consulScan.heartbeats} heartbeats) of this operator`,
+    );
+    assert.deepEqual(etcdScan.problems, [], "every etcd key lies in its writer's registry namespace");
+    assert.deepEqual(consulScan.problems, [], "every Consul service lies in its writer's scope");
     assert.ok(etcdScan.ours > 1000 && consulScan.ours > 1000, 'the scan saw the entries');
 
     const modifyIndex = async (): Promise<Map<string, number>> => {
@@ -436,7 +777,9 @@ describe('hostile input', () => {
       for (const ns of namespaces) {
         for (const c of instances.filter((x) => x.namespace === ns && x.outcome === 'Ready')) {
           const name = `${ns}-${String(c.spec['service'])}`;
-          const res = await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${encodeURIComponent(name)}`, { signal: AbortSignal.timeout(20_000) });
+          const res = await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${encodeURIComponent(name)}`, {
+            signal: AbortSignal.timeout(20_000),
+          });
           for (const s of (await res.json()) as { ServiceID: string; ModifyIndex: number }[]) out.set(s.ServiceID, s.ModifyIndex);
         }
       }
@@ -451,7 +794,11 @@ describe('hostile input', () => {
     let before: Map<string, string>;
     try {
       watcher.on('put', (kv) => puts.push(kv.key.toString()));
-      before = new Map((await agentServices(bedEnv('CONSUL_HTTP_ADDR'), process.env['CONSUL_HTTP_TOKEN'], `Meta["kr-owner-cluster"] == "${clusterId}"`)).map((s) => [s.id, JSON.stringify(s)]));
+      before = new Map(
+        (
+          await agentServices(bedEnv('CONSUL_HTTP_ADDR'), process.env['CONSUL_HTTP_TOKEN'], `Meta["kr-owner-cluster"] == "${clusterId}"`)
+        ).map((s) => [s.id, JSON.stringify(s)]),
+      );
       indexBefore = await modifyIndex();
       logFrom = (await operator.log()).length;
       assert.ok(operator.metricsUrl);
@@ -480,7 +827,8 @@ describe('hostile input', () => {
     // Registry is deleted (a deleted Registry keeps nothing alive).
     const admitted = instances.filter((c) => c.admitted);
     const brokenNames = new Set(registries.filter((r) => r.broken).map((r) => r.name));
-    const namesBroken = (c: InstanceCase): boolean => ((c.spec['registries'] as string[] | undefined) ?? []).some((r) => brokenNames.has(r));
+    const namesBroken = (c: InstanceCase): boolean =>
+      ((c.spec['registries'] as string[] | undefined) ?? []).some((r) => brokenNames.has(r));
     const queue = [...admitted];
     await Promise.all(
       Array.from({ length: 6 }, async () => {
@@ -493,7 +841,9 @@ describe('hostile input', () => {
         'the ServiceInstances to be finalized',
         async () => {
           const all = await listInstances();
-          left = cases.filter((c) => all.has(`${c.namespace}/${c.name}`)).map((c) => `${c.namespace}/${c.name} ${JSON.stringify(c.spec).slice(0, 120)}`);
+          left = cases
+            .filter((c) => all.has(`${c.namespace}/${c.name}`))
+            .map((c) => `${c.namespace}/${c.name} ${JSON.stringify(c.spec).slice(0, 120)}`);
           return left.length === 0 ? true : undefined;
         },
         SETTLE_MS,

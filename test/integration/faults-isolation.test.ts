@@ -24,8 +24,31 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client
 import { Etcd3 } from 'etcd3';
 import { startAclConsulAgent, type AclConsulAgent } from '../support/consul-acl.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { agentServices, converge, crashLines, deleteRegistry, etcdKeys, eventsIn, FaultTally, findSecrets, operatorAlive, passingInstances, startOperatorOn, startOwnEtcd, waitFor, type FaultOperator, type OwnEtcd } from '../support/faults.ts';
-import { createNamespace, createRegistry, createServiceInstance, deleteServiceInstance, getServiceInstance, installCrds } from '../support/kube.ts';
+import {
+  agentServices,
+  converge,
+  crashLines,
+  deleteRegistry,
+  etcdKeys,
+  eventsIn,
+  FaultTally,
+  findSecrets,
+  operatorAlive,
+  passingInstances,
+  startOperatorOn,
+  startOwnEtcd,
+  waitFor,
+  type FaultOperator,
+  type OwnEtcd,
+} from '../support/faults.ts';
+import {
+  createNamespace,
+  createRegistry,
+  createServiceInstance,
+  deleteServiceInstance,
+  getServiceInstance,
+  installCrds,
+} from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
 const clusterId = `iso-${sfx}`;
@@ -56,12 +79,36 @@ async function registry(name: string, spec: Record<string, unknown>): Promise<st
   return full;
 }
 
-function etcdRegistry(env: 'dev' | 'prod', registryNamespace: string, secretName: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { type: 'etcd', namespaceSelector: { matchLabels: { env: `${env}-${sfx}` } }, namespace: registryNamespace, leaseTTLSeconds: 10, ...extra, etcd: { endpoints: [ownEtcd?.clientUrl], prefix: '/services', credentialsSecretRef: { name: secretName, namespace: credsNs } } };
+function etcdRegistry(
+  env: 'dev' | 'prod',
+  registryNamespace: string,
+  secretName: string,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    type: 'etcd',
+    namespaceSelector: { matchLabels: { env: `${env}-${sfx}` } },
+    namespace: registryNamespace,
+    leaseTTLSeconds: 10,
+    ...extra,
+    etcd: { endpoints: [ownEtcd?.clientUrl], prefix: '/services', credentialsSecretRef: { name: secretName, namespace: credsNs } },
+  };
 }
 
-function consulRegistry(env: 'dev' | 'prod', registryNamespace: string, secretName: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { type: 'consul', namespaceSelector: { matchLabels: { env: `${env}-${sfx}` } }, namespace: registryNamespace, leaseTTLSeconds: 10, ...extra, consul: { address: consul?.address, serviceName: '{namespace}-{service}', tokenSecretRef: { name: secretName, namespace: credsNs } } };
+function consulRegistry(
+  env: 'dev' | 'prod',
+  registryNamespace: string,
+  secretName: string,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    type: 'consul',
+    namespaceSelector: { matchLabels: { env: `${env}-${sfx}` } },
+    namespace: registryNamespace,
+    leaseTTLSeconds: 10,
+    ...extra,
+    consul: { address: consul?.address, serviceName: '{namespace}-{service}', tokenSecretRef: { name: secretName, namespace: credsNs } },
+  };
 }
 
 async function condition(ns: string, name: string, type: string): Promise<{ status: string; reason: string; message: string } | undefined> {
@@ -70,7 +117,10 @@ async function condition(ns: string, name: string, type: string): Promise<{ stat
 
 /** Every etcd entry (not bookkeeping) under `/services/<env>/`, with the namespace of its owner. */
 async function entriesOf(env: string): Promise<{ key: string; ownerNamespace: string }[]> {
-  return (await etcdKeys(root, `/services/${env}/`)).map((kv) => ({ key: kv.key, ownerNamespace: (JSON.parse(kv.value) as { owner: { namespace: string } }).owner.namespace }));
+  return (await etcdKeys(root, `/services/${env}/`)).map((kv) => ({
+    key: kv.key,
+    ownerNamespace: (JSON.parse(kv.value) as { owner: { namespace: string } }).owner.namespace,
+  }));
 }
 
 describe('isolation with real credentials', () => {
@@ -99,7 +149,8 @@ describe('isolation with real credentials', () => {
     root = new Etcd3({ hosts: ownEtcd.clientUrl, auth: { username: 'root', password: passwords.root } });
 
     consul = await startAclConsulAgent();
-    const rules = (env: string): string => `service_prefix "${env}-" { policy = "write" }\nnode_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }`;
+    const rules = (env: string): string =>
+      `service_prefix "${env}-" { policy = "write" }\nnode_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }`;
     tokens = { dev: await consul.createToken(rules('dev')), prod: await consul.createToken(rules('prod')) };
 
     await createNamespace(kc, devNs, { env: devNs });
@@ -117,7 +168,10 @@ describe('isolation with real credentials', () => {
     await registry('consul-prod', { ...consulRegistry('prod', 'prod', 'consul-prod'), default: true });
     const envdev = etcdRegistry('dev', '{namespace}', 'etcd-envdev');
     await registry('etcd-envdev', { ...envdev, etcd: { ...(envdev['etcd'] as object), prefix: '/envs/dev' } });
-    operator = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${clusterId}`, `--watch-namespaces=${devNs},${prodNs}`, '--resync-period=3', '--registry-timeout=5'] });
+    operator = await startOperatorOn({
+      kubeconfig: bedEnv('KUBECONFIG'),
+      flags: [`--cluster-id=${clusterId}`, `--watch-namespaces=${devNs},${prodNs}`, '--resync-period=3', '--registry-timeout=5'],
+    });
   });
 
   after(async () => {
@@ -145,50 +199,100 @@ describe('isolation with real credentials', () => {
     }
     const consulAddr = consul.address;
     const register = async (token: string, name: string): Promise<number> =>
-      (await fetch(`${consulAddr}/v1/agent/service/register`, { method: 'PUT', headers: { 'X-Consul-Token': token }, body: JSON.stringify({ ID: `probe-${name}`, Name: name, Port: 1 }) })).status;
+      (
+        await fetch(`${consulAddr}/v1/agent/service/register`, {
+          method: 'PUT',
+          headers: { 'X-Consul-Token': token },
+          body: JSON.stringify({ ID: `probe-${name}`, Name: name, Port: 1 }),
+        })
+      ).status;
     assert.equal(await register(tokens.dev, 'dev-probe'), 200);
     tally.badInputs++;
     assert.equal(await register(tokens.dev, 'prod-probe'), 403, "dev's token cannot register a prod service");
-    await fetch(`${consul.address}/v1/agent/service/deregister/probe-dev-probe`, { method: 'PUT', headers: { 'X-Consul-Token': tokens.dev } });
+    await fetch(`${consul.address}/v1/agent/service/deregister/probe-dev-probe`, {
+      method: 'PUT',
+      headers: { 'X-Consul-Token': tokens.dev },
+    });
   });
 
   test('through the operator each environment writes only its own space, and a dev ServiceInstance naming the prod Registry is refused', async () => {
     assert.ok(consul && operator);
-    await createServiceInstance(kc, devNs, 'api', { service: 'api', endpoints: [{ address: '10.80.0.1', port: 80 }, { address: '10.80.0.2', port: 80 }] });
+    await createServiceInstance(kc, devNs, 'api', {
+      service: 'api',
+      endpoints: [
+        { address: '10.80.0.1', port: 80 },
+        { address: '10.80.0.2', port: 80 },
+      ],
+    });
     await createServiceInstance(kc, prodNs, 'api', { service: 'api', endpoints: [{ address: '10.81.0.1', port: 80 }] });
-    for (const [ns, entries] of [[devNs, 2], [prodNs, 1]] as const) {
-      const cond = await waitFor(`${ns}/api to be Ready`, async () => {
-        const c = await condition(ns, 'api', 'Ready');
-        return c?.status === 'True' ? c : undefined;
-      }, SETTLE_MS).catch(async (err: unknown) => {
+    for (const [ns, entries] of [
+      [devNs, 2],
+      [prodNs, 1],
+    ] as const) {
+      const cond = await waitFor(
+        `${ns}/api to be Ready`,
+        async () => {
+          const c = await condition(ns, 'api', 'Ready');
+          return c?.status === 'True' ? c : undefined;
+        },
+        SETTLE_MS,
+      ).catch(async (err: unknown) => {
         throw new Error(`${ns}/api: ${JSON.stringify(await condition(ns, 'api', 'Ready'))}`, { cause: err });
       });
       assert.match(cond.message, new RegExp(`${entries}/${entries}`));
     }
     const devKeys = (await entriesOf('dev')).map((e) => e.key).sort();
     assert.deepEqual(devKeys, ['/services/dev/api/10.80.0.1:80', '/services/dev/api/10.80.0.2:80']);
-    assert.deepEqual((await entriesOf('prod')).map((e) => e.key), ['/services/prod/api/10.81.0.1:80']);
+    assert.deepEqual(
+      (await entriesOf('prod')).map((e) => e.key),
+      ['/services/prod/api/10.81.0.1:80'],
+    );
     tally.checked(3);
     // The agent syncs to Consul's catalog (what ?passing=true reads) moments after it accepted a registration.
     const { address, managementToken: token } = consul;
-    await converge(tally, 'dev-api to pass in Consul', () => passingInstances(address, 'dev-api', token), ['10.80.0.1:80', '10.80.0.2:80'], SETTLE_MS);
+    await converge(
+      tally,
+      'dev-api to pass in Consul',
+      () => passingInstances(address, 'dev-api', token),
+      ['10.80.0.1:80', '10.80.0.2:80'],
+      SETTLE_MS,
+    );
     await converge(tally, 'prod-api to pass in Consul', () => passingInstances(address, 'prod-api', token), ['10.81.0.1:80'], SETTLE_MS);
 
     // A prefix per environment needs a single grant, bookkeeping included.
-    await createServiceInstance(kc, devNs, 'api2', { service: 'api2', registries: [`iso-etcd-envdev-${sfx}`], endpoints: [{ address: '10.80.1.1', port: 80 }] });
-    await waitFor('dev-ns/api2 to be Ready', async () => ((await condition(devNs, 'api2', 'Ready'))?.status === 'True' ? true : undefined), SETTLE_MS).catch(async (err: unknown) => {
+    await createServiceInstance(kc, devNs, 'api2', {
+      service: 'api2',
+      registries: [`iso-etcd-envdev-${sfx}`],
+      endpoints: [{ address: '10.80.1.1', port: 80 }],
+    });
+    await waitFor(
+      'dev-ns/api2 to be Ready',
+      async () => ((await condition(devNs, 'api2', 'Ready'))?.status === 'True' ? true : undefined),
+      SETTLE_MS,
+    ).catch(async (err: unknown) => {
       throw new Error(`api2: ${JSON.stringify(await condition(devNs, 'api2', 'Ready'))}`, { cause: err });
     });
-    assert.deepEqual((await etcdKeys(root, '/envs/')).map((kv) => kv.key).sort(), [`/envs/dev/_kube-registrar/leases/${clusterId}/${devNs}`, `/envs/dev/${devNs}/api2/10.80.1.1:80`]);
+    assert.deepEqual((await etcdKeys(root, '/envs/')).map((kv) => kv.key).sort(), [
+      `/envs/dev/_kube-registrar/leases/${clusterId}/${devNs}`,
+      `/envs/dev/${devNs}/api2/10.80.1.1:80`,
+    ]);
     tally.checked(1);
 
     // A dev ServiceInstance naming the prod Registries: refused, never written.
     tally.badInputs++;
-    await createServiceInstance(kc, devNs, 'sneaky', { service: 'sneaky', registries: [`iso-etcd-prod-${sfx}`, `iso-consul-prod-${sfx}`], endpoints: [{ address: '10.80.9.9', port: 80 }] });
-    const refused = await waitFor('the refusal', async () => {
-      const c = await condition(devNs, 'sneaky', 'Registered');
-      return c?.status === 'False' ? c : undefined;
-    }, SETTLE_MS);
+    await createServiceInstance(kc, devNs, 'sneaky', {
+      service: 'sneaky',
+      registries: [`iso-etcd-prod-${sfx}`, `iso-consul-prod-${sfx}`],
+      endpoints: [{ address: '10.80.9.9', port: 80 }],
+    });
+    const refused = await waitFor(
+      'the refusal',
+      async () => {
+        const c = await condition(devNs, 'sneaky', 'Registered');
+        return c?.status === 'False' ? c : undefined;
+      },
+      SETTLE_MS,
+    );
     assert.equal(refused.reason, 'NamespaceNotAdmitted');
     assert.match(refused.message, /does not admit namespace/);
   });
@@ -206,39 +310,70 @@ describe('isolation with real credentials', () => {
     ] as const) {
       tally.badInputs++;
       await createServiceInstance(kc, devNs, name, { service: name, registries: [reg], endpoints: [{ address: '10.80.8.8', port: 80 }] });
-      const failed = await waitFor(`${name} to report the refusal`, async () => {
-        const c = await condition(devNs, name, 'Registered');
-        return c?.status === 'False' && c.reason === 'RegistrationFailed' ? c : undefined;
-      }, SETTLE_MS).catch(async (err: unknown) => {
+      const failed = await waitFor(
+        `${name} to report the refusal`,
+        async () => {
+          const c = await condition(devNs, name, 'Registered');
+          return c?.status === 'False' && c.reason === 'RegistrationFailed' ? c : undefined;
+        },
+        SETTLE_MS,
+      ).catch(async (err: unknown) => {
         throw new Error(`${name}: ${JSON.stringify(await condition(devNs, name, 'Registered'))}`, { cause: err });
       });
       assert.match(failed.message, pattern, `${name}: ${failed.message}`);
     }
     // The Registries say what is wrong too.
     const custom = kc.makeApiClient(CustomObjectsApi);
-    const wrong = await waitFor('the Registry with a wrong password to be not Ready', async () => {
-      const r = (await custom.getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name: `iso-etcd-wrongpw-${sfx}` })) as { status?: { conditions?: { type: string; status: string; reason: string }[] } };
-      return r.status?.conditions?.find((c) => c.type === 'Ready' && c.status === 'False');
-    }, SETTLE_MS);
+    const wrong = await waitFor(
+      'the Registry with a wrong password to be not Ready',
+      async () => {
+        const r = (await custom.getClusterCustomObject({
+          group: 'registrar.dev',
+          version: 'v1alpha1',
+          plural: 'registries',
+          name: `iso-etcd-wrongpw-${sfx}`,
+        })) as { status?: { conditions?: { type: string; status: string; reason: string }[] } };
+        return r.status?.conditions?.find((c) => c.type === 'Ready' && c.status === 'False');
+      },
+      SETTLE_MS,
+    );
     assert.equal(wrong.reason, 'AuthenticationFailed');
 
     // Scan: every entry of each space belongs to that environment's namespace.
     const dev = await entriesOf('dev');
     const prod = await entriesOf('prod');
-    assert.deepEqual(dev.filter((e) => e.ownerNamespace !== devNs), [], 'nothing but dev in dev');
-    assert.deepEqual(prod.filter((e) => e.ownerNamespace !== prodNs), [], 'nothing but prod in prod');
+    assert.deepEqual(
+      dev.filter((e) => e.ownerNamespace !== devNs),
+      [],
+      'nothing but dev in dev',
+    );
+    assert.deepEqual(
+      prod.filter((e) => e.ownerNamespace !== prodNs),
+      [],
+      'nothing but prod in prod',
+    );
     const services = await agentServices(consul.address, consul.managementToken);
-    const crossed = services.filter((s) => (s.name.startsWith('prod-') && s.meta['kr-k8s-namespace'] === devNs) || (s.name.startsWith('dev-') && s.meta['kr-k8s-namespace'] === prodNs));
-    assert.deepEqual(crossed, [], 'no service of one environment under the other\'s names');
+    const crossed = services.filter(
+      (s) =>
+        (s.name.startsWith('prod-') && s.meta['kr-k8s-namespace'] === devNs) ||
+        (s.name.startsWith('dev-') && s.meta['kr-k8s-namespace'] === prodNs),
+    );
+    assert.deepEqual(crossed, [], "no service of one environment under the other's names");
     tally.checked(dev.length + prod.length + services.length);
 
     // Deleting them clears what little they hold and lets them go.
-    for (const name of ['sneaky', 'leak-etcd', 'leak-consul', 'wrong-pw']) await deleteServiceInstance(kc, devNs, name).catch((err: unknown) => assert.equal((err as { code?: number }).code, 404));
+    for (const name of ['sneaky', 'leak-etcd', 'leak-consul', 'wrong-pw'])
+      await deleteServiceInstance(kc, devNs, name).catch((err: unknown) => assert.equal((err as { code?: number }).code, 404));
     for (const name of ['etcd-leaky', 'consul-leaky', 'etcd-wrongpw']) await deleteRegistry(kc, `iso-${name}-${sfx}`);
-    await waitFor('the refused ServiceInstances to go', async () => {
-      for (const name of ['sneaky', 'leak-etcd', 'leak-consul', 'wrong-pw']) if (await getServiceInstance(kc, devNs, name)) return undefined;
-      return true;
-    }, SETTLE_MS);
+    await waitFor(
+      'the refused ServiceInstances to go',
+      async () => {
+        for (const name of ['sneaky', 'leak-etcd', 'leak-consul', 'wrong-pw'])
+          if (await getServiceInstance(kc, devNs, name)) return undefined;
+        return true;
+      },
+      SETTLE_MS,
+    );
     assert.ok(await operatorAlive(operator));
   });
 
@@ -248,12 +383,28 @@ describe('isolation with real credentials', () => {
     for (const ns of [devNs, prodNs, credsNs, 'default']) haystacks[`events in ${ns}`] = JSON.stringify(await eventsIn(kc, ns));
     const custom = kc.makeApiClient(CustomObjectsApi);
     for (const ns of [devNs, prodNs]) {
-      const list = (await custom.listNamespacedCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances', namespace: ns })) as { items: { metadata: { name: string }; status?: unknown }[] };
+      const list = (await custom.listNamespacedCustomObject({
+        group: 'registrar.dev',
+        version: 'v1alpha1',
+        plural: 'serviceinstances',
+        namespace: ns,
+      })) as { items: { metadata: { name: string }; status?: unknown }[] };
       for (const si of list.items) haystacks[`status of ServiceInstance ${ns}/${si.metadata.name}`] = JSON.stringify(si.status ?? {});
     }
-    const regs = (await custom.listClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries' })) as { items: { metadata: { name: string }; status?: unknown }[] };
+    const regs = (await custom.listClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries' })) as {
+      items: { metadata: { name: string }; status?: unknown }[];
+    };
     for (const r of regs.items) haystacks[`status of Registry ${r.metadata.name}`] = JSON.stringify(r.status ?? {});
-    const secrets = [passwords.root, passwords.dev, passwords.prod, passwords.wrong, passwords.envdev, tokens.dev, tokens.prod, consul?.managementToken ?? ''];
+    const secrets = [
+      passwords.root,
+      passwords.dev,
+      passwords.prod,
+      passwords.wrong,
+      passwords.envdev,
+      tokens.dev,
+      tokens.prod,
+      consul?.managementToken ?? '',
+    ];
     assert.ok(haystacks['operator log'] && haystacks['operator log'].length > 10_000, 'the log has something to scan');
     assert.deepEqual(findSecrets(haystacks, secrets), []);
     assert.deepEqual(crashLines(haystacks['operator log'] ?? ''), []);

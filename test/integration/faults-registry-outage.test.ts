@@ -33,7 +33,17 @@ import {
   waitFor,
   type FaultOperator,
 } from '../support/faults.ts';
-import { createNamespace, createPod, createRegistry, createServiceInstance, deleteServiceInstance, getServiceInstance, installCrds, patchServiceInstance, setPodReady } from '../support/kube.ts';
+import {
+  createNamespace,
+  createPod,
+  createRegistry,
+  createServiceInstance,
+  deleteServiceInstance,
+  getServiceInstance,
+  installCrds,
+  patchServiceInstance,
+  setPodReady,
+} from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
 const OUTAGE_MS = 30_000;
@@ -62,7 +72,11 @@ async function etcdNamespace(prefix: string, ns: string): Promise<string[]> {
   return etcdChildren(etcd, `${prefix}/${ns}/`);
 }
 
-async function statusCondition(ns: string, name: string, type: string): Promise<{ status: string; reason: string; message: string } | undefined> {
+async function statusCondition(
+  ns: string,
+  name: string,
+  type: string,
+): Promise<{ status: string; reason: string; message: string } | undefined> {
   return (await getServiceInstance(kc, ns, name))?.status?.conditions?.find((c) => c.type === type);
 }
 
@@ -79,11 +93,38 @@ describe('registry outages', () => {
     await createNamespace(kc, `outage-${sfx}`, { faults: 'outage' });
     await createNamespace(kc, `split-${sfx}`, { faults: 'split' });
     const common = { default: true, namespace: '{namespace}' };
-    await createRegistry(kc, 'etcd-outage', { ...common, type: 'etcd', namespaceSelector: { matchLabels: { faults: 'outage' } }, leaseTTLSeconds: 10, etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: '/outage' } });
-    await createRegistry(kc, 'consul-outage', { ...common, type: 'consul', namespaceSelector: { matchLabels: { faults: 'outage' } }, leaseTTLSeconds: 10, consul: { address: consul.address, serviceName: '{namespace}-{service}' } });
-    await createRegistry(kc, 'etcd-split', { ...common, type: 'etcd', namespaceSelector: { matchLabels: { faults: 'split' } }, leaseTTLSeconds: 5, etcd: { endpoints: [etcdProxy.url('http')], prefix: '/split' } });
-    await createRegistry(kc, 'consul-split', { ...common, type: 'consul', namespaceSelector: { matchLabels: { faults: 'split' } }, leaseTTLSeconds: 5, consul: { address: consulProxy.url('http'), serviceName: '{namespace}-{service}' } });
-    operator = await startOperatorOn({ kubeconfig: bed.kubeconfig, flags: ['--resync-period=2', '--registry-timeout=3', '--cluster-id=faults-outage'] });
+    await createRegistry(kc, 'etcd-outage', {
+      ...common,
+      type: 'etcd',
+      namespaceSelector: { matchLabels: { faults: 'outage' } },
+      leaseTTLSeconds: 10,
+      etcd: { endpoints: [bed.registryEtcd.clientUrl], prefix: '/outage' },
+    });
+    await createRegistry(kc, 'consul-outage', {
+      ...common,
+      type: 'consul',
+      namespaceSelector: { matchLabels: { faults: 'outage' } },
+      leaseTTLSeconds: 10,
+      consul: { address: consul.address, serviceName: '{namespace}-{service}' },
+    });
+    await createRegistry(kc, 'etcd-split', {
+      ...common,
+      type: 'etcd',
+      namespaceSelector: { matchLabels: { faults: 'split' } },
+      leaseTTLSeconds: 5,
+      etcd: { endpoints: [etcdProxy.url('http')], prefix: '/split' },
+    });
+    await createRegistry(kc, 'consul-split', {
+      ...common,
+      type: 'consul',
+      namespaceSelector: { matchLabels: { faults: 'split' } },
+      leaseTTLSeconds: 5,
+      consul: { address: consulProxy.url('http'), serviceName: '{namespace}-{service}' },
+    });
+    operator = await startOperatorOn({
+      kubeconfig: bed.kubeconfig,
+      flags: ['--resync-period=2', '--registry-timeout=3', '--cluster-id=faults-outage'],
+    });
   });
 
   after(async () => {
@@ -99,16 +140,34 @@ describe('registry outages', () => {
   test('etcd and Consul stopped for 30 s while things change: no crash, status says so, and everything converges once they are back', async () => {
     assert.ok(bed && consul && operator);
     const ns = `outage-${sfx}`;
-    await createServiceInstance(kc, ns, 'steady', { service: 'steady', endpoints: [1, 2, 3].map((i) => ({ address: `10.10.0.${i}`, port: 80 })) });
+    await createServiceInstance(kc, ns, 'steady', {
+      service: 'steady',
+      endpoints: [1, 2, 3].map((i) => ({ address: `10.10.0.${i}`, port: 80 })),
+    });
     await createServiceInstance(kc, ns, 'web', { service: 'web', selector: { matchLabels: { app: 'web' } }, port: 8080 });
     await createServiceInstance(kc, ns, 'edit', { service: 'edit', endpoints: [{ address: '10.10.2.1', port: 80 }] });
-    await createServiceInstance(kc, ns, 'doomed', { service: 'doomed', endpoints: [{ address: '10.10.3.1', port: 80 }, { address: '10.10.3.2', port: 80 }] });
+    await createServiceInstance(kc, ns, 'doomed', {
+      service: 'doomed',
+      endpoints: [
+        { address: '10.10.3.1', port: 80 },
+        { address: '10.10.3.2', port: 80 },
+      ],
+    });
     for (const [i, ip] of ['10.10.1.1', '10.10.1.2'].entries()) {
       await createPod(kc, ns, `web-${i}`, { labels: { app: 'web' } });
       await setPodReady(kc, ns, `web-${i}`, ip, true);
     }
     const services = ['steady', 'web', 'edit', 'doomed', 'fresh'];
-    const before = ['steady/10.10.0.1:80', 'steady/10.10.0.2:80', 'steady/10.10.0.3:80', 'web/10.10.1.1:8080', 'web/10.10.1.2:8080', 'edit/10.10.2.1:80', 'doomed/10.10.3.1:80', 'doomed/10.10.3.2:80'];
+    const before = [
+      'steady/10.10.0.1:80',
+      'steady/10.10.0.2:80',
+      'steady/10.10.0.3:80',
+      'web/10.10.1.1:8080',
+      'web/10.10.1.2:8080',
+      'edit/10.10.2.1:80',
+      'doomed/10.10.3.1:80',
+      'doomed/10.10.3.2:80',
+    ];
     await converge(tally, 'the baseline in etcd', () => etcdNamespace('/outage', ns), before, 60_000);
     const consulAddr = consul.address;
     await converge(tally, 'the baseline in Consul', () => consulNamespace(consulAddr, ns, services), before, 60_000);
@@ -143,13 +202,35 @@ describe('registry outages', () => {
     assert.ok(await operatorAlive(operator), 'the operator is alive and healthy throughout the outage');
 
     await Promise.all([bed.registryEtcd.start(), consul.resume()]);
-    const after = ['steady/10.10.0.1:80', 'steady/10.10.0.2:80', 'steady/10.10.0.3:80', 'web/10.10.1.2:8080', 'web/10.10.1.3:8080', 'edit/10.10.2.2:81', 'fresh/10.10.4.1:80'];
+    const after = [
+      'steady/10.10.0.1:80',
+      'steady/10.10.0.2:80',
+      'steady/10.10.0.3:80',
+      'web/10.10.1.2:8080',
+      'web/10.10.1.3:8080',
+      'edit/10.10.2.2:81',
+      'fresh/10.10.4.1:80',
+    ];
     await converge(tally, 'etcd to hold exactly the desired state', () => etcdNamespace('/outage', ns), after, CONVERGE_MS);
     // The agent came back empty: every passing instance here was registered again.
-    await converge(tally, 'Consul to hold exactly the desired state, every entry rewritten', () => consulNamespace(consulAddr, ns, services), after, CONVERGE_MS);
-    await waitFor('the deleted ServiceInstance to go once its entries are removed', async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined), CONVERGE_MS);
+    await converge(
+      tally,
+      'Consul to hold exactly the desired state, every entry rewritten',
+      () => consulNamespace(consulAddr, ns, services),
+      after,
+      CONVERGE_MS,
+    );
+    await waitFor(
+      'the deleted ServiceInstance to go once its entries are removed',
+      async () => ((await getServiceInstance(kc, ns, 'doomed')) === undefined ? true : undefined),
+      CONVERGE_MS,
+    );
     for (const name of ['steady', 'web', 'edit', 'fresh']) {
-      await waitFor(`${name} to be Ready again`, async () => ((await statusCondition(ns, name, 'Ready'))?.status === 'True' ? true : undefined), CONVERGE_MS);
+      await waitFor(
+        `${name} to be Ready again`,
+        async () => ((await statusCondition(ns, name, 'Ready'))?.status === 'True' ? true : undefined),
+        CONVERGE_MS,
+      );
     }
     const steady = await etcdKeys(etcd, `/outage/${ns}/steady/`);
     assert.deepEqual(
@@ -165,7 +246,10 @@ describe('registry outages', () => {
   test('both registries cut off for longer than the lease TTL: entries expire meanwhile (no ghosts), and all are rewritten when the link heals', async () => {
     assert.ok(consul && etcdProxy && consulProxy && operator);
     const ns = `split-${sfx}`;
-    await createServiceInstance(kc, ns, 'steady', { service: 'steady', endpoints: [1, 2, 3].map((i) => ({ address: `10.20.0.${i}`, port: 80 })) });
+    await createServiceInstance(kc, ns, 'steady', {
+      service: 'steady',
+      endpoints: [1, 2, 3].map((i) => ({ address: `10.20.0.${i}`, port: 80 })),
+    });
     await createServiceInstance(kc, ns, 'web', { service: 'web', selector: { matchLabels: { app: 'web' } }, port: 8080 });
     await createServiceInstance(kc, ns, 'edit', { service: 'edit', endpoints: [{ address: '10.20.2.1', port: 80 }] });
     for (const [i, ip] of ['10.20.1.1', '10.20.1.2'].entries()) {
@@ -173,7 +257,14 @@ describe('registry outages', () => {
       await setPodReady(kc, ns, `web-${i}`, ip, true);
     }
     const services = ['steady', 'web', 'edit'];
-    const before = ['steady/10.20.0.1:80', 'steady/10.20.0.2:80', 'steady/10.20.0.3:80', 'web/10.20.1.1:8080', 'web/10.20.1.2:8080', 'edit/10.20.2.1:80'];
+    const before = [
+      'steady/10.20.0.1:80',
+      'steady/10.20.0.2:80',
+      'steady/10.20.0.3:80',
+      'web/10.20.1.1:8080',
+      'web/10.20.1.2:8080',
+      'edit/10.20.2.1:80',
+    ];
     await converge(tally, 'the baseline in etcd', () => etcdNamespace('/split', ns), before, 60_000);
     const consulAddr = consul.address;
     await converge(tally, 'the baseline in Consul', () => consulNamespace(consulAddr, ns, services), before, 60_000);
@@ -188,8 +279,16 @@ describe('registry outages', () => {
     await setPodReady(kc, ns, 'web-0', '10.20.1.1', false);
 
     // Nobody vouches for the entries any more: they leave etcd and Consul's passing results.
-    await waitFor('every etcd entry to expire with its lease', async () => ((await etcdNamespace('/split', ns)).length === 0 ? true : undefined), EXPIRY_MS);
-    await waitFor('every Consul instance to leave the passing results', async () => ((await consulNamespace(consulAddr, ns, services)).length === 0 ? true : undefined), EXPIRY_MS);
+    await waitFor(
+      'every etcd entry to expire with its lease',
+      async () => ((await etcdNamespace('/split', ns)).length === 0 ? true : undefined),
+      EXPIRY_MS,
+    );
+    await waitFor(
+      'every Consul instance to leave the passing results',
+      async () => ((await consulNamespace(consulAddr, ns, services)).length === 0 ? true : undefined),
+      EXPIRY_MS,
+    );
     await sleep(Math.max(0, PARTITION_MS - (Date.now() - started)));
     assert.ok(await operatorAlive(operator), 'the operator is alive and healthy throughout the partition');
 
@@ -197,7 +296,13 @@ describe('registry outages', () => {
     consulProxy.heal();
     const after = ['steady/10.20.0.1:80', 'steady/10.20.0.2:80', 'steady/10.20.0.3:80', 'web/10.20.1.2:8080', 'edit/10.20.2.2:81'];
     await converge(tally, 'etcd to hold exactly the desired state again', () => etcdNamespace('/split', ns), after, CONVERGE_MS);
-    await converge(tally, 'Consul to pass exactly the desired state again', () => consulNamespace(consulAddr, ns, services), after, CONVERGE_MS);
+    await converge(
+      tally,
+      'Consul to pass exactly the desired state again',
+      () => consulNamespace(consulAddr, ns, services),
+      after,
+      CONVERGE_MS,
+    );
     const rewritten = await etcdKeys(etcd, `/split/${ns}/`);
     assert.ok(
       rewritten.every((kv) => kv.lease !== '0' && kv.lease !== oldLease),

@@ -14,8 +14,28 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { startBed, type Bed } from '../../testbed/bed.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { agentServices, converge, countServiceInstances, crashLines, etcdKeys, FaultTally, operatorAlive, passingInstances, startOperatorOn, waitFor, waitForResyncs, type FaultOperator } from '../support/faults.ts';
-import { createNamespace, createRegistry, createServiceInstance, deleteServiceInstance, getServiceInstance, installCrds } from '../support/kube.ts';
+import {
+  agentServices,
+  converge,
+  countServiceInstances,
+  crashLines,
+  etcdKeys,
+  FaultTally,
+  operatorAlive,
+  passingInstances,
+  startOperatorOn,
+  waitFor,
+  waitForResyncs,
+  type FaultOperator,
+} from '../support/faults.ts';
+import {
+  createNamespace,
+  createRegistry,
+  createServiceInstance,
+  deleteServiceInstance,
+  getServiceInstance,
+  installCrds,
+} from '../support/kube.ts';
 
 const sfx = uniqueSuffix();
 const ns = `shop-${sfx}`;
@@ -52,7 +72,12 @@ function clusterOf(kv: IKeyValue | undefined): string | undefined {
 /** `address:port → cluster id` of the entries of one service. */
 async function owners(service: string): Promise<Record<string, string>> {
   const dir = `${prefix}/${ns}/${service}/`;
-  return Object.fromEntries((await etcdKeys(etcd, dir)).map((kv) => [kv.key.slice(dir.length), (JSON.parse(kv.value) as { owner: { clusterId: string } }).owner.clusterId]));
+  return Object.fromEntries(
+    (await etcdKeys(etcd, dir)).map((kv) => [
+      kv.key.slice(dir.length),
+      (JSON.parse(kv.value) as { owner: { clusterId: string } }).owner.clusterId,
+    ]),
+  );
 }
 
 /** Consul `service id → ModifyIndex` of one side's services. */
@@ -61,7 +86,9 @@ async function consulIndexes(side: Side): Promise<Map<string, number>> {
   const names = Object.keys((await res.json()) as Record<string, unknown>).filter((n) => n.startsWith(`${ns}-`));
   const out = new Map<string, number>();
   for (const name of names) {
-    const list = (await (await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${name}`, { signal: AbortSignal.timeout(20_000) })).json()) as { ServiceID: string; ServiceMeta: Record<string, string>; ModifyIndex: number }[];
+    const list = (await (
+      await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${name}`, { signal: AbortSignal.timeout(20_000) })
+    ).json()) as { ServiceID: string; ServiceMeta: Record<string, string>; ModifyIndex: number }[];
     for (const s of list) if (s.ServiceMeta['kr-owner-cluster'] === ids[side]) out.set(s.ServiceID, s.ModifyIndex);
   }
   return out;
@@ -69,7 +96,9 @@ async function consulIndexes(side: Side): Promise<Map<string, number>> {
 
 /** `address:port → cluster id` of the Consul instances of a service. */
 async function consulOwners(name: string): Promise<Record<string, string>> {
-  const list = (await (await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${name}`, { signal: AbortSignal.timeout(20_000) })).json()) as { ServiceID: string; ServiceMeta: Record<string, string> }[];
+  const list = (await (
+    await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${name}`, { signal: AbortSignal.timeout(20_000) })
+  ).json()) as { ServiceID: string; ServiceMeta: Record<string, string> }[];
   return Object.fromEntries(list.map((s) => [s.ServiceID, s.ServiceMeta['kr-owner-cluster'] ?? '']));
 }
 
@@ -94,11 +123,31 @@ describe('two clusters, one registry', () => {
       assert.ok(kc);
       await installCrds(kc);
       await createNamespace(kc, ns, { twin: sfx });
-      await createRegistry(kc, `twin-etcd-${sfx}`, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { twin: sfx } }, leaseTTLSeconds: TTL, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix } });
-      await createRegistry(kc, `twin-consul-${sfx}`, { type: 'consul', default: true, namespaceSelector: { matchLabels: { twin: sfx } }, leaseTTLSeconds: TTL, consul: { address: bedEnv('CONSUL_HTTP_ADDR'), serviceName: '{namespace}-{service}' } });
+      await createRegistry(kc, `twin-etcd-${sfx}`, {
+        type: 'etcd',
+        default: true,
+        namespaceSelector: { matchLabels: { twin: sfx } },
+        leaseTTLSeconds: TTL,
+        etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
+      });
+      await createRegistry(kc, `twin-consul-${sfx}`, {
+        type: 'consul',
+        default: true,
+        namespaceSelector: { matchLabels: { twin: sfx } },
+        leaseTTLSeconds: TTL,
+        consul: { address: bedEnv('CONSUL_HTTP_ADDR'), serviceName: '{namespace}-{service}' },
+      });
     }
-    operators.a = await startOperatorOn({ kubeconfig: bedEnv('KUBECONFIG'), flags: [`--cluster-id=${ids.a}`, `--watch-namespaces=${ns}`, '--resync-period=2'], metrics: true });
-    operators.b = await startOperatorOn({ kubeconfig: bedB.kubeconfig, flags: [`--cluster-id=${ids.b}`, `--watch-namespaces=${ns}`, '--resync-period=2'], metrics: true });
+    operators.a = await startOperatorOn({
+      kubeconfig: bedEnv('KUBECONFIG'),
+      flags: [`--cluster-id=${ids.a}`, `--watch-namespaces=${ns}`, '--resync-period=2'],
+      metrics: true,
+    });
+    operators.b = await startOperatorOn({
+      kubeconfig: bedB.kubeconfig,
+      flags: [`--cluster-id=${ids.b}`, `--watch-namespaces=${ns}`, '--resync-period=2'],
+      metrics: true,
+    });
   });
 
   after(async () => {
@@ -114,15 +163,39 @@ describe('two clusters, one registry', () => {
   test("on create, each writes its own entries and leaves the other's alone; where both want one key, the first keeps it and the second says so", async () => {
     const { a: kcA, b: kcB } = kcs;
     assert.ok(kcA && kcB);
-    await createServiceInstance(kcA, ns, 'cart', { service: 'cart', endpoints: [{ address: '10.90.0.1', port: 80 }, { address: '10.90.0.2', port: 80 }] });
+    await createServiceInstance(kcA, ns, 'cart', {
+      service: 'cart',
+      endpoints: [
+        { address: '10.90.0.1', port: 80 },
+        { address: '10.90.0.2', port: 80 },
+      ],
+    });
     await createServiceInstance(kcA, ns, 'keep', { service: 'keep', endpoints: [{ address: '10.90.2.1', port: 80 }] });
-    await converge(tally, "cluster A's entries", async () => Object.entries(await owners('cart')).map(([k, o]) => `${k}=${o}`), [`10.90.0.1:80=${ids.a}`, `10.90.0.2:80=${ids.a}`], SETTLE_MS);
+    await converge(
+      tally,
+      "cluster A's entries",
+      async () => Object.entries(await owners('cart')).map(([k, o]) => `${k}=${o}`),
+      [`10.90.0.1:80=${ids.a}`, `10.90.0.2:80=${ids.a}`],
+      SETTLE_MS,
+    );
     const mark = touches.length;
     const consulA = await consulIndexes('a');
 
-    await createServiceInstance(kcB, ns, 'cart', { service: 'cart', endpoints: [{ address: '10.90.1.1', port: 80 }, { address: '10.90.0.2', port: 80 }] });
+    await createServiceInstance(kcB, ns, 'cart', {
+      service: 'cart',
+      endpoints: [
+        { address: '10.90.1.1', port: 80 },
+        { address: '10.90.0.2', port: 80 },
+      ],
+    });
     await createServiceInstance(kcB, ns, 'pay', { service: 'pay', endpoints: [{ address: '10.90.3.1', port: 80 }] });
-    await converge(tally, "cluster B's entries beside A's", async () => Object.entries(await owners('cart')).map(([k, o]) => `${k}=${o}`), [`10.90.0.1:80=${ids.a}`, `10.90.0.2:80=${ids.a}`, `10.90.1.1:80=${ids.b}`], SETTLE_MS);
+    await converge(
+      tally,
+      "cluster B's entries beside A's",
+      async () => Object.entries(await owners('cart')).map(([k, o]) => `${k}=${o}`),
+      [`10.90.0.1:80=${ids.a}`, `10.90.0.2:80=${ids.a}`, `10.90.1.1:80=${ids.b}`],
+      SETTLE_MS,
+    );
     const conflict = await waitFor(
       "B's status to report the collision",
       async () => {
@@ -133,7 +206,13 @@ describe('two clusters, one registry', () => {
     );
     assert.match(conflict.message, new RegExp(`10\\.90\\.0\\.2:80.*belongs to cluster "${ids.a}"`));
     // Consul would give B's 10.90.0.2 another service id, yet the owner rules are the same: A keeps it.
-    await converge(tally, "Consul to pass A's instances and B's other one", () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-cart`), ['10.90.0.1:80', '10.90.0.2:80', '10.90.1.1:80'], SETTLE_MS);
+    await converge(
+      tally,
+      "Consul to pass A's instances and B's other one",
+      () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-cart`),
+      ['10.90.0.1:80', '10.90.0.2:80', '10.90.1.1:80'],
+      SETTLE_MS,
+    );
     assert.deepEqual(Object.values(await consulOwners(`${ns}-cart`)).sort(), [ids.a, ids.a, ids.b]);
     assert.deepEqual(touchesOf('a', mark), [], "B changed none of A's etcd entries");
     assert.deepEqual(await consulIndexes('a'), consulA, "B changed none of A's Consul services");
@@ -157,7 +236,7 @@ describe('two clusters, one registry', () => {
     tally.checked(consul.a.size + consul.b.size);
   });
 
-  test("on delete, each removes only its own entries, and the key A gave up goes to B", async () => {
+  test('on delete, each removes only its own entries, and the key A gave up goes to B', async () => {
     const { a: kcA, b: kcB } = kcs;
     assert.ok(kcA && kcB);
     const mark = touches.length;
@@ -165,11 +244,26 @@ describe('two clusters, one registry', () => {
     await deleteServiceInstance(kcA, ns, 'cart');
     await waitFor("A's cart to go", async () => ((await getServiceInstance(kcA, ns, 'cart')) === undefined ? true : undefined), SETTLE_MS);
     // A's entries went; B keeps its own and, on its next resync, registers the key that is free now.
-    await converge(tally, "B's entries once A's are gone", async () => Object.entries(await owners('cart')).map(([k, o]) => `${k}=${o}`), [`10.90.0.2:80=${ids.b}`, `10.90.1.1:80=${ids.b}`], SETTLE_MS);
+    await converge(
+      tally,
+      "B's entries once A's are gone",
+      async () => Object.entries(await owners('cart')).map(([k, o]) => `${k}=${o}`),
+      [`10.90.0.2:80=${ids.b}`, `10.90.1.1:80=${ids.b}`],
+      SETTLE_MS,
+    );
     assert.deepEqual(touchesOf('b', mark), [], "A removed none of B's etcd entries");
     const deletedByA = touches.slice(mark).filter((t) => t.after === undefined);
-    assert.ok(deletedByA.every((t) => t.before === ids.a), `only A's entries were deleted: ${JSON.stringify(deletedByA)}`);
-    await converge(tally, "Consul to pass B's instances only, 10.90.0.2 taken over", () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-cart`), ['10.90.0.2:80', '10.90.1.1:80'], SETTLE_MS);
+    assert.ok(
+      deletedByA.every((t) => t.before === ids.a),
+      `only A's entries were deleted: ${JSON.stringify(deletedByA)}`,
+    );
+    await converge(
+      tally,
+      "Consul to pass B's instances only, 10.90.0.2 taken over",
+      () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-cart`),
+      ['10.90.0.2:80', '10.90.1.1:80'],
+      SETTLE_MS,
+    );
     const afterB = await consulIndexes('b');
     assert.deepEqual(
       [...consulB].filter(([id, index]) => afterB.get(id) !== index),
@@ -177,7 +271,11 @@ describe('two clusters, one registry', () => {
       "A changed none of B's Consul services",
     );
     assert.deepEqual(Object.values(await consulOwners(`${ns}-cart`)).sort(), [ids.b, ids.b]);
-    assert.equal((await agentServices(bedEnv('CONSUL_HTTP_ADDR'), undefined, `Service == "${ns}-cart" and Meta["kr-owner-cluster"] == "${ids.a}"`)).length, 0);
+    assert.equal(
+      (await agentServices(bedEnv('CONSUL_HTTP_ADDR'), undefined, `Service == "${ns}-cart" and Meta["kr-owner-cluster"] == "${ids.a}"`))
+        .length,
+      0,
+    );
   });
 
   test("when one operator dies its entries expire and the other's stay", async () => {
@@ -187,9 +285,30 @@ describe('two clusters, one registry', () => {
     const mark = touches.length;
     await opB.process.kill();
     tally.fault();
-    await converge(tally, "B's etcd entries to expire, A's to stay", async () => [...Object.entries(await owners('cart')), ...Object.entries(await owners('pay')), ...Object.entries(await owners('keep'))].map(([k, o]) => `${k}=${o}`), [`10.90.2.1:80=${ids.a}`], (TTL + 15) * 1000);
-    await converge(tally, "B's Consul instances to leave the passing results", () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-cart`), [], (TTL + 15) * 1000);
-    await converge(tally, "A's Consul instance to stay passing", () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-keep`), ['10.90.2.1:80'], SETTLE_MS);
+    await converge(
+      tally,
+      "B's etcd entries to expire, A's to stay",
+      async () =>
+        [...Object.entries(await owners('cart')), ...Object.entries(await owners('pay')), ...Object.entries(await owners('keep'))].map(
+          ([k, o]) => `${k}=${o}`,
+        ),
+      [`10.90.2.1:80=${ids.a}`],
+      (TTL + 15) * 1000,
+    );
+    await converge(
+      tally,
+      "B's Consul instances to leave the passing results",
+      () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-cart`),
+      [],
+      (TTL + 15) * 1000,
+    );
+    await converge(
+      tally,
+      "A's Consul instance to stay passing",
+      () => passingInstances(bedEnv('CONSUL_HTTP_ADDR'), `${ns}-keep`),
+      ['10.90.2.1:80'],
+      SETTLE_MS,
+    );
     assert.deepEqual(touchesOf('a', mark), [], "nothing of A's changed while B died");
     assert.ok(await operatorAlive(opA));
     assert.deepEqual(crashLines(await opA.log()), []);

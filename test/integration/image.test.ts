@@ -15,7 +15,15 @@ import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
 import { RUNTIME_ENV } from '../../src/runtime-settings.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { createNamespace, createRegistry, createServiceInstance, deleteServiceInstance, eventually, getServiceInstance, installCrds } from '../support/kube.ts';
+import {
+  createNamespace,
+  createRegistry,
+  createServiceInstance,
+  deleteServiceInstance,
+  eventually,
+  getServiceInstance,
+  installCrds,
+} from '../support/kube.ts';
 
 const execFileAsync = promisify(execFile);
 const cleanup: (() => Promise<void>)[] = [];
@@ -24,28 +32,46 @@ after(async () => {
 });
 
 test('the Dockerfile passes hadolint', async () => {
-  const { stdout, stderr } = await execFileAsync(bedEnv('HADOLINT'), ['--failure-threshold', 'info', join(REPO_ROOT, 'Dockerfile')]).catch((err: unknown) => {
-    const e = err as { stdout?: string; stderr?: string };
-    assert.fail(`hadolint found problems:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
-  });
+  const { stdout, stderr } = await execFileAsync(bedEnv('HADOLINT'), ['--failure-threshold', 'info', join(REPO_ROOT, 'Dockerfile')]).catch(
+    (err: unknown) => {
+      const e = err as { stdout?: string; stderr?: string };
+      assert.fail(`hadolint found problems:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+    },
+  );
   assert.equal(stdout + stderr, '');
   const dockerfile = await readFile(join(REPO_ROOT, 'Dockerfile'), 'utf8');
   assert.match(dockerfile, /npm ci --omit=dev/, 'the runtime gets production dependencies only');
   assert.match(dockerfile, /^USER 65532/m, 'the image runs as a non-root user');
   assert.match(dockerfile, /^FROM [^\n]*(node:24|nodejs24)[^\n]*$/m, 'the base is Node 24');
-  const env = new Map([...(/^ENV (.*)$/m.exec(dockerfile)?.[1] ?? '').matchAll(/(\w+)=(?:"([^"]*)"|(\S+))/g)].map((m) => [m[1], m[2] ?? m[3]]));
-  for (const [name, value] of Object.entries(RUNTIME_ENV)) assert.equal(env.get(name), value, `the image sets ${name} as src/runtime-settings.ts says`);
+  const env = new Map(
+    [...(/^ENV (.*)$/m.exec(dockerfile)?.[1] ?? '').matchAll(/(\w+)=(?:"([^"]*)"|(\S+))/g)].map((m) => [m[1], m[2] ?? m[3]]),
+  );
+  for (const [name, value] of Object.entries(RUNTIME_ENV))
+    assert.equal(env.get(name), value, `the image sets ${name} as src/runtime-settings.ts says`);
 });
 
 test('the operator built to dist/ runs a lifecycle from production dependencies only', async () => {
   // Build as the Dockerfile's build stage does, into a scratch copy that has only what the image has.
   const app = await mkdtemp(join(tmpdir(), 'kube-registrar-image-'));
   cleanup.push(() => rm(app, { recursive: true, force: true }));
-  await execFileAsync(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(REPO_ROOT, 'tsconfig.build.json'), '--outDir', join(app, 'dist')], { cwd: REPO_ROOT });
+  await execFileAsync(
+    process.execPath,
+    [
+      join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+      '-p',
+      join(REPO_ROOT, 'tsconfig.build.json'),
+      '--outDir',
+      join(app, 'dist'),
+    ],
+    { cwd: REPO_ROOT },
+  );
   await cp(join(REPO_ROOT, 'package.json'), join(app, 'package.json'));
   await cp(join(REPO_ROOT, 'package-lock.json'), join(app, 'package-lock.json'));
   // The runtime stage's install, served from npm's cache where it can be.
-  await execFileAsync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, timeout: 300_000 });
+  await execFileAsync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], {
+    cwd: app,
+    timeout: 300_000,
+  });
   const { stdout } = await execFileAsync(process.execPath, [join(app, 'dist', 'main.js'), '--help'], { cwd: app });
   assert.match(stdout, /--leader-elect/);
 
@@ -55,12 +81,23 @@ test('the operator built to dist/ runs a lifecycle from production dependencies 
   const prefix = `/image-${sfx}`;
   await installCrds(kc);
   await createNamespace(kc, ns, { img: sfx });
-  await createRegistry(kc, `img-${sfx}`, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { img: sfx } }, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix } });
+  await createRegistry(kc, `img-${sfx}`, {
+    type: 'etcd',
+    default: true,
+    namespaceSelector: { matchLabels: { img: sfx } },
+    etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
+  });
   const health = await freePort();
   const op = new ManagedProcess(
     'kube-registrar-dist',
     process.execPath,
-    [join(app, 'dist', 'main.js'), `--kubeconfig=${bedEnv('KUBECONFIG')}`, `--health-address=127.0.0.1:${health}`, `--metrics-address=127.0.0.1:${await freePort()}`, `--watch-namespaces=${ns}`],
+    [
+      join(app, 'dist', 'main.js'),
+      `--kubeconfig=${bedEnv('KUBECONFIG')}`,
+      `--health-address=127.0.0.1:${health}`,
+      `--metrics-address=127.0.0.1:${await freePort()}`,
+      `--watch-namespaces=${ns}`,
+    ],
     join(app, 'operator.log'),
     { ...process.env, NODE_ENV: 'production', ...RUNTIME_ENV },
   );
@@ -72,5 +109,7 @@ test('the operator built to dist/ runs a lifecycle from production dependencies 
   const key = `${prefix}/${ns}/web/192.0.2.100:443`;
   await eventually('the entry written by the dist/ build', async () => ((await etcd.get(key).string()) ? true : undefined));
   await deleteServiceInstance(kc, ns, 'web');
-  await eventually('the entry and the object to be gone', async () => ((await etcd.get(key).string()) === null && (await getServiceInstance(kc, ns, 'web')) === undefined ? true : undefined));
+  await eventually('the entry and the object to be gone', async () =>
+    (await etcd.get(key).string()) === null && (await getServiceInstance(kc, ns, 'web')) === undefined ? true : undefined,
+  );
 });

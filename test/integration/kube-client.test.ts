@@ -51,11 +51,19 @@ describe('the operator Kubernetes client', () => {
     const kc = new OperatorKubeConfig(2000);
     kc.loadFromFile(kubeconfig);
     const core = kc.makeApiClient(CoreV1Api);
-    const four = (): Promise<PromiseSettledResult<unknown>[]> => Promise.allSettled(Array.from({ length: 4 }, () => core.readNamespace({ name: 'default' })));
-    assert.deepEqual((await four()).map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+    const four = (): Promise<PromiseSettledResult<unknown>[]> =>
+      Promise.allSettled(Array.from({ length: 4 }, () => core.readNamespace({ name: 'default' })));
+    assert.deepEqual(
+      (await four()).map((r) => r.status),
+      ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'],
+    );
     proxy.cut('blackhole');
     try {
-      assert.deepEqual((await four()).map((r) => r.status), ['rejected', 'rejected', 'rejected', 'rejected'], 'requests during the partition hit their deadline');
+      assert.deepEqual(
+        (await four()).map((r) => r.status),
+        ['rejected', 'rejected', 'rejected', 'rejected'],
+        'requests during the partition hit their deadline',
+      );
     } finally {
       proxy.heal();
     }
@@ -64,7 +72,11 @@ describe('the operator Kubernetes client', () => {
     // goes through (over HTTP/2 they kept failing for good).
     const rounds: string[][] = [];
     for (let i = 0; i < 3; i++) rounds.push((await four()).map((r) => r.status));
-    assert.deepEqual(rounds.at(-1), ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'], `rounds after healing: ${JSON.stringify(rounds)}`);
+    assert.deepEqual(
+      rounds.at(-1),
+      ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'],
+      `rounds after healing: ${JSON.stringify(rounds)}`,
+    );
   });
 
   test('requests get the same dispatcher until the TLS material changes, and a deadline', async () => {
@@ -82,7 +94,9 @@ describe('the operator Kubernetes client', () => {
     // A rotated client certificate (here: another one) must not keep using the old pool.
     const user = kc.getCurrentUser();
     assert.ok(user);
-    kc.users = kc.users.map((u) => (u.name === user.name ? { ...u, certData: Buffer.from('rotated').toString('base64'), certFile: undefined } : u));
+    kc.users = kc.users.map((u) =>
+      u.name === user.name ? { ...u, certData: Buffer.from('rotated').toString('base64'), certFile: undefined } : u,
+    );
     const rotated = await dispatcherOf();
     assert.notEqual(rotated.dispatcher, first.dispatcher);
     assert.equal((await dispatcherOf()).dispatcher, rotated.dispatcher);

@@ -58,16 +58,38 @@ test('killing the leader hands over to the standby within the lease duration, an
   const prefix = `/leader-${sfx}`;
   await installCrds(kc);
   await createNamespace(kc, ns, { team: ns });
-  await createRegistry(kc, `le-${sfx}`, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { team: ns } }, leaseTTLSeconds: 20, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix } });
-  await createServiceInstance(kc, ns, 'api', { service: 'api', endpoints: [{ address: '192.0.2.70', port: 80 }, { address: '192.0.2.71', port: 80 }] });
+  await createRegistry(kc, `le-${sfx}`, {
+    type: 'etcd',
+    default: true,
+    namespaceSelector: { matchLabels: { team: ns } },
+    leaseTTLSeconds: 20,
+    etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
+  });
+  await createServiceInstance(kc, ns, 'api', {
+    service: 'api',
+    endpoints: [
+      { address: '192.0.2.70', port: 80 },
+      { address: '192.0.2.71', port: 80 },
+    ],
+  });
 
   // Each test's operators watch only its namespace, so that they leave the other test's alone.
-  const flags = ['--leader-elect=true', `--leader-election-namespace=${ns}`, `--watch-namespaces=${ns}`, `--lease-duration=${LEASE_DURATION}`, '--renew-deadline=3', '--retry-period=1', '--resync-period=2'];
+  const flags = [
+    '--leader-elect=true',
+    `--leader-election-namespace=${ns}`,
+    `--watch-namespaces=${ns}`,
+    `--lease-duration=${LEASE_DURATION}`,
+    '--renew-deadline=3',
+    '--retry-period=1',
+    '--resync-period=2',
+  ];
   operators.push(await startOperator(flags), await startOperator(flags));
   const etcd = new Etcd3({ hosts: bedEnv('ETCD_ENDPOINTS').split(',') });
   try {
     const dir = `${prefix}/${ns}/api/`;
-    await eventually('entries written by the leader', async () => (Object.keys(await etcd.getAll().prefix(dir).strings()).length === 2 ? true : undefined));
+    await eventually('entries written by the leader', async () =>
+      Object.keys(await etcd.getAll().prefix(dir).strings()).length === 2 ? true : undefined,
+    );
     const leaders = await eventually('exactly one leader', async () => {
       const flags = await Promise.all(operators.map(isLeader));
       return flags.filter(Boolean).length === 1 ? flags : undefined;
@@ -86,7 +108,11 @@ test('killing the leader hands over to the standby within the lease duration, an
     try {
       await leader.process.kill();
       const killedAt = Date.now();
-      await eventually('the standby to take over', async () => ((await isLeader(standby)) ? true : undefined), (LEASE_DURATION + 10) * 1000);
+      await eventually(
+        'the standby to take over',
+        async () => ((await isLeader(standby)) ? true : undefined),
+        (LEASE_DURATION + 10) * 1000,
+      );
       const takeoverMs = Date.now() - killedAt;
       // Within the lease duration plus a few retry periods.
       assert.ok(takeoverMs < (LEASE_DURATION + 5) * 1000, `takeover took ${takeoverMs} ms`);
@@ -95,10 +121,22 @@ test('killing the leader hands over to the standby within the lease duration, an
       // Several resyncs under the new leader.
       await sleep(5000);
       assert.deepEqual(deletes, [], 'no entry was deleted during the failover');
-      assert.deepEqual(puts.filter((k) => !k.includes('/_kube-registrar/')), [], 'no entry was rewritten: the new leader adopted the lease');
+      assert.deepEqual(
+        puts.filter((k) => !k.includes('/_kube-registrar/')),
+        [],
+        'no entry was rewritten: the new leader adopted the lease',
+      );
 
-      await patchServiceInstance(kc, ns, 'api', { endpoints: [{ address: '192.0.2.70', port: 80 }, { address: '192.0.2.71', port: 80 }, { address: '192.0.2.72', port: 80 }] });
-      await eventually('the new leader to reconcile a change', async () => ((await etcd.get(`${dir}192.0.2.72:80`).string()) ? true : undefined));
+      await patchServiceInstance(kc, ns, 'api', {
+        endpoints: [
+          { address: '192.0.2.70', port: 80 },
+          { address: '192.0.2.71', port: 80 },
+          { address: '192.0.2.72', port: 80 },
+        ],
+      });
+      await eventually('the new leader to reconcile a change', async () =>
+        (await etcd.get(`${dir}192.0.2.72:80`).string()) ? true : undefined,
+      );
     } finally {
       await watcher.cancel();
     }
@@ -115,8 +153,20 @@ test('a leader whose apiserver link is black-holed stops writing before the stan
   const dir = `${prefix}/${ns}/api/`;
   await installCrds(kc);
   await createNamespace(kc, ns, { team: ns });
-  await createRegistry(kc, `le-cut-${sfx}`, { type: 'etcd', default: true, namespaceSelector: { matchLabels: { team: ns } }, leaseTTLSeconds: 20, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix } });
-  await createServiceInstance(kc, ns, 'api', { service: 'api', endpoints: [{ address: '192.0.2.80', port: 80 }, { address: '192.0.2.81', port: 80 }] });
+  await createRegistry(kc, `le-cut-${sfx}`, {
+    type: 'etcd',
+    default: true,
+    namespaceSelector: { matchLabels: { team: ns } },
+    leaseTTLSeconds: 20,
+    etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
+  });
+  await createServiceInstance(kc, ns, 'api', {
+    service: 'api',
+    endpoints: [
+      { address: '192.0.2.80', port: 80 },
+      { address: '192.0.2.81', port: 80 },
+    ],
+  });
 
   // The leader reaches the apiserver only through the proxy; its registry (etcd) link stays up.
   const apiserver = kc.getCurrentCluster()?.server;
@@ -124,7 +174,15 @@ test('a leader whose apiserver link is black-holed stops writing before the stan
   const proxy = await TcpProxy.start(apiserver);
   proxies.push(proxy);
   // Each test's operators watch only its namespace, so that they leave the other test's alone.
-  const flags = ['--leader-elect=true', `--leader-election-namespace=${ns}`, `--watch-namespaces=${ns}`, `--lease-duration=${LEASE_DURATION}`, '--renew-deadline=3', '--retry-period=1', '--resync-period=2'];
+  const flags = [
+    '--leader-elect=true',
+    `--leader-election-namespace=${ns}`,
+    `--watch-namespaces=${ns}`,
+    `--lease-duration=${LEASE_DURATION}`,
+    '--renew-deadline=3',
+    '--retry-period=1',
+    '--resync-period=2',
+  ];
   const leader = await startOperator(flags, {}, await kubeconfigVia(bedEnv('KUBECONFIG'), proxy.url('https')));
   operators.push(leader);
   await eventually('the operator behind the proxy to lead', async () => ((await isLeader(leader)) ? true : undefined), 30_000);
@@ -138,7 +196,10 @@ test('a leader whose apiserver link is black-holed stops writing before the stan
     assert.equal(await isLeader(standby), false, 'the second operator stands by');
     const leaderWritesBefore = await registryWrites(leader);
     const standbyWritesBefore = (await registryWrites(standby)) ?? 0;
-    assert.ok(leaderWritesBefore !== undefined && leaderWritesBefore >= 1, `the leader's write counter counts its writes (${String(leaderWritesBefore)})`);
+    assert.ok(
+      leaderWritesBefore !== undefined && leaderWritesBefore >= 1,
+      `the leader's write counter counts its writes (${String(leaderWritesBefore)})`,
+    );
 
     const events: { type: 'put' | 'delete'; key: string; ms: number }[] = [];
     const watcher = await etcd.watch().prefix(prefix).create();
@@ -150,7 +211,12 @@ test('a leader whose apiserver link is black-holed stops writing before the stan
       cutAt = Date.now();
       // Only the standby sees this change; the cut-off leader's caches keep .81 and not .82, so
       // were it still acting it would put .81 back and delete .82 at its next resync.
-      await patchServiceInstance(kc, ns, 'api', { endpoints: [{ address: '192.0.2.80', port: 80 }, { address: '192.0.2.82', port: 80 }] });
+      await patchServiceInstance(kc, ns, 'api', {
+        endpoints: [
+          { address: '192.0.2.80', port: 80 },
+          { address: '192.0.2.82', port: 80 },
+        ],
+      });
 
       let oldStoppedMs: number | undefined;
       const takeoverMs = await eventually(
@@ -163,12 +229,21 @@ test('a leader whose apiserver link is black-holed stops writing before the stan
       );
       const oldStillLeading = await isLeader(leader);
       const leaderWritesAtTakeover = await registryWrites(leader);
-      const oldStopped = oldStoppedMs === undefined ? 'was still leading when the standby took over' : `stopped reporting leadership ${oldStoppedMs} ms after the cut`;
-      t.diagnostic(`black-holed leader ${oldStopped}; the standby led ${takeoverMs} ms after the cut (lease duration ${LEASE_DURATION} s, renew deadline 3 s)`);
+      const oldStopped =
+        oldStoppedMs === undefined
+          ? 'was still leading when the standby took over'
+          : `stopped reporting leadership ${oldStoppedMs} ms after the cut`;
+      t.diagnostic(
+        `black-holed leader ${oldStopped}; the standby led ${takeoverMs} ms after the cut (lease duration ${LEASE_DURATION} s, renew deadline 3 s)`,
+      );
 
       // First what the test waits for: the new leader wrote the change, and counted it.
       const want = [`${dir}192.0.2.80:80`, `${dir}192.0.2.82:80`];
-      await eventually('the new leader to write the change', async () => (JSON.stringify(await entries()) === JSON.stringify(want) ? true : undefined), 30_000);
+      await eventually(
+        'the new leader to write the change',
+        async () => (JSON.stringify(await entries()) === JSON.stringify(want) ? true : undefined),
+        30_000,
+      );
       const standbyWrites = await eventually('the new leader to count its write', async () => {
         const n = await registryWrites(standby);
         return n !== undefined && n > standbyWritesBefore ? n : undefined;
@@ -178,7 +253,9 @@ test('a leader whose apiserver link is black-holed stops writing before the stan
       // stale write came about 12 s after the cut, once a status patch of its gave up).
       await sleep(15_000);
       const leaderWritesAfter = await registryWrites(leader);
-      t.diagnostic(`registry writes: old leader ${leaderWritesBefore} before the cut, ${String(leaderWritesAtTakeover)} at takeover, ${String(leaderWritesAfter)} 15 s after the new leader wrote (undefined: exited); new leader ${standbyWritesBefore} → ${standbyWrites}`);
+      t.diagnostic(
+        `registry writes: old leader ${leaderWritesBefore} before the cut, ${String(leaderWritesAtTakeover)} at takeover, ${String(leaderWritesAfter)} 15 s after the new leader wrote (undefined: exited); new leader ${standbyWritesBefore} → ${standbyWrites}`,
+      );
 
       const writes = events.filter((e) => !e.key.includes('/_kube-registrar/'));
       assert.deepEqual(

@@ -57,7 +57,12 @@ class NamespaceWatchGate {
   static async start(kc: KubeConfig): Promise<NamespaceWatchGate> {
     const tls: RequestOptions = {};
     await kc.applyToHTTPSOptions(tls);
-    const agent = new Agent({ keepAlive: true, ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.cert ? { cert: tls.cert } : {}), ...(tls.key ? { key: tls.key } : {}) });
+    const agent = new Agent({
+      keepAlive: true,
+      ...(tls.ca ? { ca: tls.ca } : {}),
+      ...(tls.cert ? { cert: tls.cert } : {}),
+      ...(tls.key ? { key: tls.key } : {}),
+    });
     const port = await freePort();
     const server = createServer();
     const gate = new NamespaceWatchGate(server, port, new URL(kc.getCurrentCluster()?.server ?? ''), agent);
@@ -191,8 +196,14 @@ describe('a ServiceInstance whose namespace the operator has not seen yet', () =
     proxy.hold();
     try {
       await createNamespace(kc, ns, { 'namespace-late': sfx });
-      await createServiceInstance(kc, ns, 'web', { service: 'web', registries: [registry], endpoints: [{ address: '192.0.2.10', port: 80 }] });
-      await eventually('the namespace ADDED event to be held back from the operator', async () => (proxy.held.includes(`"name":"${ns}"`) ? true : undefined));
+      await createServiceInstance(kc, ns, 'web', {
+        service: 'web',
+        registries: [registry],
+        endpoints: [{ address: '192.0.2.10', port: 80 }],
+      });
+      await eventually('the namespace ADDED event to be held back from the operator', async () =>
+        proxy.held.includes(`"name":"${ns}"`) ? true : undefined,
+      );
       const refused = await eventually('the ServiceInstance to be reconciled without its namespace, and refused', async () => {
         const si = await getServiceInstance(kc, ns, 'web');
         return si?.status?.conditions?.find((c) => c.type === 'Registered' && c.reason === 'NamespaceNotAdmitted');
@@ -204,7 +215,11 @@ describe('a ServiceInstance whose namespace the operator has not seen yet', () =
     }
     // The reconcile that refused it asked for the next one a resync period later; only the
     // namespace arriving can bring it sooner.
-    const value = await eventually('the entry to be written once the namespace reaches the operator', async () => (await store.get(key).string()) ?? undefined, 60_000);
+    const value = await eventually(
+      'the entry to be written once the namespace reaches the operator',
+      async () => (await store.get(key).string()) ?? undefined,
+      60_000,
+    );
     assert.equal((JSON.parse(value) as { address?: unknown }).address, '192.0.2.10');
     const registered = await eventually('the Registered condition to turn True', async () => {
       const si = await getServiceInstance(kc, ns, 'web');

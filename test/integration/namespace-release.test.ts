@@ -9,7 +9,15 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { agentServices, etcdKeys } from '../support/faults.ts';
-import { createNamespace, createRegistry, createServiceInstance, deleteServiceInstance, eventually, getServiceInstance, installCrds } from '../support/kube.ts';
+import {
+  createNamespace,
+  createRegistry,
+  createServiceInstance,
+  deleteServiceInstance,
+  eventually,
+  getServiceInstance,
+  installCrds,
+} from '../support/kube.ts';
 import { startOperator, type OperatorProcess } from '../support/operator.ts';
 
 const CHURN = 200;
@@ -46,8 +54,20 @@ test('after 200 short-lived namespaces come and go, keepalives, lease id keys an
   const clusterId = `release-${sfx}`;
   await installCrds(kc);
   const selector = { matchLabels: { release: sfx } };
-  await createRegistry(kc, `release-etcd-${sfx}`, { type: 'etcd', default: true, namespaceSelector: selector, leaseTTLSeconds: 30, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix } });
-  await createRegistry(kc, `release-consul-${sfx}`, { type: 'consul', default: true, namespaceSelector: selector, leaseTTLSeconds: 30, consul: { address: consul, serviceName: '{namespace}-{service}' } });
+  await createRegistry(kc, `release-etcd-${sfx}`, {
+    type: 'etcd',
+    default: true,
+    namespaceSelector: selector,
+    leaseTTLSeconds: 30,
+    etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
+  });
+  await createRegistry(kc, `release-consul-${sfx}`, {
+    type: 'consul',
+    default: true,
+    namespaceSelector: selector,
+    leaseTTLSeconds: 30,
+    consul: { address: consul, serviceName: '{namespace}-{service}' },
+  });
   const stay = `rel-stay-${sfx}`;
   await createNamespace(kc, stay, { release: sfx });
   await createServiceInstance(kc, stay, 'api', { service: 'api', endpoints: [{ address: '192.0.2.1', port: 80 }] });
@@ -56,14 +76,19 @@ test('after 200 short-lived namespaces come and go, keepalives, lease id keys an
   const op = await startOperator(['--resync-period=3', `--cluster-id=${clusterId}`]);
   operators.push(op);
   const etcd = new Etcd3({ hosts: bedEnv('ETCD_ENDPOINTS').split(',') });
-  const leaseKeys = async (): Promise<string[]> => (await etcdKeys(etcd, `${prefix}/_kube-registrar/leases/${clusterId}/`)).map((k) => k.key.slice(k.key.lastIndexOf('/') + 1)).sort();
+  const leaseKeys = async (): Promise<string[]> =>
+    (await etcdKeys(etcd, `${prefix}/_kube-registrar/leases/${clusterId}/`)).map((k) => k.key.slice(k.key.lastIndexOf('/') + 1)).sort();
   const heartbeats = async (): Promise<string[]> =>
     (await agentServices(consul, token))
       .filter((s) => s.meta['kr-owner-cluster'] === clusterId && s.meta['kr-role'] === 'heartbeat')
       .map((s) => s.meta['kr-registry-namespace'] ?? '')
       .sort();
   try {
-    await eventually('the remaining namespace registered in both registries', async () => ((await leaseKeys()).length === 1 && (await heartbeats()).length === 1 ? true : undefined), 60_000);
+    await eventually(
+      'the remaining namespace registered in both registries',
+      async () => ((await leaseKeys()).length === 1 && (await heartbeats()).length === 1 ? true : undefined),
+      60_000,
+    );
     const baseKeepalives = await gauge(op, 'kube_registrar_registry_keepalives');
     const baseHeap = await gauge(op, 'kube_registrar_nodejs_heap_size_used_bytes');
 
@@ -77,24 +102,50 @@ test('after 200 short-lived namespaces come and go, keepalives, lease id keys an
       });
       // Every short-lived namespace really got its lease and heartbeat before going away.
       const peak = churn.length + 1;
-      await eventually(`${peak} lease id keys and heartbeats`, async () => ((await leaseKeys()).length === peak && (await heartbeats()).length === peak ? true : undefined), 300_000);
-      assert.equal(await gauge(op, 'kube_registrar_registry_keepalives'), baseKeepalives + 2 * churn.length, 'one etcd keepalive and one Consul heartbeat per short-lived namespace');
+      await eventually(
+        `${peak} lease id keys and heartbeats`,
+        async () => ((await leaseKeys()).length === peak && (await heartbeats()).length === peak ? true : undefined),
+        300_000,
+      );
+      assert.equal(
+        await gauge(op, 'kube_registrar_registry_keepalives'),
+        baseKeepalives + 2 * churn.length,
+        'one etcd keepalive and one Consul heartbeat per short-lived namespace',
+      );
 
       await bounded(churn, 8, async (ns) => {
         await deleteServiceInstance(kc, ns, 'api');
         await kc.makeApiClient(CoreV1Api).deleteNamespace({ name: ns });
       });
       await bounded(churn, 8, async (ns) => {
-        await eventually(`ServiceInstance ${ns}/api to be finalized`, async () => ((await getServiceInstance(kc, ns, 'api')) === undefined ? true : undefined), 120_000);
+        await eventually(
+          `ServiceInstance ${ns}/api to be finalized`,
+          async () => ((await getServiceInstance(kc, ns, 'api')) === undefined ? true : undefined),
+          120_000,
+        );
       });
 
-      await eventually('lease id keys back to the remaining namespace', async () => ((await leaseKeys()).join() === stay ? true : undefined), 120_000);
-      await eventually('heartbeat services back to the remaining namespace', async () => ((await heartbeats()).join() === stay ? true : undefined), 120_000);
-      await eventually('keepalives back to the baseline', async () => ((await gauge(op, 'kube_registrar_registry_keepalives')) === baseKeepalives ? true : undefined), 60_000);
+      await eventually(
+        'lease id keys back to the remaining namespace',
+        async () => ((await leaseKeys()).join() === stay ? true : undefined),
+        120_000,
+      );
+      await eventually(
+        'heartbeat services back to the remaining namespace',
+        async () => ((await heartbeats()).join() === stay ? true : undefined),
+        120_000,
+      );
+      await eventually(
+        'keepalives back to the baseline',
+        async () => ((await gauge(op, 'kube_registrar_registry_keepalives')) === baseKeepalives ? true : undefined),
+        60_000,
+      );
       heaps.push(await gauge(op, 'kube_registrar_nodejs_heap_size_used_bytes'));
     }
     const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
-    t.diagnostic(`heap used: ${heaps.map(mib).join(' → ')} MiB (before, after round 1, after round 2 of ${CHURN / 2} namespaces each); keepalives back to ${baseKeepalives} after each round`);
+    t.diagnostic(
+      `heap used: ${heaps.map(mib).join(' → ')} MiB (before, after round 1, after round 2 of ${CHURN / 2} namespaces each); keepalives back to ${baseKeepalives} after each round`,
+    );
   } finally {
     etcd.close();
   }

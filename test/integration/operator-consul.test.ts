@@ -44,14 +44,25 @@ function headers(token?: string): Record<string, string> {
 
 async function passing(name: string, addr = bedEnv('CONSUL_HTTP_ADDR'), token?: string): Promise<Passing[]> {
   const res = await fetch(`${addr}/v1/health/service/${name}?passing=true`, { headers: headers(token), signal: AbortSignal.timeout(3000) });
-  const body = (await res.json()) as { Service: { ID: string; Address: string; Port: number; Weights: { Passing: number }; Tags: string[] } }[];
+  const body = (await res.json()) as {
+    Service: { ID: string; Address: string; Port: number; Weights: { Passing: number }; Tags: string[] };
+  }[];
   return body
-    .map((e) => ({ id: e.Service.ID, address: e.Service.Address, port: e.Service.Port, weight: e.Service.Weights.Passing, tags: [...e.Service.Tags].sort() }))
+    .map((e) => ({
+      id: e.Service.ID,
+      address: e.Service.Address,
+      port: e.Service.Port,
+      weight: e.Service.Weights.Passing,
+      tags: [...e.Service.Tags].sort(),
+    }))
     .sort((a, b) => a.address.localeCompare(b.address));
 }
 
 async function catalogIds(name: string): Promise<Map<string, number>> {
-  const res = await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${name}`, { headers: headers(), signal: AbortSignal.timeout(3000) });
+  const res = await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/catalog/service/${name}`, {
+    headers: headers(),
+    signal: AbortSignal.timeout(3000),
+  });
   const body = (await res.json()) as { ServiceID: string; ModifyIndex: number }[];
   return new Map(body.map((s) => [s.ServiceID, s.ModifyIndex]));
 }
@@ -82,7 +93,13 @@ describe('operator on Consul', () => {
 
   test('passing results hold exactly the Ready pods with their weights and tags, and follow readiness, updates and deletion', async () => {
     const name = `${ns}-cart`;
-    await createServiceInstance(kc, ns, 'cart', { service: 'cart', selector: { matchLabels: { app: 'cart' } }, port: 8080, weight: 4, tags: { version: '2', zone: 'a' } });
+    await createServiceInstance(kc, ns, 'cart', {
+      service: 'cart',
+      selector: { matchLabels: { app: 'cart' } },
+      port: 8080,
+      weight: 4,
+      tags: { version: '2', zone: 'a' },
+    });
     for (const [i, ip] of ['10.2.0.1', '10.2.0.2', '10.2.0.3'].entries()) {
       await createPod(kc, ns, `cart-${i}`, { labels: { app: 'cart' } });
       await setPodReady(kc, ns, `cart-${i}`, ip, i < 2);
@@ -110,16 +127,24 @@ describe('operator on Consul', () => {
     await eventually('the new weight', async () => ((await passing(name)).every((p) => p.weight === 9) ? true : undefined));
 
     await deletePod(kc, ns, 'cart-1', 0);
-    await eventually('the deleted pod to leave', async () => ((await passing(name)).map((p) => p.address).join() === '10.2.0.3' ? true : undefined));
+    await eventually('the deleted pod to leave', async () =>
+      (await passing(name)).map((p) => p.address).join() === '10.2.0.3' ? true : undefined,
+    );
 
     await deleteServiceInstance(kc, ns, 'cart');
-    await eventually('the ServiceInstance and its services to be gone', async () => ((await getServiceInstance(kc, ns, 'cart')) === undefined && (await catalogIds(name)).size === 0 ? true : undefined));
+    await eventually('the ServiceInstance and its services to be gone', async () =>
+      (await getServiceInstance(kc, ns, 'cart')) === undefined && (await catalogIds(name)).size === 0 ? true : undefined,
+    );
   });
 
   test('a foreign service of the same name is never touched', async () => {
     const name = `${ns}-search`;
     const foreign = { ID: `foreign-${sfx}`, Name: name, Address: '10.9.9.9', Port: 1, Meta: { owner: 'someone-else' } };
-    const reg = await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/agent/service/register`, { method: 'PUT', headers: headers(), body: JSON.stringify(foreign) });
+    const reg = await fetch(`${bedEnv('CONSUL_HTTP_ADDR')}/v1/agent/service/register`, {
+      method: 'PUT',
+      headers: headers(),
+      body: JSON.stringify(foreign),
+    });
     assert.equal(reg.status, 200);
     await createServiceInstance(kc, ns, 'search', { service: 'search', endpoints: [{ address: '10.2.1.1', port: 80 }] });
     await eventually('our instance to pass', async () => ((await passing(name)).some((p) => p.address === '10.2.1.1') ? true : undefined));
@@ -130,7 +155,13 @@ describe('operator on Consul', () => {
 
   test('a restarted operator deregisters nothing, and a killed one drops out of passing results within the TTL', async () => {
     const name = `${ns}-pay`;
-    await createServiceInstance(kc, ns, 'pay', { service: 'pay', endpoints: [{ address: '10.2.2.1', port: 80 }, { address: '10.2.2.2', port: 80 }] });
+    await createServiceInstance(kc, ns, 'pay', {
+      service: 'pay',
+      endpoints: [
+        { address: '10.2.2.1', port: 80 },
+        { address: '10.2.2.2', port: 80 },
+      ],
+    });
     await eventually('two passing instances', async () => ((await passing(name)).length === 2 ? true : undefined));
     const before = await catalogIds(name);
 
@@ -160,7 +191,11 @@ describe('operator on Consul', () => {
 
     await operator.process.kill();
     operator = undefined;
-    await eventually('the instances to leave the passing results', async () => ((await passing(name)).length === 0 ? true : undefined), (LEASE_TTL + 10) * 1000);
+    await eventually(
+      'the instances to leave the passing results',
+      async () => ((await passing(name)).length === 0 ? true : undefined),
+      (LEASE_TTL + 10) * 1000,
+    );
     // They stay in the catalog (critical) until DeregisterCriticalServiceAfter; a new operator
     // brings them back to passing without re-registering.
     operator = await startOperator(['--resync-period=3']);
@@ -169,10 +204,14 @@ describe('operator on Consul', () => {
 
   test('with ACLs on, a token limited to another prefix cannot write, and the refusal shows in status', async () => {
     aclAgent = await startAclConsulAgent();
-    const devOnly = await aclAgent.createToken('service_prefix "dev-" { policy = "write" }\nnode_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }');
+    const devOnly = await aclAgent.createToken(
+      'service_prefix "dev-" { policy = "write" }\nnode_prefix "" { policy = "read" }\nagent_prefix "" { policy = "read" }',
+    );
     const secretNs = `secrets-${sfx}`;
     await createNamespace(kc, secretNs);
-    await kc.makeApiClient(CoreV1Api).createNamespacedSecret({ namespace: secretNs, body: { metadata: { name: 'consul-dev' }, stringData: { token: devOnly } } });
+    await kc
+      .makeApiClient(CoreV1Api)
+      .createNamespacedSecret({ namespace: secretNs, body: { metadata: { name: 'consul-dev' }, stringData: { token: devOnly } } });
     const prodNs = `prod-${sfx}`;
     await createNamespace(kc, prodNs, { aclenv: sfx });
     await createRegistry(kc, `consul-acl-${sfx}`, {
@@ -180,9 +219,17 @@ describe('operator on Consul', () => {
       default: false,
       namespaceSelector: { matchLabels: { aclenv: sfx } },
       leaseTTLSeconds: LEASE_TTL,
-      consul: { address: aclAgent.address, serviceName: '{namespace}-{service}', tokenSecretRef: { name: 'consul-dev', namespace: secretNs } },
+      consul: {
+        address: aclAgent.address,
+        serviceName: '{namespace}-{service}',
+        tokenSecretRef: { name: 'consul-dev', namespace: secretNs },
+      },
     });
-    await createServiceInstance(kc, prodNs, 'ledger', { service: 'ledger', registries: [`consul-acl-${sfx}`], endpoints: [{ address: '10.2.3.1', port: 80 }] });
+    await createServiceInstance(kc, prodNs, 'ledger', {
+      service: 'ledger',
+      registries: [`consul-acl-${sfx}`],
+      endpoints: [{ address: '10.2.3.1', port: 80 }],
+    });
     const si = await eventually('the refusal in status', async () => {
       const s = await getServiceInstance(kc, prodNs, 'ledger');
       const c = s?.status?.conditions?.find((x) => x.type === 'Registered');

@@ -88,7 +88,14 @@ describe('operator on etcd', () => {
   });
 
   test('a pod that becomes Ready is registered with the json value, and leaves when it stops being Ready', async () => {
-    await createServiceInstance(kc, prod, 'users', { service: 'users', selector: { matchLabels: { app: 'users' } }, port: 'http', tags: { version: '1.0' }, weight: 3, metadata: { team: 'core' } });
+    await createServiceInstance(kc, prod, 'users', {
+      service: 'users',
+      selector: { matchLabels: { app: 'users' } },
+      port: 'http',
+      tags: { version: '1.0' },
+      weight: 3,
+      metadata: { team: 'core' },
+    });
     await createPod(kc, prod, 'users-0', { labels: { app: 'users' }, ports: [{ name: 'http', containerPort: 8080 }] });
     await setPodReady(kc, prod, 'users-0', '10.1.0.1', true);
     const key = `${prefix}/json/${prod}/users/10.1.0.1:8080`;
@@ -123,7 +130,10 @@ describe('operator on etcd', () => {
     assert.ok(reg?.leaseID, 'status shows the lease id');
     assert.ok(si.metadata.finalizers?.includes('registrar.dev/finalizer'));
     const events = await eventsFor(kc, prod, 'users');
-    assert.ok(events.some((e) => e.reason === 'Registered'), `a Registered event was recorded: ${JSON.stringify(events)}`);
+    assert.ok(
+      events.some((e) => e.reason === 'Registered'),
+      `a Registered event was recorded: ${JSON.stringify(events)}`,
+    );
 
     await setPodReady(kc, prod, 'users-0', '10.1.0.1', false);
     await waitForKeys(`${prefix}/json/${prod}/users/`, [], 'the unready pod to be deregistered');
@@ -146,7 +156,14 @@ describe('operator on etcd', () => {
   });
 
   test('updating tags and port of a ServiceInstance rewrites its entries', async () => {
-    await createServiceInstance(kc, prod, 'static', { service: 'static', endpoints: [{ address: '192.0.2.10', port: 80 }, { address: 'vm1.example.com', port: 81, weight: 5, tags: { zone: 'b' } }], tags: { tier: 'web' } });
+    await createServiceInstance(kc, prod, 'static', {
+      service: 'static',
+      endpoints: [
+        { address: '192.0.2.10', port: 80 },
+        { address: 'vm1.example.com', port: 81, weight: 5, tags: { zone: 'b' } },
+      ],
+      tags: { tier: 'web' },
+    });
     const dir = `${prefix}/json/${prod}/static/`;
     const first = await waitForKeys(dir, [`${dir}192.0.2.10:80`, `${dir}vm1.example.com:81`], 'static endpoints to be registered');
     const vm = JSON.parse(first[`${dir}vm1.example.com:81`] ?? '{}') as Record<string, unknown>;
@@ -164,19 +181,35 @@ describe('operator on etcd', () => {
     await createServiceInstance(kc, prod, 'doomed', { service: 'doomed', endpoints: [{ address: '192.0.2.20', port: 80 }] });
     const dir = `${prefix}/json/${prod}/doomed/`;
     await waitForKeys(dir, [`${dir}192.0.2.20:80`], 'the entry to be registered');
-    await eventually('the finalizer', async () => ((await getServiceInstance(kc, prod, 'doomed'))?.metadata.finalizers?.length ? true : undefined));
+    await eventually('the finalizer', async () =>
+      (await getServiceInstance(kc, prod, 'doomed'))?.metadata.finalizers?.length ? true : undefined,
+    );
     await deleteServiceInstance(kc, prod, 'doomed');
-    await eventually('the object to be gone', async () => ((await getServiceInstance(kc, prod, 'doomed')) === undefined ? true : undefined));
+    await eventually('the object to be gone', async () =>
+      (await getServiceInstance(kc, prod, 'doomed')) === undefined ? true : undefined,
+    );
     assert.deepEqual(await entries(dir), {}, 'no entry outlives its ServiceInstance');
   });
 
   test('an owned entry deleted or edited by hand is repaired within the resync period, and foreign entries are never touched', async () => {
-    await createServiceInstance(kc, prod, 'repair', { service: 'repair', endpoints: [{ address: '192.0.2.30', port: 80 }, { address: '192.0.2.31', port: 80 }] });
+    await createServiceInstance(kc, prod, 'repair', {
+      service: 'repair',
+      endpoints: [
+        { address: '192.0.2.30', port: 80 },
+        { address: '192.0.2.31', port: 80 },
+      ],
+    });
     const dir = `${prefix}/json/${prod}/repair/`;
     const keys = [`${dir}192.0.2.30:80`, `${dir}192.0.2.31:80`];
     const original = await waitForKeys(dir, keys, 'entries to be registered');
     const foreignKey = `${dir}192.0.2.99:80`;
-    const foreignValue = JSON.stringify({ serviceName: 'repair', ip: '192.0.2.99', address: '192.0.2.99', port: 80, owner: { clusterId: 'other-cluster', namespace: prod, name: 'repair' } });
+    const foreignValue = JSON.stringify({
+      serviceName: 'repair',
+      ip: '192.0.2.99',
+      address: '192.0.2.99',
+      port: 80,
+      owner: { clusterId: 'other-cluster', namespace: prod, name: 'repair' },
+    });
     await etcd.put(foreignKey).value(foreignValue);
     await etcd.put(`${dir}handwritten`).value('192.0.2.98:80');
     await etcd.delete().key(keys[0] ?? '');
@@ -198,7 +231,11 @@ describe('operator on etcd', () => {
   });
 
   test('a ServiceInstance naming a Registry that does not admit its namespace is refused and nothing is written', async () => {
-    await createServiceInstance(kc, dev, 'sneaky', { service: 'sneaky', registries: [`main-${sfx}`], endpoints: [{ address: '192.0.2.40', port: 80 }] });
+    await createServiceInstance(kc, dev, 'sneaky', {
+      service: 'sneaky',
+      registries: [`main-${sfx}`],
+      endpoints: [{ address: '192.0.2.40', port: 80 }],
+    });
     const si = await eventually('the refusal in status', async () => {
       const s = await getServiceInstance(kc, dev, 'sneaky');
       return s?.status?.conditions?.find((c) => c.type === 'Registered' && c.status === 'False') ? s : undefined;
@@ -212,11 +249,20 @@ describe('operator on etcd', () => {
     });
     assert.ok(events.length > 0);
     assert.deepEqual(await entries(`${prefix}/json/${dev}/`), {}, 'nothing written for dev');
-    assert.deepEqual(Object.keys(await entries(prefix)).filter((k) => k.includes('sneaky')), [], 'nothing written anywhere');
+    assert.deepEqual(
+      Object.keys(await entries(prefix)).filter((k) => k.includes('sneaky')),
+      [],
+      'nothing written anywhere',
+    );
   });
 
   test('the grpc and hostport formats are written as etcd naming-resolver updates and plain host:port', async () => {
-    await createServiceInstance(kc, prod, 'formats', { service: 'formats', registries: [`grpc-${sfx}`, `hostport-${sfx}`], endpoints: [{ address: '192.0.2.50', port: 7000 }], tags: { region: 'eu' } });
+    await createServiceInstance(kc, prod, 'formats', {
+      service: 'formats',
+      registries: [`grpc-${sfx}`, `hostport-${sfx}`],
+      endpoints: [{ address: '192.0.2.50', port: 7000 }],
+      tags: { region: 'eu' },
+    });
     const grpcKey = `${prefix}/grpc/${prod}/formats/192.0.2.50:7000`;
     const grpc = await waitForKeys(`${prefix}/grpc/${prod}/formats/`, [grpcKey], 'the grpc entry');
     const update = JSON.parse(grpc[grpcKey] ?? '{}') as { Op: number; Addr: string; Metadata?: unknown };
@@ -229,7 +275,9 @@ describe('operator on etcd', () => {
 
   test('Registry status says whether the registry is usable and how many entries the operator holds there', async () => {
     const custom = kc.makeApiClient(CustomObjectsApi);
-    const get = async (name: string): Promise<{ status?: { entries?: number; conditions?: { type: string; status: string; reason: string; message: string }[] } }> =>
+    const get = async (
+      name: string,
+    ): Promise<{ status?: { entries?: number; conditions?: { type: string; status: string; reason: string; message: string }[] } }> =>
       (await custom.getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name })) as never;
     const main = await eventually('the main Registry to be Ready with its entries counted', async () => {
       const r = await get(`main-${sfx}`);
@@ -241,7 +289,11 @@ describe('operator on etcd', () => {
     await createRegistry(kc, `nosecret-${sfx}`, {
       type: 'etcd',
       namespaceSelector: { matchLabels: { env: prod } },
-      etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/nosecret`, credentialsSecretRef: { name: 'missing', namespace: 'default' } },
+      etcd: {
+        endpoints: [bedEnv('ETCD_ENDPOINTS')],
+        prefix: `${prefix}/nosecret`,
+        credentialsSecretRef: { name: 'missing', namespace: 'default' },
+      },
     });
     const broken = await eventually('the Registry with a missing Secret to say so', async () => {
       const r = await get(`nosecret-${sfx}`);
@@ -255,9 +307,27 @@ describe('operator on etcd', () => {
   test('a dryRun Registry writes nothing and says so in status; an upsert-only Registry never deletes', async () => {
     const dryNs = `dry-${sfx}`;
     await createNamespace(kc, dryNs, { dry: sfx });
-    await createRegistry(kc, `dry-${sfx}`, { type: 'etcd', default: true, dryRun: true, namespaceSelector: { matchLabels: { dry: sfx } }, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/dry` } });
-    await createRegistry(kc, `upsert-${sfx}`, { type: 'etcd', default: true, policy: 'upsert-only', namespaceSelector: { matchLabels: { dry: sfx } }, etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/upsert` } });
-    await createServiceInstance(kc, dryNs, 'ghost', { service: 'ghost', endpoints: [{ address: '192.0.2.80', port: 80 }, { address: '192.0.2.81', port: 80 }] });
+    await createRegistry(kc, `dry-${sfx}`, {
+      type: 'etcd',
+      default: true,
+      dryRun: true,
+      namespaceSelector: { matchLabels: { dry: sfx } },
+      etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/dry` },
+    });
+    await createRegistry(kc, `upsert-${sfx}`, {
+      type: 'etcd',
+      default: true,
+      policy: 'upsert-only',
+      namespaceSelector: { matchLabels: { dry: sfx } },
+      etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: `${prefix}/upsert` },
+    });
+    await createServiceInstance(kc, dryNs, 'ghost', {
+      service: 'ghost',
+      endpoints: [
+        { address: '192.0.2.80', port: 80 },
+        { address: '192.0.2.81', port: 80 },
+      ],
+    });
     const si = await eventually('status of both registrations', async () => {
       const s = await getServiceInstance(kc, dryNs, 'ghost');
       return (s?.status?.registrations?.length ?? 0) === 2 ? s : undefined;
@@ -268,9 +338,15 @@ describe('operator on etcd', () => {
     assert.deepEqual(await entries(`${prefix}/dry/`), {}, 'the dry-run registry got nothing but reads');
 
     await patchServiceInstance(kc, dryNs, 'ghost', { endpoints: [{ address: '192.0.2.80', port: 80 }] });
-    await eventually('the spec change to be observed', async () => ((await getServiceInstance(kc, dryNs, 'ghost'))?.status?.observedGeneration === 2 ? true : undefined));
+    await eventually('the spec change to be observed', async () =>
+      (await getServiceInstance(kc, dryNs, 'ghost'))?.status?.observedGeneration === 2 ? true : undefined,
+    );
     await resyncs(1);
-    assert.deepEqual(Object.keys(await entries(upsertDir)).sort(), [`${upsertDir}192.0.2.80:80`, `${upsertDir}192.0.2.81:80`], 'upsert-only kept the endpoint that left the spec');
+    assert.deepEqual(
+      Object.keys(await entries(upsertDir)).sort(),
+      [`${upsertDir}192.0.2.80:80`, `${upsertDir}192.0.2.81:80`],
+      'upsert-only kept the endpoint that left the spec',
+    );
   });
 
   test('/metrics counts reconciles and registry operations and shows entries per Registry; /healthz and /readyz answer', async () => {
@@ -291,7 +367,12 @@ describe('operator on etcd', () => {
 
   test('rejects invalid ServiceInstances at admission with a message a person understands', async () => {
     await assert.rejects(
-      createServiceInstance(kc, prod, 'both', { service: 'both', selector: { matchLabels: { a: 'b' } }, port: 80, endpoints: [{ address: '192.0.2.1', port: 80 }] }),
+      createServiceInstance(kc, prod, 'both', {
+        service: 'both',
+        selector: { matchLabels: { a: 'b' } },
+        port: 80,
+        endpoints: [{ address: '192.0.2.1', port: 80 }],
+      }),
       (err: unknown) => /exactly one of/i.test(String((err as { body?: unknown }).body ?? err)),
     );
     await assert.rejects(
@@ -303,7 +384,13 @@ describe('operator on etcd', () => {
   test('a restarted operator deletes nothing: not one delete event in etcd across the restart', async () => {
     const first = operator;
     assert.ok(first);
-    await createServiceInstance(kc, prod, 'steady', { service: 'steady', endpoints: [{ address: '192.0.2.60', port: 80 }, { address: '192.0.2.61', port: 80 }] });
+    await createServiceInstance(kc, prod, 'steady', {
+      service: 'steady',
+      endpoints: [
+        { address: '192.0.2.60', port: 80 },
+        { address: '192.0.2.61', port: 80 },
+      ],
+    });
     const dir = `${prefix}/json/${prod}/steady/`;
     await waitForKeys(dir, [`${dir}192.0.2.60:80`, `${dir}192.0.2.61:80`], 'entries to be registered');
     const deletes: string[] = [];
@@ -322,9 +409,16 @@ describe('operator on etcd', () => {
       await resyncs(2);
       await sleep(Math.max(0, stoppedAt + (LEASE_TTL + 4) * 1000 - Date.now()));
       const { TTL: secondsLeft } = await etcd.leaseClient.leaseTimeToLive({ ID: leaseId });
-      assert.ok(Number(secondsLeft) > 0, `the lease outlived its ${LEASE_TTL} s TTL after the old process stopped: the new one keeps it alive`);
+      assert.ok(
+        Number(secondsLeft) > 0,
+        `the lease outlived its ${LEASE_TTL} s TTL after the old process stopped: the new one keeps it alive`,
+      );
       assert.deepEqual(deletes, [], 'no entry was deleted across the restart');
-      assert.deepEqual(puts.filter((k) => !k.includes('_kube-registrar')), [], 'no entry was rewritten: the lease was adopted');
+      assert.deepEqual(
+        puts.filter((k) => !k.includes('_kube-registrar')),
+        [],
+        'no entry was rewritten: the lease was adopted',
+      );
       assert.deepEqual(Object.keys(await entries(dir)).sort(), [`${dir}192.0.2.60:80`, `${dir}192.0.2.61:80`]);
     } finally {
       await watcher.cancel();

@@ -78,7 +78,10 @@ test('Ctrl-C stops every server, frees every port and removes the data directory
   assert.ok(existsSync(dir), 'the bed has a data directory while it runs');
   const ports = await bedPorts(bed.env);
   for (const port of ports) assert.equal(await portOpen(port), true, `port ${port} answers while the bed runs`);
-  assert.ok(processesMentioning(basename(dir)).length >= 4, 'two etcds, kube-apiserver and Consul run with the bed directory name on their command line');
+  assert.ok(
+    processesMentioning(basename(dir)).length >= 4,
+    'two etcds, kube-apiserver and Consul run with the bed directory name on their command line',
+  );
 
   bed.child.kill('SIGINT');
   assert.equal(await bed.exited, 0, 'the bed exits cleanly on SIGINT');

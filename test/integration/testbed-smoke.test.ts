@@ -34,7 +34,12 @@ describe('kube-apiserver', () => {
             name: 'v1',
             served: true,
             storage: true,
-            schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', properties: { size: { type: 'integer', minimum: 1 } } } } } },
+            schema: {
+              openAPIV3Schema: {
+                type: 'object',
+                properties: { spec: { type: 'object', properties: { size: { type: 'integer', minimum: 1 } } } },
+              },
+            },
           },
         ],
       },
@@ -50,7 +55,13 @@ describe('kube-apiserver', () => {
     let created: unknown;
     for (let i = 0; ; i++) {
       try {
-        created = await custom.createNamespacedCustomObject({ group, version: 'v1', namespace: ns, plural: 'widgets', body: { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'w1' }, spec: { size: 3 } } });
+        created = await custom.createNamespacedCustomObject({
+          group,
+          version: 'v1',
+          namespace: ns,
+          plural: 'widgets',
+          body: { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'w1' }, spec: { size: 3 } },
+        });
         break;
       } catch (err: unknown) {
         if (i > 50) throw err;
@@ -58,11 +69,19 @@ describe('kube-apiserver', () => {
       }
     }
     assert.ok(created);
-    const read = (await custom.getNamespacedCustomObject({ group, version: 'v1', namespace: ns, plural: 'widgets', name: 'w1' })) as { spec: { size: number } };
+    const read = (await custom.getNamespacedCustomObject({ group, version: 'v1', namespace: ns, plural: 'widgets', name: 'w1' })) as {
+      spec: { size: number };
+    };
     assert.equal(read.spec.size, 3);
 
     await assert.rejects(
-      custom.createNamespacedCustomObject({ group, version: 'v1', namespace: ns, plural: 'widgets', body: { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'w2' }, spec: { size: 0 } } }),
+      custom.createNamespacedCustomObject({
+        group,
+        version: 'v1',
+        namespace: ns,
+        plural: 'widgets',
+        body: { apiVersion: `${group}/v1`, kind: 'Widget', metadata: { name: 'w2' }, spec: { size: 0 } },
+      }),
       (err: unknown) => String((err as { body?: unknown }).body ?? err).includes('should be greater than or equal to 1'),
       'the schema is enforced at admission',
     );
@@ -74,7 +93,11 @@ describe('kube-apiserver', () => {
     const ns = `smoke-rbac-${uniqueSuffix()}`;
     await core.createNamespace({ body: { metadata: { name: ns } } });
     await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'probe' } } });
-    const tr = await core.createNamespacedServiceAccountToken({ namespace: ns, name: 'probe', body: { spec: { audiences: [], expirationSeconds: 600 } } });
+    const tr = await core.createNamespacedServiceAccountToken({
+      namespace: ns,
+      name: 'probe',
+      body: { spec: { audiences: [], expirationSeconds: 600 } },
+    });
     const token = tr.status?.token;
     assert.ok(token, 'a token was minted');
 
@@ -122,15 +145,30 @@ describe('Consul agent', () => {
     const reg = await fetch(`${addr}/v1/agent/service/register`, {
       method: 'PUT',
       headers,
-      body: JSON.stringify({ ID: `${name}-1`, Name: name, Address: '10.0.0.12', Port: 8080, Tags: ['zone=a'], Weights: { Passing: 3, Warning: 1 } }),
+      body: JSON.stringify({
+        ID: `${name}-1`,
+        Name: name,
+        Address: '10.0.0.12',
+        Port: 8080,
+        Tags: ['zone=a'],
+        Weights: { Passing: 3, Warning: 1 },
+      }),
     });
     assert.equal(reg.status, 200, await reg.text());
     try {
       const res = await fetch(`${addr}/v1/health/service/${name}?passing=true`, { headers });
-      const entries = (await res.json()) as { Service: { ID: string; Address: string; Port: number; Tags: string[]; Weights: { Passing: number } } }[];
+      const entries = (await res.json()) as {
+        Service: { ID: string; Address: string; Port: number; Tags: string[]; Weights: { Passing: number } };
+      }[];
       assert.equal(entries.length, 1);
       assert.deepEqual(
-        { id: entries[0]?.Service.ID, address: entries[0]?.Service.Address, port: entries[0]?.Service.Port, tags: entries[0]?.Service.Tags, weight: entries[0]?.Service.Weights.Passing },
+        {
+          id: entries[0]?.Service.ID,
+          address: entries[0]?.Service.Address,
+          port: entries[0]?.Service.Port,
+          tags: entries[0]?.Service.Tags,
+          weight: entries[0]?.Service.Weights.Passing,
+        },
         { id: `${name}-1`, address: '10.0.0.12', port: 8080, tags: ['zone=a'], weight: 3 },
       );
     } finally {

@@ -46,7 +46,12 @@ export async function startAclConsulAgent(): Promise<AclConsulAgent> {
     managementToken,
     async createToken(rules) {
       const put = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
-        const res = await fetch(`${address}${path}`, { method: 'PUT', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(5000) });
+        const res = await fetch(`${address}${path}`, {
+          method: 'PUT',
+          headers,
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(5000),
+        });
         if (!res.ok) throw new Error(`ACL setup ${path} failed: ${res.status} ${await res.text()}`);
         return (await res.json()) as Record<string, unknown>;
       };

@@ -27,29 +27,23 @@ export const VALIDATION_MESSAGES = {
     'exactly one of spec.selector or spec.endpoints must be set: use selector to mirror Ready pods, or endpoints to list static addresses',
   selectorNeedsPort:
     'spec.port is required when spec.selector is set: it is the container port number or name to register for each Ready pod',
-  endpointNeedsPort:
-    'every static endpoint needs a port: set port on each entry of spec.endpoints, or set spec.port to a port number',
-  emptySelector:
-    'spec.selector must not be empty, or it would register every pod in the namespace: add matchLabels or matchExpressions',
+  endpointNeedsPort: 'every static endpoint needs a port: set port on each entry of spec.endpoints, or set spec.port to a port number',
+  emptySelector: 'spec.selector must not be empty, or it would register every pod in the namespace: add matchLabels or matchExpressions',
   labelKey:
     "matchLabels keys must be label keys: an optional DNS subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-  labelValue:
-    "label values must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-  selectorValues:
-    'values must be non-empty when operator is In or NotIn, and empty when operator is Exists or DoesNotExist',
+  labelValue: "label values must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+  selectorValues: 'values must be non-empty when operator is In or NotIn, and empty when operator is Exists or DoesNotExist',
   selectorOperator: 'operator must be one of In, NotIn, Exists, DoesNotExist',
   address:
     "address must be an IPv4 address, an IPv6 address or a lowercase DNS-1123 host name, with no scheme, port, '/' or spaces, e.g. 10.0.0.12 or vm-12.example.com",
-  tagKey:
-    "tag keys must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (no '/', '=' or ',')",
+  tagKey: "tag keys must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (no '/', '=' or ',')",
   tagValue: 'tag values must be at most 256 characters long',
-  port:
-    "spec.port must be a port number from 1 to 65535 or a container port name (at most 15 lowercase letters, digits and '-', with at least one letter, e.g. http)",
+  port: "spec.port must be a port number from 1 to 65535 or a container port name (at most 15 lowercase letters, digits and '-', with at least one letter, e.g. http)",
   metadataKey: 'metadata keys must be 1-128 characters long',
   metadataValue: 'metadata values must be at most 512 characters long',
   serviceName:
     "spec.service must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit, e.g. user-service",
-  registryName: 'Registry names must be DNS-1123 subdomains (lowercase letters, digits, \'-\' and \'.\')',
+  registryName: "Registry names must be DNS-1123 subdomains (lowercase letters, digits, '-' and '.')",
   endpointPort: 'port must be a whole number from 1 to 65535',
   weight: 'weight must be a whole number from 0 to 1000',
   duplicateEndpoint: 'the same address and port is listed more than once; each static endpoint must be unique',
@@ -65,8 +59,7 @@ export const VALIDATION_MESSAGES = {
   leaseTTL: 'spec.leaseTTLSeconds must be a whole number of seconds from 5 to 3600',
   policy: "spec.policy must be 'sync' or 'upsert-only'",
   etcdEndpoints: 'spec.etcd.endpoints must list at least one etcd URL',
-  etcdEndpoint:
-    'each etcd endpoint must be an http:// or https:// URL with a host and optional port and no path, e.g. https://etcd-0:2379',
+  etcdEndpoint: 'each etcd endpoint must be an http:// or https:// URL with a host and optional port and no path, e.g. https://etcd-0:2379',
   prefixStart: "spec.etcd.prefix must start with '/', e.g. /services",
   prefixEnd: "spec.etcd.prefix must not end with '/', e.g. /services",
   prefixEmptySegment: "spec.etcd.prefix must not contain '//' (an empty segment)",
@@ -76,21 +69,17 @@ export const VALIDATION_MESSAGES = {
   consulAddress:
     'spec.consul.address must be an http:// or https:// URL with a host and optional port and no path, e.g. http://consul:8500',
   consulDatacenter: "spec.consul.datacenter may contain only letters, digits, '-' and '_'",
-  consulNamespace:
-    "spec.consul.namespace may contain only lowercase letters, digits, '-' and the placeholder {namespace}",
+  consulNamespace: "spec.consul.namespace may contain only lowercase letters, digits, '-' and the placeholder {namespace}",
   serviceNameChars:
     "spec.consul.serviceName may contain only lowercase letters, digits, '-' and the placeholders {service} and {namespace}",
-  serviceNameNeedsService:
-    'spec.consul.serviceName must contain {service}, or every service would be registered under the same name',
-  secretRef:
-    'a Secret reference needs a name (a DNS-1123 subdomain) and a namespace (a DNS-1123 label)',
+  serviceNameNeedsService: 'spec.consul.serviceName must contain {service}, or every service would be registered under the same name',
+  secretRef: 'a Secret reference needs a name (a DNS-1123 subdomain) and a namespace (a DNS-1123 label)',
 } as const;
 
 // The same expressions as the CRDs' patterns and CEL rules; JavaScript and RE2 agree on this subset.
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const LABEL_KEY =
-  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 const TAG_KEY = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const PORT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -156,7 +145,14 @@ function checkStringMap(
 
 function checkTags(tags: Readonly<Record<string, string>> | undefined, path: string): string[] {
   const m = VALIDATION_MESSAGES;
-  return checkStringMap(tags, path, (k) => k.length <= 63 && TAG_KEY.test(k), m.tagKey, (v) => v.length <= 256, m.tagValue);
+  return checkStringMap(
+    tags,
+    path,
+    (k) => k.length <= 63 && TAG_KEY.test(k),
+    m.tagKey,
+    (v) => v.length <= 256,
+    m.tagValue,
+  );
 }
 
 /**
@@ -178,7 +174,8 @@ function checkLabelSelector(selector: LabelSelector, path: string, requireTerms:
   expressions.forEach((req, i) => {
     const at = `${path}.matchExpressions[${i}]`;
     if (!LABEL_KEY.test(req.key)) problems.push(problem(`${at}.key`, m.labelKey));
-    if (!(LABEL_SELECTOR_OPERATORS as readonly string[]).includes(req.operator)) problems.push(problem(`${at}.operator`, m.selectorOperator));
+    if (!(LABEL_SELECTOR_OPERATORS as readonly string[]).includes(req.operator))
+      problems.push(problem(`${at}.operator`, m.selectorOperator));
     problems.push(...checkCount(req.values?.length ?? 0, 64, `${at}.values`));
     const hasValues = (req.values?.length ?? 0) > 0;
     if ((req.operator === 'In' || req.operator === 'NotIn') !== hasValues) problems.push(problem(at, m.selectorValues));
@@ -228,7 +225,8 @@ export function validateServiceInstanceSpec(spec: ServiceInstanceSpec): string[]
   spec.endpoints?.forEach((endpoint, i) => {
     const at = `spec.endpoints[${i}]`;
     const { address } = endpoint;
-    if (address.length > 253 || !(isIpLiteral(address) || DNS1123_SUBDOMAIN.test(address))) problems.push(problem(`${at}.address`, m.address));
+    if (address.length > 253 || !(isIpLiteral(address) || DNS1123_SUBDOMAIN.test(address)))
+      problems.push(problem(`${at}.address`, m.address));
     if (endpoint.port !== undefined && !isIntegerIn(endpoint.port, 1, 65535)) problems.push(problem(`${at}.port`, m.endpointPort));
     if (endpoint.weight !== undefined && !isIntegerIn(endpoint.weight, 0, 1000)) problems.push(problem(`${at}.weight`, m.weight));
     problems.push(...checkTags(endpoint.tags, `${at}.tags`));
@@ -247,7 +245,14 @@ export function validateServiceInstanceSpec(spec: ServiceInstanceSpec): string[]
   problems.push(...checkTags(spec.tags, 'spec.tags'));
   if (!isIntegerIn(spec.weight, 0, 1000)) problems.push(problem('spec.weight', m.weight));
   problems.push(
-    ...checkStringMap(spec.metadata, 'spec.metadata', (k) => k.length >= 1 && k.length <= 128, m.metadataKey, (v) => v.length <= 512, m.metadataValue),
+    ...checkStringMap(
+      spec.metadata,
+      'spec.metadata',
+      (k) => k.length >= 1 && k.length <= 128,
+      m.metadataKey,
+      (v) => v.length <= 512,
+      m.metadataValue,
+    ),
   );
   return problems;
 }
@@ -279,7 +284,8 @@ export function validateRegistrySpec(spec: RegistrySpec): string[] {
   if (spec.type !== 'consul' && spec.consul !== undefined) problems.push(problem('spec', m.consulForbidden));
 
   problems.push(...checkLabelSelector(spec.namespaceSelector, 'spec.namespaceSelector', false));
-  if (spec.namespace.length > 128 || !NAMESPACE_TEMPLATE.test(spec.namespace)) problems.push(problem('spec.namespace', m.namespaceTemplate));
+  if (spec.namespace.length > 128 || !NAMESPACE_TEMPLATE.test(spec.namespace))
+    problems.push(problem('spec.namespace', m.namespaceTemplate));
   if (!isIntegerIn(spec.leaseTTLSeconds, 5, 3600)) problems.push(problem('spec.leaseTTLSeconds', m.leaseTTL));
   if (!(REGISTRY_POLICIES as readonly string[]).includes(spec.policy)) problems.push(problem('spec.policy', m.policy));
 
@@ -300,8 +306,10 @@ export function validateRegistrySpec(spec: RegistrySpec): string[] {
     if (consul.datacenter !== undefined && (consul.datacenter.length > 64 || !DATACENTER.test(consul.datacenter))) {
       problems.push(problem('spec.consul.datacenter', m.consulDatacenter));
     }
-    if (consul.namespace.length > 128 || !CONSUL_NAMESPACE_TEMPLATE.test(consul.namespace)) problems.push(problem('spec.consul.namespace', m.consulNamespace));
-    if (consul.serviceName.length > 128 || !SERVICE_NAME_TEMPLATE.test(consul.serviceName)) problems.push(problem('spec.consul.serviceName', m.serviceNameChars));
+    if (consul.namespace.length > 128 || !CONSUL_NAMESPACE_TEMPLATE.test(consul.namespace))
+      problems.push(problem('spec.consul.namespace', m.consulNamespace));
+    if (consul.serviceName.length > 128 || !SERVICE_NAME_TEMPLATE.test(consul.serviceName))
+      problems.push(problem('spec.consul.serviceName', m.serviceNameChars));
     if (!consul.serviceName.includes(SERVICE_PLACEHOLDER)) problems.push(problem('spec.consul.serviceName', m.serviceNameNeedsService));
     problems.push(...checkSecretRef(consul.tokenSecretRef, 'spec.consul.tokenSecretRef'));
   }

@@ -9,7 +9,9 @@ import { KubeConfig } from '@kubernetes/client-node';
 export function bedEnv(name: string): string {
   const value = process.env[name];
   if (!value) {
-    throw new Error(`${name} is not set: run the tests with \`npm test\` (its global setup starts the test bed), or start one with \`npm run testbed -- up\` and set KUBE_REGISTRAR_TESTBED_ENV=.testbed/env`);
+    throw new Error(
+      `${name} is not set: run the tests with \`npm test\` (its global setup starts the test bed), or start one with \`npm run testbed -- up\` and set KUBE_REGISTRAR_TESTBED_ENV=.testbed/env`,
+    );
   }
   return value;
 }

@@ -50,7 +50,14 @@ export async function startOperatorOn(options: OperatorOptions): Promise<FaultOp
   const healthPort = await freePort();
   const metricsAddress = options.metrics ? `127.0.0.1:${await freePort()}` : '';
   const logFile = options.logFile ?? join(await mkdtemp(join(tmpdir(), 'kr-faults-op-')), 'operator.log');
-  const args = [join(REPO_ROOT, 'src', 'main.ts'), `--kubeconfig=${options.kubeconfig}`, `--metrics-address=${metricsAddress}`, `--health-address=127.0.0.1:${healthPort}`, '--log-level=debug', ...(options.flags ?? [])];
+  const args = [
+    join(REPO_ROOT, 'src', 'main.ts'),
+    `--kubeconfig=${options.kubeconfig}`,
+    `--metrics-address=${metricsAddress}`,
+    `--health-address=127.0.0.1:${healthPort}`,
+    '--log-level=debug',
+    ...(options.flags ?? []),
+  ];
   const proc = new ManagedProcess('kube-registrar', process.execPath, args, logFile);
   const healthUrl = `http://127.0.0.1:${healthPort}`;
   try {
@@ -59,7 +66,12 @@ export async function startOperatorOn(options: OperatorOptions): Promise<FaultOp
     await proc.kill();
     throw err;
   }
-  return { process: proc, healthUrl, ...(metricsAddress ? { metricsUrl: `http://${metricsAddress}/metrics` } : {}), log: () => readFile(logFile, 'utf8').catch(() => '') };
+  return {
+    process: proc,
+    healthUrl,
+    ...(metricsAddress ? { metricsUrl: `http://${metricsAddress}/metrics` } : {}),
+    log: () => readFile(logFile, 'utf8').catch(() => ''),
+  };
 }
 
 /**
@@ -67,7 +79,9 @@ export async function startOperatorOn(options: OperatorOptions): Promise<FaultOp
  * exception or unhandled rejection, or a stack trace printed by Node itself.
  */
 export function crashLines(log: string): string[] {
-  return log.split('\n').filter((l) => /"level":"fatal"|Uncaught|UnhandledPromiseRejection|unhandledRejection|^\s+at .*\(node:internal/.test(l));
+  return log
+    .split('\n')
+    .filter((l) => /"level":"fatal"|Uncaught|UnhandledPromiseRejection|unhandledRejection|^\s+at .*\(node:internal/.test(l));
 }
 
 /** Health probe that never throws: the process runs and /healthz answers 200. */
@@ -104,7 +118,9 @@ export async function countServiceInstances(kc: KubeConfig, namespaces?: readonl
   const api = kc.makeApiClient(CustomObjectsApi);
   const list = async (namespace?: string): Promise<number> => {
     const what = { group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances' };
-    const res = (namespace === undefined ? await api.listClusterCustomObject(what) : await api.listNamespacedCustomObject({ ...what, namespace })) as { items: unknown[] };
+    const res = (
+      namespace === undefined ? await api.listClusterCustomObject(what) : await api.listNamespacedCustomObject({ ...what, namespace })
+    ) as { items: unknown[] };
     return res.items.length;
   };
   if (namespaces === undefined) return list();
@@ -123,7 +139,8 @@ export async function countServiceInstances(kc: KubeConfig, namespaces?: readonl
  * as long as nothing else makes the operator reconcile meanwhile. Returns the reconciles counted.
  */
 export async function waitForResyncs(metricsUrl: string, serviceInstances: number, rounds: number, timeoutMs: number): Promise<number> {
-  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 4) throw new Error(`waitForResyncs counts 1 to 4 rounds, not ${rounds}: beyond 4 the ±10 % jitter breaks the bound`);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 4)
+    throw new Error(`waitForResyncs counts 1 to 4 rounds, not ${rounds}: beyond 4 the ±10 % jitter breaks the bound`);
   if (serviceInstances < 1) throw new Error('waitForResyncs needs at least one ServiceInstance to count resyncs of');
   const from = await pacedReconciles(metricsUrl);
   const needed = (rounds + 1) * serviceInstances;
@@ -138,7 +155,10 @@ export async function waitForResyncs(metricsUrl: string, serviceInstances: numbe
       timeoutMs,
     );
   } catch (err: unknown) {
-    throw new Error(`the operator finished ${done} of the ${needed} reconciles that prove ${rounds} resync(s) of ${serviceInstances} ServiceInstance(s)`, { cause: err });
+    throw new Error(
+      `the operator finished ${done} of the ${needed} reconciles that prove ${rounds} resync(s) of ${serviceInstances} ServiceInstance(s)`,
+      { cause: err },
+    );
   }
 }
 
@@ -368,15 +388,31 @@ function consulHeaders(token: string | undefined): Record<string, string> {
 /** Every service the agent holds (its local state), optionally filtered. */
 export async function agentServices(address: string, token?: string, filter?: string): Promise<AgentService[]> {
   const qs = filter ? `?filter=${encodeURIComponent(filter)}` : '';
-  const res = await fetch(`${address}/v1/agent/services${qs}`, { headers: consulHeaders(token), signal: AbortSignal.timeout(CALL_TIMEOUT_MS) });
+  const res = await fetch(`${address}/v1/agent/services${qs}`, {
+    headers: consulHeaders(token),
+    signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+  });
   if (!res.ok) throw new Error(`GET /v1/agent/services: ${res.status} ${await res.text()}`);
-  const body = (await res.json()) as Record<string, { ID: string; Service: string; Address: string; Port: number; Meta?: Record<string, string> | null; Tags?: string[] | null }>;
-  return Object.values(body).map((s) => ({ id: s.ID, name: s.Service, address: s.Address, port: s.Port, meta: s.Meta ?? {}, tags: s.Tags ?? [] }));
+  const body = (await res.json()) as Record<
+    string,
+    { ID: string; Service: string; Address: string; Port: number; Meta?: Record<string, string> | null; Tags?: string[] | null }
+  >;
+  return Object.values(body).map((s) => ({
+    id: s.ID,
+    name: s.Service,
+    address: s.Address,
+    port: s.Port,
+    meta: s.Meta ?? {},
+    tags: s.Tags ?? [],
+  }));
 }
 
 /** `address:port` of every passing instance of a service, sorted: what a consumer would dial. */
 export async function passingInstances(address: string, name: string, token?: string): Promise<string[]> {
-  const res = await fetch(`${address}/v1/health/service/${encodeURIComponent(name)}?passing=true`, { headers: consulHeaders(token), signal: AbortSignal.timeout(CALL_TIMEOUT_MS) });
+  const res = await fetch(`${address}/v1/health/service/${encodeURIComponent(name)}?passing=true`, {
+    headers: consulHeaders(token),
+    signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+  });
   if (!res.ok) throw new Error(`GET /v1/health/service/${name}: ${res.status} ${await res.text()}`);
   const body = (await res.json()) as { Service: { Address: string; Port: number } }[];
   return body.map((e) => `${e.Service.Address}:${e.Service.Port}`).sort();
@@ -394,7 +430,9 @@ export async function etcdctl(binary: string, endpoint: string, args: readonly s
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolveRun(out) : reject(new Error(`etcdctl ${args.join(' ')} exited with ${String(code)}: ${err.trim()}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolveRun(out) : reject(new Error(`etcdctl ${args.join(' ')} exited with ${String(code)}: ${err.trim()}`)),
+    );
   });
 }
 
@@ -412,7 +450,14 @@ export interface OwnEtcd {
 export async function startOwnEtcd(): Promise<OwnEtcd> {
   const toolchain = await provision(() => undefined);
   const dir = await mkdtemp(join(tmpdir(), 'kr-faults-etcd-'));
-  const server = new EtcdServer(toolchain.etcd, 'faults-etcd', join(dir, 'data'), await freePort(), await freePort(), join(dir, 'etcd.log'));
+  const server = new EtcdServer(
+    toolchain.etcd,
+    'faults-etcd',
+    join(dir, 'data'),
+    await freePort(),
+    await freePort(),
+    join(dir, 'etcd.log'),
+  );
   try {
     await server.start();
   } catch (err: unknown) {
@@ -459,15 +504,34 @@ export async function consulNamespace(address: string, ns: string, services: rea
 // --- Kubernetes ---------------------------------------------------------------------------------
 
 /** Every event in a namespace (message, reason, object), for scans. */
-export async function eventsIn(kc: KubeConfig, namespace: string): Promise<{ object: string; reason: string; message: string; type: string }[]> {
+export async function eventsIn(
+  kc: KubeConfig,
+  namespace: string,
+): Promise<{ object: string; reason: string; message: string; type: string }[]> {
   const list = await kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace });
-  return list.items.map((e) => ({ object: `${e.involvedObject.kind ?? ''}/${e.involvedObject.name ?? ''}`, reason: e.reason ?? '', message: e.message ?? '', type: e.type ?? '' }));
+  return list.items.map((e) => ({
+    object: `${e.involvedObject.kind ?? ''}/${e.involvedObject.name ?? ''}`,
+    reason: e.reason ?? '',
+    message: e.message ?? '',
+    type: e.type ?? '',
+  }));
 }
 
 /** A Registry as the test reads it (undefined when gone). */
-export async function getRegistry(kc: KubeConfig, name: string): Promise<{ metadata: { name: string }; status?: { entries?: number; conditions?: { type: string; status: string; reason: string; message: string }[] } } | undefined> {
+export async function getRegistry(
+  kc: KubeConfig,
+  name: string,
+): Promise<
+  | {
+      metadata: { name: string };
+      status?: { entries?: number; conditions?: { type: string; status: string; reason: string; message: string }[] };
+    }
+  | undefined
+> {
   try {
-    return (await kc.makeApiClient(CustomObjectsApi).getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name })) as never;
+    return (await kc
+      .makeApiClient(CustomObjectsApi)
+      .getClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name })) as never;
   } catch (err: unknown) {
     if ((err as { code?: number }).code === 404) return undefined;
     throw err;
@@ -477,7 +541,9 @@ export async function getRegistry(kc: KubeConfig, name: string): Promise<{ metad
 /** Deletes a Registry (404 counts as done). */
 export async function deleteRegistry(kc: KubeConfig, name: string): Promise<void> {
   try {
-    await kc.makeApiClient(CustomObjectsApi).deleteClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name });
+    await kc
+      .makeApiClient(CustomObjectsApi)
+      .deleteClusterCustomObject({ group: 'registrar.dev', version: 'v1alpha1', plural: 'registries', name });
   } catch (err: unknown) {
     if ((err as { code?: number }).code !== 404) throw err;
   }
@@ -494,7 +560,9 @@ export function findSecrets(haystacks: Readonly<Record<string, string>>, secrets
   for (const secret of secrets) {
     const forms = [secret, Buffer.from(secret).toString('base64')];
     for (const [name, text] of Object.entries(haystacks)) {
-      for (const form of forms) if (text.includes(form)) found.push(`${name} contains ${form === secret ? 'a secret' : 'a base64-encoded secret'} (${secret.slice(0, 3)}...)`);
+      for (const form of forms)
+        if (text.includes(form))
+          found.push(`${name} contains ${form === secret ? 'a secret' : 'a base64-encoded secret'} (${secret.slice(0, 3)}...)`);
     }
   }
   return found;
@@ -541,7 +609,13 @@ export class FaultTally {
  * as checked. On timeout it counts the desired entries that are missing as lost and fails with
  * what was there instead.
  */
-export async function converge(tally: FaultTally, what: string, read: () => Promise<readonly string[]>, expected: readonly string[], timeoutMs: number): Promise<void> {
+export async function converge(
+  tally: FaultTally,
+  what: string,
+  read: () => Promise<readonly string[]>,
+  expected: readonly string[],
+  timeoutMs: number,
+): Promise<void> {
   const want = [...expected].sort();
   let last: string[] = [];
   try {

@@ -93,7 +93,14 @@ export async function setPodReady(kc: KubeConfig, namespace: string, name: strin
     {
       namespace,
       name,
-      body: { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date() }] } },
+      body: {
+        status: {
+          phase: 'Running',
+          podIP: ip,
+          podIPs: [{ ip }],
+          conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date() }],
+        },
+      },
     },
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
@@ -107,19 +114,36 @@ export async function deletePod(kc: KubeConfig, namespace: string, name: string,
 const G = { group: 'registrar.dev', version: 'v1alpha1' };
 
 /** Creates a ServiceInstance. */
-export async function createServiceInstance(kc: KubeConfig, namespace: string, name: string, spec: Record<string, unknown>): Promise<unknown> {
-  return kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({ ...G, plural: 'serviceinstances', namespace, body: { apiVersion: 'registrar.dev/v1alpha1', kind: 'ServiceInstance', metadata: { name }, spec } });
+export async function createServiceInstance(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+  spec: Record<string, unknown>,
+): Promise<unknown> {
+  return kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+    ...G,
+    plural: 'serviceinstances',
+    namespace,
+    body: { apiVersion: 'registrar.dev/v1alpha1', kind: 'ServiceInstance', metadata: { name }, spec },
+  });
 }
 
 /** Merge-patches a ServiceInstance's spec. */
 export async function patchServiceInstance(kc: KubeConfig, namespace: string, name: string, spec: Record<string, unknown>): Promise<void> {
-  await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject({ ...G, plural: 'serviceinstances', namespace, name, body: { spec } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+  await kc
+    .makeApiClient(CustomObjectsApi)
+    .patchNamespacedCustomObject(
+      { ...G, plural: 'serviceinstances', namespace, name, body: { spec } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
 }
 
 /** Reads a ServiceInstance (undefined when gone). */
 export async function getServiceInstance(kc: KubeConfig, namespace: string, name: string): Promise<ServiceInstanceView | undefined> {
   try {
-    return (await kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ ...G, plural: 'serviceinstances', namespace, name })) as ServiceInstanceView;
+    return (await kc
+      .makeApiClient(CustomObjectsApi)
+      .getNamespacedCustomObject({ ...G, plural: 'serviceinstances', namespace, name })) as ServiceInstanceView;
   } catch (err: unknown) {
     if ((err as { code?: number }).code === 404) return undefined;
     throw err;
@@ -133,7 +157,11 @@ export async function deleteServiceInstance(kc: KubeConfig, namespace: string, n
 
 /** Creates a Registry. */
 export async function createRegistry(kc: KubeConfig, name: string, spec: Record<string, unknown>): Promise<unknown> {
-  return kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({ ...G, plural: 'registries', body: { apiVersion: 'registrar.dev/v1alpha1', kind: 'Registry', metadata: { name }, spec } });
+  return kc.makeApiClient(CustomObjectsApi).createClusterCustomObject({
+    ...G,
+    plural: 'registries',
+    body: { apiVersion: 'registrar.dev/v1alpha1', kind: 'Registry', metadata: { name }, spec },
+  });
 }
 
 /** What tests read from a ServiceInstance. */
@@ -148,7 +176,11 @@ export interface ServiceInstanceView {
 }
 
 /** Events recorded on an object. */
-export async function eventsFor(kc: KubeConfig, namespace: string, name: string): Promise<{ reason: string; message: string; type: string }[]> {
+export async function eventsFor(
+  kc: KubeConfig,
+  namespace: string,
+  name: string,
+): Promise<{ reason: string; message: string; type: string }[]> {
   const list = await kc.makeApiClient(CoreV1Api).listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
   return list.items.map((e) => ({ reason: e.reason ?? '', message: e.message ?? '', type: e.type ?? '' }));
 }

@@ -34,7 +34,8 @@ export function describeOpenResources(): string {
 function describeHandle(h: HandleLike): string {
   const kind = h.constructor?.name ?? 'handle';
   if (h.pid !== undefined) return `${kind}: pid ${h.pid} ${[h.spawnfile, ...(h.spawnargs ?? []).slice(1)].join(' ').slice(0, 300)}`;
-  if (h.remotePort !== undefined) return `${kind}: ${String(h.localAddress)}:${String(h.localPort)} -> ${String(h.remoteAddress)}:${h.remotePort}`;
+  if (h.remotePort !== undefined)
+    return `${kind}: ${String(h.localAddress)}:${String(h.localPort)} -> ${String(h.remoteAddress)}:${h.remotePort}`;
   if (typeof h.address === 'function') return `${kind}: listening on ${JSON.stringify(h.address())}`;
   return kind;
 }

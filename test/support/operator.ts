@@ -20,14 +20,25 @@ export interface OperatorProcess {
  * Starts `node src/main.ts` with the bed's kubeconfig (or `kubeconfig`, e.g. one that reaches the
  * apiserver through a proxy) and the given extra flags; waits until ready.
  */
-export async function startOperator(flags: readonly string[] = [], env: NodeJS.ProcessEnv = {}, kubeconfig: string = bedEnv('KUBECONFIG')): Promise<OperatorProcess> {
+export async function startOperator(
+  flags: readonly string[] = [],
+  env: NodeJS.ProcessEnv = {},
+  kubeconfig: string = bedEnv('KUBECONFIG'),
+): Promise<OperatorProcess> {
   const metricsPort = await freePort();
   const healthPort = await freePort();
   const logDir = await mkdtemp(join(tmpdir(), 'kube-registrar-op-'));
   const proc = new ManagedProcess(
     'kube-registrar',
     process.execPath,
-    [join(REPO_ROOT, 'src', 'main.ts'), `--kubeconfig=${kubeconfig}`, `--metrics-address=127.0.0.1:${metricsPort}`, `--health-address=127.0.0.1:${healthPort}`, '--log-level=debug', ...flags],
+    [
+      join(REPO_ROOT, 'src', 'main.ts'),
+      `--kubeconfig=${kubeconfig}`,
+      `--metrics-address=127.0.0.1:${metricsPort}`,
+      `--health-address=127.0.0.1:${healthPort}`,
+      '--log-level=debug',
+      ...flags,
+    ],
     join(logDir, 'operator.log'),
     { ...process.env, ...env },
   );

@@ -71,7 +71,8 @@ export function permissions(rules: readonly V1PolicyRule[]): Permission[] {
     const names = r.resourceNames && r.resourceNames.length > 0 ? r.resourceNames : [undefined];
     for (const g of r.apiGroups ?? [''])
       for (const res of r.resources)
-        for (const name of names) for (const verb of r.verbs) out.add(`${g === '' ? 'core' : g}/${res}${name === undefined ? '' : `[${name}]`}:${verb}`);
+        for (const name of names)
+          for (const verb of r.verbs) out.add(`${g === '' ? 'core' : g}/${res}${name === undefined ? '' : `[${name}]`}:${verb}`);
   }
   return [...out].sort();
 }
@@ -108,7 +109,11 @@ export const OPERATOR_PERMISSIONS = {
     'core/pods:watch',
   ],
   /** Role `<release>-leader-election` in the release namespace (controller/leader.ts). */
-  leaderElection: (leaseName: string): Permission[] => ['coordination.k8s.io/leases:create', `coordination.k8s.io/leases[${leaseName}]:get`, `coordination.k8s.io/leases[${leaseName}]:update`],
+  leaderElection: (leaseName: string): Permission[] => [
+    'coordination.k8s.io/leases:create',
+    `coordination.k8s.io/leases[${leaseName}]:get`,
+    `coordination.k8s.io/leases[${leaseName}]:update`,
+  ],
   /** Role `<release>-credentials` in each credentials namespace (registry/provider.ts). */
   credentials: ['core/secrets:get'],
 } as const;
@@ -122,20 +127,29 @@ export async function run(cmd: string, args: readonly string[], input = ''): Pro
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolveRun(stdout) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${String(code)}: ${stderr.trim()}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolveRun(stdout) : reject(new Error(`${cmd} ${args.join(' ')} exited with ${String(code)}: ${stderr.trim()}`)),
+    );
     child.stdin.end(input);
   });
 }
 
 /** `kubectl apply -f -` of `manifests` with the admin kubeconfig; `extra` adds flags. */
-export async function kubectlApply(kubectl: string, kubeconfig: string, manifests: readonly Manifest[] | string, extra: readonly string[] = []): Promise<string> {
+export async function kubectlApply(
+  kubectl: string,
+  kubeconfig: string,
+  manifests: readonly Manifest[] | string,
+  extra: readonly string[] = [],
+): Promise<string> {
   const input = typeof manifests === 'string' ? manifests : manifests.map((m) => JSON.stringify(m)).join('\n---\n');
   return run(kubectl, ['--kubeconfig', kubeconfig, 'apply', '-f', '-', ...extra], input);
 }
 
 /** Mints a token for a ServiceAccount through the TokenRequest API, as the kubelet would. */
 export async function mintToken(admin: KubeConfig, namespace: string, serviceAccount: string): Promise<string> {
-  const res = await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({ name: serviceAccount, namespace, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
+  const res = await admin
+    .makeApiClient(CoreV1Api)
+    .createNamespacedServiceAccountToken({ name: serviceAccount, namespace, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
   const token = res.status?.token;
   if (!token) throw new Error(`TokenRequest for ServiceAccount ${namespace}/${serviceAccount} returned no token`);
   return token;
@@ -150,7 +164,14 @@ export async function writeTokenKubeConfig(admin: KubeConfig, token: string): Pr
   if (!cluster) throw new Error('the admin kubeconfig has no current cluster');
   const kc = new KubeConfig();
   kc.loadFromOptions({
-    clusters: [{ name: 'bed', server: cluster.server, ...(cluster.caFile ? { caFile: cluster.caFile } : {}), ...(cluster.caData ? { caData: cluster.caData } : {}) }],
+    clusters: [
+      {
+        name: 'bed',
+        server: cluster.server,
+        ...(cluster.caFile ? { caFile: cluster.caFile } : {}),
+        ...(cluster.caData ? { caData: cluster.caData } : {}),
+      },
+    ],
     users: [{ name: 'sa', token }],
     contexts: [{ name: 'sa', cluster: 'bed', user: 'sa' }],
     currentContext: 'sa',

@@ -47,7 +47,9 @@ export function checkResults(ledger: readonly LedgerEntry[], received: ReadonlyM
     for (const n of got.results.values()) reported += n;
     const entry = byFile.get(file);
     if (entry === undefined) {
-      problems.push(`${file}: its process never got to the end of its tests and after() hooks${got.fileFailed ? ' (the file failed)' : ', yet the file passed'}`);
+      problems.push(
+        `${file}: its process never got to the end of its tests and after() hooks${got.fileFailed ? ' (the file failed)' : ', yet the file passed'}`,
+      );
       continue;
     }
     ran += entry.tests.length;
@@ -59,7 +61,10 @@ export function checkResults(ledger: readonly LedgerEntry[], received: ReadonlyM
       if (n > 0) left.set(k, n - 1);
       else missing.push(t.name);
     }
-    if (missing.length > 0) problems.push(`${file}: ${missing.length} of the ${entry.tests.length} tests its process ran have no result: ${missing.map((m) => JSON.stringify(m.length > 120 ? `${m.slice(0, 120)}...` : m)).join(', ')}`);
+    if (missing.length > 0)
+      problems.push(
+        `${file}: ${missing.length} of the ${entry.tests.length} tests its process ran have no result: ${missing.map((m) => JSON.stringify(m.length > 120 ? `${m.slice(0, 120)}...` : m)).join(', ')}`,
+      );
   }
   for (const file of byFile.keys()) if (!received.has(file)) problems.push(`${file}: its process ran tests the runner never heard of`);
   return { ran, reported, files: received.size, problems };

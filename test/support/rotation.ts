@@ -7,7 +7,13 @@ import { spawn } from 'node:child_process';
 import type { Etcd3, Watcher } from 'etcd3';
 
 /** Changes `userName`'s password with `etcdctl user passwd` (the password goes in on stdin), as `asUser` (`name:password`). */
-export async function etcdctlPasswd(binary: string, endpoint: string, userName: string, newPassword: string, asUser: string): Promise<void> {
+export async function etcdctlPasswd(
+  binary: string,
+  endpoint: string,
+  userName: string,
+  newPassword: string,
+  asUser: string,
+): Promise<void> {
   const argv = [`--endpoints=${endpoint}`, `--user=${asUser}`, 'user', 'passwd', userName, '--interactive=false'];
   await new Promise<void>((resolveRun, reject) => {
     const child = spawn(binary, argv, { env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -15,7 +21,9 @@ export async function etcdctlPasswd(binary: string, endpoint: string, userName: 
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
     child.stdout.resume();
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolveRun() : reject(new Error(`etcdctl user passwd ${userName} exited with ${String(code)}: ${err.trim()}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolveRun() : reject(new Error(`etcdctl user passwd ${userName} exited with ${String(code)}: ${err.trim()}`)),
+    );
     child.stdin.end(`${newPassword}\n`);
   });
 }
@@ -48,7 +56,12 @@ function consulHeaders(token: string): Record<string, string> {
 }
 
 async function consulJson(address: string, path: string, token: string, method = 'GET', body?: unknown): Promise<unknown> {
-  const res = await fetch(`${address}${path}`, { method, headers: consulHeaders(token), ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal: AbortSignal.timeout(10_000) });
+  const res = await fetch(`${address}${path}`, {
+    method,
+    headers: consulHeaders(token),
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(10_000),
+  });
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
   return res.json();
 }
@@ -56,7 +69,9 @@ async function consulJson(address: string, path: string, token: string, method =
 /** A new Consul ACL token with exactly the policies of `token`; resolves its secret. */
 export async function cloneConsulToken(address: string, managementToken: string, token: string): Promise<string> {
   const self = (await consulJson(address, '/v1/acl/token/self', token)) as { Policies?: { ID: string }[] };
-  const created = (await consulJson(address, '/v1/acl/token', managementToken, 'PUT', { Policies: (self.Policies ?? []).map((p) => ({ ID: p.ID })) })) as { SecretID: string };
+  const created = (await consulJson(address, '/v1/acl/token', managementToken, 'PUT', {
+    Policies: (self.Policies ?? []).map((p) => ({ ID: p.ID })),
+  })) as { SecretID: string };
   return created.SecretID;
 }
 
@@ -94,7 +109,10 @@ export class ConsulPassingWatch {
     while (!this.#abort.signal.aborted) {
       try {
         const signal = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(30_000)]);
-        const res = await fetch(`${address}/v1/health/service/${encodeURIComponent(service)}?passing=true&index=${index}&wait=5s`, { headers: consulHeaders(token), signal });
+        const res = await fetch(`${address}/v1/health/service/${encodeURIComponent(service)}?passing=true&index=${index}&wait=5s`, {
+          headers: consulHeaders(token),
+          signal,
+        });
         if (!res.ok) throw new Error(`GET /v1/health/service/${service}: ${res.status} ${await res.text()}`);
         const body = (await res.json()) as { Service: { Address: string; Port: number } }[];
         index = res.headers.get('X-Consul-Index') ?? index;

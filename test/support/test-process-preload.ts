@@ -58,6 +58,9 @@ function fileDone(): void {
 /** Reports what keeps the process alive and exits with a failure. */
 function exitHeldOpen(): void {
   // Synchronous: this process exits right after, and its results went out long ago.
-  writeSync(2, `test process for ${file ?? 'an unknown file'} was still alive ${EXIT_GRACE_MS} ms after its last test and hook: something left open keeps it running:\n${describeOpenResources()}\n`);
+  writeSync(
+    2,
+    `test process for ${file ?? 'an unknown file'} was still alive ${EXIT_GRACE_MS} ms after its last test and hook: something left open keeps it running:\n${describeOpenResources()}\n`,
+  );
   process.exit(1);
 }

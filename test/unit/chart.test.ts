@@ -36,7 +36,11 @@ let tool: HelmTool;
 
 function only(manifests: readonly Manifest[], kind: string, name?: string): Manifest {
   const found = manifests.filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
-  assert.equal(found.length, 1, `exactly one ${kind}${name ? ` ${name}` : ''} in ${JSON.stringify(manifests.map((m) => `${m.kind}/${m.metadata.name}`))}`);
+  assert.equal(
+    found.length,
+    1,
+    `exactly one ${kind}${name ? ` ${name}` : ''} in ${JSON.stringify(manifests.map((m) => `${m.kind}/${m.metadata.name}`))}`,
+  );
   return found[0] as Manifest;
 }
 
@@ -54,7 +58,10 @@ function rulesOf(m: Manifest): Parameters<typeof permissions>[0] {
   return (m as unknown as { rules: Parameters<typeof permissions>[0] }).rules;
 }
 
-function roleRefAndSubjects(m: Manifest): { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] } {
+function roleRefAndSubjects(m: Manifest): {
+  roleRef: { kind: string; name: string };
+  subjects: { kind: string; name: string; namespace: string }[];
+} {
   return m as unknown as { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
 }
 
@@ -67,13 +74,19 @@ describe('helm chart', () => {
     const repo = await listYaml(CRDS_DIR);
     const chart = await listYaml(join(CHART_DIR, 'crds'));
     assert.deepEqual(chart, repo, 'same files; run `npm run manifests` after changing crds/');
-    for (const f of repo) assert.equal(await readFile(join(CHART_DIR, 'crds', f), 'utf8'), await readFile(join(CRDS_DIR, f), 'utf8'), `${f} differs; run \`npm run manifests\``);
+    for (const f of repo)
+      assert.equal(
+        await readFile(join(CHART_DIR, 'crds', f), 'utf8'),
+        await readFile(join(CRDS_DIR, f), 'utf8'),
+        `${f} differs; run \`npm run manifests\``,
+      );
   });
 
   test('deploy/manifests is exactly what the chart renders (run `npm run manifests` after changing the chart)', async () => {
     const expected = await renderManifests(tool);
     assert.deepEqual(await listYaml(MANIFESTS_DIR), expected.map((f) => f.path).sort(), 'same files');
-    for (const f of expected) assert.equal(await readFile(join(MANIFESTS_DIR, f.path), 'utf8'), f.content, `deploy/manifests/${f.path} is stale`);
+    for (const f of expected)
+      assert.equal(await readFile(join(MANIFESTS_DIR, f.path), 'utf8'), f.content, `deploy/manifests/${f.path} is stale`);
   });
 
   test("the chart's appVersion is the operator's package version", async () => {
@@ -98,7 +111,9 @@ describe('helm chart', () => {
       'Service/kube-registrar-metrics',
       'ServiceAccount/kube-registrar',
     ]);
-    for (const x of m) if (!['ClusterRole', 'ClusterRoleBinding'].includes(x.kind)) assert.equal(x.metadata.namespace, RELEASE.namespace, `${x.kind} in the release namespace`);
+    for (const x of m)
+      if (!['ClusterRole', 'ClusterRoleBinding'].includes(x.kind))
+        assert.equal(x.metadata.namespace, RELEASE.namespace, `${x.kind} in the release namespace`);
   });
 
   test('the Deployment runs two replicas with leader election in the release namespace, and the operator accepts its args', async () => {
@@ -125,7 +140,10 @@ describe('helm chart', () => {
     );
     assert.deepEqual(c.livenessProbe.httpGet, { path: '/healthz', port: 'health' });
     assert.deepEqual(c.readinessProbe.httpGet, { path: '/readyz', port: 'health' });
-    assert.ok(c.resources.requests?.['cpu'] && c.resources.requests['memory'] && c.resources.limits?.['memory'], 'requests and a memory limit');
+    assert.ok(
+      c.resources.requests?.['cpu'] && c.resources.requests['memory'] && c.resources.limits?.['memory'],
+      'requests and a memory limit',
+    );
     assert.equal(podSpec(m).serviceAccountName, only(m, 'ServiceAccount').metadata.name);
   });
 
@@ -133,7 +151,16 @@ describe('helm chart', () => {
     const m = await renderChart(tool, {
       ...RELEASE,
       values: {
-        operator: { clusterId: 'eu-1', watchNamespaces: ['prod', 'dev'], concurrency: 3, resyncPeriodSeconds: 60, logLevel: 'debug', dryRun: true, registryTimeoutSeconds: 4, extraArgs: ['--concurrency=5'] },
+        operator: {
+          clusterId: 'eu-1',
+          watchNamespaces: ['prod', 'dev'],
+          concurrency: 3,
+          resyncPeriodSeconds: 60,
+          logLevel: 'debug',
+          dryRun: true,
+          registryTimeoutSeconds: 4,
+          extraArgs: ['--concurrency=5'],
+        },
         leaderElection: { id: 'my-lease', leaseDurationSeconds: 20, renewDeadlineSeconds: 12, retryPeriodSeconds: 3 },
         metrics: { port: 9090 },
         health: { port: 9091 },
@@ -180,14 +207,19 @@ describe('helm chart', () => {
     const m = await renderChart(tool, RELEASE);
     for (const r of ofKind(m, 'ClusterRole', 'Role')) {
       for (const rule of rulesOf(r)) {
-        for (const list of [rule.verbs, rule.resources ?? [], rule.apiGroups ?? []]) assert.ok(!list.includes('*'), `${r.kind} ${r.metadata.name} has no wildcard`);
+        for (const list of [rule.verbs, rule.resources ?? [], rule.apiGroups ?? []])
+          assert.ok(!list.includes('*'), `${r.kind} ${r.metadata.name} has no wildcard`);
       }
     }
     assert.deepEqual(permissions(rulesOf(only(m, 'ClusterRole', 'kube-registrar'))), [...OPERATOR_PERMISSIONS.cluster].sort());
     assert.deepEqual(permissions(rulesOf(only(m, 'ClusterRole', 'kube-registrar-workloads'))), [...OPERATOR_PERMISSIONS.workloads].sort());
-    assert.deepEqual(permissions(rulesOf(only(m, 'Role', 'kube-registrar-leader-election'))), OPERATOR_PERMISSIONS.leaderElection('kube-registrar-leader').sort());
+    assert.deepEqual(
+      permissions(rulesOf(only(m, 'Role', 'kube-registrar-leader-election'))),
+      OPERATOR_PERMISSIONS.leaderElection('kube-registrar-leader').sort(),
+    );
     assert.deepEqual(permissions(rulesOf(only(m, 'Role', 'kube-registrar-credentials'))), [...OPERATOR_PERMISSIONS.credentials]);
-    for (const r of ofKind(m, 'ClusterRole')) assert.ok(!permissions(rulesOf(r)).some((p) => p.startsWith('core/secrets')), `${r.metadata.name} grants nothing on Secrets`);
+    for (const r of ofKind(m, 'ClusterRole'))
+      assert.ok(!permissions(rulesOf(r)).some((p) => p.startsWith('core/secrets')), `${r.metadata.name} grants nothing on Secrets`);
     // Every binding names the chart's ServiceAccount and one of the chart's roles.
     const roles = new Set(ofKind(m, 'ClusterRole', 'Role').map((r) => `${r.kind}/${r.metadata.name}`));
     for (const b of ofKind(m, 'ClusterRoleBinding', 'RoleBinding')) {
@@ -217,7 +249,10 @@ describe('helm chart', () => {
   });
 
   test('credentials namespaces get one Role and RoleBinding each, limited to the named Secrets when given', async () => {
-    const m = await renderChart(tool, { ...RELEASE, values: { credentials: { namespaces: ['vault-a', 'vault-b'], secretNames: ['etcd-prod'] } } });
+    const m = await renderChart(tool, {
+      ...RELEASE,
+      values: { credentials: { namespaces: ['vault-a', 'vault-b'], secretNames: ['etcd-prod'] } },
+    });
     const roles = ofKind(m, 'Role').filter((r) => r.metadata.name === 'kube-registrar-credentials');
     assert.deepEqual(roles.map((r) => r.metadata.namespace).sort(), ['vault-a', 'vault-b']);
     for (const r of roles) assert.deepEqual(permissions(rulesOf(r)), ['core/secrets[etcd-prod]:get']);
@@ -228,15 +263,27 @@ describe('helm chart', () => {
   test('a ServiceMonitor scrapes the metrics Service only when enabled', async () => {
     assert.equal(ofKind(await renderChart(tool, RELEASE), 'ServiceMonitor').length, 0);
     const m = await renderChart(tool, { ...RELEASE, values: { serviceMonitor: { enabled: true, labels: { release: 'prom' } } } });
-    const sm = only(m, 'ServiceMonitor') as unknown as { metadata: { labels: Record<string, string> }; spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] } };
+    const sm = only(m, 'ServiceMonitor') as unknown as {
+      metadata: { labels: Record<string, string> };
+      spec: { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] };
+    };
     assert.equal(sm.metadata.labels['release'], 'prom');
     const svc = only(m, 'Service');
-    for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) assert.equal(svc.metadata.labels?.[k], v, `the Service carries ${k}=${v}`);
-    assert.deepEqual(sm.spec.endpoints.map((e) => [e.port, e.path]), [['metrics', '/metrics']]);
+    for (const [k, v] of Object.entries(sm.spec.selector.matchLabels))
+      assert.equal(svc.metadata.labels?.[k], v, `the Service carries ${k}=${v}`);
+    assert.deepEqual(
+      sm.spec.endpoints.map((e) => [e.port, e.path]),
+      [['metrics', '/metrics']],
+    );
   });
 
   test('Registries listed in values are created with their spec as given', async () => {
-    const spec = { type: 'etcd', default: true, namespaceSelector: { matchLabels: { env: 'prod' } }, etcd: { endpoints: ['https://etcd:2379'], credentialsSecretRef: { name: 'etcd-prod', namespace: 'registrar-system' } } };
+    const spec = {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: { matchLabels: { env: 'prod' } },
+      etcd: { endpoints: ['https://etcd:2379'], credentialsSecretRef: { name: 'etcd-prod', namespace: 'registrar-system' } },
+    };
     const m = await renderChart(tool, { ...RELEASE, values: { registries: [{ name: 'main', spec }] } });
     const reg = only(m, 'Registry') as unknown as { apiVersion: string; metadata: { name: string; namespace?: string }; spec: unknown };
     assert.equal(reg.apiVersion, 'registrar.dev/v1alpha1');
@@ -246,7 +293,9 @@ describe('helm chart', () => {
   });
 
   test('a PodDisruptionBudget keeps one pod available, and is left out for a single replica, which it would make undrainable', async () => {
-    const pdb = only(await renderChart(tool, RELEASE), 'PodDisruptionBudget') as unknown as { spec: { minAvailable: number; selector: { matchLabels: Record<string, string> } } };
+    const pdb = only(await renderChart(tool, RELEASE), 'PodDisruptionBudget') as unknown as {
+      spec: { minAvailable: number; selector: { matchLabels: Record<string, string> } };
+    };
     assert.equal(pdb.spec.minAvailable, 1);
     assert.equal(pdb.spec.selector.matchLabels['app.kubernetes.io/instance'], RELEASE.name);
     assert.equal(ofKind(await renderChart(tool, { ...RELEASE, values: { replicaCount: 1 } }), 'PodDisruptionBudget').length, 0);

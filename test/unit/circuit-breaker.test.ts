@@ -9,7 +9,10 @@ test('repeated failures open the circuit: calls then fail at once without reachi
   const backend = new InMemoryRegistry();
   const events: boolean[] = [];
   const outcomes: string[] = [];
-  const guarded = guardBackend(backend, 'main', 'etcd', { circuit: (_r, open) => events.push(open), operation: (_b, _op, outcome) => outcomes.push(outcome) });
+  const guarded = guardBackend(backend, 'main', 'etcd', {
+    circuit: (_r, open) => events.push(open),
+    operation: (_b, _op, outcome) => outcomes.push(outcome),
+  });
   backend.failNext('records', new Error('connection refused'), CIRCUIT_FAILURE_THRESHOLD + 10);
   for (let i = 0; i < CIRCUIT_FAILURE_THRESHOLD; i++) await assert.rejects(guarded.records(scope), /connection refused/);
   assert.deepEqual(events, [true], 'the circuit opened once');

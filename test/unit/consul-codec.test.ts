@@ -30,22 +30,49 @@ function entry(address: string, extra: Partial<RegistryEntry['endpoint']> = {}):
     registryNamespace: 'prod',
     k8sNamespace: 'prod',
     owner,
-    endpoint: { service: 'user', instanceId: `${host}:8080`, address, port: 8080, weight: 2, tags: { zone: 'a', version: '1.0' }, metadata: { team: 'core' }, source: 'pod/prod/user-1', ...extra },
+    endpoint: {
+      service: 'user',
+      instanceId: `${host}:8080`,
+      address,
+      port: 8080,
+      weight: 2,
+      tags: { zone: 'a', version: '1.0' },
+      metadata: { team: 'core' },
+      source: 'pod/prod/user-1',
+      ...extra,
+    },
   };
 }
 
 /** What the agent gives back for a registration: the registered fields, as /v1/agent/services shows them. */
 function stored(reg: ServiceRegistration): { record: AgentServiceRecord; checks: AgentCheckRecord[] } {
   return {
-    record: { ID: reg.ID, Service: reg.Name, Tags: [...reg.Tags], Meta: { ...reg.Meta }, Address: reg.Address, Port: reg.Port, Weights: { ...reg.Weights } },
-    checks: reg.Checks.map((c) => ({ CheckID: c.CheckID, ServiceID: reg.ID, Status: c.Status ?? 'passing', Type: c.AliasService !== undefined ? 'alias' : 'ttl' })),
+    record: {
+      ID: reg.ID,
+      Service: reg.Name,
+      Tags: [...reg.Tags],
+      Meta: { ...reg.Meta },
+      Address: reg.Address,
+      Port: reg.Port,
+      Weights: { ...reg.Weights },
+    },
+    checks: reg.Checks.map((c) => ({
+      CheckID: c.CheckID,
+      ServiceID: reg.ID,
+      Status: c.Status ?? 'passing',
+      Type: c.AliasService !== undefined ? 'alias' : 'ttl',
+    })),
   };
 }
 
 function roundTrip(e: RegistryEntry): RegistryEntry | undefined {
   const reg = instanceRegistration(e, context);
   const { record, checks } = stored(reg);
-  return decodeService(record, { registryNamespace: 'prod', service: 'user' }, checks.some((c) => c.CheckID === drainCheckId(reg.ID)))?.entry;
+  return decodeService(
+    record,
+    { registryNamespace: 'prod', service: 'user' },
+    checks.some((c) => c.CheckID === drainCheckId(reg.ID)),
+  )?.entry;
 }
 
 void describe('Consul service ids', () => {
@@ -117,7 +144,10 @@ void describe('Consul instance registration', () => {
   });
 
   void it('metadata keys Consul refuses, or that collide with kube-registrar or Consul prefixes, are kept in JSON only', () => {
-    const meta = instanceMeta(entry('10.0.0.12', { metadata: { 'app.kubernetes.io/name': 'x', 'kr-owner-name': 'spoof', 'consul-x': 'y', long: 'v'.repeat(600) } }), context);
+    const meta = instanceMeta(
+      entry('10.0.0.12', { metadata: { 'app.kubernetes.io/name': 'x', 'kr-owner-name': 'spoof', 'consul-x': 'y', long: 'v'.repeat(600) } }),
+      context,
+    );
     assert.equal(meta['kr-owner-name'], 'user');
     assert.equal(meta['app.kubernetes.io/name'], undefined);
     assert.equal(meta['consul-x'], undefined);
@@ -134,7 +164,10 @@ void describe('Consul instance registration', () => {
 
   void it('an entry whose Meta cannot fit is refused with a message that says what to shorten', () => {
     const metadata = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`key-${i}`, 'y'.repeat(200)]));
-    assert.throws(() => instanceMeta(entry('10.0.0.12', { metadata }), context), (err: unknown) => err instanceof ConsulEncodingError && /shorten/.test(err.message));
+    assert.throws(
+      () => instanceMeta(entry('10.0.0.12', { metadata }), context),
+      (err: unknown) => err instanceof ConsulEncodingError && /shorten/.test(err.message),
+    );
     assert.throws(() => instanceMeta(entry('10.0.0.12', { source: 's'.repeat(600) }), context), ConsulEncodingError);
   });
 });
@@ -145,8 +178,14 @@ void describe('reading Consul services back', () => {
     ['an IPv6 endpoint', entry('fd00::12')],
     ['a host name endpoint', entry('vm-1.example.com')],
     ['an endpoint with weight 0', entry('10.0.0.12', { weight: 0 })],
-    ['an endpoint with non-ASCII, empty and "=" in tags and metadata', entry('10.0.0.12', { tags: { 'a=b': 'c=d', empty: '' }, metadata: { 'notes.io/x': 'ünïcode ✓', team: '' } })],
-    ['an endpoint with long metadata', entry('10.0.0.12', { metadata: Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, 'z'.repeat(100)])) })],
+    [
+      'an endpoint with non-ASCII, empty and "=" in tags and metadata',
+      entry('10.0.0.12', { tags: { 'a=b': 'c=d', empty: '' }, metadata: { 'notes.io/x': 'ünïcode ✓', team: '' } }),
+    ],
+    [
+      'an endpoint with long metadata',
+      entry('10.0.0.12', { metadata: Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, 'z'.repeat(100)])) }),
+    ],
   ];
   for (const [name, e] of cases) {
     void it(`${name} reads back as the entry that was written`, () => {
@@ -160,7 +199,10 @@ void describe('reading Consul services back', () => {
     assert.equal(differsFromRegistration(record, checks, reg), false);
   });
 
-  const edits: [string, (s: { record: AgentServiceRecord; checks: AgentCheckRecord[] }) => { record: AgentServiceRecord; checks: AgentCheckRecord[] }][] = [
+  const edits: [
+    string,
+    (s: { record: AgentServiceRecord; checks: AgentCheckRecord[] }) => { record: AgentServiceRecord; checks: AgentCheckRecord[] },
+  ][] = [
     ['its tags were edited by hand', (s) => ({ ...s, record: { ...s.record, Tags: ['zone=b'] } })],
     ['its Meta was edited by hand', (s) => ({ ...s, record: { ...s.record, Meta: { ...s.record.Meta, extra: '1' } } })],
     ['its weights were edited by hand', (s) => ({ ...s, record: { ...s.record, Weights: { Passing: 9, Warning: 1 } } })],
@@ -178,12 +220,23 @@ void describe('reading Consul services back', () => {
   void it('a check added by hand does not count as a difference', () => {
     const reg = instanceRegistration(entry('10.0.0.12'), context);
     const { record, checks } = stored(reg);
-    assert.equal(differsFromRegistration(record, [...checks, { CheckID: 'ops-http', ServiceID: reg.ID, Status: 'passing', Type: 'http' }], reg), false);
+    assert.equal(
+      differsFromRegistration(record, [...checks, { CheckID: 'ops-http', ServiceID: reg.ID, Status: 'passing', Type: 'http' }], reg),
+      false,
+    );
   });
 
   void it('a service nobody owns reads as owned by nobody, at address:port, with its tags and Meta', () => {
     const decoded = decodeService(
-      { ID: 'web-1', Service: 'prod-user', Tags: ['zone=a', 'canary'], Meta: { team: 'ops' }, Address: '10.0.0.9', Port: 80, Weights: { Passing: 3, Warning: 1 } },
+      {
+        ID: 'web-1',
+        Service: 'prod-user',
+        Tags: ['zone=a', 'canary'],
+        Meta: { team: 'ops' },
+        Address: '10.0.0.9',
+        Port: 80,
+        Weights: { Passing: 3, Warning: 1 },
+      },
       { registryNamespace: 'prod', service: 'user' },
       false,
     );
@@ -192,7 +245,16 @@ void describe('reading Consul services back', () => {
       registryNamespace: 'prod',
       k8sNamespace: '',
       owner: UNKNOWN_OWNER,
-      endpoint: { service: 'user', instanceId: '10.0.0.9:80', address: '10.0.0.9', port: 80, weight: 3, tags: { zone: 'a', canary: '' }, metadata: { team: 'ops' }, source: 'consul/web-1' },
+      endpoint: {
+        service: 'user',
+        instanceId: '10.0.0.9:80',
+        address: '10.0.0.9',
+        port: 80,
+        weight: 3,
+        tags: { zone: 'a', canary: '' },
+        metadata: { team: 'ops' },
+        source: 'consul/web-1',
+      },
     });
   });
 
@@ -208,14 +270,26 @@ void describe('reading Consul services back', () => {
   });
 
   void it('heartbeats are not entries', () => {
-    const reg = heartbeatRegistration({ clusterId: 'c1', registryNamespace: 'prod', name: 'prod-kube-registrar-heartbeat', ttlSeconds: 30, deregisterAfterSeconds: 150 });
+    const reg = heartbeatRegistration({
+      clusterId: 'c1',
+      registryNamespace: 'prod',
+      name: 'prod-kube-registrar-heartbeat',
+      ttlSeconds: 30,
+      deregisterAfterSeconds: 150,
+    });
     const { record } = stored(reg);
     assert.equal(decodeService(record, { registryNamespace: 'prod', service: 'kube-registrar-heartbeat' }, false), undefined);
   });
 });
 
 void describe('Consul heartbeat registration', () => {
-  const reg = heartbeatRegistration({ clusterId: 'c1', registryNamespace: 'prod', name: 'prod-kube-registrar-heartbeat', ttlSeconds: 30, deregisterAfterSeconds: 150 });
+  const reg = heartbeatRegistration({
+    clusterId: 'c1',
+    registryNamespace: 'prod',
+    name: 'prod-kube-registrar-heartbeat',
+    ttlSeconds: 30,
+    deregisterAfterSeconds: 150,
+  });
 
   void it('is one passing TTL check with DeregisterCriticalServiceAfter, at the deterministic id', () => {
     assert.equal(reg.ID, heartbeatServiceId('c1', 'prod'));

@@ -13,7 +13,12 @@ void describe('Consul heartbeat keeper', () => {
   void it('passes each heartbeat once per interval, however many there are', async (t) => {
     t.mock.timers.enable({ apis: ['setInterval'] });
     const beats: string[] = [];
-    const keeper = new HeartbeatKeeper({ intervalMs: 1000, logger: silentLogger, beat: (ns) => (beats.push(ns), Promise.resolve()), onFailure: () => undefined });
+    const keeper = new HeartbeatKeeper({
+      intervalMs: 1000,
+      logger: silentLogger,
+      beat: (ns) => (beats.push(ns), Promise.resolve()),
+      onFailure: () => undefined,
+    });
     keeper.add('dev');
     keeper.add('prod');
     keeper.add('prod');

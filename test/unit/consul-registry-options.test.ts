@@ -13,7 +13,7 @@ void describe('Consul registry options', () => {
     ['an address of another scheme', { address: 'ftp://consul:8500' }, /must start with http/],
     ['a TTL below 3 seconds', { leaseTtlSeconds: 2 }, /leaseTtlSeconds/],
     ['a fractional TTL', { leaseTtlSeconds: 7.5 }, /leaseTtlSeconds/],
-    ['a reap delay below Consul\'s one-minute minimum', { deregisterCriticalAfterSeconds: 30 }, /at least 60/],
+    ["a reap delay below Consul's one-minute minimum", { deregisterCriticalAfterSeconds: 30 }, /at least 60/],
     ['a non-positive call timeout', { callTimeoutMs: 0 }, /callTimeoutMs/],
     ['no concurrency', { maxConcurrentCalls: 0 }, /maxConcurrentCalls/],
     ['an empty cluster id', { clusterId: '' }, /clusterId/],

@@ -250,7 +250,12 @@ for (const { label, crd } of CRDS) {
 const FIELD_TABLE_CASES: readonly { name: string; crd: Crd; path: string; table: Readonly<Record<string, FieldPresence>> }[] = [
   { name: 'ServiceInstance spec', crd: SERVICE_INSTANCE_CRD, path: 'spec', table: SERVICE_INSTANCE_SPEC_FIELDS },
   { name: 'ServiceInstance spec.selector', crd: SERVICE_INSTANCE_CRD, path: 'spec.selector', table: LABEL_SELECTOR_FIELDS },
-  { name: 'ServiceInstance spec.selector.matchExpressions[]', crd: SERVICE_INSTANCE_CRD, path: 'spec.selector.matchExpressions[]', table: LABEL_SELECTOR_REQUIREMENT_FIELDS },
+  {
+    name: 'ServiceInstance spec.selector.matchExpressions[]',
+    crd: SERVICE_INSTANCE_CRD,
+    path: 'spec.selector.matchExpressions[]',
+    table: LABEL_SELECTOR_REQUIREMENT_FIELDS,
+  },
   { name: 'ServiceInstance spec.endpoints[]', crd: SERVICE_INSTANCE_CRD, path: 'spec.endpoints[]', table: STATIC_ENDPOINT_FIELDS },
   { name: 'ServiceInstance status', crd: SERVICE_INSTANCE_CRD, path: 'status', table: SERVICE_INSTANCE_STATUS_FIELDS },
   { name: 'ServiceInstance status.conditions[]', crd: SERVICE_INSTANCE_CRD, path: 'status.conditions[]', table: CONDITION_FIELDS },
@@ -258,9 +263,19 @@ const FIELD_TABLE_CASES: readonly { name: string; crd: Crd; path: string; table:
   { name: 'ServiceInstance status.registrations[]', crd: SERVICE_INSTANCE_CRD, path: 'status.registrations[]', table: REGISTRATION_FIELDS },
   { name: 'Registry spec', crd: REGISTRY_CRD, path: 'spec', table: REGISTRY_SPEC_FIELDS },
   { name: 'Registry spec.namespaceSelector', crd: REGISTRY_CRD, path: 'spec.namespaceSelector', table: LABEL_SELECTOR_FIELDS },
-  { name: 'Registry spec.namespaceSelector.matchExpressions[]', crd: REGISTRY_CRD, path: 'spec.namespaceSelector.matchExpressions[]', table: LABEL_SELECTOR_REQUIREMENT_FIELDS },
+  {
+    name: 'Registry spec.namespaceSelector.matchExpressions[]',
+    crd: REGISTRY_CRD,
+    path: 'spec.namespaceSelector.matchExpressions[]',
+    table: LABEL_SELECTOR_REQUIREMENT_FIELDS,
+  },
   { name: 'Registry spec.etcd', crd: REGISTRY_CRD, path: 'spec.etcd', table: ETCD_REGISTRY_FIELDS },
-  { name: 'Registry spec.etcd.credentialsSecretRef', crd: REGISTRY_CRD, path: 'spec.etcd.credentialsSecretRef', table: SECRET_REFERENCE_FIELDS },
+  {
+    name: 'Registry spec.etcd.credentialsSecretRef',
+    crd: REGISTRY_CRD,
+    path: 'spec.etcd.credentialsSecretRef',
+    table: SECRET_REFERENCE_FIELDS,
+  },
   { name: 'Registry spec.consul', crd: REGISTRY_CRD, path: 'spec.consul', table: CONSUL_REGISTRY_FIELDS },
   { name: 'Registry spec.consul.tokenSecretRef', crd: REGISTRY_CRD, path: 'spec.consul.tokenSecretRef', table: SECRET_REFERENCE_FIELDS },
   { name: 'Registry status', crd: REGISTRY_CRD, path: 'status', table: REGISTRY_STATUS_FIELDS },
@@ -287,8 +302,18 @@ const ENUM_CASES: readonly { name: string; crd: Crd; path: string; values: reado
   { name: 'Registry spec.type', crd: REGISTRY_CRD, path: 'spec.type', values: REGISTRY_TYPES },
   { name: 'Registry spec.policy', crd: REGISTRY_CRD, path: 'spec.policy', values: REGISTRY_POLICIES },
   { name: 'Registry spec.etcd.format', crd: REGISTRY_CRD, path: 'spec.etcd.format', values: ETCD_VALUE_FORMATS },
-  { name: 'ServiceInstance selector operators', crd: SERVICE_INSTANCE_CRD, path: 'spec.selector.matchExpressions[].operator', values: LABEL_SELECTOR_OPERATORS },
-  { name: 'Registry namespaceSelector operators', crd: REGISTRY_CRD, path: 'spec.namespaceSelector.matchExpressions[].operator', values: LABEL_SELECTOR_OPERATORS },
+  {
+    name: 'ServiceInstance selector operators',
+    crd: SERVICE_INSTANCE_CRD,
+    path: 'spec.selector.matchExpressions[].operator',
+    values: LABEL_SELECTOR_OPERATORS,
+  },
+  {
+    name: 'Registry namespaceSelector operators',
+    crd: REGISTRY_CRD,
+    path: 'spec.namespaceSelector.matchExpressions[].operator',
+    values: LABEL_SELECTOR_OPERATORS,
+  },
   { name: 'ServiceInstance condition statuses', crd: SERVICE_INSTANCE_CRD, path: 'status.conditions[].status', values: CONDITION_STATUSES },
   { name: 'Registry condition statuses', crd: REGISTRY_CRD, path: 'status.conditions[].status', values: CONDITION_STATUSES },
 ];
@@ -315,7 +340,18 @@ test('the schema defaults are the documented ones', () => {
       consulNamespace: nodeAt(reg, 'spec.consul.namespace').default,
       serviceName: nodeAt(reg, 'spec.consul.serviceName').default,
     },
-    { weight: 1, default: false, namespace: '{namespace}', leaseTTLSeconds: 30, policy: 'sync', dryRun: false, prefix: '/services', format: 'json', consulNamespace: '', serviceName: '{service}' },
+    {
+      weight: 1,
+      default: false,
+      namespace: '{namespace}',
+      leaseTTLSeconds: 30,
+      policy: 'sync',
+      dryRun: false,
+      prefix: '/services',
+      format: 'json',
+      consulNamespace: '',
+      serviceName: '{service}',
+    },
   );
 });
 
@@ -323,7 +359,8 @@ test('condition types and reasons fit the CRDs’ metav1.Condition patterns', ()
   for (const { crd } of CRDS) {
     const typePattern = new RegExp(nodeAt(rootSchema(crd), 'status.conditions[].type').pattern ?? '');
     const reasonPattern = new RegExp(nodeAt(rootSchema(crd), 'status.conditions[].reason').pattern ?? '');
-    for (const type of [...Object.values(ServiceInstanceConditionType), ...Object.values(RegistryConditionType)]) assert.match(type, typePattern);
+    for (const type of [...Object.values(ServiceInstanceConditionType), ...Object.values(RegistryConditionType)])
+      assert.match(type, typePattern);
     for (const reason of Object.values(ConditionReason)) assert.match(reason, reasonPattern);
   }
 });
@@ -378,14 +415,20 @@ for (const c of ADMISSION_CASES) {
     const crd = kind === SERVICE_INSTANCE_KIND ? SERVICE_INSTANCE_CRD : REGISTRY_CRD;
     const { spec } = withDefaults(c.object, rootSchema(crd)) as { spec: unknown };
     const problems =
-      kind === SERVICE_INSTANCE_KIND ? validateServiceInstanceSpec(spec as ServiceInstanceSpec) : validateRegistrySpec(spec as RegistrySpec);
+      kind === SERVICE_INSTANCE_KIND
+        ? validateServiceInstanceSpec(spec as ServiceInstanceSpec)
+        : validateRegistrySpec(spec as RegistrySpec);
     if (c.valid) {
       assert.deepEqual(problems, []);
       return;
     }
     assert.notDeepEqual(problems, [], 'at least one problem');
     const ours = c.messageIncludes !== undefined && Object.values(VALIDATION_MESSAGES).some((m) => m.includes(c.messageIncludes ?? ''));
-    if (ours) assert.ok(problems.some((p) => p.includes(c.messageIncludes ?? '')), `a problem says "${c.messageIncludes}": ${problems.join(' | ')}`);
+    if (ours)
+      assert.ok(
+        problems.some((p) => p.includes(c.messageIncludes ?? '')),
+        `a problem says "${c.messageIncludes}": ${problems.join(' | ')}`,
+      );
   });
 }
 
@@ -397,7 +440,14 @@ const VALIDATE_ONLY_CASES: readonly { name: string; spec: ServiceInstanceSpec; w
   },
   {
     name: 'one address on two ports is two endpoints, not a duplicate',
-    spec: { service: 'user', endpoints: [{ address: '10.0.0.1', port: 80 }, { address: '10.0.0.1', port: 81 }], weight: 1 },
+    spec: {
+      service: 'user',
+      endpoints: [
+        { address: '10.0.0.1', port: 80 },
+        { address: '10.0.0.1', port: 81 },
+      ],
+      weight: 1,
+    },
     want: [],
   },
   {

@@ -53,10 +53,21 @@ class FakeClock implements RefreshClock {
   }
 }
 
-const data = (o: Record<string, string>): Record<string, Buffer> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Buffer.from(v)]));
+const data = (o: Record<string, string>): Record<string, Buffer> =>
+  Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Buffer.from(v)]));
 
 const etcdSpec = (secret = 'etcd-creds'): RegistrySpec =>
-  ({ type: 'etcd', default: false, namespace: '{namespace}', etcd: { endpoints: ['http://etcd:2379'], prefix: '/services', format: 'json', credentialsSecretRef: { name: secret, namespace: 'creds' } } }) as unknown as RegistrySpec;
+  ({
+    type: 'etcd',
+    default: false,
+    namespace: '{namespace}',
+    etcd: {
+      endpoints: ['http://etcd:2379'],
+      prefix: '/services',
+      format: 'json',
+      credentialsSecretRef: { name: secret, namespace: 'creds' },
+    },
+  }) as unknown as RegistrySpec;
 
 describe('secret digests', () => {
   test('the same data in another key order has the same digest', () => {
@@ -78,7 +89,10 @@ describe('secret digests', () => {
   });
   test('the fingerprint of a backend includes the digests of its Secrets', () => {
     const spec = etcdSpec();
-    assert.notEqual(backendFingerprint('u', spec, { 'creds/etcd-creds': 'd1' }), backendFingerprint('u', spec, { 'creds/etcd-creds': 'd2' }));
+    assert.notEqual(
+      backendFingerprint('u', spec, { 'creds/etcd-creds': 'd1' }),
+      backendFingerprint('u', spec, { 'creds/etcd-creds': 'd2' }),
+    );
     assert.equal(backendFingerprint('u', spec, { a: '1', b: '2' }), backendFingerprint('u', spec, { b: '2', a: '1' }));
   });
 });
@@ -93,20 +107,65 @@ describe('what the provider does with the backend it holds', () => {
     (k: SecretKey): string | undefined =>
       k === key ? d : undefined;
   const RETRY_MS = 30_000;
-  const failedFor = (digest: string, atMs: number): HeldBackend['failed'] => ({ fingerprint: backendFingerprint(uid, spec, { [key]: digest }), atMs });
-  const cases: { name: string; held: HeldBackend | undefined; wanted?: { uid: string; spec: RegistrySpec }; latest: string | undefined; now?: number; want: BackendDecision }[] = [
+  const failedFor = (digest: string, atMs: number): HeldBackend['failed'] => ({
+    fingerprint: backendFingerprint(uid, spec, { [key]: digest }),
+    atMs,
+  });
+  const cases: {
+    name: string;
+    held: HeldBackend | undefined;
+    wanted?: { uid: string; spec: RegistrySpec };
+    latest: string | undefined;
+    now?: number;
+    want: BackendDecision;
+  }[] = [
     { name: 'nothing held yet: build one', held: undefined, latest: undefined, want: 'build' },
     { name: 'same spec and same Secret data: reuse it', held: built, latest: 'd1', want: 'reuse' },
     { name: 'the Secret has not been re-read since the build: reuse it', held: built, latest: undefined, want: 'reuse' },
     { name: 'a build still reading its Secret: reuse (share) it', held: { ...built, digests: undefined }, latest: 'd2', want: 'reuse' },
-    { name: 'the Secret data changed: rotate, keeping the old backend until the new one is built', held: built, latest: 'd2', want: 'rotate' },
+    {
+      name: 'the Secret data changed: rotate, keeping the old backend until the new one is built',
+      held: built,
+      latest: 'd2',
+      want: 'rotate',
+    },
     { name: 'a replacement is being built: wait for it', held: { ...built, replacing: true }, latest: 'd2', want: 'await-replacement' },
-    { name: 'the spec changed: rebuild, whatever the Secret holds', held: built, wanted: { uid, spec: etcdSpec('other') }, latest: 'd2', want: 'rebuild' },
+    {
+      name: 'the spec changed: rebuild, whatever the Secret holds',
+      held: built,
+      wanted: { uid, spec: etcdSpec('other') },
+      latest: 'd2',
+      want: 'rebuild',
+    },
     { name: 'the Registry was recreated (new uid): rebuild', held: built, wanted: { uid: 'uid-2', spec }, latest: 'd1', want: 'rebuild' },
-    { name: 'the replacement with these credentials failed a moment ago: keep the old backend', held: { ...built, failed: failedFor('d2', 10_000) }, latest: 'd2', now: 20_000, want: 'keep-old' },
-    { name: 'the replacement with these credentials failed a retry interval ago: try again', held: { ...built, failed: failedFor('d2', 10_000) }, latest: 'd2', now: 40_000, want: 'rotate' },
-    { name: 'the Secret changed again after a failed replacement: try the new data at once', held: { ...built, failed: failedFor('d2', 10_000) }, latest: 'd3', now: 11_000, want: 'rotate' },
-    { name: 'the Secret went back to the data the backend was built from: reuse it', held: { ...built, failed: failedFor('d2', 10_000) }, latest: 'd1', now: 11_000, want: 'reuse' },
+    {
+      name: 'the replacement with these credentials failed a moment ago: keep the old backend',
+      held: { ...built, failed: failedFor('d2', 10_000) },
+      latest: 'd2',
+      now: 20_000,
+      want: 'keep-old',
+    },
+    {
+      name: 'the replacement with these credentials failed a retry interval ago: try again',
+      held: { ...built, failed: failedFor('d2', 10_000) },
+      latest: 'd2',
+      now: 40_000,
+      want: 'rotate',
+    },
+    {
+      name: 'the Secret changed again after a failed replacement: try the new data at once',
+      held: { ...built, failed: failedFor('d2', 10_000) },
+      latest: 'd3',
+      now: 11_000,
+      want: 'rotate',
+    },
+    {
+      name: 'the Secret went back to the data the backend was built from: reuse it',
+      held: { ...built, failed: failedFor('d2', 10_000) },
+      latest: 'd1',
+      now: 11_000,
+      want: 'reuse',
+    },
   ];
   for (const c of cases) {
     test(c.name, () => assert.equal(decideBackend(c.held, c.wanted ?? { uid, spec }, latest(c.latest), c.now ?? 0, RETRY_MS), c.want));
@@ -139,7 +198,11 @@ class FakeSecrets {
   }
 }
 
-function refresher(clock: FakeClock, secrets: FakeSecrets, watched: SecretKey[]): { r: SecretRefresher; rounds: (readonly SecretKey[])[]; errors: string[]; recovered: string[] } {
+function refresher(
+  clock: FakeClock,
+  secrets: FakeSecrets,
+  watched: SecretKey[],
+): { r: SecretRefresher; rounds: (readonly SecretKey[])[]; errors: string[]; recovered: string[] } {
   const rounds: (readonly SecretKey[])[] = [];
   const errors: string[] = [];
   const recovered: string[] = [];

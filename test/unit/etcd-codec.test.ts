@@ -14,11 +14,24 @@ function entry(address: string, port = 8080): RegistryEntry {
     registryNamespace: 'prod',
     k8sNamespace: 'prod',
     owner,
-    endpoint: { service: 'user', instanceId: `${formatHostPort(address, port)}`, address, port, weight: 2, tags: { zone: 'a' }, metadata: { team: 'core' }, source: 'static/prod/user/0' },
+    endpoint: {
+      service: 'user',
+      instanceId: `${formatHostPort(address, port)}`,
+      address,
+      port,
+      weight: 2,
+      tags: { zone: 'a' },
+      metadata: { team: 'core' },
+      source: 'static/prod/user/0',
+    },
   };
 }
 
-const at = (e: RegistryEntry) => ({ registryNamespace: e.registryNamespace, service: e.endpoint.service, instanceId: e.endpoint.instanceId });
+const at = (e: RegistryEntry) => ({
+  registryNamespace: e.registryNamespace,
+  service: e.endpoint.service,
+  instanceId: e.endpoint.instanceId,
+});
 
 void describe('etcd value codec', () => {
   const formats: EtcdValueFormat[] = ['json', 'grpc', 'hostport'];
@@ -51,7 +64,11 @@ void describe('etcd value codec', () => {
   });
 
   void it('json without an owner is an entry of an unknown owner', () => {
-    const decoded = decodeEntry('{"address":"10.0.0.9","port":80}', undefined, { registryNamespace: 'prod', service: 'user', instanceId: '10.0.0.9:80' });
+    const decoded = decodeEntry('{"address":"10.0.0.9","port":80}', undefined, {
+      registryNamespace: 'prod',
+      service: 'user',
+      instanceId: '10.0.0.9:80',
+    });
     assert.deepEqual(decoded?.entry.owner, UNKNOWN_OWNER);
   });
 
@@ -63,7 +80,9 @@ void describe('etcd value codec', () => {
     ['an unbracketed IPv6 host:port is skipped', 'fd00::1:80'],
   ];
   for (const [name, value] of garbage) {
-    void it(name, () => assert.equal(decodeEntry(value, undefined, { registryNamespace: 'prod', service: 'user', instanceId: 'x' }), undefined));
+    void it(name, () =>
+      assert.equal(decodeEntry(value, undefined, { registryNamespace: 'prod', service: 'user', instanceId: 'x' }), undefined),
+    );
   }
 
   void it('host:port parsing handles brackets and rejects bad ports', () => {
@@ -87,7 +106,10 @@ void describe('etcd key layout', () => {
   });
 
   const bad: Array<[string, () => unknown]> = [
-    ['a registry namespace starting with an underscore is refused so it cannot reach the reserved keys', () => keys.namespacePrefix('_kube-registrar')],
+    [
+      'a registry namespace starting with an underscore is refused so it cannot reach the reserved keys',
+      () => keys.namespacePrefix('_kube-registrar'),
+    ],
     ['a slash in a service is refused', () => keys.servicePrefix('prod', 'a/b')],
     ['an empty instance id is refused', () => keys.entry('prod', 'user', '')],
     ['a dot-dot namespace is refused', () => keys.namespacePrefix('..')],

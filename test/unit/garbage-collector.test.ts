@@ -20,12 +20,27 @@ function registry(name: string, extra: Partial<RegistryResource['spec']> = {}): 
     apiVersion: 'registrar.dev/v1alpha1',
     kind: 'Registry',
     metadata: { name, uid: `${name}-uid`, generation: 1 },
-    spec: { type: 'etcd', default: true, namespaceSelector: {}, namespace: '{namespace}', leaseTTLSeconds: 30, policy: 'sync', dryRun: false, etcd: { endpoints: ['http://127.0.0.1:1'], prefix: '/services', format: 'json' }, ...extra },
+    spec: {
+      type: 'etcd',
+      default: true,
+      namespaceSelector: {},
+      namespace: '{namespace}',
+      leaseTTLSeconds: 30,
+      policy: 'sync',
+      dryRun: false,
+      etcd: { endpoints: ['http://127.0.0.1:1'], prefix: '/services', format: 'json' },
+      ...extra,
+    },
   };
 }
 
 function serviceInstance(namespace: string, name: string, service: string): ServiceInstance {
-  return { apiVersion: 'registrar.dev/v1alpha1', kind: 'ServiceInstance', metadata: { namespace, name }, spec: { service, endpoints: [{ address: '10.0.0.1', port: 80 }], weight: 1 } };
+  return {
+    apiVersion: 'registrar.dev/v1alpha1',
+    kind: 'ServiceInstance',
+    metadata: { namespace, name },
+    spec: { service, endpoints: [{ address: '10.0.0.1', port: 80 }], weight: 1 },
+  };
 }
 
 function entry(owner: Owner, service: string, address = '10.0.0.1'): RegistryEntry {
@@ -50,7 +65,13 @@ function backendOver(store: InMemoryRegistry, dryRun = false): Backend {
 
 const noTimers: Clock = { now: () => 0, setTimeout: () => 0, clearTimeout: () => undefined };
 
-function collector(registries: RegistryResource[], backends: Map<string, Backend>, instances: ServiceInstance[], watchNamespaces: string[] = [], built = true): { gc: GarbageCollector; collected: Map<string, number> } {
+function collector(
+  registries: RegistryResource[],
+  backends: Map<string, Backend>,
+  instances: ServiceInstance[],
+  watchNamespaces: string[] = [],
+  built = true,
+): { gc: GarbageCollector; collected: Map<string, number> } {
   const collected = new Map<string, number>();
   const gc = new GarbageCollector({
     clusterId: CLUSTER,
@@ -79,8 +100,17 @@ const otherInstallOwner: Owner = { clusterId: CLUSTER, namespace: 'elsewhere', n
 
 void describe('GarbageCollector', () => {
   void it('removes entries whose ServiceInstance is gone or no longer targets their service, and leaves wanted and foreign ones', async () => {
-    const store = new InMemoryRegistry([entry(keepOwner, 'keep'), entry(goneOwner, 'gone'), entry(renamedOwner, 'old-name'), entry(renamedOwner, 'new-name'), entry(foreignOwner, 'gone', '10.0.0.9')]);
-    const { gc, collected } = collector([registry('main')], new Map([['main', backendOver(store)]]), [serviceInstance('prod', 'keep', 'keep'), serviceInstance('prod', 'renamed', 'new-name')]);
+    const store = new InMemoryRegistry([
+      entry(keepOwner, 'keep'),
+      entry(goneOwner, 'gone'),
+      entry(renamedOwner, 'old-name'),
+      entry(renamedOwner, 'new-name'),
+      entry(foreignOwner, 'gone', '10.0.0.9'),
+    ]);
+    const { gc, collected } = collector([registry('main')], new Map([['main', backendOver(store)]]), [
+      serviceInstance('prod', 'keep', 'keep'),
+      serviceInstance('prod', 'renamed', 'new-name'),
+    ]);
     const result = await gc.sweep();
     assert.deepEqual(
       store
@@ -122,7 +152,10 @@ void describe('GarbageCollector', () => {
 
   void it('a Registry that cannot be read is reported and skipped, the others are still swept', async () => {
     const store = new InMemoryRegistry([entry(goneOwner, 'gone')]);
-    const broken: Backend = { ...backendOver(new InMemoryRegistry()), ownedByCluster: () => Promise.reject(new Error('connection refused')) };
+    const broken: Backend = {
+      ...backendOver(new InMemoryRegistry()),
+      ownedByCluster: () => Promise.reject(new Error('connection refused')),
+    };
     const { gc } = collector(
       [registry('broken'), registry('main')],
       new Map([
@@ -139,7 +172,14 @@ void describe('GarbageCollector', () => {
   void it('keeps an entry that another Registry of its ServiceInstance writes: two Registries may reach the same storage', async () => {
     // `bulk` and `main` point at the same agent; the ServiceInstance targets only `main`.
     const store = new InMemoryRegistry([entry(keepOwner, 'keep')]);
-    const { gc } = collector([registry('main'), registry('bulk', { default: false })], new Map([['main', backendOver(store)], ['bulk', backendOver(store)]]), [serviceInstance('prod', 'keep', 'keep')]);
+    const { gc } = collector(
+      [registry('main'), registry('bulk', { default: false })],
+      new Map([
+        ['main', backendOver(store)],
+        ['bulk', backendOver(store)],
+      ]),
+      [serviceInstance('prod', 'keep', 'keep')],
+    );
     await gc.sweep();
     assert.equal(store.entries().length, 1);
   });

@@ -7,7 +7,14 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { DEFAULT_INFORMER_RETRY, Informer, type CachedObject, type InformerClock, type ListPage, type WatchFn } from '../../src/kube/informer.ts';
+import {
+  DEFAULT_INFORMER_RETRY,
+  Informer,
+  type CachedObject,
+  type InformerClock,
+  type ListPage,
+  type WatchFn,
+} from '../../src/kube/informer.ts';
 
 /** A clock whose timers fire only when the test advances time. */
 class FakeClock implements InformerClock {
@@ -93,7 +100,9 @@ async function settle(): Promise<void> {
 
 const serverError = (): Error => Object.assign(new Error('Internal Server Error'), { statusCode: 500 });
 
-async function startInformer(random = (): number => 0.5): Promise<{ informer: Informer<Obj, Obj>; api: FakeApi; clock: FakeClock; errors: number[]; events: string[] }> {
+async function startInformer(
+  random = (): number => 0.5,
+): Promise<{ informer: Informer<Obj, Obj>; api: FakeApi; clock: FakeClock; errors: number[]; events: string[] }> {
   const api = new FakeApi();
   api.listed = [obj('a', '5'), obj('b', '6')];
   const clock = new FakeClock();
@@ -111,7 +120,11 @@ async function startInformer(random = (): number => 0.5): Promise<{ informer: In
     logger: pino({ level: 'silent' }),
     onError: (_err, retryInMs) => errors.push(retryInMs),
   });
-  informer.on({ add: (o) => events.push(`add ${o.metadata.name}`), update: (o) => events.push(`update ${o.metadata.name}`), delete: (o) => events.push(`delete ${o.metadata.name}`) });
+  informer.on({
+    add: (o) => events.push(`add ${o.metadata.name}`),
+    update: (o) => events.push(`update ${o.metadata.name}`),
+    delete: (o) => events.push(`delete ${o.metadata.name}`),
+  });
   await informer.start();
   await settle();
   assert.equal(api.watches.length, 1, 'the first list is followed by a watch');
@@ -141,7 +154,16 @@ async function restartDelays(api: FakeApi, clock: FakeClock, times: number, end:
 
 const { initialDelayMs, maxDelayMs, healthyAfterMs } = DEFAULT_INFORMER_RETRY;
 /** The delays at the jitter's midpoint: the policy's exact steps. */
-const growing = [initialDelayMs, 2 * initialDelayMs, 4 * initialDelayMs, 8 * initialDelayMs, 16 * initialDelayMs, 32 * initialDelayMs, maxDelayMs, maxDelayMs];
+const growing = [
+  initialDelayMs,
+  2 * initialDelayMs,
+  4 * initialDelayMs,
+  8 * initialDelayMs,
+  16 * initialDelayMs,
+  32 * initialDelayMs,
+  maxDelayMs,
+  maxDelayMs,
+];
 
 describe('Informer restarts', () => {
   test('a watch that keeps ending cleanly as soon as it started is restarted after growing delays, up to the cap', async () => {
@@ -171,8 +193,14 @@ describe('Informer restarts', () => {
     const low = await jittered(0);
     const high = await jittered(0.999);
     growing.forEach((step, i) => {
-      assert.ok((low[i] ?? 0) >= Math.min(0.8 * step, maxDelayMs) && (low[i] ?? 0) <= step, `restart ${i + 1}: ${low[i]} ms for a ${step} ms step`);
-      assert.ok((high[i] ?? Infinity) >= step && (high[i] ?? Infinity) <= Math.min(1.2 * step, maxDelayMs), `restart ${i + 1}: ${high[i]} ms for a ${step} ms step`);
+      assert.ok(
+        (low[i] ?? 0) >= Math.min(0.8 * step, maxDelayMs) && (low[i] ?? 0) <= step,
+        `restart ${i + 1}: ${low[i]} ms for a ${step} ms step`,
+      );
+      assert.ok(
+        (high[i] ?? Infinity) >= step && (high[i] ?? Infinity) <= Math.min(1.2 * step, maxDelayMs),
+        `restart ${i + 1}: ${high[i]} ms for a ${step} ms step`,
+      );
     });
     assert.equal(high.at(-1), maxDelayMs);
   });
@@ -211,7 +239,11 @@ describe('Informer restarts', () => {
       assert.deepEqual(clock.pending, [], 'no delay after a healthy watch');
       assert.equal(api.watches.length, watches + 1, 'watching again at once');
       assert.equal(api.current.params['resourceVersion'], '11', 'from the last resource version seen');
-      assert.deepEqual(await restartDelays(api, clock, 2, (w) => w.end(serverError())), growing.slice(0, 2), 'later failures start from the initial delay again');
+      assert.deepEqual(
+        await restartDelays(api, clock, 2, (w) => w.end(serverError())),
+        growing.slice(0, 2),
+        'later failures start from the initial delay again',
+      );
     } finally {
       informer.stop();
     }

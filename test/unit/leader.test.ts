@@ -162,9 +162,21 @@ describe('LeaderElector: a leader that cannot renew', () => {
   // must stop leading at 2 s + renewDeadline = 12 s: a standby that saw the 2 s renewal takes the
   // Lease no earlier than 2 s + leaseDuration = 17 s.
   const cases: { name: string; broken: Call; mode: 'hang' | 'fail' }[] = [
-    { name: 'a leader whose Lease read hangs for ever stops leading at the renew deadline, not at the 30 s request deadline, and the read answering late does not make it leader again', broken: 'read', mode: 'hang' },
-    { name: 'a leader whose Lease update hangs for ever stops leading at the renew deadline, and the update landing late does not make it leader again', broken: 'replace', mode: 'hang' },
-    { name: 'a leader whose renewals fail at once stops leading exactly at the renew deadline, not at the first retry after it', broken: 'read', mode: 'fail' },
+    {
+      name: 'a leader whose Lease read hangs for ever stops leading at the renew deadline, not at the 30 s request deadline, and the read answering late does not make it leader again',
+      broken: 'read',
+      mode: 'hang',
+    },
+    {
+      name: 'a leader whose Lease update hangs for ever stops leading at the renew deadline, and the update landing late does not make it leader again',
+      broken: 'replace',
+      mode: 'hang',
+    },
+    {
+      name: 'a leader whose renewals fail at once stops leading exactly at the renew deadline, not at the first retry after it',
+      broken: 'read',
+      mode: 'fail',
+    },
   ];
   for (const c of cases) {
     test(c.name, async () => {
@@ -207,7 +219,11 @@ describe('LeaderElector: a standby', () => {
   const longAgo = new Date('2001-01-01T00:00:00Z');
   const cases: { name: string; holder: string; holderRenewsEveryMs?: number; expected: string[] }[] = [
     // Attempts run every retryPeriod from 0; the first one at or after 15 s is at 16 s.
-    { name: 'a standby takes a Lease whose holder stopped renewing only after leaseDuration of an unchanged record, however old its renewTime looks', holder: 'other', expected: ['started at 16000'] },
+    {
+      name: 'a standby takes a Lease whose holder stopped renewing only after leaseDuration of an unchanged record, however old its renewTime looks',
+      holder: 'other',
+      expected: ['started at 16000'],
+    },
     { name: 'a standby never takes a Lease whose holder keeps renewing it', holder: 'other', holderRenewsEveryMs: 5000, expected: [] },
     { name: 'a standby takes a released Lease (no holder) at its first attempt', holder: '', expected: ['started at 0'] },
   ];
@@ -215,7 +231,13 @@ describe('LeaderElector: a standby', () => {
     test(c.name, async () => {
       const clock = new FakeClock();
       const api = new FakeLeaseApi(clock);
-      api.write({ holderIdentity: c.holder, leaseDurationSeconds: LEASE_DURATION_S, renewTime: longAgo, acquireTime: longAgo, leaseTransitions: 3 });
+      api.write({
+        holderIdentity: c.holder,
+        leaseDurationSeconds: LEASE_DURATION_S,
+        renewTime: longAgo,
+        acquireTime: longAgo,
+        leaseTransitions: 3,
+      });
       if (c.holderRenewsEveryMs !== undefined) {
         const every = c.holderRenewsEveryMs;
         const renew = (): void => {
@@ -245,8 +267,14 @@ describe('LeaderElector: a leader that can renew', () => {
   // The last renewal before the trouble starts at 2 s, so the deadline is 12 s unless one succeeds.
   const cases: { name: string; trouble?: { from: number; to: number; mode: 'slow' | 'fail' } }[] = [
     { name: 'a leader whose renewals succeed keeps leading for many lease durations and renews every retry period' },
-    { name: 'a leader whose renewals fail for a while, but succeed again within the renew deadline, keeps leading', trouble: { from: 3000, to: 9000, mode: 'fail' } },
-    { name: 'a leader whose renewal answers slowly, but within the renew deadline, keeps leading', trouble: { from: 3000, to: 9000, mode: 'slow' } },
+    {
+      name: 'a leader whose renewals fail for a while, but succeed again within the renew deadline, keeps leading',
+      trouble: { from: 3000, to: 9000, mode: 'fail' },
+    },
+    {
+      name: 'a leader whose renewal answers slowly, but within the renew deadline, keeps leading',
+      trouble: { from: 3000, to: 9000, mode: 'slow' },
+    },
   ];
   for (const c of cases) {
     test(c.name, async () => {
@@ -265,8 +293,12 @@ describe('LeaderElector: a leader that can renew', () => {
       assert.equal(elector.leading, true);
       assert.equal(api.holder, 'me');
       const renewTime = api.lease?.spec?.renewTime;
-      assert.ok(renewTime && clock.now() - new Date(renewTime).getTime() <= RETRY_PERIOD_S * 1000, `renewed within the last retry period (renewTime ${String(renewTime?.toISOString())})`);
-      if (!c.trouble) assert.equal(api.calls.filter((k) => k.call === 'replace').length, 300 / RETRY_PERIOD_S, 'one renewal every retry period');
+      assert.ok(
+        renewTime && clock.now() - new Date(renewTime).getTime() <= RETRY_PERIOD_S * 1000,
+        `renewed within the last retry period (renewTime ${String(renewTime?.toISOString())})`,
+      );
+      if (!c.trouble)
+        assert.equal(api.calls.filter((k) => k.call === 'replace').length, 300 / RETRY_PERIOD_S, 'one renewal every retry period');
       await elector.stop();
     });
   }

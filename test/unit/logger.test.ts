@@ -12,17 +12,44 @@ function capture(): { lines: () => Record<string, unknown>[]; stream: Writable }
       done();
     },
   });
-  return { stream, lines: () => chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return {
+    stream,
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 test('secret fields are redacted wherever they appear, and what a reader needs (etcd keys in a dry run) is not', async () => {
   const out = capture();
   const logger = createLogger('info', out.stream);
-  logger.info({ password: 'p4ss', credentials: { key: '-----BEGIN PRIVATE KEY-----', token: 't0k' }, headers: { authorization: 'Bearer x' } }, 'secrets');
+  logger.info(
+    { password: 'p4ss', credentials: { key: '-----BEGIN PRIVATE KEY-----', token: 't0k' }, headers: { authorization: 'Bearer x' } },
+    'secrets',
+  );
   const backend = new EtcdRegistry({ endpoints: ['http://127.0.0.1:1'], prefix: '/services', clusterId: 'c1', dryRun: true, logger });
   const owner = { clusterId: 'c1', namespace: 'prod', name: 'api' };
   await backend.applyChanges({
-    create: [{ registryNamespace: 'prod', k8sNamespace: 'prod', owner, endpoint: { service: 'api', instanceId: '10.0.0.1:80', address: '10.0.0.1', port: 80, weight: 1, tags: {}, metadata: {}, source: 'static' } }],
+    create: [
+      {
+        registryNamespace: 'prod',
+        k8sNamespace: 'prod',
+        owner,
+        endpoint: {
+          service: 'api',
+          instanceId: '10.0.0.1:80',
+          address: '10.0.0.1',
+          port: 80,
+          weight: 1,
+          tags: {},
+          metadata: {},
+          source: 'static',
+        },
+      },
+    ],
     updateOld: [],
     updateNew: [],
     delete: [],

@@ -15,7 +15,16 @@ function entry(ip: string, owner: Owner, weight = 1): RegistryEntry {
     registryNamespace: 'prod',
     k8sNamespace: owner.namespace,
     owner,
-    endpoint: { service: 'user-service', instanceId: `${ip}:8080`, address: ip, port: 8080, weight, tags: {}, metadata: {}, source: `pod/prod/${ip}` },
+    endpoint: {
+      service: 'user-service',
+      instanceId: `${ip}:8080`,
+      address: ip,
+      port: 8080,
+      weight,
+      tags: {},
+      metadata: {},
+      source: `pod/prod/${ip}`,
+    },
   };
 }
 
@@ -30,7 +39,10 @@ void describe('OwnedRegistry', () => {
 
   void it('a create over a foreign entry at the same key is reported as a conflict and not written', async () => {
     const backend = new InMemoryRegistry([entry('10.0.0.1', theirs)]);
-    const result = await new OwnedRegistry(backend, mine).applyChanges({ ...none, create: [entry('10.0.0.1', mine), entry('10.0.0.2', mine)] });
+    const result = await new OwnedRegistry(backend, mine).applyChanges({
+      ...none,
+      create: [entry('10.0.0.1', mine), entry('10.0.0.2', mine)],
+    });
     assert.equal(result.conflicts.length, 1);
     assert.equal(result.conflicts[0]?.operation, 'create');
     assert.deepEqual(result.conflicts[0]?.foreignOwner, theirs);
@@ -48,15 +60,25 @@ void describe('OwnedRegistry', () => {
 
   void it('an update of an entry that now belongs to someone else is refused', async () => {
     const backend = new InMemoryRegistry([entry('10.0.0.1', theirs)]);
-    const result = await new OwnedRegistry(backend, mine).applyChanges({ ...none, updateOld: [entry('10.0.0.1', mine)], updateNew: [entry('10.0.0.1', mine, 5)] });
+    const result = await new OwnedRegistry(backend, mine).applyChanges({
+      ...none,
+      updateOld: [entry('10.0.0.1', mine)],
+      updateNew: [entry('10.0.0.1', mine, 5)],
+    });
     assert.equal(result.conflicts[0]?.operation, 'update');
     assert.deepEqual(backend.entries(), [entry('10.0.0.1', theirs)]);
   });
 
   void it('a delete of a foreign entry is refused even when the change claims to own it', async () => {
     const backend = new InMemoryRegistry([entry('10.0.0.1', theirs)]);
-    const result = await new OwnedRegistry(backend, mine).applyChanges({ ...none, delete: [entry('10.0.0.1', mine), entry('10.0.0.1', theirs)] });
-    assert.deepEqual(result.conflicts.map((c) => c.operation), ['delete', 'delete']);
+    const result = await new OwnedRegistry(backend, mine).applyChanges({
+      ...none,
+      delete: [entry('10.0.0.1', mine), entry('10.0.0.1', theirs)],
+    });
+    assert.deepEqual(
+      result.conflicts.map((c) => c.operation),
+      ['delete', 'delete'],
+    );
     assert.deepEqual(backend.entries(), [entry('10.0.0.1', theirs)]);
   });
 
@@ -101,7 +123,10 @@ void describe('OwnedRegistry', () => {
     await view.records(scope);
     const result = await view.applyChanges({ ...none, create: [entry('10.0.0.1', mine), entry('10.0.0.2', mine)] });
     assert.equal(reads, 1, 'one read for the reconcile');
-    assert.deepEqual(result.conflicts.map((c) => c.operation), ['create']);
+    assert.deepEqual(
+      result.conflicts.map((c) => c.operation),
+      ['create'],
+    );
     assert.deepEqual(backend.entries(), [entry('10.0.0.1', theirs), entry('10.0.0.2', mine)]);
     // A fresh view (the next reconcile) reads again.
     await new OwnedRegistry(counting, mine).applyChanges({ ...none, delete: [entry('10.0.0.2', mine)] });

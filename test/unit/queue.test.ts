@@ -123,7 +123,14 @@ describe('WorkQueue', () => {
         if (failuresLeft-- > 0) throw new Error('registry down');
         return undefined;
       },
-      { concurrency: 1, baseBackoffMs: 100, maxBackoffMs: 1000, clock, random: () => 0.5, observer: { error: (_k, _e, retry) => delays.push(retry) } },
+      {
+        concurrency: 1,
+        baseBackoffMs: 100,
+        maxBackoffMs: 1000,
+        clock,
+        random: () => 0.5,
+        observer: { error: (_k, _e, retry) => delays.push(retry) },
+      },
     );
     q.add('k');
     await q.idle();

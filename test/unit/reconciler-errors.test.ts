@@ -7,7 +7,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 
-import { FINALIZER, type Registry as RegistryResource, type ServiceInstance, type ServiceInstanceStatus } from '../../src/api/v1alpha1/types.ts';
+import {
+  FINALIZER,
+  type Registry as RegistryResource,
+  type ServiceInstance,
+  type ServiceInstanceStatus,
+} from '../../src/api/v1alpha1/types.ts';
 import { TerminalError } from '../../src/controller/queue.ts';
 import { ServiceInstanceReconciler } from '../../src/controller/service-instance-reconciler.ts';
 import type { EventTarget } from '../../src/kube/events.ts';
@@ -18,7 +23,16 @@ const registry: RegistryResource = {
   apiVersion: 'registrar.dev/v1alpha1',
   kind: 'Registry',
   metadata: { name: 'main', uid: 'reg-uid', generation: 1 },
-  spec: { type: 'etcd', default: true, namespaceSelector: {}, namespace: '{namespace}', leaseTTLSeconds: 30, policy: 'sync', dryRun: false, etcd: { endpoints: ['http://127.0.0.1:1'], prefix: '/services', format: 'json' } },
+  spec: {
+    type: 'etcd',
+    default: true,
+    namespaceSelector: {},
+    namespace: '{namespace}',
+    leaseTTLSeconds: 30,
+    policy: 'sync',
+    dryRun: false,
+    etcd: { endpoints: ['http://127.0.0.1:1'], prefix: '/services', format: 'json' },
+  },
 };
 
 const si: ServiceInstance = {
@@ -28,7 +42,11 @@ const si: ServiceInstance = {
   spec: { service: 'api', endpoints: [{ address: '10.0.0.1', port: 80 }], weight: 1 },
 };
 
-function reconcilerWith(get: () => Promise<Backend>): { reconciler: ServiceInstanceReconciler; statuses: ServiceInstanceStatus[]; warnings: string[] } {
+function reconcilerWith(get: () => Promise<Backend>): {
+  reconciler: ServiceInstanceReconciler;
+  statuses: ServiceInstanceStatus[];
+  warnings: string[];
+} {
   const statuses: ServiceInstanceStatus[] = [];
   const warnings: string[] = [];
   const reconciler = new ServiceInstanceReconciler({
@@ -43,7 +61,10 @@ function reconcilerWith(get: () => Promise<Backend>): { reconciler: ServiceInsta
         return Promise.resolve();
       },
     },
-    events: { normal: () => undefined, warning: (_t: EventTarget, reason: string, message: string) => warnings.push(`${reason}: ${message}`) },
+    events: {
+      normal: () => undefined,
+      warning: (_t: EventTarget, reason: string, message: string) => warnings.push(`${reason}: ${message}`),
+    },
     logger: pino({ level: 'silent' }),
     now: () => new Date('2026-11-30T00:00:00Z'),
     resyncMs: 60_000,
@@ -53,20 +74,33 @@ function reconcilerWith(get: () => Promise<Backend>): { reconciler: ServiceInsta
 
 void describe('ServiceInstanceReconciler errors', () => {
   void it('a Registry that cannot be used as configured fails the reconcile terminally, with status and event saying why', async () => {
-    const { reconciler, statuses, warnings } = reconcilerWith(() => Promise.reject(new RegistryConfigError('Registry main has type etcd but no spec.etcd')));
-    await assert.rejects(reconciler.reconcile('prod/api'), (err: unknown) => err instanceof TerminalError && /no spec.etcd/.test(err.message));
+    const { reconciler, statuses, warnings } = reconcilerWith(() =>
+      Promise.reject(new RegistryConfigError('Registry main has type etcd but no spec.etcd')),
+    );
+    await assert.rejects(
+      reconciler.reconcile('prod/api'),
+      (err: unknown) => err instanceof TerminalError && /no spec.etcd/.test(err.message),
+    );
     assert.equal(statuses.at(-1)?.conditions?.find((c) => c.type === 'Registered')?.status, 'False');
     assert.ok(warnings.some((w) => w.startsWith('RegistrationFailed: Registry main: Registry main has type etcd but no spec.etcd')));
   });
 
   void it('a Secret that cannot be read yet is retried with backoff: it is often created just after its Registry', async () => {
-    const { reconciler } = reconcilerWith(() => Promise.reject(new RegistryConfigError('cannot read Secret kube-registrar/etcd named by Registry main')));
-    await assert.rejects(reconciler.reconcile('prod/api'), (err: unknown) => err instanceof AggregateError && !(err instanceof TerminalError));
+    const { reconciler } = reconcilerWith(() =>
+      Promise.reject(new RegistryConfigError('cannot read Secret kube-registrar/etcd named by Registry main')),
+    );
+    await assert.rejects(
+      reconciler.reconcile('prod/api'),
+      (err: unknown) => err instanceof AggregateError && !(err instanceof TerminalError),
+    );
   });
 
   void it('an unreachable registry fails the reconcile so that the queue retries it with backoff', async () => {
     const { reconciler } = reconcilerWith(() => Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:1')));
-    await assert.rejects(reconciler.reconcile('prod/api'), (err: unknown) => err instanceof AggregateError && !(err instanceof TerminalError));
+    await assert.rejects(
+      reconciler.reconcile('prod/api'),
+      (err: unknown) => err instanceof AggregateError && !(err instanceof TerminalError),
+    );
   });
 
   void it('a usable registry gets the entry and the reconcile asks for its next resync', async () => {

@@ -4,36 +4,117 @@ import { resolveTargets, type TargetRegistry } from '../../src/controller/target
 import { desiredEndpoints, selectorMatches, type SourceInput } from '../../src/source/endpoints.ts';
 import { slimPod, type SlimPod } from '../../src/source/pods.ts';
 
-function pod(name: string, o: { labels?: Record<string, string>; ip?: string; ready?: boolean; terminating?: boolean; phase?: string; ports?: { name?: string; containerPort: number }[]; namespace?: string }): SlimPod {
+function pod(
+  name: string,
+  o: {
+    labels?: Record<string, string>;
+    ip?: string;
+    ready?: boolean;
+    terminating?: boolean;
+    phase?: string;
+    ports?: { name?: string; containerPort: number }[];
+    namespace?: string;
+  },
+): SlimPod {
   return slimPod({
-    metadata: { name, namespace: o.namespace ?? 'prod', labels: o.labels ?? { app: 'user' }, ...(o.terminating ? { deletionTimestamp: new Date() } : {}) },
+    metadata: {
+      name,
+      namespace: o.namespace ?? 'prod',
+      labels: o.labels ?? { app: 'user' },
+      ...(o.terminating ? { deletionTimestamp: new Date() } : {}),
+    },
     spec: { containers: [{ name: 'app', ports: o.ports ?? [{ name: 'http', containerPort: 8080 }] }] },
-    status: { phase: o.phase ?? 'Running', ...(o.ip ? { podIP: o.ip } : {}), conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }] },
+    status: {
+      phase: o.phase ?? 'Running',
+      ...(o.ip ? { podIP: o.ip } : {}),
+      conditions: [{ type: 'Ready', status: o.ready === false ? 'False' : 'True' }],
+    },
   });
 }
 
 const selectorSi = (port: number | string = 'http'): SourceInput => ({
   namespace: 'prod',
   name: 'user-service',
-  spec: { service: 'user-service', selector: { matchLabels: { app: 'user' } }, port, tags: { version: '1.0' }, weight: 2, metadata: { team: 'core' } },
+  spec: {
+    service: 'user-service',
+    selector: { matchLabels: { app: 'user' } },
+    port,
+    tags: { version: '1.0' },
+    weight: 2,
+    metadata: { team: 'core' },
+  },
 });
 
 describe('desiredEndpoints from pods', () => {
-  const cases: { name: string; pods: SlimPod[]; port?: number | string; ids: string[]; total: number; ready: number; problems?: RegExp }[] = [
-    { name: 'a Ready pod with an IP yields one endpoint on its named container port', pods: [pod('a', { ip: '10.0.0.1' })], ids: ['10.0.0.1:8080'], total: 1, ready: 1 },
-    { name: 'a pod that is not Ready is counted but not registered', pods: [pod('a', { ip: '10.0.0.1', ready: false })], ids: [], total: 1, ready: 0 },
-    { name: 'a terminating pod leaves at once even while still Ready', pods: [pod('a', { ip: '10.0.0.1', terminating: true })], ids: [], total: 1, ready: 0 },
-    { name: 'a Ready pod without an IP yet is not registered', pods: [pod('a', {})], ids: [], total: 1, ready: 0 },
-    { name: 'a finished pod is not counted at all', pods: [pod('a', { ip: '10.0.0.1', phase: 'Succeeded' })], ids: [], total: 0, ready: 0 },
-    { name: 'pods of other namespaces or labels are ignored', pods: [pod('a', { ip: '10.0.0.1', namespace: 'dev' }), pod('b', { ip: '10.0.0.2', labels: { app: 'other' } })], ids: [], total: 0, ready: 0 },
-    { name: 'a numeric port is used as is', pods: [pod('a', { ip: '10.0.0.1' })], port: 9090, ids: ['10.0.0.1:9090'], total: 1, ready: 1 },
-    { name: 'an unknown port name is a problem for that pod only', pods: [pod('a', { ip: '10.0.0.1', ports: [] }), pod('b', { ip: '10.0.0.2' })], ids: ['10.0.0.2:8080'], total: 2, ready: 2, problems: /no container port named "http"/ },
-    { name: 'IPv6 pod addresses are bracketed in the instance id', pods: [pod('a', { ip: 'fd00::1' })], ids: ['[fd00::1]:8080'], total: 1, ready: 1 },
-  ];
+  const cases: { name: string; pods: SlimPod[]; port?: number | string; ids: string[]; total: number; ready: number; problems?: RegExp }[] =
+    [
+      {
+        name: 'a Ready pod with an IP yields one endpoint on its named container port',
+        pods: [pod('a', { ip: '10.0.0.1' })],
+        ids: ['10.0.0.1:8080'],
+        total: 1,
+        ready: 1,
+      },
+      {
+        name: 'a pod that is not Ready is counted but not registered',
+        pods: [pod('a', { ip: '10.0.0.1', ready: false })],
+        ids: [],
+        total: 1,
+        ready: 0,
+      },
+      {
+        name: 'a terminating pod leaves at once even while still Ready',
+        pods: [pod('a', { ip: '10.0.0.1', terminating: true })],
+        ids: [],
+        total: 1,
+        ready: 0,
+      },
+      { name: 'a Ready pod without an IP yet is not registered', pods: [pod('a', {})], ids: [], total: 1, ready: 0 },
+      {
+        name: 'a finished pod is not counted at all',
+        pods: [pod('a', { ip: '10.0.0.1', phase: 'Succeeded' })],
+        ids: [],
+        total: 0,
+        ready: 0,
+      },
+      {
+        name: 'pods of other namespaces or labels are ignored',
+        pods: [pod('a', { ip: '10.0.0.1', namespace: 'dev' }), pod('b', { ip: '10.0.0.2', labels: { app: 'other' } })],
+        ids: [],
+        total: 0,
+        ready: 0,
+      },
+      {
+        name: 'a numeric port is used as is',
+        pods: [pod('a', { ip: '10.0.0.1' })],
+        port: 9090,
+        ids: ['10.0.0.1:9090'],
+        total: 1,
+        ready: 1,
+      },
+      {
+        name: 'an unknown port name is a problem for that pod only',
+        pods: [pod('a', { ip: '10.0.0.1', ports: [] }), pod('b', { ip: '10.0.0.2' })],
+        ids: ['10.0.0.2:8080'],
+        total: 2,
+        ready: 2,
+        problems: /no container port named "http"/,
+      },
+      {
+        name: 'IPv6 pod addresses are bracketed in the instance id',
+        pods: [pod('a', { ip: 'fd00::1' })],
+        ids: ['[fd00::1]:8080'],
+        total: 1,
+        ready: 1,
+      },
+    ];
   for (const c of cases) {
     test(c.name, () => {
       const r = desiredEndpoints(selectorSi(c.port), c.pods);
-      assert.deepEqual(r.endpoints.map((e) => e.instanceId), c.ids);
+      assert.deepEqual(
+        r.endpoints.map((e) => e.instanceId),
+        c.ids,
+      );
       assert.equal(r.total, c.total);
       assert.equal(r.ready, c.ready);
       if (c.problems) assert.match(r.problems.join('\n'), c.problems);
@@ -43,14 +124,33 @@ describe('desiredEndpoints from pods', () => {
 
   test('an endpoint carries service, tags, weight, metadata and its source', () => {
     const [e] = desiredEndpoints(selectorSi(), [pod('user-0', { ip: '10.0.0.1' })]).endpoints;
-    assert.deepEqual(e, { service: 'user-service', instanceId: '10.0.0.1:8080', address: '10.0.0.1', port: 8080, weight: 2, tags: { version: '1.0' }, metadata: { team: 'core' }, source: 'pod/prod/user-0' });
+    assert.deepEqual(e, {
+      service: 'user-service',
+      instanceId: '10.0.0.1:8080',
+      address: '10.0.0.1',
+      port: 8080,
+      weight: 2,
+      tags: { version: '1.0' },
+      metadata: { team: 'core' },
+      source: 'pod/prod/user-0',
+    });
   });
 });
 
 describe('desiredEndpoints from static endpoints', () => {
   test('per-endpoint port, weight and tags override the defaults; tags merge', () => {
     const r = desiredEndpoints(
-      { namespace: 'prod', name: 'vm', spec: { service: 'vm', port: 80, weight: 1, tags: { a: '1', z: 'x' }, endpoints: [{ address: '192.0.2.1' }, { address: '192.0.2.2', port: 81, weight: 7, tags: { z: 'y' } }] } },
+      {
+        namespace: 'prod',
+        name: 'vm',
+        spec: {
+          service: 'vm',
+          port: 80,
+          weight: 1,
+          tags: { a: '1', z: 'x' },
+          endpoints: [{ address: '192.0.2.1' }, { address: '192.0.2.2', port: 81, weight: 7, tags: { z: 'y' } }],
+        },
+      },
       [],
     );
     assert.deepEqual(
@@ -63,13 +163,29 @@ describe('desiredEndpoints from static endpoints', () => {
   });
 
   test('duplicate address:port pairs are registered once and reported', () => {
-    const r = desiredEndpoints({ namespace: 'prod', name: 'vm', spec: { service: 'vm', endpoints: [{ address: '192.0.2.1', port: 80 }, { address: '192.0.2.1', port: 80 }] } }, []);
+    const r = desiredEndpoints(
+      {
+        namespace: 'prod',
+        name: 'vm',
+        spec: {
+          service: 'vm',
+          endpoints: [
+            { address: '192.0.2.1', port: 80 },
+            { address: '192.0.2.1', port: 80 },
+          ],
+        },
+      },
+      [],
+    );
     assert.equal(r.endpoints.length, 1);
     assert.match(r.problems.join(), /duplicates/);
   });
 
   test('an endpoint with no port and a named spec.port is a problem, not a crash', () => {
-    const r = desiredEndpoints({ namespace: 'prod', name: 'vm', spec: { service: 'vm', port: 'http', endpoints: [{ address: '192.0.2.1' }] } }, []);
+    const r = desiredEndpoints(
+      { namespace: 'prod', name: 'vm', spec: { service: 'vm', port: 'http', endpoints: [{ address: '192.0.2.1' }] } },
+      [],
+    );
     assert.equal(r.endpoints.length, 0);
     assert.match(r.problems.join(), /has no port/);
   });
@@ -90,12 +206,18 @@ describe('selectorMatches', () => {
 });
 
 describe('resolveTargets', () => {
-  const reg = (name: string, env: string, isDefault: boolean): TargetRegistry => ({ metadata: { name }, spec: { default: isDefault, namespaceSelector: { matchLabels: { env } } } });
+  const reg = (name: string, env: string, isDefault: boolean): TargetRegistry => ({
+    metadata: { name },
+    spec: { default: isDefault, namespaceSelector: { matchLabels: { env } } },
+  });
   const all = [reg('prod-etcd', 'prod', true), reg('dev-etcd', 'dev', true), reg('prod-consul', 'prod', false)];
 
   test('with no names, every default Registry that admits the namespace is a target', () => {
     const r = resolveTargets(undefined, 'prod', { env: 'prod' }, all);
-    assert.deepEqual(r.targets.map((t) => t.metadata?.name), ['prod-etcd']);
+    assert.deepEqual(
+      r.targets.map((t) => t.metadata?.name),
+      ['prod-etcd'],
+    );
     assert.deepEqual(r.refusals, []);
   });
 
@@ -112,7 +234,10 @@ describe('resolveTargets', () => {
 
   test('a named non-default Registry that admits the namespace is a target', () => {
     const r = resolveTargets(['prod-consul'], 'prod', { env: 'prod' }, all);
-    assert.deepEqual(r.targets.map((t) => t.metadata?.name), ['prod-consul']);
+    assert.deepEqual(
+      r.targets.map((t) => t.metadata?.name),
+      ['prod-consul'],
+    );
   });
 
   test('a Registry without a namespaceSelector admits nothing', () => {

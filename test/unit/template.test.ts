@@ -22,7 +22,12 @@ void describe('renderRegistryNamespace', () => {
   }
 
   const bad: Array<[string, string, string, RegExp]> = [
-    ['an unknown placeholder is rejected and the available ones are listed', 'env-{ns}', 'prod', /unknown placeholder "\{ns\}".*\{namespace\}/],
+    [
+      'an unknown placeholder is rejected and the available ones are listed',
+      'env-{ns}',
+      'prod',
+      /unknown placeholder "\{ns\}".*\{namespace\}/,
+    ],
     ['a service placeholder is unknown in the namespace template', '{service}', 'prod', /unknown placeholder "\{service\}"/],
     ['an unmatched brace is rejected', 'env-{namespace', 'prod', /unmatched "\{" or "\}"/],
     ['a stray closing brace is rejected', 'env}-{namespace}', 'prod', /unmatched/],
@@ -34,17 +39,25 @@ void describe('renderRegistryNamespace', () => {
     ['a tab is rejected', 'env\t{namespace}', 'prod', /U\+0009/],
     ['a control character is rejected', 'env\u0000{namespace}', 'prod', /U\+0000/],
     ['a non-breaking space is rejected', 'env\u00a0{namespace}', 'prod', /U\+00A0/],
-    ['a result longer than 253 characters is rejected with its length', `${'x'.repeat(251)}-{namespace}`, 'ab', /is 254 characters long.*within 253/],
+    [
+      'a result longer than 253 characters is rejected with its length',
+      `${'x'.repeat(251)}-{namespace}`,
+      'ab',
+      /is 254 characters long.*within 253/,
+    ],
   ];
   for (const [name, template, ns, message] of bad) {
     void it(name, () => {
-      assert.throws(() => renderRegistryNamespace(template, ns), (err: unknown) => {
-        assert.ok(err instanceof TemplateError);
-        assert.equal(err.field, 'spec.namespace');
-        assert.equal(err.template, template);
-        assert.match(err.message, message);
-        return true;
-      });
+      assert.throws(
+        () => renderRegistryNamespace(template, ns),
+        (err: unknown) => {
+          assert.ok(err instanceof TemplateError);
+          assert.equal(err.field, 'spec.namespace');
+          assert.equal(err.template, template);
+          assert.match(err.message, message);
+          return true;
+        },
+      );
     });
   }
 });
@@ -52,19 +65,27 @@ void describe('renderRegistryNamespace', () => {
 void describe('renderConsulServiceName', () => {
   const ok: Array<[string, string, { namespace: string; service: string }, string]> = [
     ['the default template is the service name', '{service}', { namespace: 'prod', service: 'user' }, 'user'],
-    ['the OSS isolation template joins namespace and service', '{namespace}-{service}', { namespace: 'prod', service: 'user' }, 'prod-user'],
+    [
+      'the OSS isolation template joins namespace and service',
+      '{namespace}-{service}',
+      { namespace: 'prod', service: 'user' },
+      'prod-user',
+    ],
   ];
   for (const [name, template, values, want] of ok) {
     void it(name, () => assert.equal(renderConsulServiceName(template, values), want));
   }
 
   void it('an unknown placeholder names the field and the placeholders available', () => {
-    assert.throws(() => renderConsulServiceName('{svc}', { namespace: 'prod', service: 'user' }), (err: unknown) => {
-      assert.ok(err instanceof TemplateError);
-      assert.equal(err.field, 'spec.consul.serviceName');
-      assert.match(err.message, /\{namespace\}, \{service\}/);
-      return true;
-    });
+    assert.throws(
+      () => renderConsulServiceName('{svc}', { namespace: 'prod', service: 'user' }),
+      (err: unknown) => {
+        assert.ok(err instanceof TemplateError);
+        assert.equal(err.field, 'spec.consul.serviceName');
+        assert.match(err.message, /\{namespace\}, \{service\}/);
+        return true;
+      },
+    );
   });
 });
 

@@ -46,7 +46,10 @@ export class AgentCalls {
     this.address = options.address;
     this.#datacenter = options.datacenter;
     this.#log = options.logger;
-    this.#retry = retry(handleWhen(isTransientConsulError), { maxAttempts: 2, backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) });
+    this.#retry = retry(handleWhen(isTransientConsulError), {
+      maxAttempts: 2,
+      backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }),
+    });
   }
 
   /** Whether {@link AgentCalls.close} was called. */
@@ -80,11 +83,16 @@ export class AgentCalls {
         actual = await this.call(() => this.client.agentDatacenter());
       } catch (err: unknown) {
         if (err instanceof ConsulHttpError && err.status === 403) {
-          this.#log.warn({ datacenter: this.#datacenter }, 'the ACL token lacks agent:read, so the agent\'s datacenter cannot be checked against spec.consul.datacenter');
+          this.#log.warn(
+            { datacenter: this.#datacenter },
+            "the ACL token lacks agent:read, so the agent's datacenter cannot be checked against spec.consul.datacenter",
+          );
           return;
         }
         this.#agentChecked = undefined;
-        throw new ConsulRegistryError(`asking the Consul agent at ${this.address} for its datacenter failed: ${this.explain(err)}`, { cause: err });
+        throw new ConsulRegistryError(`asking the Consul agent at ${this.address} for its datacenter failed: ${this.explain(err)}`, {
+          cause: err,
+        });
       }
       if (actual !== this.#datacenter) {
         throw new ConsulRegistryError(

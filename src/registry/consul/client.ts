@@ -159,7 +159,9 @@ export function createConsulAgentClient(options: ConsulClientOptions): ConsulAge
   try {
     base = new URL(options.address);
   } catch (err: unknown) {
-    throw new RangeError(`Consul address ${JSON.stringify(options.address)} is not a URL: set spec.consul.address to http(s)://host:port`, { cause: err });
+    throw new RangeError(`Consul address ${JSON.stringify(options.address)} is not a URL: set spec.consul.address to http(s)://host:port`, {
+      cause: err,
+    });
   }
   if (base.protocol !== 'http:' && base.protocol !== 'https:') {
     throw new RangeError(`Consul address ${JSON.stringify(options.address)} must start with http:// or https://`);
@@ -182,14 +184,23 @@ export function createConsulAgentClient(options: ConsulClientOptions): ConsulAge
         signal: AbortSignal.timeout(options.callTimeoutMs),
       });
     } catch (err: unknown) {
-      const why = err instanceof Error && err.name === 'TimeoutError' ? `no answer within ${options.callTimeoutMs} ms` : err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+      const why =
+        err instanceof Error && err.name === 'TimeoutError'
+          ? `no answer within ${options.callTimeoutMs} ms`
+          : err instanceof Error
+            ? err.cause instanceof Error
+              ? err.cause.message
+              : err.message
+            : String(err);
       throw new ConsulHttpError(method, path, 0, `${why}; is the agent at ${root} reachable?`, { cause: err });
     }
     let text: string;
     try {
       text = await res.text();
     } catch (err: unknown) {
-      throw new ConsulHttpError(method, path, 0, `the answer broke off: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new ConsulHttpError(method, path, 0, `the answer broke off: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      });
     }
     if (!res.ok) throw new ConsulHttpError(method, path, res.status, text.trim() || res.statusText);
     if (text === '') return undefined;

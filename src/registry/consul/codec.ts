@@ -101,7 +101,10 @@ function sortedEntries(map: Readonly<Record<string, string>>): [string, string][
 
 /** JSON with non-ASCII escaped, so that string length equals UTF-8 length and chunks never split a character. */
 function asciiJson(map: Readonly<Record<string, string>>): string {
-  return JSON.stringify(Object.fromEntries(sortedEntries(map))).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return JSON.stringify(Object.fromEntries(sortedEntries(map))).replace(
+    /[\u0080-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 /** `key`, `key-1`, `key-2`, ...: one value split over as many keys as it needs. */
@@ -144,7 +147,13 @@ function byteLength(value: string): number {
 
 /** Whether `key` can be a plain Meta key holding a user's metadata value. */
 function isPlainMetaKey(key: string, value: string): boolean {
-  return META_KEY.test(key) && key.length <= META_MAX_KEY_LENGTH && !key.startsWith(META_PREFIX) && !key.startsWith('consul-') && byteLength(value) <= META_MAX_VALUE_BYTES;
+  return (
+    META_KEY.test(key) &&
+    key.length <= META_MAX_KEY_LENGTH &&
+    !key.startsWith(META_PREFIX) &&
+    !key.startsWith('consul-') &&
+    byteLength(value) <= META_MAX_VALUE_BYTES
+  );
 }
 
 /** How an instance's liveness is wired: which heartbeat it mirrors and when it is reaped. */
@@ -178,7 +187,9 @@ export function instanceMeta(entry: RegistryEntry, liveness: Liveness): Record<s
   const where = `${entry.registryNamespace}/${endpoint.service}/${endpoint.instanceId}`;
   for (const [key, value] of fixed) {
     if (byteLength(value) > META_MAX_VALUE_BYTES) {
-      throw new ConsulEncodingError(`cannot register ${where} in Consul: its ${key} (${JSON.stringify(value.slice(0, 40))}...) is longer than Consul's ${META_MAX_VALUE_BYTES}-byte limit for Meta values; shorten it`);
+      throw new ConsulEncodingError(
+        `cannot register ${where} in Consul: its ${key} (${JSON.stringify(value.slice(0, 40))}...) is longer than Consul's ${META_MAX_VALUE_BYTES}-byte limit for Meta values; shorten it`,
+      );
     }
   }
   if (fixed.length > META_MAX_PAIRS) {
@@ -418,7 +429,11 @@ function sameMap(a: Readonly<Record<string, string>>, b: Readonly<Record<string,
  * tags, address, port, weights or Meta, or missing the alias check (or the weight-0 check).
  * Extra checks someone added by hand do not count.
  */
-export function differsFromRegistration(record: AgentServiceRecord, checks: readonly AgentCheckRecord[], wanted: ServiceRegistration): boolean {
+export function differsFromRegistration(
+  record: AgentServiceRecord,
+  checks: readonly AgentCheckRecord[],
+  wanted: ServiceRegistration,
+): boolean {
   if (
     record.ID !== wanted.ID ||
     record.Service !== wanted.Name ||
@@ -432,5 +447,10 @@ export function differsFromRegistration(record: AgentServiceRecord, checks: read
   ) {
     return true;
   }
-  return wanted.Checks.some((w) => !checks.some((c) => c.CheckID === w.CheckID && c.ServiceID === wanted.ID && c.Type === (w.AliasService !== undefined ? 'alias' : 'ttl')));
+  return wanted.Checks.some(
+    (w) =>
+      !checks.some(
+        (c) => c.CheckID === w.CheckID && c.ServiceID === wanted.ID && c.Type === (w.AliasService !== undefined ? 'alias' : 'ttl'),
+      ),
+  );
 }

@@ -109,10 +109,13 @@ export class ConsulRegistry implements Registry {
     const concurrency = options.maxConcurrentCalls ?? DEFAULT_MAX_CONCURRENT_CALLS;
     if (!Number.isInteger(ttl) || ttl < 3) throw new RangeError(`leaseTtlSeconds must be an integer of at least 3, got ${ttl}`);
     if (!Number.isInteger(reapAfter) || reapAfter < MIN_DEREGISTER_CRITICAL_AFTER_SECONDS) {
-      throw new RangeError(`deregisterCriticalAfterSeconds must be an integer of at least ${MIN_DEREGISTER_CRITICAL_AFTER_SECONDS} (Consul's minimum), got ${reapAfter}`);
+      throw new RangeError(
+        `deregisterCriticalAfterSeconds must be an integer of at least ${MIN_DEREGISTER_CRITICAL_AFTER_SECONDS} (Consul's minimum), got ${reapAfter}`,
+      );
     }
     if (!(timeout > 0)) throw new RangeError(`callTimeoutMs must be positive, got ${timeout}`);
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`maxConcurrentCalls must be a positive integer, got ${concurrency}`);
+    if (!Number.isInteger(concurrency) || concurrency < 1)
+      throw new RangeError(`maxConcurrentCalls must be a positive integer, got ${concurrency}`);
     if (options.clusterId === '') throw new RangeError('clusterId must not be empty');
     const naming = new ConsulNaming({
       clusterId: options.clusterId,
@@ -121,7 +124,12 @@ export class ConsulRegistry implements Registry {
       reapAfterSeconds: reapAfter,
     });
 
-    const client = createConsulAgentClient({ address: options.address, callTimeoutMs: timeout, ...(options.token !== undefined ? { token: options.token } : {}), ...(options.fence ? { fence: options.fence } : {}) });
+    const client = createConsulAgentClient({
+      address: options.address,
+      callTimeoutMs: timeout,
+      ...(options.token !== undefined ? { token: options.token } : {}),
+      ...(options.fence ? { fence: options.fence } : {}),
+    });
     const logger = options.logger ?? silentLogger;
     this.#ctx = {
       calls: new AgentCalls({ client, address: options.address, datacenter: options.datacenter ?? '', logger }),

@@ -68,7 +68,10 @@ export class ConsulHeartbeats {
     try {
       found = await calls.call(() => calls.client.services(filter, naming.usesConsulNamespaces ? '*' : ''));
     } catch (err: unknown) {
-      throw new ConsulRegistryError(`looking for this cluster's heartbeats on the Consul agent at ${calls.address} failed: ${calls.explain(err)}`, { cause: err });
+      throw new ConsulRegistryError(
+        `looking for this cluster's heartbeats on the Consul agent at ${calls.address} failed: ${calls.explain(err)}`,
+        { cause: err },
+      );
     }
     const adopted: string[] = [];
     for (const record of found) {
@@ -86,7 +89,9 @@ export class ConsulHeartbeats {
       try {
         await this.#adopt(state, record);
       } catch (err: unknown) {
-        throw new ConsulRegistryError(`adopting the Consul heartbeat of registry namespace ${ns} failed: ${calls.explain(err)}`, { cause: err });
+        throw new ConsulRegistryError(`adopting the Consul heartbeat of registry namespace ${ns} failed: ${calls.explain(err)}`, {
+          cause: err,
+        });
       }
       if (state.present) adopted.push(ns);
     }
@@ -115,7 +120,10 @@ export class ConsulHeartbeats {
       deregisterAfterSeconds: reapAfterSeconds + HEARTBEAT_EXTRA_REAP_SECONDS,
     });
     if (dryRun) {
-      logger.info({ dryRun: true, op: 'register', consulNamespace: state.consulNamespace, service: body }, 'dry run: Consul heartbeat registration skipped');
+      logger.info(
+        { dryRun: true, op: 'register', consulNamespace: state.consulNamespace, service: body },
+        'dry run: Consul heartbeat registration skipped',
+      );
       return;
     }
     state.ensuring ??= (async () => {
@@ -157,7 +165,8 @@ export class ConsulHeartbeats {
       this.#passedAt.delete(ns);
       released.push(ns);
     }
-    if (released.length > 0) logger.info({ registryNamespaces: released }, 'released Consul registry namespaces that nothing writes to any more');
+    if (released.length > 0)
+      logger.info({ registryNamespaces: released }, 'released Consul registry namespaces that nothing writes to any more');
     return released;
   }
 
@@ -223,9 +232,14 @@ export class ConsulHeartbeats {
       // register it again at once so that instances still aliasing it recover.
       logger.warn({ registryNamespace, checkId: state.heartbeatCheckId }, 'Consul heartbeat vanished from the agent; registering it again');
       this.#forget(state);
-      void calls.track(() => this.ensure(state)).catch((again: unknown) => {
-        logger.error({ err: again, registryNamespace }, 'could not register the Consul heartbeat again; the next write or resync retries');
-      });
+      void calls
+        .track(() => this.ensure(state))
+        .catch((again: unknown) => {
+          logger.error(
+            { err: again, registryNamespace },
+            'could not register the Consul heartbeat again; the next write or resync retries',
+          );
+        });
       return;
     }
     logger.error({ err, registryNamespace, checkId: state.heartbeatCheckId }, `passing the Consul heartbeat failed: ${calls.explain(err)}`);

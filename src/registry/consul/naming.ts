@@ -53,7 +53,11 @@ export class ConsulNaming {
 
   /** The Consul namespace of a registry namespace; '' is the default. */
   consulNamespace(registryNamespace: string): string {
-    return renderTemplate(this.#namespaceTemplate, { namespace: registryNamespace }, { field: 'spec.consul.namespace', allowed: ['namespace'], allowEmpty: true });
+    return renderTemplate(
+      this.#namespaceTemplate,
+      { namespace: registryNamespace },
+      { field: 'spec.consul.namespace', allowed: ['namespace'], allowEmpty: true },
+    );
   }
 
   /** The Consul service name of a service in a registry namespace. */

@@ -21,7 +21,9 @@ export async function readOwnedByCluster(ctx: ConsulBackendContext): Promise<Reg
   try {
     found = await calls.call(() => calls.client.services(filter, naming.usesConsulNamespaces ? '*' : ''));
   } catch (err: unknown) {
-    throw new ConsulRegistryError(`listing this cluster's services on the Consul agent at ${calls.address} failed: ${calls.explain(err)}`, { cause: err });
+    throw new ConsulRegistryError(`listing this cluster's services on the Consul agent at ${calls.address} failed: ${calls.explain(err)}`, {
+      cause: err,
+    });
   }
   const out: RegistryEntry[] = [];
   for (const record of found) {
@@ -61,7 +63,10 @@ export async function readRecords(ctx: ConsulBackendContext, heartbeats: ConsulH
     const heartbeat = services.find((s) => s.ID === state.heartbeatServiceId && isHeartbeat(s));
     await heartbeats.applyRead(state, heartbeat, registrations);
   } catch (err: unknown) {
-    throw new ConsulRegistryError(`reading ${scope.registryNamespace}/${scope.service} (Consul service ${name}) from the agent at ${calls.address} failed: ${calls.explain(err)}`, { cause: err });
+    throw new ConsulRegistryError(
+      `reading ${scope.registryNamespace}/${scope.service} (Consul service ${name}) from the agent at ${calls.address} failed: ${calls.explain(err)}`,
+      { cause: err },
+    );
   }
 
   const checksOf = new Map<string, AgentCheckRecord[]>();
@@ -70,7 +75,11 @@ export async function readRecords(ctx: ConsulBackendContext, heartbeats: ConsulH
   const own: RegistryEntry[] = [];
   for (const record of services) {
     const serviceChecks = checksOf.get(record.ID) ?? [];
-    const decoded = decodeService(record, scope, serviceChecks.some((c) => c.CheckID === drainCheckId(record.ID)));
+    const decoded = decodeService(
+      record,
+      scope,
+      serviceChecks.some((c) => c.CheckID === drainCheckId(record.ID)),
+    );
     if (decoded === undefined) continue;
     const { entry } = decoded;
     if (!decoded.managed || entry.owner.clusterId !== clusterId) {
@@ -82,7 +91,13 @@ export async function readRecords(ctx: ConsulBackendContext, heartbeats: ConsulH
   return [...foreign, ...own];
 }
 
-function isStale(ctx: ConsulBackendContext, state: NamespaceState, record: AgentServiceRecord, checks: readonly AgentCheckRecord[], entry: RegistryEntry): boolean {
+function isStale(
+  ctx: ConsulBackendContext,
+  state: NamespaceState,
+  record: AgentServiceRecord,
+  checks: readonly AgentCheckRecord[],
+  entry: RegistryEntry,
+): boolean {
   if (!state.present || !state.current) return true;
   try {
     return differsFromRegistration(record, checks, ctx.naming.registration(state.heartbeatServiceId, entry));

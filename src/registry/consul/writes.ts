@@ -49,7 +49,8 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
   for (const entry of [...puts, ...deletes]) {
     if (entry.owner.clusterId !== clusterId) {
       throw new RangeError(
-        `refusing to write ${entry.registryNamespace}/${entry.endpoint.service}/${entry.endpoint.instanceId}: it belongs to cluster ${JSON.stringify(entry.owner.clusterId)}, this backend to ${JSON.stringify(clusterId)}`,
+        `refusing to write ${entry.registryNamespace}/${entry.endpoint.service}/${entry.endpoint.instanceId}: ` +
+          `it belongs to cluster ${JSON.stringify(entry.owner.clusterId)}, this backend to ${JSON.stringify(clusterId)}`,
       );
     }
   }
@@ -83,7 +84,10 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
         const state = namespaces.use(entry.registryNamespace);
         body = naming.registration(state.heartbeatServiceId, entry);
         if (dryRun) {
-          logger.info({ dryRun: true, op: 'register', consulNamespace: state.consulNamespace, service: body }, 'dry run: Consul registration skipped');
+          logger.info(
+            { dryRun: true, op: 'register', consulNamespace: state.consulNamespace, service: body },
+            'dry run: Consul registration skipped',
+          );
           return;
         }
         const registration = body;
@@ -98,7 +102,10 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
     try {
       const state = namespaces.use(entry.registryNamespace);
       if (dryRun) {
-        logger.info({ dryRun: true, op: 'deregister', consulNamespace: state.consulNamespace, serviceId: id }, 'dry run: Consul deregistration skipped');
+        logger.info(
+          { dryRun: true, op: 'deregister', consulNamespace: state.consulNamespace, serviceId: id },
+          'dry run: Consul deregistration skipped',
+        );
         return;
       }
       const existed = await calls.call(() => calls.client.deregister(id, state.consulNamespace));

@@ -45,7 +45,8 @@ export type TxnWrite =
  * key was last changed at `modRevision` ('0': it does not exist), i.e. nobody wrote it since it
  * was read.
  */
-export type TxnGuard = { readonly key: string; readonly value: string | undefined } | { readonly key: string; readonly modRevision: string };
+export type TxnGuard =
+  { readonly key: string; readonly value: string | undefined } | { readonly key: string; readonly modRevision: string };
 
 /** What a transaction did. */
 export interface TxnResult {
@@ -101,9 +102,13 @@ function toStored(kv: IKeyValue): StoredKeyValue {
 function compareOf(g: TxnGuard): ICompare {
   const key = Buffer.from(g.key);
   if ('modRevision' in g) {
-    return g.modRevision === '0' ? { key, target: 'Version', result: 'Equal', version: 0 } : { key, target: 'Mod', result: 'Equal', mod_revision: g.modRevision };
+    return g.modRevision === '0'
+      ? { key, target: 'Version', result: 'Equal', version: 0 }
+      : { key, target: 'Mod', result: 'Equal', mod_revision: g.modRevision };
   }
-  return g.value === undefined ? { key, target: 'Version', result: 'Equal', version: 0 } : { key, target: 'Value', result: 'Equal', value: Buffer.from(g.value) };
+  return g.value === undefined
+    ? { key, target: 'Version', result: 'Equal', version: 0 }
+    : { key, target: 'Value', result: 'Equal', value: Buffer.from(g.value) };
 }
 
 /** Whether a guard holds for the key as read (undefined: absent). */
@@ -188,10 +193,10 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
       const stream = await etcd.leaseClient.leaseKeepAlive();
       // Each renewal is a write too: a stream opened before the fence closed must not renew after.
       const write = stream.write.bind(stream);
-      stream.write = ((...args: Parameters<typeof write>) => {
+      stream.write = (...args: Parameters<typeof write>) => {
         fence.check('etcd lease keepalive');
         return write(...args);
-      });
+      };
       return stream;
     },
     close() {

@@ -131,7 +131,11 @@ function validPort(value: unknown): value is number {
  * Builds an entry from a record. Address and port come from `addr` when the format carries them
  * separately (grpc `Addr`, the hostport value), because that is what consumers dial.
  */
-function fromRecord(record: Record<string, unknown>, at: EntryLocation, addr?: { address: string; port: number }): RegistryEntry | undefined {
+function fromRecord(
+  record: Record<string, unknown>,
+  at: EntryLocation,
+  addr?: { address: string; port: number },
+): RegistryEntry | undefined {
   const address = addr?.address ?? record.address;
   const port = addr?.port ?? record.port;
   if (typeof address !== 'string' || address === '' || !validPort(port)) return undefined;

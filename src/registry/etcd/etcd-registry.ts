@@ -94,14 +94,20 @@ export class EtcdRegistry implements Registry {
     if (options.endpoints.length === 0) throw new RangeError('etcd registry needs at least one endpoint: set spec.etcd.endpoints');
     if (!Number.isInteger(ttl) || ttl < 2) throw new RangeError(`leaseTtlSeconds must be an integer of at least 2, got ${ttl}`);
     if (!(timeout > 0)) throw new RangeError(`callTimeoutMs must be positive, got ${timeout}`);
-    if (!ETCD_VALUE_FORMATS.includes(format)) throw new RangeError(`unknown etcd value format ${JSON.stringify(format)}: use one of ${ETCD_VALUE_FORMATS.join(', ')}`);
+    if (!ETCD_VALUE_FORMATS.includes(format))
+      throw new RangeError(`unknown etcd value format ${JSON.stringify(format)}: use one of ${ETCD_VALUE_FORMATS.join(', ')}`);
     if (!Number.isInteger(maxOps) || maxOps < 3) throw new RangeError(`maxTxnOps must be an integer of at least 3, got ${maxOps}`);
     if (options.clusterId === '') throw new RangeError('clusterId must not be empty');
 
     const keys = new EtcdKeyLayout(options.prefix);
     keys.leaseId(options.clusterId, 'x'); // validates the cluster id as a key segment
     const now = options.now ?? Date.now;
-    const client = createEtcdClient({ endpoints: options.endpoints, callTimeoutMs: timeout, ...options.credentials, ...(options.fence ? { fence: options.fence } : {}) });
+    const client = createEtcdClient({
+      endpoints: options.endpoints,
+      callTimeoutMs: timeout,
+      ...options.credentials,
+      ...(options.fence ? { fence: options.fence } : {}),
+    });
     this.#ctx = {
       client: options.clientMiddleware ? options.clientMiddleware(client) : client,
       keys,

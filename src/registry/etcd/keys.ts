@@ -16,7 +16,9 @@ export class EtcdKeyError extends Error {
 
 function checkSegment(what: string, value: string): string {
   if (value === '' || value.includes('/') || value === '.' || value === '..') {
-    throw new EtcdKeyError(`${what} ${JSON.stringify(value)} cannot be used in an etcd key: it must be non-empty, not '.' or '..', and contain no '/'`);
+    throw new EtcdKeyError(
+      `${what} ${JSON.stringify(value)} cannot be used in an etcd key: it must be non-empty, not '.' or '..', and contain no '/'`,
+    );
   }
   return value;
 }

@@ -120,7 +120,8 @@ export class EtcdLeases {
     for (const state of [...namespaces.values()]) {
       if (wanted.has(state.registryNamespace) || this.#ctx.now() - state.usedAt < idleMs) continue;
       const done = await state.serial(async () => {
-        if (state.owned.size > 0 || state.pending !== undefined || state.flushing || namespaces.get(state.registryNamespace) !== state) return false;
+        if (state.owned.size > 0 || state.pending !== undefined || state.flushing || namespaces.get(state.registryNamespace) !== state)
+          return false;
         const ns = state.registryNamespace;
         const idKey = keys.leaseId(clusterId, ns);
         const stored = await client.get(idKey);
@@ -144,7 +145,8 @@ export class EtcdLeases {
       });
       if (done) released.push(state.registryNamespace);
     }
-    if (released.length > 0) logger.info({ registryNamespaces: released }, 'released etcd registry namespaces that nothing writes to any more');
+    if (released.length > 0)
+      logger.info({ registryNamespaces: released }, 'released etcd registry namespaces that nothing writes to any more');
     return released;
   }
 
@@ -183,7 +185,10 @@ export class EtcdLeases {
             logger.info({ registryNamespace: ns, leaseId: leaseHex(storedId), entries: state.owned.size }, 'adopted etcd lease');
             return storedId;
           }
-          logger.info({ registryNamespace: ns, leaseId: leaseHex(storedId), grantedTtl: info.grantedTtlSeconds, ttl }, 'etcd lease has another TTL than configured; moving entries to a new lease');
+          logger.info(
+            { registryNamespace: ns, leaseId: leaseHex(storedId), grantedTtl: info.grantedTtlSeconds, ttl },
+            'etcd lease has another TTL than configured; moving entries to a new lease',
+          );
         }
         // A dead stored lease leaves `owned` as it is: those are our entries, to be rewritten.
       }
@@ -206,7 +211,9 @@ export class EtcdLeases {
         logger.debug({ err, leaseId: leaseHex(fresh) }, 'could not revoke unused etcd lease; it will expire');
       });
     }
-    throw new EtcdRegistryError(`could not settle on a lease for etcd namespace ${ns} after ${LEASE_ATTEMPTS} attempts: another process keeps replacing ${idKey}`);
+    throw new EtcdRegistryError(
+      `could not settle on a lease for etcd namespace ${ns} after ${LEASE_ATTEMPTS} attempts: another process keeps replacing ${idKey}`,
+    );
   }
 
   /** Stops keeping the namespace's lease alive and marks it lost, so its entries are rewritten on a new one. */
@@ -252,16 +259,22 @@ export class EtcdLeases {
     const [values = [], index = []] = await client.rangePrefixes([keys.namespacePrefix(ns), keys.ownerIndexNamespacePrefix(ns)]);
     state.replaceOwned(values, index, lease);
     if (remembered === undefined) return;
-    const missing: TxnWrite[] = [...remembered].filter(([key]) => !state.owned.has(key)).map(([key, value]) => ({ kind: 'put', key, value, lease }));
+    const missing: TxnWrite[] = [...remembered]
+      .filter(([key]) => !state.owned.has(key))
+      .map(([key, value]) => ({ kind: 'put', key, value, lease }));
     if (missing.length === 0) return;
     const idKey = keys.leaseId(clusterId, ns);
     for (let i = 0; i < missing.length; i += maxTxnOps) {
       const batch = missing.slice(i, i + maxTxnOps);
       const result = await client.txn([{ key: idKey, value: leaseHex(lease) }], batch);
-      if (!result.succeeded) throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being put back on lease ${leaseHex(lease)}`);
+      if (!result.succeeded)
+        throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being put back on lease ${leaseHex(lease)}`);
       state.remember(batch, result.revision);
     }
-    logger.info({ registryNamespace: ns, leaseId: leaseHex(lease), restored: missing.length }, 'put back entries that an interrupted lease move left behind');
+    logger.info(
+      { registryNamespace: ns, leaseId: leaseHex(lease), restored: missing.length },
+      'put back entries that an interrupted lease move left behind',
+    );
   }
 
   /**
@@ -282,7 +295,8 @@ export class EtcdLeases {
     for (let i = first.length; i < puts.length; i += maxTxnOps) {
       const batch = puts.slice(i, i + maxTxnOps);
       const result = await client.txn([{ key: idKey, value: leaseHex(fresh) }], batch);
-      if (!result.succeeded) throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being moved to lease ${leaseHex(fresh)}`);
+      if (!result.succeeded)
+        throw new EtcdRegistryError(`lease id key ${idKey} changed while entries were being moved to lease ${leaseHex(fresh)}`);
       state.rememberRevisions(batch, result.revision);
     }
     return true;
@@ -291,7 +305,10 @@ export class EtcdLeases {
   #onLeaseLost(id: bigint): void {
     for (const state of this.#ctx.namespaces.values()) {
       if (state.lease !== id) continue;
-      this.#ctx.logger.warn({ registryNamespace: state.registryNamespace, leaseId: leaseHex(id), entries: state.owned.size }, 'etcd lease lost; rewriting entries on a new lease');
+      this.#ctx.logger.warn(
+        { registryNamespace: state.registryNamespace, leaseId: leaseHex(id), entries: state.owned.size },
+        'etcd lease lost; rewriting entries on a new lease',
+      );
       this.markLost(state);
       void this.#recover(state);
     }
@@ -317,7 +334,10 @@ export class EtcdLeases {
         await this.ensure(state, true);
       });
     } catch (err: unknown) {
-      this.#ctx.logger.error({ err, registryNamespace: state.registryNamespace }, 'could not replace lost etcd lease; retrying on the next keepalive interval');
+      this.#ctx.logger.error(
+        { err, registryNamespace: state.registryNamespace },
+        'could not replace lost etcd lease; retrying on the next keepalive interval',
+      );
     } finally {
       state.recovering = false;
     }

@@ -177,7 +177,11 @@ export class NamespaceStates extends Map<string, NamespaceState> {
       if (!key.startsWith(valuePrefix)) continue;
       const instanceId = key.slice(valuePrefix.length);
       const indexKey = `${indexPrefix}${instanceId}`;
-      const decoded = decodeEntry(value, state.owned.get(indexKey), { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
+      const decoded = decodeEntry(value, state.owned.get(indexKey), {
+        registryNamespace: scope.registryNamespace,
+        service: scope.service,
+        instanceId,
+      });
       if (decoded === undefined || !sameOwner(decoded.entry.owner, owner)) continue;
       state.owned.delete(key);
       state.owned.delete(indexKey);

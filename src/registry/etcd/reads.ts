@@ -54,9 +54,12 @@ export async function readOwnedByCluster(ctx: EtcdBackendContext): Promise<Regis
   let namespaces: string[];
   try {
     const [found = []] = await client.rangePrefixes([root], { keysOnly: true });
-    namespaces = [...new Set(found.map((kv) => kv.key.slice(root.length).split('/')[0] ?? '').filter((ns) => ns !== '' && !ns.startsWith('_')))];
+    namespaces = [
+      ...new Set(found.map((kv) => kv.key.slice(root.length).split('/')[0] ?? '').filter((ns) => ns !== '' && !ns.startsWith('_'))),
+    ];
   } catch (err: unknown) {
-    if (!(err instanceof EtcdPermissionDeniedError)) throw new EtcdRegistryError(`listing registry namespaces under ${root} failed: ${describe(err)}`, { cause: err });
+    if (!(err instanceof EtcdPermissionDeniedError))
+      throw new EtcdRegistryError(`listing registry namespaces under ${root} failed: ${describe(err)}`, { cause: err });
     namespaces = [...ctx.namespaces.keys()];
   }
   const out: RegistryEntry[] = [];
@@ -82,13 +85,24 @@ export async function readOwnedByCluster(ctx: EtcdBackendContext): Promise<Regis
 }
 
 /** The entry this cluster wrote at a key, from the value remembered for it, if any. */
-function rememberedEntry(value: string | undefined, ownerIndex: string | undefined, scope: Scope, instanceId: string, clusterId: string): RegistryEntry | undefined {
+function rememberedEntry(
+  value: string | undefined,
+  ownerIndex: string | undefined,
+  scope: Scope,
+  instanceId: string,
+  clusterId: string,
+): RegistryEntry | undefined {
   if (value === undefined) return undefined;
   const decoded = decodeEntry(value, ownerIndex, { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
   return decoded?.entry.owner.clusterId === clusterId ? decoded.entry : undefined;
 }
 
-async function readScope(ctx: EtcdBackendContext, state: NamespaceState, scope: Scope, lease: bigint | undefined): Promise<RegistryEntry[]> {
+async function readScope(
+  ctx: EtcdBackendContext,
+  state: NamespaceState,
+  scope: Scope,
+  lease: bigint | undefined,
+): Promise<RegistryEntry[]> {
   const { client, keys, clusterId, format, logger } = ctx;
   const valuePrefix = keys.servicePrefix(scope.registryNamespace, scope.service);
   const indexPrefix = keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);

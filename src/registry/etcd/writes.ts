@@ -182,7 +182,11 @@ export class EtcdWrites {
     const ns = state.registryNamespace;
     if (this.#ctx.dryRun) {
       for (const { writes } of groups) {
-        for (const w of writes) logger.info({ dryRun: true, op: w.kind, etcdKey: w.key, ...(w.kind === 'put' ? { value: w.value } : {}) }, 'dry run: etcd write skipped');
+        for (const w of writes)
+          logger.info(
+            { dryRun: true, op: w.kind, etcdKey: w.key, ...(w.kind === 'put' ? { value: w.value } : {}) },
+            'dry run: etcd write skipped',
+          );
       }
       return;
     }
@@ -215,12 +219,17 @@ export class EtcdWrites {
           logger.warn({ etcdKey: key }, 'etcd entry changed since it was read; not writing it');
           // Forget the revision: the caller's retry reads the key afresh and plans against what is there now.
           state.revisions.delete(key);
-          const conflict = new EtcdEntryChangedError(`etcd key ${key} was changed by someone else after it was read; nothing of this change was written, and the next attempt reads it again`);
+          const conflict = new EtcdEntryChangedError(
+            `etcd key ${key} was changed by someone else after it was read; nothing of this change was written, and the next attempt reads it again`,
+          );
           if (g.caller) g.caller.conflict = conflict;
           else throw conflict;
         }
         if (changed.length > 0 && !(result?.failedGuards ?? []).includes(0)) continue;
-        if (attempt++ > 0) throw new EtcdRegistryError(`the lease id key of namespace ${ns} keeps changing under this operator; is another operator with cluster id ${JSON.stringify(clusterId)} writing here?`);
+        if (attempt++ > 0)
+          throw new EtcdRegistryError(
+            `the lease id key of namespace ${ns} keeps changing under this operator; is another operator with cluster id ${JSON.stringify(clusterId)} writing here?`,
+          );
         // Someone moved the namespace to another lease (or ours died): re-read and settle first.
         if (!state.lost) state.lease = undefined;
         lease = await this.#leases.require(state);
