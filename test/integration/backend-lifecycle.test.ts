@@ -13,14 +13,7 @@ import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { deleteRegistry, etcdKeys, TcpProxy } from '../support/faults.ts';
 import { createNamespace, createRegistry, createServiceInstance, eventually, getServiceInstance, installCrds } from '../support/kube.ts';
-import { startOperator, type OperatorProcess } from '../support/operator.ts';
-
-/** The value of an unlabelled gauge or counter on an operator's /metrics page. */
-async function metric(op: OperatorProcess, name: string): Promise<number | undefined> {
-  const text = await (await fetch(op.metricsUrl, { signal: AbortSignal.timeout(3000) })).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  return m?.[1] === undefined ? undefined : Number(m[1]);
-}
+import { metricValue, startOperator, type OperatorProcess } from '../support/operator.ts';
 
 const operators: OperatorProcess[] = [];
 const proxies: TcpProxy[] = [];
@@ -92,8 +85,12 @@ test('a registry unreachable at start-up, then reachable, ends with one backend 
     }
     const stored = (await etcdKeys(etcd, `${prefix}/_kube-registrar/leases/`)).map((k) => k.key.slice(k.key.lastIndexOf('/') + 1)).sort();
     assert.deepEqual(stored, [...namespaces].sort(), 'one stored lease id per registry namespace');
-    assert.equal(await metric(op, 'kube_registrar_registry_backends'), 1, 'exactly one live backend for the one Registry');
-    assert.equal(await metric(op, 'kube_registrar_registry_keepalives'), namespaces.length, 'exactly one keepalive per registry namespace');
+    assert.equal(await metricValue(op, 'kube_registrar_registry_backends'), 1, 'exactly one live backend for the one Registry');
+    assert.equal(
+      await metricValue(op, 'kube_registrar_registry_keepalives'),
+      namespaces.length,
+      'exactly one keepalive per registry namespace',
+    );
 
     await deleteRegistry(kc, registry);
     const deletedAt = Date.now();
@@ -104,8 +101,8 @@ test('a registry unreachable at start-up, then reachable, ends with one backend 
       (ttl + 20) * 1000,
     );
     t.diagnostic(`entries of the deleted Registry expired ${Date.now() - deletedAt} ms after the deletion (lease TTL ${ttl} s)`);
-    assert.equal(await metric(op, 'kube_registrar_registry_backends'), 0, 'no backend outlives its Registry');
-    assert.equal(await metric(op, 'kube_registrar_registry_keepalives'), 0, 'no keepalive outlives its Registry');
+    assert.equal(await metricValue(op, 'kube_registrar_registry_backends'), 0, 'no backend outlives its Registry');
+    assert.equal(await metricValue(op, 'kube_registrar_registry_keepalives'), 0, 'no keepalive outlives its Registry');
   } finally {
     etcd.close();
   }

@@ -23,7 +23,7 @@ import {
   installCrds,
   patchServiceInstance,
 } from '../support/kube.ts';
-import { startOperator, type OperatorProcess } from '../support/operator.ts';
+import { metricValue, startOperator, type OperatorProcess } from '../support/operator.ts';
 
 const G = { group: 'registrar.dev', version: 'v1alpha1', plural: 'serviceinstances' };
 
@@ -33,13 +33,6 @@ async function mergePatch(kc: KubeConfig, namespace: string, name: string, body:
   const opts = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
   if (status) await api.patchNamespacedCustomObjectStatus({ ...G, namespace, name, body }, opts);
   else await api.patchNamespacedCustomObject({ ...G, namespace, name, body }, opts);
-}
-
-/** A counter of the operator's /metrics page with the given label set (0 when absent). */
-async function counter(op: OperatorProcess, name: string, labels: string): Promise<number> {
-  const text = await (await fetch(op.metricsUrl, { signal: AbortSignal.timeout(3000) })).text();
-  const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(text);
-  return m?.[1] === undefined ? 0 : Number(m[1]);
 }
 
 const operators: OperatorProcess[] = [];
@@ -113,7 +106,7 @@ test('entries an operator lost track of (status lost after a rename, finalizer r
   assert.deepEqual(children.sort(), ['keep/192.0.2.1:80', 'manual/192.0.2.9:80', 'second/192.0.2.2:80']);
   assert.equal((await etcd.get(foreignKey).string()) ?? '', foreignValue, 'the foreign entry is untouched');
   assert.equal(
-    await counter(op, 'kube_registrar_garbage_collected_total', `registry="${registry}"`),
+    (await metricValue(op, 'kube_registrar_garbage_collected_total', `registry="${registry}"`)) ?? 0,
     2,
     'the metric counts what the sweep collected',
   );
@@ -175,10 +168,10 @@ test('a ServiceInstance whose registry has been unreachable past the lease TTL i
       120_000,
     );
     // ... and a few resyncs later still nothing of the deleted ServiceInstance.
-    const before = await counter(op, 'kube_registrar_reconcile_total', 'outcome="requeue"');
+    const before = (await metricValue(op, 'kube_registrar_reconcile_total', 'outcome="requeue"')) ?? 0;
     await eventually(
       'two more resyncs of the remaining ServiceInstance',
-      async () => ((await counter(op, 'kube_registrar_reconcile_total', 'outcome="requeue"')) >= before + 2 ? true : undefined),
+      async () => (((await metricValue(op, 'kube_registrar_reconcile_total', 'outcome="requeue"')) ?? 0) >= before + 2 ? true : undefined),
       60_000,
     );
     assert.deepEqual(await etcdChildren(etcd, dir), ['stay/192.0.2.20:80']);

@@ -18,17 +18,9 @@ import {
   getServiceInstance,
   installCrds,
 } from '../support/kube.ts';
-import { startOperator, type OperatorProcess } from '../support/operator.ts';
+import { requireMetric, startOperator, type OperatorProcess } from '../support/operator.ts';
 
 const CHURN = 200;
-
-/** An unlabelled gauge of the operator's /metrics page. */
-async function gauge(op: OperatorProcess, name: string): Promise<number> {
-  const text = await (await fetch(op.metricsUrl, { signal: AbortSignal.timeout(5000) })).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  if (m?.[1] === undefined) throw new Error(`${name} missing from /metrics`);
-  return Number(m[1]);
-}
 
 /** Runs `work` over `items`, `limit` at a time. */
 async function bounded<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -89,8 +81,8 @@ test('after 200 short-lived namespaces come and go, keepalives, lease id keys an
       async () => ((await leaseKeys()).length === 1 && (await heartbeats()).length === 1 ? true : undefined),
       60_000,
     );
-    const baseKeepalives = await gauge(op, 'kube_registrar_registry_keepalives');
-    const baseHeap = await gauge(op, 'kube_registrar_nodejs_heap_size_used_bytes');
+    const baseKeepalives = await requireMetric(op, 'kube_registrar_registry_keepalives');
+    const baseHeap = await requireMetric(op, 'kube_registrar_nodejs_heap_size_used_bytes');
 
     // Two rounds of short-lived namespaces: state that leaked would grow from one round to the next.
     const heaps = [baseHeap];
@@ -108,7 +100,7 @@ test('after 200 short-lived namespaces come and go, keepalives, lease id keys an
         300_000,
       );
       assert.equal(
-        await gauge(op, 'kube_registrar_registry_keepalives'),
+        await requireMetric(op, 'kube_registrar_registry_keepalives'),
         baseKeepalives + 2 * churn.length,
         'one etcd keepalive and one Consul heartbeat per short-lived namespace',
       );
@@ -137,10 +129,10 @@ test('after 200 short-lived namespaces come and go, keepalives, lease id keys an
       );
       await eventually(
         'keepalives back to the baseline',
-        async () => ((await gauge(op, 'kube_registrar_registry_keepalives')) === baseKeepalives ? true : undefined),
+        async () => ((await requireMetric(op, 'kube_registrar_registry_keepalives')) === baseKeepalives ? true : undefined),
         60_000,
       );
-      heaps.push(await gauge(op, 'kube_registrar_nodejs_heap_size_used_bytes'));
+      heaps.push(await requireMetric(op, 'kube_registrar_nodejs_heap_size_used_bytes'));
     }
     const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
     t.diagnostic(

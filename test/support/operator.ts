@@ -46,3 +46,21 @@ export async function startOperator(
   await proc.waitUntil('ready', async () => (await fetch(`${healthUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok, 60_000);
   return { process: proc, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, healthUrl };
 }
+
+/**
+ * A sample of an operator's /metrics page: the value of `name` with exactly the label set
+ * `labels` (e.g. `registry="main"`; '' for an unlabelled metric), or undefined when absent.
+ */
+export async function metricValue(op: OperatorProcess, name: string, labels = ''): Promise<number | undefined> {
+  const text = await (await fetch(op.metricsUrl, { signal: AbortSignal.timeout(5000) })).text();
+  const series = labels === '' ? name : `${name}\\{${labels}\\}`;
+  const m = new RegExp(`^${series} (\\S+)$`, 'm').exec(text);
+  return m?.[1] === undefined ? undefined : Number(m[1]);
+}
+
+/** Like {@link metricValue}, but a metric missing from the page fails the test. */
+export async function requireMetric(op: OperatorProcess, name: string, labels = ''): Promise<number> {
+  const value = await metricValue(op, name, labels);
+  if (value === undefined) throw new Error(`${name}{${labels}} is missing from ${op.metricsUrl}`);
+  return value;
+}

@@ -9,49 +9,9 @@ import {
   specKeyOf,
   type BackendDecision,
   type HeldBackend,
-  type RefreshClock,
   type SecretKey,
 } from '../../src/registry/credentials.ts';
-
-/** Lets every promise the refresher chained settle. */
-function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** A clock whose timers fire only when the test advances time. */
-class FakeClock implements RefreshClock {
-  #now = 0;
-  #timers: { at: number; fn: () => void; id: number }[] = [];
-  #next = 0;
-  now(): number {
-    return this.#now;
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = this.#next++;
-    this.#timers.push({ at: this.#now + ms, fn, id });
-    return id;
-  }
-  clearTimeout(handle: unknown): void {
-    this.#timers = this.#timers.filter((t) => t.id !== handle);
-  }
-  get pending(): number {
-    return this.#timers.length;
-  }
-  /** Moves time forward by `ms`, firing due timers in order and letting promises settle. */
-  async advance(ms: number): Promise<void> {
-    const to = this.#now + ms;
-    for (;;) {
-      await settle();
-      const due = this.#timers.filter((t) => t.at <= to).sort((a, b) => a.at - b.at || a.id - b.id)[0];
-      if (!due) break;
-      this.#timers = this.#timers.filter((t) => t !== due);
-      this.#now = Math.max(this.#now, due.at);
-      due.fn();
-    }
-    this.#now = to;
-    await settle();
-  }
-}
+import { FakeClock } from '../support/fake-clock.ts';
 
 const data = (o: Record<string, string>): Record<string, Buffer> =>
   Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Buffer.from(v)]));

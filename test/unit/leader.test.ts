@@ -4,46 +4,11 @@ import { KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { LeaderElector, type LeaseApi } from '../../src/controller/leader.ts';
 import type { Clock } from '../../src/controller/queue.ts';
+import { FakeClock } from '../support/fake-clock.ts';
 
 const LEASE_DURATION_S = 15;
 const RENEW_DEADLINE_S = 10;
 const RETRY_PERIOD_S = 2;
-
-/** Lets every promise the elector chained settle. */
-function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** A clock whose timers fire only when the test advances time; the elector's promises settle after each timer. */
-class FakeClock implements Clock {
-  #now = 0;
-  #timers: { at: number; fn: () => void; id: number }[] = [];
-  #next = 0;
-  now(): number {
-    return this.#now;
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = this.#next++;
-    this.#timers.push({ at: this.#now + ms, fn, id });
-    return id;
-  }
-  clearTimeout(handle: unknown): void {
-    this.#timers = this.#timers.filter((t) => t.id !== handle);
-  }
-  /** Moves time forward to `to` ms, firing due timers in order. */
-  async advanceTo(to: number): Promise<void> {
-    for (;;) {
-      await settle();
-      const due = this.#timers.filter((t) => t.at <= to).sort((a, b) => a.at - b.at || a.id - b.id)[0];
-      if (!due) break;
-      this.#timers = this.#timers.filter((t) => t !== due);
-      this.#now = Math.max(this.#now, due.at);
-      due.fn();
-    }
-    this.#now = to;
-    await settle();
-  }
-}
 
 type Call = 'read' | 'create' | 'replace';
 
