@@ -61,7 +61,7 @@ export interface Backend extends Registry {
 /** Gives the controller a backend per Registry resource. */
 export interface BackendProvider {
   get(registry: RegistryResource): Promise<Backend>;
-  /** Whether a backend for the Registry named `name` is built or being built (no build is started). */
+  /** Whether a backend for the Registry named `name` has been built and serves (no build is started). */
   isBuilt?(name: string): boolean;
 }
 
@@ -310,9 +310,10 @@ export class KubeBackendProvider implements BackendProvider {
     return backend;
   }
 
-  /** Whether a backend for the Registry named `name` is built or being built. */
+  /** Whether a backend for the Registry named `name` has been built and serves. */
   isBuilt(name: string): boolean {
-    return this.#cache.has(name);
+    // Digests are set once a build succeeded: a build under way (or failing) does not count.
+    return this.#cache.get(name)?.digests !== undefined;
   }
 
   /** Forgets a deleted Registry and closes its backend; later calls for that Registry fail. */
