@@ -21,14 +21,14 @@ export interface Metrics {
   readonly circuitOpen: Gauge<'registry'>;
   readonly liveBackends: Gauge;
   readonly garbageCollected: Counter<'registry'>;
-  readonly liveKeepalives: Gauge;
+  readonly liveKeepalives: Gauge<'registry'>;
   /** Adapter for the work queue. */
   readonly queueObserver: QueueObserver;
 }
 
 /** What the gauges of live backends read at scrape time. */
 export interface MetricSources {
-  readonly backendStats?: () => { readonly backends: number; readonly keepalives: number };
+  readonly backendStats?: () => { readonly backends: number; readonly keepalives: ReadonlyMap<string, number> };
 }
 
 /** Creates the metrics, with Node's default process metrics. */
@@ -107,10 +107,14 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
   });
   const liveKeepalives = new Gauge({
     name: 'kube_registrar_registry_keepalives',
-    help: 'etcd leases kept alive plus Consul heartbeats passed by this process (one per registry namespace in use).',
+    help: 'etcd leases kept alive plus Consul heartbeats passed by this process, by Registry (one per registry namespace in use).',
+    labelNames: ['registry'],
     registers: [registry],
     collect() {
-      if (stats) this.set(stats().keepalives);
+      if (!stats) return;
+      // Only Registries with a live backend: a released one disappears instead of reading 0 for ever.
+      this.reset();
+      for (const [name, n] of stats().keepalives) this.set({ registry: name }, n);
     },
   });
   const garbageCollected = new Counter({

@@ -189,8 +189,8 @@ function text(data: Readonly<Record<string, Buffer>>, key: string): string | und
 export interface BackendStats {
   /** Backends built and not yet closed. */
   readonly backends: number;
-  /** etcd leases being kept alive plus Consul heartbeats being passed, over every live backend. */
-  readonly keepalives: number;
+  /** etcd leases being kept alive plus Consul heartbeats being passed, per Registry, over its live backends. */
+  readonly keepalives: ReadonlyMap<string, number>;
 }
 
 /**
@@ -216,7 +216,7 @@ export class KubeBackendProvider implements BackendProvider {
   readonly #o: BackendProviderOptions;
   readonly #cache = new Map<string, CacheEntry>();
   /** Backends built and not closed, whether cached or on their way out. */
-  readonly #live = new Set<Backend>();
+  readonly #live = new Map<Backend, string>();
   /** UIDs of released (deleted) Registries: a reconcile still holding one gets an error, not a backend. */
   readonly #released = new Set<string>();
   readonly #fence = new WriteFence();
@@ -336,8 +336,8 @@ export class KubeBackendProvider implements BackendProvider {
 
   /** Live backends and keepalive loops (for the gauges). */
   stats(): BackendStats {
-    let keepalives = 0;
-    for (const b of this.#live) keepalives += b.keepalives?.() ?? 0;
+    const keepalives = new Map<string, number>();
+    for (const [b, name] of this.#live) keepalives.set(name, (keepalives.get(name) ?? 0) + (b.keepalives?.() ?? 0));
     return { backends: this.#live.size, keepalives };
   }
 
@@ -359,7 +359,7 @@ export class KubeBackendProvider implements BackendProvider {
   /** Builds a backend and counts it live; `digests` receives the digests of the Secrets it read. */
   #build(registry: RegistryResource, digests: Record<SecretKey, string>): Promise<Backend> {
     return this.#create(registry, digests).then((b) => {
-      this.#live.add(b);
+      this.#live.set(b, registry.metadata?.name ?? '');
       return b;
     });
   }
