@@ -17,11 +17,12 @@
  */
 import type { Logger } from 'pino';
 import type { Registry as RegistryResource, ServiceInstance } from '../api/v1alpha1/types.ts';
+import { describe } from '../errors.ts';
 import { OwnedRegistry } from '../registry/owner.ts';
 import type { BackendProvider } from '../registry/provider.ts';
 import { renderRegistryNamespace } from '../registry/template.ts';
 import type { RegistryEntry } from '../registry/types.ts';
-import { systemClock, type Clock } from './queue.ts';
+import { systemClock, type Clock } from '../clock.ts';
 import type { ReconcilerCaches } from './service-instance-reconciler.ts';
 import { resolveTargets } from './targets.ts';
 
@@ -51,10 +52,6 @@ export interface SweepResult {
   readonly collected: ReadonlyMap<string, number>;
   /** Registries that could not be swept, with the reason. */
   readonly failed: ReadonlyMap<string, string>;
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Sweeps once on start, then every interval, until stopped. */

@@ -23,7 +23,7 @@ import {
   type V1Lease,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { systemClock, type Clock } from './queue.ts';
+import { systemClock, type Clock } from '../clock.ts';
 
 /**
  * The Lease calls the elector makes. A call is abandoned when its signal aborts; errors carry the

@@ -5,6 +5,7 @@
  * requeue with per-key exponential backoff and jitter; a global bound limits concurrency.
  */
 import PQueue from 'p-queue';
+import { systemClock, type Clock } from '../clock.ts';
 
 /** What a handler asks for next. */
 export type ReconcileResult = { readonly requeueAfterMs?: number } | undefined;
@@ -16,20 +17,6 @@ export class TerminalError extends Error {
     this.name = 'TerminalError';
   }
 }
-
-/** Clock and timers, injected so tests control time. */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** The real clock. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
 
 /** Observers for metrics; every field optional. */
 export interface QueueObserver {

@@ -12,6 +12,7 @@
  */
 import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { systemClock, type Clock } from '../clock.ts';
 
 /** The metadata an informer needs from every object. */
 export interface ObjectMeta {
@@ -46,20 +47,6 @@ export type WatchFn = (
   onEvent: (phase: string, obj: unknown) => void,
   done: (err: unknown) => void,
 ) => Promise<AbortController>;
-
-/** Time and timers of an informer, injected so tests control time. */
-export interface InformerClock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** The real clock. */
-export const systemInformerClock: InformerClock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
 
 /** When an informer tries again after its list or watch ended. */
 export interface InformerRetryPolicy {
@@ -103,7 +90,7 @@ export interface InformerOptions<Raw, T extends CachedObject> {
   /** Starts a watch; defaults to client-node's watch over `kubeConfig`. */
   readonly watch?: WatchFn;
   /** Defaults to the real clock. */
-  readonly clock?: InformerClock;
+  readonly clock?: Clock;
   /** Defaults to {@link DEFAULT_INFORMER_RETRY}. */
   readonly retry?: Partial<InformerRetryPolicy>;
   /** Random source in [0, 1) for jitter; defaults to Math.random. */
@@ -182,7 +169,7 @@ export class Informer<Raw, T extends CachedObject> {
   readonly #byNamespace = new Map<string, Map<string, T>>();
   readonly #handlers: InformerHandlers<T>[] = [];
   readonly #watch: WatchFn;
-  readonly #clock: InformerClock;
+  readonly #clock: Clock;
   readonly #random: () => number;
   readonly #backoff: RestartBackoff;
   #resourceVersion = '';
@@ -202,7 +189,7 @@ export class Informer<Raw, T extends CachedObject> {
       const client = new Watch(opts.kubeConfig);
       this.#watch = (path, params, onEvent, done) => client.watch(path, params, onEvent, done);
     }
-    this.#clock = opts.clock ?? systemInformerClock;
+    this.#clock = opts.clock ?? systemClock;
     this.#random = opts.random ?? Math.random;
     this.#backoff = new RestartBackoff({ ...DEFAULT_INFORMER_RETRY, ...opts.retry }, this.#random);
   }

@@ -7,6 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { RegistrySpec, SecretReference } from '../api/v1alpha1/types.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import { describe } from '../errors.ts';
 
 /** Default pause between two re-reads of the Secrets live backends depend on. */
 export const DEFAULT_SECRET_REFRESH_MS = 30_000;
@@ -24,20 +26,6 @@ export type SecretKey = string;
 
 /** Digest of each Secret's data, by {@link SecretKey}. */
 export type SecretDigests = Readonly<Record<SecretKey, string>>;
-
-/** Clock and timers, injected so tests control time (the shape of the controller's Clock). */
-export interface RefreshClock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** The real clock. */
-export const systemRefreshClock: RefreshClock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
 
 /** The key of a Secret reference. */
 export function secretKey(ref: { readonly namespace?: string; readonly name: string }): SecretKey {
@@ -150,7 +138,7 @@ export interface SecretRefresherOptions {
   /** A Secret that could not be read is readable again. */
   readonly onReadRecovered?: (key: SecretKey) => void;
   /** Defaults to the real clock. */
-  readonly clock?: RefreshClock;
+  readonly clock?: Clock;
 }
 
 /**
@@ -163,7 +151,7 @@ export interface SecretRefresherOptions {
  */
 export class SecretRefresher {
   readonly #o: SecretRefresherOptions;
-  readonly #clock: RefreshClock;
+  readonly #clock: Clock;
   readonly #latest = new Map<SecretKey, string>();
   /** Last read error per Secret, to report each failure once. */
   readonly #errors = new Map<SecretKey, string>();
@@ -177,7 +165,7 @@ export class SecretRefresher {
 
   constructor(options: SecretRefresherOptions) {
     this.#o = options;
-    this.#clock = options.clock ?? systemRefreshClock;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Starts the rounds (the first after one interval). */
@@ -234,7 +222,7 @@ export class SecretRefresher {
         try {
           digest = secretDigest(await this.#o.read(secretRefOf(key)));
         } catch (err: unknown) {
-          const message = err instanceof Error ? err.message : String(err);
+          const message = describe(err);
           if (this.#errors.get(key) !== message) this.#o.onReadError?.(key, err);
           this.#errors.set(key, message);
           return;

@@ -19,12 +19,11 @@ import {
   secretDigest,
   secretKey,
   specKeyOf,
-  systemRefreshClock,
-  type RefreshClock,
   type SecretDigests,
   type SecretKey,
 } from './credentials.ts';
 import { EtcdRegistry, type EtcdCredentials } from './etcd/etcd-registry.ts';
+import { systemClock, type Clock } from '../clock.ts';
 import { WriteFence } from './fence.ts';
 import type { Owner, Registry, RegistryEntry, Scope } from './types.ts';
 
@@ -160,7 +159,7 @@ export interface BackendProviderOptions {
    */
   readonly secretRefreshMs?: number;
   /** Clock of the Secret re-reads; defaults to the real clock. */
-  readonly clock?: RefreshClock;
+  readonly clock?: Clock;
 }
 
 interface CacheEntry {
@@ -220,7 +219,7 @@ export class KubeBackendProvider implements BackendProvider {
   /** UIDs of released (deleted) Registries: a reconcile still holding one gets an error, not a backend. */
   readonly #released = new Set<string>();
   readonly #fence = new WriteFence();
-  readonly #clock: RefreshClock;
+  readonly #clock: Clock;
   readonly #refreshMs: number;
   readonly #refresher: SecretRefresher;
   /**
@@ -234,7 +233,7 @@ export class KubeBackendProvider implements BackendProvider {
 
   constructor(options: BackendProviderOptions) {
     this.#o = options;
-    this.#clock = options.clock ?? systemRefreshClock;
+    this.#clock = options.clock ?? systemClock;
     this.#refreshMs = options.secretRefreshMs ?? DEFAULT_SECRET_REFRESH_MS;
     this.#refresher = new SecretRefresher({
       intervalMs: this.#refreshMs,

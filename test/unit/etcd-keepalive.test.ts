@@ -4,11 +4,11 @@ import { describe, it } from 'node:test';
 
 import type { KeepaliveStream } from '../../src/registry/etcd/client.ts';
 import { LeaseKeepalive } from '../../src/registry/etcd/keepalive.ts';
-import type { KeepaliveClock } from '../../src/registry/etcd/keepalive.ts';
+import type { IntervalTimers } from '../../src/clock.ts';
 import { silentLogger } from '../../src/registry/logger.ts';
 
 /** Interval timers that fire only when the test says an interval has passed. */
-class FakeClock implements KeepaliveClock {
+class FakeClock implements IntervalTimers {
   readonly #timers = new Map<number, () => void>();
   #nextHandle = 1;
 

@@ -8,7 +8,7 @@ import pino from 'pino';
 
 import type { Registry as RegistryResource, ServiceInstance } from '../../src/api/v1alpha1/types.ts';
 import { GarbageCollector } from '../../src/controller/garbage-collector.ts';
-import type { Clock } from '../../src/controller/queue.ts';
+import type { Clock } from '../../src/clock.ts';
 import { InMemoryRegistry } from '../../src/registry/inmemory/inmemory-registry.ts';
 import type { Backend } from '../../src/registry/provider.ts';
 import type { Owner, RegistryEntry } from '../../src/registry/types.ts';

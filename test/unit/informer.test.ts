@@ -7,17 +7,11 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import {
-  DEFAULT_INFORMER_RETRY,
-  Informer,
-  type CachedObject,
-  type InformerClock,
-  type ListPage,
-  type WatchFn,
-} from '../../src/kube/informer.ts';
+import type { Clock } from '../../src/clock.ts';
+import { DEFAULT_INFORMER_RETRY, Informer, type CachedObject, type ListPage, type WatchFn } from '../../src/kube/informer.ts';
 
 /** A clock whose timers fire only when the test advances time. */
-class FakeClock implements InformerClock {
+class FakeClock implements Clock {
   #now = 0;
   #timers: { at: number; ms: number; fn: () => void; id: number }[] = [];
   #next = 0;

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { LeaderElector, type LeaseApi } from '../../src/controller/leader.ts';
-import type { Clock } from '../../src/controller/queue.ts';
+import type { Clock } from '../../src/clock.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 
 const LEASE_DURATION_S = 15;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { TerminalError, WorkQueue, type Clock } from '../../src/controller/queue.ts';
+import type { Clock } from '../../src/clock.ts';
+import { TerminalError, WorkQueue } from '../../src/controller/queue.ts';
 
 /** A clock whose timers fire only when the test advances time. */
 class FakeClock implements Clock {

@@ -9,11 +9,8 @@ import type { RetryPolicy } from 'cockatiel';
 import type { RegistryLogger } from '../logger.ts';
 import { ConsulHttpError, isTransientConsulError } from './client.ts';
 import type { ConsulAgentClient } from './client.ts';
+import { describe } from '../../errors.ts';
 import { ConsulRegistryError } from './errors.ts';
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
 
 /** Options of {@link AgentCalls}. */
 export interface AgentCallsOptions {

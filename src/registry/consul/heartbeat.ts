@@ -3,13 +3,8 @@
  * interval, however many instances alias each heartbeat. The Consul counterpart of the etcd
  * backend's lease keepalive.
  */
+import { systemIntervals, type IntervalTimers } from '../../clock.ts';
 import type { RegistryLogger } from '../logger.ts';
-
-/** Interval timers of the keeper, injected so tests control time. */
-export interface HeartbeatClock {
-  setInterval(fn: () => void, ms: number): unknown;
-  clearInterval(handle: unknown): void;
-}
 
 /** Options of {@link HeartbeatKeeper}. */
 export interface HeartbeatKeeperOptions {
@@ -21,13 +16,13 @@ export interface HeartbeatKeeperOptions {
   readonly onFailure: (registryNamespace: string, err: unknown) => void;
   readonly logger: RegistryLogger;
   /** Defaults to the real timers. */
-  readonly clock?: HeartbeatClock;
+  readonly clock?: IntervalTimers;
 }
 
 /** Passes a set of heartbeats every interval until closed. Never deregisters anything. */
 export class HeartbeatKeeper {
   readonly #options: HeartbeatKeeperOptions;
-  readonly #clock: HeartbeatClock;
+  readonly #clock: IntervalTimers;
   readonly #namespaces = new Set<string>();
   /** Passes under way, so a slow agent never gets two at once for one heartbeat, and close() can wait. */
   readonly #inFlight = new Map<string, Promise<void>>();
@@ -37,7 +32,7 @@ export class HeartbeatKeeper {
   /** Starts nothing: the timer starts with the first heartbeat added. */
   constructor(options: HeartbeatKeeperOptions) {
     this.#options = options;
-    this.#clock = options.clock ?? { setInterval, clearInterval };
+    this.#clock = options.clock ?? systemIntervals;
   }
 
   /** Starts passing the heartbeat of `registryNamespace` on every interval. */

@@ -10,7 +10,4 @@ export class EtcdEntryChangedError extends EtcdRegistryError {
   override readonly name = 'EtcdEntryChangedError';
 }
 
-/** The message of a caught value, to be quoted in the message of an error that wraps it. */
-export function describe(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+export { describe } from '../../errors.ts';

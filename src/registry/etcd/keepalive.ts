@@ -5,18 +5,13 @@
  * by a previous operator process needs a keeper that works from a bare id. One stream serves every
  * registry namespace, so the cost per interval is one message per lease and no extra connections.
  */
+import { systemIntervals, type IntervalTimers } from '../../clock.ts';
 import type { KeepaliveStream } from './client.ts';
 import type { RegistryLogger } from '../logger.ts';
 
 /** What the keeper needs: a way to open the stream. */
 export interface KeepaliveSource {
   openKeepaliveStream(): Promise<KeepaliveStream>;
-}
-
-/** Interval timers of the keeper, injected so tests control time. */
-export interface KeepaliveClock {
-  setInterval(fn: () => void, ms: number): unknown;
-  clearInterval(handle: unknown): void;
 }
 
 /** Options of {@link LeaseKeepalive}. */
@@ -34,13 +29,13 @@ export interface LeaseKeepaliveOptions {
   readonly onFailure?: () => void;
   readonly logger: RegistryLogger;
   /** Defaults to the real timers. */
-  readonly clock?: KeepaliveClock;
+  readonly clock?: IntervalTimers;
 }
 
 /** Renews a set of leases until closed. Never revokes. */
 export class LeaseKeepalive {
   readonly #options: LeaseKeepaliveOptions;
-  readonly #clock: KeepaliveClock;
+  readonly #clock: IntervalTimers;
   readonly #ids = new Set<bigint>();
   #timer: unknown;
   #stream: KeepaliveStream | undefined;
@@ -52,7 +47,7 @@ export class LeaseKeepalive {
   /** Starts nothing: the timer starts with the first lease added. */
   constructor(options: LeaseKeepaliveOptions) {
     this.#options = options;
-    this.#clock = options.clock ?? { setInterval, clearInterval };
+    this.#clock = options.clock ?? systemIntervals;
   }
 
   /** Starts renewing `id` (immediately, then every interval). */
