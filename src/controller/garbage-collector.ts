@@ -42,8 +42,6 @@ export interface GarbageCollectorDeps {
   readonly clock?: Clock;
   /** Entries removed from a Registry by a sweep (for the metric). */
   readonly onCollected?: (registry: string, entries: number) => void;
-  /** Registry namespaces of a Registry released by a sweep (for the log and metrics). */
-  readonly onReleased?: (registry: string, namespaces: number) => void;
 }
 
 /** What one sweep did. */
@@ -52,6 +50,17 @@ export interface SweepResult {
   readonly collected: ReadonlyMap<string, number>;
   /** Registries that could not be swept, with the reason. */
   readonly failed: ReadonlyMap<string, string>;
+}
+
+/**
+ * What one sweep knows of the ServiceInstances, worked out once from the caches: which registry
+ * namespaces each ServiceInstance's Registries write, and which each Registry serves.
+ */
+interface SweepView {
+  /** Per ServiceInstance key: the registry namespaces its targets write; undefined when a template cannot be rendered. */
+  readonly written: ReadonlyMap<string, ReadonlySet<string> | undefined>;
+  /** Per Registry name: the registry namespaces some ServiceInstance writes through it. */
+  readonly wanted: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 /** Sweeps once on start, then every interval, until stopped. */
@@ -96,14 +105,15 @@ export class GarbageCollector {
   async #sweep(): Promise<SweepResult> {
     const collected = new Map<string, number>();
     const failed = new Map<string, string>();
+    const view = this.#view();
     for (const reg of this.#d.caches.registries()) {
       const name = reg.metadata?.name ?? '';
       if ((reg.spec.policy ?? 'sync') === 'upsert-only') continue;
       // A Registry nothing targets and no backend serves keeps nothing alive: its entries expire
       // by themselves, and building a backend just to look would read Secrets nobody needs.
-      if (this.#wantedNamespaces(reg).size === 0 && this.#d.backends.isBuilt?.(name) !== true) continue;
+      if (!view.wanted.has(name) && this.#d.backends.isBuilt?.(name) !== true) continue;
       try {
-        const n = await this.#sweepRegistry(reg);
+        const n = await this.#sweepRegistry(reg, view);
         if (n > 0) collected.set(name, n);
       } catch (err: unknown) {
         failed.set(name, describe(err));
@@ -113,7 +123,7 @@ export class GarbageCollector {
     return { collected, failed };
   }
 
-  async #sweepRegistry(reg: RegistryResource): Promise<number> {
+  async #sweepRegistry(reg: RegistryResource, view: SweepView): Promise<number> {
     const d = this.#d;
     const name = reg.metadata?.name ?? '';
     const backend = await d.backends.get(reg);
@@ -121,7 +131,7 @@ export class GarbageCollector {
     const owned = await backend.ownedByCluster();
     const orphans = new Map<string, RegistryEntry[]>();
     for (const entry of owned) {
-      if (entry.owner.clusterId !== d.clusterId || !this.#orphaned(entry)) continue;
+      if (entry.owner.clusterId !== d.clusterId || !this.#orphaned(entry, view)) continue;
       const key = `${entry.owner.namespace}/${entry.owner.name}`;
       orphans.set(key, [...(orphans.get(key) ?? []), entry]);
     }
@@ -152,61 +162,67 @@ export class GarbageCollector {
     }
     if (removed > 0) d.onCollected?.(name, removed);
     if (backend.retainNamespaces) {
-      const released = await backend.retainNamespaces(this.#wantedNamespaces(reg), d.intervalMs);
-      if (released.length > 0) d.onReleased?.(name, released.length);
+      // The backend logs what it released.
+      await backend.retainNamespaces(view.wanted.get(name) ?? new Set(), d.intervalMs);
     }
     return removed;
   }
 
   /**
-   * Registry namespaces of `reg` that some ServiceInstance in the caches writes to (or, while being
-   * deleted, still has to clean up), whatever a sweep removed: everything else may be released.
+   * Resolves every cached ServiceInstance's targets once per sweep (not once per Registry and
+   * entry): the registry namespaces it writes, and per Registry the namespaces it serves, which
+   * includes ServiceInstances being deleted (their finalizer still has to clean up). Everything
+   * else may be released.
    */
-  #wantedNamespaces(reg: RegistryResource): Set<string> {
+  #view(): SweepView {
     const d = this.#d;
-    const wanted = new Set<string>();
+    const written = new Map<string, ReadonlySet<string> | undefined>();
+    const wanted = new Map<string, Set<string>>();
     for (const si of d.caches.allServiceInstances()) {
       const ns = si.metadata?.namespace ?? '';
-      const labels = d.caches.namespaceLabels(ns) ?? {};
-      const { targets } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
-      if (!targets.some((t) => t.metadata?.name === reg.metadata?.name)) continue;
-      try {
-        wanted.add(renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns));
-      } catch {
-        // An unusable template writes nothing.
+      const { targets } = resolveTargets(si.spec.registries, ns, d.caches.namespaceLabels(ns) ?? {}, d.caches.registries());
+      let namespaces: Set<string> | undefined = new Set<string>();
+      for (const target of targets) {
+        let registryNamespace: string;
+        try {
+          registryNamespace = renderRegistryNamespace(target.spec.namespace ?? '{namespace}', ns);
+        } catch {
+          namespaces = undefined; // an unusable template writes nothing, and decides nothing here
+          continue;
+        }
+        namespaces?.add(registryNamespace);
+        const name = target.metadata?.name ?? '';
+        let set = wanted.get(name);
+        if (set === undefined) wanted.set(name, (set = new Set()));
+        set.add(registryNamespace);
       }
+      written.set(`${ns}/${si.metadata?.name ?? ''}`, namespaces);
     }
-    return wanted;
+    return { written, wanted };
   }
 
   /**
    * Whether nothing vouches for an entry of this cluster any more: its ServiceInstance is gone, or
    * no longer has the entry's service, or none of its Registries writes the entry's registry
-   * namespace. Anything
-   * the caches cannot decide yet (an unwatched namespace, a namespace not cached, a ServiceInstance
+   * namespace. Anything the caches cannot decide yet (an unwatched namespace, a namespace not cached, a ServiceInstance
    * being deleted, which its finalizer cleans up) counts as wanted.
    */
-  #orphaned(entry: RegistryEntry): boolean {
+  #orphaned(entry: RegistryEntry, view: SweepView): boolean {
     const d = this.#d;
     const ns = entry.owner.namespace;
     if (d.watchNamespaces.length > 0 && !d.watchNamespaces.includes(ns)) return false;
-    const si: ServiceInstance | undefined = d.caches.serviceInstance(`${ns}/${entry.owner.name}`);
+    const key = `${ns}/${entry.owner.name}`;
+    const si: ServiceInstance | undefined = d.caches.serviceInstance(key);
     if (si === undefined) return true;
     if (si.metadata?.deletionTimestamp) return false;
-    const labels = d.caches.namespaceLabels(ns);
-    if (labels === undefined) return false;
+    if (d.caches.namespaceLabels(ns) === undefined) return false;
     if (si.spec.service !== entry.endpoint.service) return true;
     // Entries carry their owner, not the Registry that wrote them, and two Registries may reach the
     // same storage (one etcd prefix or Consul agent under two addresses). So an entry is wanted
-    // when any Registry its ServiceInstance targets writes its registry namespace, not only `reg`.
-    const { targets } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
-    for (const target of targets) {
-      try {
-        if (renderRegistryNamespace(target.spec.namespace ?? '{namespace}', ns) === entry.registryNamespace) return false;
-      } catch {
-        return false; // an unusable template: leave the decision to the reconciler's status
-      }
-    }
-    return true;
+    // when any Registry its ServiceInstance targets writes its registry namespace, not only this one.
+    const written = view.written.get(key);
+    // Not in the view (created after it was made) or an unusable template: leave it to the reconciler.
+    if (written === undefined) return false;
+    return !written.has(entry.registryNamespace);
   }
 }
