@@ -24,7 +24,7 @@ import type { SlimPod } from '../source/pods.ts';
 import { setCondition, type Condition } from './conditions.ts';
 import { TerminalError, type ReconcileResult } from './queue.ts';
 import { resolveTargets, type Refusal } from './targets.ts';
-import { RegistryConfigError, type Backend, type BackendProvider } from '../registry/provider.ts';
+import { RegistryConfigError, type BackendProvider } from '../registry/provider.ts';
 import { EtcdKeyError } from '../registry/etcd/keys.ts';
 import { TemplateError } from '../registry/template.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
@@ -137,25 +137,10 @@ export class ServiceInstanceReconciler {
   readonly #d: ReconcilerDeps;
   /** Nothing of this process renewed any registry lease before this moment. */
   readonly #startedAt: number;
-  /** Per Registry uid: since when building its backend has failed without a success in between. */
-  readonly #buildFailingSince = new Map<string, number>();
 
   constructor(deps: ReconcilerDeps) {
     this.#d = deps;
     this.#startedAt = deps.now().getTime();
-  }
-
-  /** The Registry's backend, remembering since when building it fails (for {@link #lapsed}). */
-  async #backend(reg: RegistryResource): Promise<Backend> {
-    const uid = reg.metadata?.uid ?? reg.metadata?.name ?? '';
-    try {
-      const backend = await this.#d.backends.get(reg);
-      this.#buildFailingSince.delete(uid);
-      return backend;
-    } catch (err: unknown) {
-      if (!this.#buildFailingSince.has(uid)) this.#buildFailingSince.set(uid, this.#d.now().getTime());
-      throw err;
-    }
   }
 
   /**
@@ -168,12 +153,12 @@ export class ServiceInstanceReconciler {
     const reg = this.#d.caches.registries().find((r) => r.metadata?.name === registryName);
     if (!reg) return true;
     try {
-      const backend = await this.#backend(reg);
+      const backend = await this.#d.backends.get(reg);
       if (backend.livenessLapsed?.(scope.registryNamespace) !== true) return false;
       backend.forget?.(scope, owner);
       return true;
     } catch {
-      const since = Math.max(this.#startedAt, this.#buildFailingSince.get(reg.metadata?.uid ?? registryName) ?? Infinity);
+      const since = Math.max(this.#startedAt, this.#d.backends.buildFailingSince?.(registryName) ?? Infinity);
       return this.#d.now().getTime() - since > lapseAfterMs(reg);
     }
   }
@@ -307,7 +292,7 @@ export class ServiceInstanceReconciler {
     }
     const prev = previous.get(registrationKey({ registry: registryName, namespace: registryNamespace, service }));
     try {
-      const backend = await this.#backend(reg);
+      const backend = await this.#d.backends.get(reg);
       const owned = new OwnedRegistry(backend, owner);
       const scope: Scope = { registryNamespace, service };
       const current = await owned.records(scope);
@@ -457,7 +442,7 @@ export class ServiceInstanceReconciler {
     const reg = this.#d.caches.registries().find((r) => r.metadata?.name === registryName);
     // A deleted Registry keeps nothing alive: its lease stops and the entries expire.
     if (!reg) return 0;
-    const backend = await this.#backend(reg);
+    const backend = await this.#d.backends.get(reg);
     const owned = new OwnedRegistry(backend, owner);
     const current = await owned.records(scope);
     if (current.length === 0) return 0;

@@ -62,6 +62,8 @@ export interface BackendProvider {
   get(registry: RegistryResource): Promise<Backend>;
   /** Whether a backend for the Registry named `name` has been built and serves (no build is started). */
   isBuilt?(name: string): boolean;
+  /** Since when (ms since the epoch) every build of the Registry's backend has failed; undefined while one serves. */
+  buildFailingSince?(name: string): number | undefined;
 }
 
 /** Reads a Secret's data (base64-decoded) by namespace and name. */
@@ -219,6 +221,8 @@ export class KubeBackendProvider implements BackendProvider {
   /** UIDs of released (deleted) Registries: a reconcile still holding one gets an error, not a backend. */
   readonly #released = new Set<string>();
   readonly #fence = new WriteFence();
+  /** Per Registry name: when the first of an unbroken run of failed builds failed. */
+  readonly #failingSince = new Map<string, number>();
   readonly #clock: Clock;
   readonly #refreshMs: number;
   readonly #refresher: SecretRefresher;
@@ -298,15 +302,22 @@ export class KubeBackendProvider implements BackendProvider {
     void backend.then(
       () => {
         entry.digests = digests;
+        this.#failingSince.delete(name);
         this.#refresher.start();
       },
       // A failed build is forgotten so that the next call tries again; its callers all get its error.
       () => {
         if (this.#cache.get(name) === entry) this.#cache.delete(name);
+        if (!this.#failingSince.has(name)) this.#failingSince.set(name, this.#clock.now());
       },
     );
     this.#cache.set(name, entry);
     return backend;
+  }
+
+  /** Since when every build of the Registry's backend has failed, or undefined while one serves. */
+  buildFailingSince(name: string): number | undefined {
+    return this.#failingSince.get(name);
   }
 
   /** Whether a backend for the Registry named `name` has been built and serves. */
@@ -320,6 +331,7 @@ export class KubeBackendProvider implements BackendProvider {
     const cached = this.#cache.get(name);
     const gone = uid ?? cached?.uid;
     if (gone) this.#released.add(gone);
+    this.#failingSince.delete(name);
     if (!cached || (uid !== undefined && cached.uid !== uid)) return;
     this.#cache.delete(name);
     await this.#closeQuietly(name, cached);
