@@ -14,9 +14,6 @@ export class FencedError extends Error {
 /** Open until {@link WriteFence.close}; never opens again. */
 export class WriteFence {
   #reason: string | undefined;
-  /** Writes refused since the fence closed (for tests and metrics). */
-  refused = 0;
-
   /** True once closed. */
   get closed(): boolean {
     return this.#reason !== undefined;
@@ -30,10 +27,6 @@ export class WriteFence {
   /** Throws {@link FencedError} when closed; call right before sending a write. */
   check(what: string): void {
     if (this.#reason === undefined) return;
-    this.refused++;
     throw new FencedError(`${what} refused: this process no longer writes to registries (${this.#reason})`);
   }
 }
-
-/** A fence that never closes, for backends used outside an operator process (tests, tools). */
-export const OPEN_FENCE: WriteFence = new WriteFence();

@@ -7,7 +7,7 @@
  * and Consul's own message, which is usually the most useful part for a user (ACL denials name
  * the missing permission).
  */
-import { OPEN_FENCE, type WriteFence } from '../fence.ts';
+import type { WriteFence } from '../fence.ts';
 
 /** How to reach and authenticate to one Consul agent. */
 export interface ConsulClientOptions {
@@ -167,14 +167,14 @@ export function createConsulAgentClient(options: ConsulClientOptions): ConsulAge
     throw new RangeError(`Consul address ${JSON.stringify(options.address)} must start with http:// or https://`);
   }
   const root = base.href.replace(/\/+$/, '');
-  const fence = options.fence ?? OPEN_FENCE;
+  const fence = options.fence;
   const headers: Record<string, string> = { 'Content-Type': 'application/json' };
   if (options.token !== undefined && options.token !== '') headers['X-Consul-Token'] = options.token;
 
   async function call(method: 'GET' | 'PUT', path: string, query: Record<string, string>, body?: unknown): Promise<unknown> {
     const q = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== ''));
     const qs = q.size > 0 ? `?${q.toString()}` : '';
-    if (method === 'PUT') fence.check(`Consul ${method} ${path}`);
+    if (method === 'PUT') fence?.check(`Consul ${method} ${path}`);
     let res: Response;
     try {
       res = await fetch(`${root}${path}${qs}`, {

@@ -5,7 +5,7 @@
  */
 import { Etcd3 } from 'etcd3';
 import type { ICompare, IDuplexStream, IKeyValue, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IRequestOp } from 'etcd3';
-import { OPEN_FENCE, type WriteFence } from '../fence.ts';
+import type { WriteFence } from '../fence.ts';
 
 /** How to reach and authenticate to etcd; the controller fills it from the Registry and its Secret. */
 export interface EtcdConnectionOptions {
@@ -68,8 +68,8 @@ export type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAl
 
 /** What the etcd backend needs from etcd. */
 export interface EtcdClient {
-  /** Reads several key prefixes at one revision (keys only: values come back empty). */
-  rangePrefixes(prefixes: readonly string[], options?: { readonly keysOnly?: boolean }): Promise<StoredKeyValue[][]>;
+  /** Reads several key prefixes at one revision. */
+  rangePrefixes(prefixes: readonly string[]): Promise<StoredKeyValue[][]>;
   /** Reads one key. */
   get(key: string): Promise<StoredKeyValue | undefined>;
   /** Runs `writes` if every guard holds; says whether it did and which guards failed. Throws on transport errors. */
@@ -127,7 +127,7 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   const cert = toBuffer(options.cert);
   const key = toBuffer(options.key);
   const timeout = options.callTimeoutMs;
-  const fence = options.fence ?? OPEN_FENCE;
+  const fence = options.fence;
   const etcd = new Etcd3({
     hosts: [...options.endpoints],
     dialTimeout: timeout,
@@ -146,11 +146,10 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   });
 
   return {
-    async rangePrefixes(prefixes, rangeOptions) {
-      const keysOnly = rangeOptions?.keysOnly === true;
+    async rangePrefixes(prefixes) {
       const success: IRequestOp[] = prefixes.map((prefix) => {
         const start = Buffer.from(prefix);
-        return { request_range: { key: start, range_end: prefixEnd(start), ...(keysOnly ? { keys_only: true } : {}) } };
+        return { request_range: { key: start, range_end: prefixEnd(start) } };
       });
       const res = await etcd.kv.txn({ success });
       return res.responses.map((r) => r.response_range.kvs.map(toStored));
@@ -161,7 +160,7 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
       return kv === undefined ? undefined : toStored(kv);
     },
     async txn(guards, writes) {
-      fence.check('etcd transaction');
+      fence?.check('etcd transaction');
       const success: IRequestOp[] = writes.map((w) =>
         w.kind === 'put'
           ? { request_put: { key: Buffer.from(w.key), value: Buffer.from(w.value), lease: w.lease.toString() } }
@@ -176,7 +175,7 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
       return { succeeded: false, revision, failedGuards };
     },
     async leaseGrant(ttlSeconds) {
-      fence.check('etcd lease grant');
+      fence?.check('etcd lease grant');
       const res = await etcd.leaseClient.leaseGrant({ TTL: ttlSeconds });
       return BigInt(res.ID);
     },
@@ -185,16 +184,16 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
       return { ttlSeconds: Number(res.TTL), grantedTtlSeconds: Number(res.grantedTTL) };
     },
     async leaseRevoke(id) {
-      fence.check('etcd lease revoke');
+      fence?.check('etcd lease revoke');
       await etcd.leaseClient.leaseRevoke({ ID: id.toString() });
     },
     async openKeepaliveStream() {
-      fence.check('etcd lease keepalive');
+      fence?.check('etcd lease keepalive');
       const stream = await etcd.leaseClient.leaseKeepAlive();
       // Each renewal is a write too: a stream opened before the fence closed must not renew after.
       const write = stream.write.bind(stream);
       stream.write = (...args: Parameters<typeof write>) => {
-        fence.check('etcd lease keepalive');
+        fence?.check('etcd lease keepalive');
         return write(...args);
       };
       return stream;

@@ -11,7 +11,7 @@ import type { StoredKeyValue } from './client.ts';
 import { decodeEntry } from './codec.ts';
 import type { EtcdBackendContext } from './context.ts';
 import { describe, EtcdRegistryError } from './errors.ts';
-import { EtcdKeyLayout } from './keys.ts';
+import { EtcdKeyLayout, RESERVED_SEGMENT } from './keys.ts';
 import type { EtcdLeases } from './leases.ts';
 import type { NamespaceState } from './namespace-state.ts';
 
@@ -49,37 +49,38 @@ export async function readRecords(ctx: EtcdBackendContext, leases: EtcdLeases, s
  * list (else in the namespaces this backend has used).
  */
 export async function readOwnedByCluster(ctx: EtcdBackendContext): Promise<RegistryEntry[]> {
-  const { client, keys, clusterId } = ctx;
+  const { client, keys } = ctx;
   const root = `${keys.prefix}/`;
-  let namespaces: string[];
   try {
-    const [found = []] = await client.rangePrefixes([root], { keysOnly: true });
-    namespaces = [
-      ...new Set(found.map((kv) => kv.key.slice(root.length).split('/')[0] ?? '').filter((ns) => ns !== '' && !ns.startsWith('_'))),
-    ];
+    // One read of the whole prefix: entries and the hostport owner index under the reserved segment.
+    const [all = []] = await client.rangePrefixes([root]);
+    return ownedIn(ctx, root, all);
   } catch (err: unknown) {
     if (!(err instanceof EtcdPermissionDeniedError))
-      throw new EtcdRegistryError(`listing registry namespaces under ${root} failed: ${describe(err)}`, { cause: err });
-    namespaces = [...ctx.namespaces.keys()];
+      throw new EtcdRegistryError(`reading this cluster's entries under ${root} failed: ${describe(err)}`, { cause: err });
   }
+  // Credentials limited to some registry namespaces: read the ones this backend has used.
   const out: RegistryEntry[] = [];
-  for (const ns of namespaces) {
-    let valuePrefix: string;
-    let indexPrefix: string;
-    try {
-      valuePrefix = keys.namespacePrefix(ns);
-      indexPrefix = keys.ownerIndexNamespacePrefix(ns);
-    } catch {
-      continue; // not a registry namespace this backend could have written
-    }
-    const [values = [], index = []] = await client.rangePrefixes([valuePrefix, indexPrefix]);
-    const indexByKey = new Map(index.map((kv) => [kv.key.slice(indexPrefix.length), kv.value]));
-    for (const kv of values) {
-      const [service, instanceId, ...rest] = kv.key.slice(valuePrefix.length).split('/');
-      if (service === undefined || instanceId === undefined || rest.length > 0) continue;
-      const decoded = decodeEntry(kv.value, indexByKey.get(`${service}/${instanceId}`), { registryNamespace: ns, service, instanceId });
-      if (decoded !== undefined && decoded.entry.owner.clusterId === clusterId) out.push(decoded.entry);
-    }
+  for (const ns of ctx.namespaces.keys()) {
+    const [values = [], index = []] = await client.rangePrefixes([keys.namespacePrefix(ns), keys.ownerIndexNamespacePrefix(ns)]);
+    out.push(...ownedIn(ctx, root, [...values, ...index]));
+  }
+  return out;
+}
+
+/** This cluster's entries among keys read under `root`, each decoded with its owner index. */
+function ownedIn(ctx: EtcdBackendContext, root: string, kvs: readonly StoredKeyValue[]): RegistryEntry[] {
+  const indexRoot = `${root}${RESERVED_SEGMENT}/owners/`;
+  const index = new Map<string, string>();
+  for (const kv of kvs) if (kv.key.startsWith(indexRoot)) index.set(kv.key.slice(indexRoot.length), kv.value);
+  const out: RegistryEntry[] = [];
+  for (const kv of kvs) {
+    const path = kv.key.slice(root.length);
+    const [ns, service, instanceId, ...rest] = path.split('/');
+    if (ns === undefined || ns === '' || ns.startsWith('_') || service === undefined || instanceId === undefined || rest.length > 0)
+      continue;
+    const decoded = decodeEntry(kv.value, index.get(path), { registryNamespace: ns, service, instanceId });
+    if (decoded !== undefined && decoded.entry.owner.clusterId === ctx.clusterId) out.push(decoded.entry);
   }
   return out;
 }
