@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { kubeconfigVia, TcpProxy } from '../support/faults.ts';
@@ -44,6 +45,20 @@ async function registryWrites(op: OperatorProcess): Promise<number | undefined> 
   return sum;
 }
 
+/** A namespace whose ServiceInstance `api` lists `addresses` (port 80), and an etcd Registry under `prefix` admitting only it. */
+async function setUp(kc: KubeConfig, ns: string, registry: string, prefix: string, addresses: readonly string[]): Promise<void> {
+  await installCrds(kc);
+  await createNamespace(kc, ns, { team: ns });
+  await createRegistry(kc, registry, {
+    type: 'etcd',
+    default: true,
+    namespaceSelector: { matchLabels: { team: ns } },
+    leaseTTLSeconds: 20,
+    etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
+  });
+  await createServiceInstance(kc, ns, 'api', { service: 'api', endpoints: addresses.map((address) => ({ address, port: 80 })) });
+}
+
 const operators: OperatorProcess[] = [];
 const proxies: TcpProxy[] = [];
 after(async () => {
@@ -56,22 +71,7 @@ test('killing the leader hands over to the standby within the lease duration, an
   const sfx = uniqueSuffix();
   const ns = `le-${sfx}`;
   const prefix = `/leader-${sfx}`;
-  await installCrds(kc);
-  await createNamespace(kc, ns, { team: ns });
-  await createRegistry(kc, `le-${sfx}`, {
-    type: 'etcd',
-    default: true,
-    namespaceSelector: { matchLabels: { team: ns } },
-    leaseTTLSeconds: 20,
-    etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
-  });
-  await createServiceInstance(kc, ns, 'api', {
-    service: 'api',
-    endpoints: [
-      { address: '192.0.2.70', port: 80 },
-      { address: '192.0.2.71', port: 80 },
-    ],
-  });
+  await setUp(kc, ns, `le-${sfx}`, prefix, ['192.0.2.70', '192.0.2.71']);
 
   // Each test's operators watch only its namespace, so that they leave the other test's alone.
   const flags = [
@@ -151,22 +151,7 @@ test('a leader whose apiserver link is black-holed stops writing before the stan
   const ns = `le-cut-${sfx}`;
   const prefix = `/leader-cut-${sfx}`;
   const dir = `${prefix}/${ns}/api/`;
-  await installCrds(kc);
-  await createNamespace(kc, ns, { team: ns });
-  await createRegistry(kc, `le-cut-${sfx}`, {
-    type: 'etcd',
-    default: true,
-    namespaceSelector: { matchLabels: { team: ns } },
-    leaseTTLSeconds: 20,
-    etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix },
-  });
-  await createServiceInstance(kc, ns, 'api', {
-    service: 'api',
-    endpoints: [
-      { address: '192.0.2.80', port: 80 },
-      { address: '192.0.2.81', port: 80 },
-    ],
-  });
+  await setUp(kc, ns, `le-cut-${sfx}`, prefix, ['192.0.2.80', '192.0.2.81']);
 
   // The leader reaches the apiserver only through the proxy; its registry (etcd) link stays up.
   const apiserver = kc.getCurrentCluster()?.server;

@@ -12,36 +12,12 @@ import type { Clock } from '../../src/clock.ts';
 import { InMemoryRegistry } from '../../src/registry/inmemory/inmemory-registry.ts';
 import type { Backend } from '../../src/registry/provider.ts';
 import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
+import { registryResource, staticServiceInstance } from '../support/resources.ts';
 
 const CLUSTER = 'cluster-a';
 
-function registry(name: string, extra: Partial<RegistryResource['spec']> = {}): RegistryResource {
-  return {
-    apiVersion: 'registrar.dev/v1alpha1',
-    kind: 'Registry',
-    metadata: { name, uid: `${name}-uid`, generation: 1 },
-    spec: {
-      type: 'etcd',
-      default: true,
-      namespaceSelector: {},
-      namespace: '{namespace}',
-      leaseTTLSeconds: 30,
-      policy: 'sync',
-      dryRun: false,
-      etcd: { endpoints: ['http://127.0.0.1:1'], prefix: '/services', format: 'json' },
-      ...extra,
-    },
-  };
-}
-
-function serviceInstance(namespace: string, name: string, service: string): ServiceInstance {
-  return {
-    apiVersion: 'registrar.dev/v1alpha1',
-    kind: 'ServiceInstance',
-    metadata: { namespace, name },
-    spec: { service, endpoints: [{ address: '10.0.0.1', port: 80 }], weight: 1 },
-  };
-}
+const registry = registryResource;
+const serviceInstance = staticServiceInstance;
 
 function entry(owner: Owner, service: string, address = '10.0.0.1'): RegistryEntry {
   return {

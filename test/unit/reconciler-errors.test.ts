@@ -7,40 +7,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 
-import {
-  FINALIZER,
-  type Registry as RegistryResource,
-  type ServiceInstance,
-  type ServiceInstanceStatus,
-} from '../../src/api/v1alpha1/types.ts';
+import { FINALIZER, type ServiceInstanceStatus } from '../../src/api/v1alpha1/types.ts';
 import { TerminalError } from '../../src/controller/queue.ts';
 import { ServiceInstanceReconciler } from '../../src/controller/service-instance-reconciler.ts';
 import type { EventTarget } from '../../src/kube/events.ts';
 import { InMemoryRegistry } from '../../src/registry/inmemory/inmemory-registry.ts';
 import { RegistryConfigError, type Backend } from '../../src/registry/provider.ts';
+import { registryResource, staticServiceInstance } from '../support/resources.ts';
 
-const registry: RegistryResource = {
-  apiVersion: 'registrar.dev/v1alpha1',
-  kind: 'Registry',
-  metadata: { name: 'main', uid: 'reg-uid', generation: 1 },
-  spec: {
-    type: 'etcd',
-    default: true,
-    namespaceSelector: {},
-    namespace: '{namespace}',
-    leaseTTLSeconds: 30,
-    policy: 'sync',
-    dryRun: false,
-    etcd: { endpoints: ['http://127.0.0.1:1'], prefix: '/services', format: 'json' },
-  },
-};
-
-const si: ServiceInstance = {
-  apiVersion: 'registrar.dev/v1alpha1',
-  kind: 'ServiceInstance',
-  metadata: { name: 'api', namespace: 'prod', uid: 'si-uid', generation: 1, finalizers: [FINALIZER] },
-  spec: { service: 'api', endpoints: [{ address: '10.0.0.1', port: 80 }], weight: 1 },
-};
+const registry = registryResource('main');
+const si = staticServiceInstance('prod', 'api', 'api', { uid: 'si-uid', generation: 1, finalizers: [FINALIZER] });
 
 function reconcilerWith(get: () => Promise<Backend>): {
   reconciler: ServiceInstanceReconciler;
