@@ -29,6 +29,8 @@ export interface Config {
   readonly healthAddress: string;
   /** Reconciles running at once. */
   readonly concurrency: number;
+  /** Health probes of static endpoints in flight at most. */
+  readonly healthCheckConcurrency: number;
   /** Every ServiceInstance is reconciled at least this often, repairing hand-edited entries. */
   readonly resyncSeconds: number;
   readonly logLevel: LogLevel;
@@ -111,6 +113,12 @@ export const FLAGS: Readonly<Record<string, FlagSpec>> = {
     type: 'string',
     default: '16',
     help: 'reconciles running at once (their registry writes to one namespace share transactions)',
+  },
+  'health-check-concurrency': {
+    env: 'REGISTRAR_HEALTH_CHECK_CONCURRENCY',
+    type: 'string',
+    default: '128',
+    help: 'health probes of static endpoints in flight at most (the rest wait their turn)',
   },
   'resync-period': {
     env: 'REGISTRAR_RESYNC_SECONDS',
@@ -201,6 +209,7 @@ export function loadConfig(argv: readonly string[], env: Readonly<Record<string,
     metricsAddress: get('metrics-address'),
     healthAddress: get('health-address'),
     concurrency: parseNumber('concurrency', get('concurrency'), 1, 256),
+    healthCheckConcurrency: parseNumber('health-check-concurrency', get('health-check-concurrency'), 1, 4096),
     resyncSeconds: parseNumber('resync-period', get('resync-period'), 1, 86_400),
     logLevel: logLevel as LogLevel,
     dryRun: parseBool('dry-run', get('dry-run')),

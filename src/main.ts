@@ -19,6 +19,8 @@ import { createLogger } from './observability/logger.ts';
 import { createMetrics } from './observability/metrics.ts';
 import { startOpsServer } from './observability/server.ts';
 import { KubeBackendProvider } from './registry/provider.ts';
+import { systemClock } from './clock.ts';
+import { HealthMonitor } from './health/monitor.ts';
 
 function loadKubeConfig(cfg: Config): KubeConfig {
   const kc = new OperatorKubeConfig();
@@ -68,7 +70,7 @@ async function main(): Promise<void> {
     'kube-registrar starting',
   );
 
-  const metrics = createMetrics({ backendStats: () => backends.stats() });
+  const metrics = createMetrics({ backendStats: () => backends.stats(), healthCounts: () => health.counts() });
   const events = new KubeEventRecorder(kc, logger);
   const backends = new KubeBackendProvider({
     clusterId,
@@ -112,7 +114,21 @@ async function main(): Promise<void> {
     onInformerError: (informer) => metrics.informerErrors.inc({ informer }),
     onRegistryDeleted: (name, uid) => void backends.release(name, uid),
   });
+  // Probes only what the reconciler hands it, and only the leader reconciles: only the leader probes.
+  const health = new HealthMonitor({
+    clock: systemClock,
+    concurrency: cfg.healthCheckConcurrency,
+    logger,
+    onChange: (key) => manager.requeue(key),
+    observer: {
+      probe: (outcome, seconds) => {
+        metrics.healthProbes.inc({ outcome });
+        metrics.healthProbeDuration.observe(seconds);
+      },
+    },
+  });
   const reconciler = new ServiceInstanceReconciler({
+    health,
     clusterId,
     caches: manager,
     backends,
@@ -192,6 +208,7 @@ async function main(): Promise<void> {
     logger.info({ reason }, 'shutting down; registry leases are left for the next process to adopt');
     await collector.stop();
     await manager.stop();
+    await health.stop();
     await elector?.stop();
     await backends.close();
     await events.flush();

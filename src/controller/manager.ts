@@ -83,6 +83,11 @@ export class ControllerManager implements ReconcilerCaches {
     return this.#caches.synced;
   }
 
+  /** Queues a ServiceInstance for reconciling (once reconciling started). */
+  requeue(key: string): void {
+    this.#queue?.add(key);
+  }
+
   /** Queue depth (for metrics). */
   get queueDepth(): number {
     return this.#queue?.depth ?? 0;

@@ -10,7 +10,9 @@ import {
   ConditionReason,
   FINALIZER,
   ServiceInstanceConditionType,
+  type EndpointHealthSummary,
   type Registration,
+  type UnhealthyEndpoint,
   type Registry as RegistryResource,
   type ServiceInstance,
   type ServiceInstanceStatus,
@@ -28,6 +30,10 @@ import { RegistryConfigError, type BackendProvider } from '../registry/provider.
 import { EtcdKeyError } from '../registry/etcd/keys.ts';
 import { TemplateError } from '../registry/template.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
+import { gateEndpoints, healthGate, truncateOutput, type HealthGate } from '../health/gate.ts';
+import type { EndpointVerdict, HealthTransition } from '../health/monitor.ts';
+import { endpointKey, type EndpointAddress } from '../health/state.ts';
+import { InvalidHealthCheckError, withDefaults, type ResolvedHealthCheck } from '../health/types.ts';
 
 /** Reasons of the events the reconciler records. */
 export const EventReason = {
@@ -38,7 +44,35 @@ export const EventReason = {
   InvalidEndpoints: 'InvalidEndpoints',
   /** A ServiceInstance let go without deregistering: its registry was unreachable past the lease TTL, so its entries had expired. */
   EntriesExpired: 'EntriesExpired',
+  /** An endpoint failed its health check failureThreshold times in a row. */
+  EndpointUnhealthy: 'EndpointUnhealthy',
+  /** An endpoint passed its health check successThreshold times in a row. */
+  EndpointHealthy: 'EndpointHealthy',
+  /** Too few endpoints are healthy: every endpoint is kept registered (fail open). */
+  PanicThreshold: 'PanicThreshold',
+  /** Enough endpoints are healthy again: failing endpoints leave the registries again. */
+  PanicThresholdCleared: 'PanicThresholdCleared',
 } as const;
+
+/** Most unhealthy endpoints listed in status.health. */
+const MAX_UNHEALTHY_IN_STATUS = 10;
+
+/** What the reconciler needs of the health monitor (src/health/monitor.ts). */
+export interface HealthTracker {
+  track(owner: string, check: ResolvedHealthCheck, endpoints: readonly EndpointAddress[]): ReadonlyMap<string, EndpointVerdict>;
+  untrack(owner: string): void;
+  takeTransitions(owner: string): HealthTransition[];
+  setPanic(owner: string, panic: boolean): void;
+}
+
+/** The health of one ServiceInstance's endpoints in one reconcile. */
+interface HealthPass {
+  /** Undefined when the check is unusable (`invalid` says why): every endpoint is then left as the registries hold it. */
+  readonly check: ResolvedHealthCheck | undefined;
+  readonly gate: HealthGate;
+  readonly transitions: readonly HealthTransition[];
+  readonly invalid?: string;
+}
 
 /** Writes to ServiceInstances (finalizers and status). */
 export interface ServiceInstanceWriter {
@@ -67,6 +101,8 @@ export interface ReconcilerDeps {
   /** Every ServiceInstance is reconciled again after about this long. */
   readonly resyncMs: number;
   readonly random?: () => number;
+  /** Probes the static endpoints of ServiceInstances with spec.healthCheck; without it, health checks are not run. */
+  readonly health?: HealthTracker;
 }
 
 interface TargetOutcome {
@@ -166,6 +202,7 @@ export class ServiceInstanceReconciler {
   /** Reconciles one `namespace/name` key. */
   async reconcile(key: string): Promise<ReconcileResult> {
     const si = this.#d.caches.serviceInstance(key);
+    if (!si || si.metadata?.deletionTimestamp) this.#d.health?.untrack(key);
     if (!si) return undefined;
     const finalizers = si.metadata?.finalizers ?? [];
     if (si.metadata?.deletionTimestamp) {
@@ -176,14 +213,40 @@ export class ServiceInstanceReconciler {
       // Before anything is written, so that no entry can outlive its ServiceInstance.
       await this.#d.writer.addFinalizer(si, FINALIZER);
     }
-    return this.#sync(si);
+    return this.#sync(si, key);
   }
 
   #owner(si: ServiceInstance): Owner {
     return { clusterId: this.#d.clusterId, namespace: si.metadata?.namespace ?? '', name: si.metadata?.name ?? '' };
   }
 
-  async #sync(si: ServiceInstance): Promise<ReconcileResult> {
+  /**
+   * Probes the endpoints of a ServiceInstance with a health check and reads their verdicts; stops
+   * probing one without. Resolves undefined when no check applies.
+   */
+  #healthPass(si: ServiceInstance, key: string, source: SourceResult): HealthPass | undefined {
+    const tracker = this.#d.health;
+    const spec = si.spec.healthCheck;
+    // Admission refuses a check with spec.selector: pods have the kubelet's readiness probes.
+    if (!tracker || !spec || si.spec.selector) {
+      tracker?.untrack(key);
+      return undefined;
+    }
+    let check: ResolvedHealthCheck;
+    try {
+      check = withDefaults(spec);
+    } catch (err: unknown) {
+      if (!(err instanceof InvalidHealthCheckError)) throw err;
+      tracker.untrack(key);
+      return { check: undefined, gate: healthGate(source.endpoints, new Map(), 0), transitions: [], invalid: err.message };
+    }
+    const verdicts = tracker.track(key, check, source.endpoints);
+    const gate = healthGate(source.endpoints, verdicts, check.panicThresholdPercent);
+    tracker.setPanic(key, gate.selection.panic);
+    return { check, gate, transitions: tracker.takeTransitions(key) };
+  }
+
+  async #sync(si: ServiceInstance, key: string): Promise<ReconcileResult> {
     const d = this.#d;
     const ns = si.metadata?.namespace ?? '';
     const owner = this.#owner(si);
@@ -193,11 +256,12 @@ export class ServiceInstanceReconciler {
     // Static endpoints need no pods: skip copying the namespace's pod cache for them.
     const source = desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, si.spec.selector ? d.caches.pods(ns) : []);
     const previous = new Map((si.status?.registrations ?? []).map((r) => [registrationKey(r), r]));
+    const health = this.#healthPass(si, key, source);
 
     const outcomes: TargetOutcome[] = [];
     const wanted = new Set<string>();
     for (const reg of targets) {
-      const outcome = await this.#syncTarget(si, reg, source, owner, previous, log);
+      const outcome = await this.#syncTarget(si, reg, source, health?.gate, owner, previous, log);
       wanted.add(registrationKey(outcome.registration));
       outcomes.push(outcome);
     }
@@ -222,9 +286,10 @@ export class ServiceInstanceReconciler {
       }
     }
 
-    const status = this.#status(si, source, outcomes, refusals, targets.length);
+    const status = this.#status(si, source, outcomes, refusals, targets.length, health);
     const target = eventTarget(si);
     for (const r of refusals) d.events.warning(target, r.reason, r.message);
+    if (health) this.#healthEvents(si, health);
     for (const o of outcomes) {
       if (o.created > 0 || o.updated > 0)
         d.events.normal(
@@ -262,6 +327,7 @@ export class ServiceInstanceReconciler {
     si: ServiceInstance,
     reg: RegistryResource,
     source: SourceResult,
+    gate: HealthGate | undefined,
     owner: Owner,
     previous: ReadonlyMap<string, Registration>,
     log: Logger,
@@ -296,7 +362,8 @@ export class ServiceInstanceReconciler {
       const owned = new OwnedRegistry(backend, owner);
       const scope: Scope = { registryNamespace, service };
       const current = await owned.records(scope);
-      const desired: RegistryEntry[] = source.endpoints.map((endpoint) => ({ registryNamespace, k8sNamespace: ns, owner, endpoint }));
+      const endpoints = gateEndpoints(source.endpoints, gate, current, backend.marksUnhealthy === true);
+      const desired: RegistryEntry[] = endpoints.map((endpoint) => ({ registryNamespace, k8sNamespace: ns, owner, endpoint }));
       const changes = calculatePlan({ current, desired, owner, policy: reg.spec.policy ?? 'sync' });
       let conflicts: readonly ForeignEntryConflict[] = [];
       if (!isEmptyPlan(changes)) {
@@ -375,9 +442,13 @@ export class ServiceInstanceReconciler {
     outcomes: readonly TargetOutcome[],
     refusals: readonly Refusal[],
     targetCount: number,
+    health: HealthPass | undefined,
   ): ServiceInstanceStatus {
     const generation = si.metadata?.generation;
     const now = this.#d.now();
+    const summary = health?.check ? healthSummary(source, health) : undefined;
+    // With a health check, ready means healthy: what consumers are sent to.
+    const ready = summary ? summary.healthy : source.ready;
     const failed = outcomes.filter((o) => o.error !== undefined);
     const conflicts = outcomes.flatMap((o) => o.conflicts);
     const registered =
@@ -415,27 +486,67 @@ export class ServiceInstanceReconciler {
     if (registeredCond.status !== 'True') readyCond = { status: 'False', reason: registeredCond.reason, message: registeredCond.message };
     else if (source.problems.length > 0)
       readyCond = { status: 'False', reason: ConditionReason.InvalidEndpoints, message: source.problems.join('; ') };
-    else if (source.ready === 0)
+    else if (ready === 0)
       readyCond = {
         status: 'False',
         reason: ConditionReason.NoReadyEndpoints,
-        message: si.spec.selector ? 'no pod matching spec.selector is Ready' : 'no endpoints',
+        message: si.spec.selector
+          ? 'no pod matching spec.selector is Ready'
+          : summary
+            ? `no endpoint has passed its health check${summary.panic ? ' (panic mode keeps them all registered)' : ''}`
+            : 'no endpoints',
       };
     else
       readyCond = {
         status: 'True',
         reason: ConditionReason.Synced,
-        message: `${source.ready}/${source.total} endpoint(s) ready and registered`,
+        message: `${ready}/${source.total} endpoint(s) ${summary ? 'healthy' : 'ready'} and registered`,
       };
     conditions = setCondition(conditions, { type: ServiceInstanceConditionType.Ready, ...readyCond, ...gen }, now);
+    const healthCond = health ? healthCondition(health, summary) : undefined;
+    conditions = healthCond
+      ? setCondition(conditions, { type: ServiceInstanceConditionType.EndpointsHealthy, ...healthCond, ...gen }, now)
+      : conditions.filter((c) => c.type !== ServiceInstanceConditionType.EndpointsHealthy);
     const status: ServiceInstanceStatus = {
       ...gen,
       conditions,
-      readyRatio: `${source.ready}/${source.total}`,
-      endpoints: { total: source.total, ready: source.ready, registered: Number.isFinite(registered) ? registered : 0 },
+      readyRatio: `${ready}/${source.total}`,
+      ...(summary ? { health: summary } : {}),
+      endpoints: { total: source.total, ready, registered: Number.isFinite(registered) ? registered : 0 },
       registrations: outcomes.map((o) => o.registration).sort((a, b) => registrationKey(a).localeCompare(registrationKey(b))),
     };
     return status;
+  }
+
+  /** Events for the verdict changes since the last reconcile, and for panic mode starting or ending. */
+  #healthEvents(si: ServiceInstance, health: HealthPass): void {
+    const { events } = this.#d;
+    const target = eventTarget(si);
+    const panic = health.gate.selection.panic;
+    for (const t of health.transitions) {
+      const where = endpointKey(t.endpoint);
+      if (t.to === 'unhealthy')
+        events.warning(
+          target,
+          EventReason.EndpointUnhealthy,
+          `endpoint ${where} failed its health check ${t.consecutive} time(s) in a row (${truncateOutput(t.message)}); ` +
+            (panic ? 'panic mode keeps it registered' : 'it leaves the etcd Registries and is marked critical in the Consul ones'),
+        );
+      else if (t.to === 'healthy')
+        events.normal(
+          target,
+          EventReason.EndpointHealthy,
+          `endpoint ${where} passed its health check ${t.consecutive} time(s) in a row; it is registered`,
+        );
+    }
+    const wasPanic = si.status?.health?.panic === true;
+    if (panic && !wasPanic) events.warning(target, EventReason.PanicThreshold, panicMessage(health));
+    else if (!panic && wasPanic)
+      events.normal(
+        target,
+        EventReason.PanicThresholdCleared,
+        `${health.gate.selection.unhealthy} endpoint(s) fail their health check now, no longer enough for panic mode: failing endpoints leave the registries again`,
+      );
   }
 
   async #cleanupScope(registryName: string, scope: Scope, owner: Owner, si: ServiceInstance): Promise<number> {
@@ -501,4 +612,66 @@ export class ServiceInstanceReconciler {
     d.logger.info({ serviceInstance: `${ns}/${owner.name}`, removed }, 'ServiceInstance deleted; entries removed');
     await d.writer.removeFinalizer(si, FINALIZER);
   }
+}
+
+function panicMessage(health: HealthPass): string {
+  const { healthy, unhealthy } = health.gate.selection;
+  const total = health.gate.selection.registered.length;
+  return (
+    `${unhealthy} of ${total} endpoint(s) fail their health check and only ${healthy} pass, below panicThresholdPercent ` +
+    `${health.check?.panicThresholdPercent ?? 0}%: every endpoint is kept registered (fail open) until more pass their checks`
+  );
+}
+
+/** RFC 3339 to the second, as Kubernetes writes times. */
+function rfc3339(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** status.health: counts by verdict and the first unhealthy endpoints with their last failure. */
+function healthSummary(source: SourceResult, health: HealthPass): EndpointHealthSummary {
+  const counts = { healthy: 0, unhealthy: 0, unknown: 0 };
+  const unhealthyEndpoints: UnhealthyEndpoint[] = [];
+  for (const endpoint of source.endpoints) {
+    const verdict = health.gate.verdicts.get(endpoint.instanceId);
+    const status = verdict?.status ?? 'unknown';
+    counts[status]++;
+    if (verdict && status === 'unhealthy' && unhealthyEndpoints.length < MAX_UNHEALTHY_IN_STATUS)
+      unhealthyEndpoints.push({
+        address: endpoint.address,
+        port: endpoint.port,
+        lastFailure: truncateOutput(verdict.lastMessage),
+        since: rfc3339(verdict.since),
+      });
+  }
+  return { ...counts, panic: health.gate.selection.panic, ...(unhealthyEndpoints.length > 0 ? { unhealthyEndpoints } : {}) };
+}
+
+/** The EndpointsHealthy condition. */
+function healthCondition(
+  health: HealthPass,
+  summary: EndpointHealthSummary | undefined,
+): { status: 'True' | 'False' | 'Unknown'; reason: string; message: string } {
+  if (health.invalid !== undefined || !summary)
+    return {
+      status: 'Unknown',
+      reason: ConditionReason.InvalidSpec,
+      message: `${health.invalid ?? 'spec.healthCheck cannot be used'}; endpoints are left as the registries hold them`,
+    };
+  if (summary.panic) return { status: 'False', reason: ConditionReason.PanicThreshold, message: panicMessage(health) };
+  if (summary.unhealthy > 0) {
+    const listed = (summary.unhealthyEndpoints ?? []).map((u) => `${endpointKey(u)}: ${u.lastFailure}`).join('; ');
+    return {
+      status: 'False',
+      reason: ConditionReason.SomeUnhealthy,
+      message: `${summary.unhealthy} of ${summary.healthy + summary.unhealthy + summary.unknown} endpoint(s) failing their health check (${listed})`,
+    };
+  }
+  if (summary.unknown > 0)
+    return {
+      status: 'Unknown',
+      reason: ConditionReason.AwaitingProbes,
+      message: `${summary.unknown} endpoint(s) not probed enough yet; until then they are left as the registries hold them`,
+    };
+  return { status: 'True', reason: ConditionReason.AllHealthy, message: `all ${summary.healthy} endpoint(s) pass their health check` };
 }

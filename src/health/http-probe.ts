@@ -8,7 +8,7 @@ import type { ResolvedHttpCheck, StatusRange } from './types.ts';
 const maxBodyBytes = 1024 * 1024;
 
 /**
- * GETs the check's path on host:port and judges the status and, with `expectBody`, the JSON body.
+ * GETs the check's path on host:port and judges the status and, with `expectedJSON`, the JSON body.
  *
  * Redirects are never followed: a probe goes only to the endpoint's own address, so a 3xx is judged
  * by `expectedStatuses` like any other status. Each probe has its own connection pool (closed when
@@ -25,12 +25,12 @@ export async function probeHttp(host: string, port: number, check: ResolvedHttpC
       await response.body?.cancel();
       return { healthy: false, message: `status ${response.status}, want ${describeStatuses(check.expectedStatuses)}` };
     }
-    if (Object.keys(check.expectBody).length === 0) {
+    if (Object.keys(check.expectedJSON).length === 0) {
       await response.body?.cancel();
       return { healthy: true, message: `status ${response.status}` };
     }
     const body = await readLimited(response.body, maxBodyBytes);
-    const failure = checkBody(body, check.expectBody);
+    const failure = checkBody(body, check.expectedJSON);
     return failure === undefined
       ? { healthy: true, message: `status ${response.status}, body fields as expected` }
       : { healthy: false, message: failure };

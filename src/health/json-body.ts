@@ -14,7 +14,7 @@ export function checkBody(body: string, expected: Readonly<Record<string, string
     document = JSON.parse(body);
   } catch (error: unknown) {
     const reason = error instanceof Error ? error.message : String(error);
-    return `body is not JSON (${reason}); expectBody needs a JSON answer`;
+    return `body is not JSON (${reason}); expectedJSON needs a JSON answer`;
   }
   const failures = Object.entries(expected).flatMap(([path, want]) => {
     const found = readPath(document, path);

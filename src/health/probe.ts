@@ -19,6 +19,8 @@ export interface ProbeResult {
   readonly message: string;
   /** How long the probe took, in milliseconds. */
   readonly durationMs: number;
+  /** True when the probe failed because it had no answer within its timeout. */
+  readonly timedOut: boolean;
 }
 
 /** How one probe is bounded and measured. */
@@ -51,7 +53,8 @@ export async function probe(endpoint: EndpointAddress, check: ResolvedHealthChec
   } catch (error: unknown) {
     verdict = { healthy: false, message: describeFailure(error, timeout.aborted, timeoutMs, options.signal?.aborted ?? false) };
   }
-  return { ...verdict, durationMs: Math.max(0, now() - started) };
+  const timedOut = !verdict.healthy && timeout.aborted && options.signal?.aborted !== true;
+  return { ...verdict, durationMs: Math.max(0, now() - started), timedOut };
 }
 
 function runProbe(host: string, port: number, check: ResolvedHealthCheck, timeoutMs: number, signal: AbortSignal): Promise<ProbeVerdict> {

@@ -86,6 +86,8 @@ export interface Selection<T> {
   readonly panic: boolean;
   /** Endpoints judged healthy. */
   readonly healthy: number;
+  /** Endpoints judged unhealthy. */
+  readonly unhealthy: number;
   /** Endpoints with a verdict (healthy or unhealthy); `unknown` ones are not judged yet. */
   readonly judged: number;
 }
@@ -93,10 +95,12 @@ export interface Selection<T> {
 /**
  * Chooses the endpoints to register: the healthy ones, except in panic mode.
  *
- * Panic mode (fail open) starts when fewer than `panicThresholdPercent` % of the judged endpoints
- * are healthy; then every endpoint is kept. Endpoints still `unknown` (missing from `states` counts
- * as unknown) neither count for nor against panic: a ServiceInstance whose endpoints have not been
- * probed yet must not have them all registered by panic mode and pulled out again a probe later.
+ * Panic mode (fail open) starts when fewer than `panicThresholdPercent` % of the endpoints are
+ * healthy, counting an endpoint not judged yet (`unknown`; missing from `states` counts as unknown)
+ * as not failing: then every endpoint is kept. So once every endpoint is judged, panic mode means
+ * fewer than that share healthy; before, only endpoints seen failing bring it closer. A
+ * ServiceInstance whose endpoints are not probed yet is not put into panic mode (which would
+ * register them all unprobed), nor is one whose first verdict after a restart is a failure.
  * `panicThresholdPercent` 0 disables panic mode.
  */
 export function selectRegistered<T extends EndpointAddress>(
@@ -109,8 +113,15 @@ export function selectRegistered<T extends EndpointAddress>(
     return state === undefined ? 'unknown' : typeof state === 'string' ? state : state.status;
   };
   const healthyEndpoints = endpoints.filter((endpoint) => statusOf(endpoint) === 'healthy');
-  const judged = endpoints.filter((endpoint) => statusOf(endpoint) !== 'unknown').length;
-  // Integer arithmetic: healthy / judged < percent / 100, without rounding at the boundary.
-  const panic = panicThresholdPercent > 0 && judged > 0 && healthyEndpoints.length * 100 < panicThresholdPercent * judged;
-  return { registered: panic ? [...endpoints] : healthyEndpoints, panic, healthy: healthyEndpoints.length, judged };
+  const unhealthy = endpoints.filter((endpoint) => statusOf(endpoint) === 'unhealthy').length;
+  const notFailing = endpoints.length - unhealthy;
+  // Integer arithmetic: notFailing / total < percent / 100, without rounding at the boundary.
+  const panic = panicThresholdPercent > 0 && unhealthy > 0 && notFailing * 100 < panicThresholdPercent * endpoints.length;
+  return {
+    registered: panic ? [...endpoints] : healthyEndpoints,
+    panic,
+    healthy: healthyEndpoints.length,
+    unhealthy,
+    judged: healthyEndpoints.length + unhealthy,
+  };
 }

@@ -1,75 +1,43 @@
 /**
- * Health check specs: the planned `spec.healthCheck` of a ServiceInstance (static endpoints), as
- * the user writes it and as the prober uses it once `withDefaults()` has filled in every default.
+ * Health check specs: `spec.healthCheck` of a ServiceInstance (static endpoints), as the user
+ * writes it and as the prober uses it once `withDefaults()` has filled in every default.
  *
+ * The user-facing shapes are the API's (src/api/v1alpha1/types.ts, kept in step with the CRD).
  * Field meanings follow Kubernetes probes (`intervalSeconds` is a probe's `periodSeconds`), so
- * users carry over what they already know; the CRD schema repeats these docs and validates them at
- * admission, and `withDefaults()` validates again because the prober must never trust its input.
+ * users carry over what they already know; the CRD validates them at admission, and
+ * `withDefaults()` validates again because the prober must never trust its input.
  */
+import type { GrpcHealthCheck, HealthCheck, HttpHealthCheck, TcpHealthCheck } from '../api/v1alpha1/types.ts';
 
-/** An HTTP(S) GET against the endpoint's own address. */
-export interface HttpCheck {
-  /** Request path, starting with `/`, e.g. `/healthz`. May carry a query string. */
-  readonly path: string;
-  /** Port to probe; default: the endpoint's port. */
-  readonly port?: number;
-  /** `http` (default) or `https`. */
-  readonly scheme?: 'http' | 'https';
-  /** With `https`: accept any server certificate (self-signed, wrong name). Default false. */
-  readonly insecureSkipVerify?: boolean;
-  /** Extra request headers, e.g. `{ Authorization: 'Bearer …' }`. */
-  readonly headers?: Readonly<Record<string, string>>;
-  /**
-   * Status codes that count as healthy: numbers or inclusive `"200-399"`-style ranges (a single
-   * `"204"` is allowed too). Default 200–399. Redirects are never followed, so a 3xx is judged here.
-   */
-  readonly expectedStatuses?: readonly (number | string)[];
-  /**
-   * Business check: dotted JSON path in the response body → required value, compared as a string,
-   * e.g. `{ db: 'ok', 'deps.redis': 'ok' }`. When set, the body must be JSON with every field equal.
-   */
-  readonly expectBody?: Readonly<Record<string, string>>;
-}
+export type { GrpcHealthCheck, HealthCheck, HttpHealthCheck, TcpHealthCheck };
 
-/** A TCP connect to the endpoint's address: healthy when the connection is accepted. */
-export interface TcpCheck {
-  /** Port to connect to; default: the endpoint's port. */
-  readonly port?: number;
-}
+/** `T` with the fields `K` made optional: those the CRD defaults, which a hand-built spec may leave out. */
+type WithOptional<T, K extends keyof T> = Omit<T, K> & Partial<Pick<T, K>>;
 
-/** A call to the standard gRPC health service, `grpc.health.v1.Health/Check`, over plaintext. */
-export interface GrpcCheck {
-  /** Port to call; default: the endpoint's port. */
-  readonly port?: number;
-  /** Service name sent in HealthCheckRequest; default `""`, the server's overall health. */
-  readonly service?: string;
-}
+/** An HTTP check as `withDefaults()` takes it: the API's, with `scheme` optional (default http). */
+export type HttpCheck = WithOptional<HttpHealthCheck, 'scheme'>;
 
-/** Timing and ejection knobs shared by every kind of check. */
-export interface HealthCheckTiming {
-  /** Seconds between two probes of one endpoint. Default 10, minimum 1. */
-  readonly intervalSeconds?: number;
-  /** Seconds after which a probe counts as failed. Default 1, minimum 1, at most intervalSeconds. */
-  readonly timeoutSeconds?: number;
-  /** Consecutive failures after which an endpoint is taken out of the registry. Default 3, minimum 1. */
-  readonly failureThreshold?: number;
-  /** Consecutive successes after which an endpoint is put (back) into the registry. Default 1, minimum 1. */
-  readonly successThreshold?: number;
-  /**
-   * When fewer than this percentage of the judged endpoints are healthy, keep every endpoint
-   * registered (fail open): a prober that sees almost everything fail is more likely wrong than the
-   * service. Default 50; 0 disables panic mode; at most 100.
-   */
-  readonly panicThresholdPercent?: number;
-}
+/** A TCP check as `withDefaults()` takes it: the API's. */
+export type TcpCheck = TcpHealthCheck;
 
-/** `spec.healthCheck` as written by the user: exactly one of `http`, `tcp`, `grpc`, plus timing. */
-export type HealthCheckSpec = HealthCheckTiming &
-  (
-    | { readonly http: HttpCheck; readonly tcp?: never; readonly grpc?: never }
-    | { readonly tcp: TcpCheck; readonly http?: never; readonly grpc?: never }
-    | { readonly grpc: GrpcCheck; readonly http?: never; readonly tcp?: never }
-  );
+/** A gRPC check as `withDefaults()` takes it: the API's, with `service` optional (default `""`). */
+export type GrpcCheck = WithOptional<GrpcHealthCheck, 'service'>;
+
+/** Timing and ejection knobs shared by every kind of check, each optional (see {@link healthCheckDefaults}). */
+export type HealthCheckTiming = Partial<
+  Pick<HealthCheck, 'intervalSeconds' | 'timeoutSeconds' | 'failureThreshold' | 'successThreshold' | 'panicThresholdPercent'>
+>;
+
+/**
+ * `spec.healthCheck` as `withDefaults()` takes it: the API's {@link HealthCheck}, or one built by
+ * hand that leaves defaulted fields out. Exactly one of `http`, `tcp`, `grpc` must be set; the
+ * type cannot say so without refusing the API's type, so `withDefaults()` checks it.
+ */
+export type HealthCheckSpec = HealthCheckTiming & {
+  readonly http?: HttpCheck;
+  readonly tcp?: TcpCheck;
+  readonly grpc?: GrpcCheck;
+};
 
 /** An inclusive range of HTTP status codes. */
 export interface StatusRange {
@@ -90,7 +58,7 @@ export interface ResolvedHttpCheck {
   /** Healthy status codes; never empty. */
   readonly expectedStatuses: readonly StatusRange[];
   /** Dotted JSON path → required value; empty means the body is not read. */
-  readonly expectBody: Readonly<Record<string, string>>;
+  readonly expectedJSON: Readonly<Record<string, string>>;
 }
 
 /** A TCP check with its defaults applied. */
@@ -165,7 +133,8 @@ function resolveProbe(spec: HealthCheckSpec): ResolvedProbe {
   }
   if (spec.http) return resolveHttp(spec.http);
   if (spec.tcp) return { kind: 'tcp', port: optionalPort('tcp.port', spec.tcp.port) };
-  const grpc = spec.grpc;
+  // Exactly one kind is set (checked above), so this is the gRPC check.
+  const grpc = spec.grpc ?? {};
   return { kind: 'grpc', port: optionalPort('grpc.port', grpc.port), service: grpc.service ?? '' };
 }
 
@@ -185,7 +154,7 @@ function resolveHttp(http: HttpCheck): ResolvedHttpCheck {
     insecureSkipVerify: http.insecureSkipVerify ?? false,
     headers: http.headers ?? {},
     expectedStatuses,
-    expectBody: http.expectBody ?? {},
+    expectedJSON: http.expectedJSON ?? {},
   };
 }
 

@@ -19,6 +19,8 @@ export interface WritableObject {
     readonly resourceVersion?: string;
     readonly finalizers?: readonly string[];
   };
+  /** The status as last read; fields it has that a new status lacks are removed by patchStatus. */
+  readonly status?: unknown;
 }
 
 /** Whether an API error is 404 Not Found. */
@@ -86,9 +88,27 @@ export class CustomObjectWriter {
   /** Replaces the status (merge patch of the whole status object through the status subresource). */
   async patchStatus(obj: WritableObject, status: unknown): Promise<void> {
     try {
-      await this.#patch(obj, { status }, true);
+      await this.#patch(obj, { status: withRemovals(obj.status, status) }, true);
     } catch (err: unknown) {
       if (!isNotFound(err)) throw err;
     }
   }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * A merge patch that turns `previous` into `next`: `next` with an explicit null for every field of
+ * `previous` (at any depth of nested objects) that `next` no longer has. A merge patch leaves
+ * absent fields alone, so without the nulls a field the status stopped reporting (e.g.
+ * `status.health` once the health check is removed) would stay for ever.
+ */
+export function withRemovals(previous: unknown, next: unknown): unknown {
+  if (!isPlainObject(previous) || !isPlainObject(next)) return next;
+  const patch: Record<string, unknown> = {};
+  for (const key of Object.keys(previous)) if (!Object.hasOwn(next, key)) patch[key] = null;
+  for (const [key, value] of Object.entries(next)) patch[key] = withRemovals(previous[key], value);
+  return patch;
 }

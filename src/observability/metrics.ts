@@ -22,6 +22,8 @@ export interface Metrics {
   readonly liveBackends: Gauge;
   readonly garbageCollected: Counter<'registry'>;
   readonly liveKeepalives: Gauge<'registry'>;
+  readonly healthProbes: Counter<'outcome'>;
+  readonly healthProbeDuration: Histogram;
   /** Adapter for the work queue. */
   readonly queueObserver: QueueObserver;
 }
@@ -29,6 +31,13 @@ export interface Metrics {
 /** What the gauges of live backends read at scrape time. */
 export interface MetricSources {
   readonly backendStats?: () => { readonly backends: number; readonly keepalives: ReadonlyMap<string, number> };
+  /** Probed endpoints by verdict, and ServiceInstances in panic mode. */
+  readonly healthCounts?: () => {
+    readonly healthy: number;
+    readonly unhealthy: number;
+    readonly unknown: number;
+    readonly panicking: number;
+  };
 }
 
 /** Creates the metrics, with Node's default process metrics. */
@@ -123,6 +132,38 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
     labelNames: ['registry'],
     registers: [registry],
   });
+  const healthProbes = new Counter({
+    name: 'kube_registrar_health_probes_total',
+    help: 'Health probes of static endpoints by outcome (success, failure, timeout).',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const healthProbeDuration = new Histogram({
+    name: 'kube_registrar_health_probe_duration_seconds',
+    help: 'Duration of health probes of static endpoints.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const healthCounts = sources.healthCounts;
+  new Gauge({
+    name: 'kube_registrar_health_endpoints',
+    help: 'Health-checked endpoints by verdict (healthy, unhealthy, unknown: not probed enough yet).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      if (!healthCounts) return;
+      const counts = healthCounts();
+      for (const state of ['healthy', 'unhealthy', 'unknown'] as const) this.set({ state }, counts[state]);
+    },
+  });
+  new Gauge({
+    name: 'kube_registrar_health_panic_service_instances',
+    help: 'ServiceInstances in panic mode: too few endpoints healthy, so every endpoint is kept registered (fail open).',
+    registers: [registry],
+    collect() {
+      if (healthCounts) this.set(healthCounts().panicking);
+    },
+  });
   const queueObserver: QueueObserver = {
     depth: (d) => queueDepth.set(d),
     latency: (ms) => queueLatency.observe(ms / 1000),
@@ -147,6 +188,8 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
     liveBackends,
     liveKeepalives,
     garbageCollected,
+    healthProbes,
+    healthProbeDuration,
     queueObserver,
   };
 }

@@ -67,7 +67,9 @@ export function sameEntry(a: RegistryEntry, b: RegistryEntry): boolean {
     ea.weight === eb.weight &&
     ea.source === eb.source &&
     sameStringMap(ea.tags, eb.tags) &&
-    sameStringMap(ea.metadata, eb.metadata)
+    sameStringMap(ea.metadata, eb.metadata) &&
+    ea.health?.status === eb.health?.status &&
+    ea.health?.output === eb.health?.output
   );
 }
 

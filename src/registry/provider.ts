@@ -141,6 +141,7 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     ...(backend.forget ? { forget: backend.forget.bind(backend) } : {}),
     ...(backend.retainNamespaces ? { retainNamespaces: backend.retainNamespaces.bind(backend) } : {}),
     ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
+    ...(backend.marksUnhealthy === true ? { marksUnhealthy: true } : {}),
   };
 }
 

@@ -29,7 +29,23 @@ export interface Endpoint {
   readonly metadata: Readonly<Record<string, string>>;
   /** Where the endpoint came from, e.g. `pod/prod/user-7d9c` or `static/prod/user-service/0`. */
   readonly source: string;
+  /**
+   * Set when an active health check judged the endpoint unhealthy and the backend keeps failing
+   * endpoints listed but marked (see Registry.marksUnhealthy): Consul shows it critical with this
+   * output. Absent means healthy as far as the operator knows.
+   */
+  readonly health?: EndpointHealthMark;
 }
+
+/** An endpoint's failed health check, as written to a registry that can show it. */
+export interface EndpointHealthMark {
+  readonly status: 'critical';
+  /** The probe's last failure, e.g. `status 503, want 200-399`; at most HEALTH_OUTPUT_MAX characters. */
+  readonly output: string;
+}
+
+/** Longest probe output written to a registry (Consul service metadata values hold at most 512). */
+export const HEALTH_OUTPUT_MAX = 256;
 
 /** An endpoint placed in one registry namespace, with its owner. */
 export interface RegistryEntry {
@@ -75,4 +91,10 @@ export interface Registry {
   applyChanges(changes: Changes): Promise<void>;
   /** Stops keepalives and closes connections without revoking leases or deregistering. */
   close(): Promise<void>;
+  /**
+   * True when the backend can list an endpoint marked as failing its health check (Endpoint.health)
+   * so that consumers asking for healthy instances skip it (Consul: a critical check). Backends
+   * without it are handed healthy endpoints only; a failing endpoint is deleted from them.
+   */
+  readonly marksUnhealthy?: boolean;
 }

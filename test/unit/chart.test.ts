@@ -155,6 +155,7 @@ describe('helm chart', () => {
           clusterId: 'eu-1',
           watchNamespaces: ['prod', 'dev'],
           concurrency: 3,
+          healthCheckConcurrency: 40,
           resyncPeriodSeconds: 60,
           logLevel: 'debug',
           dryRun: true,
@@ -171,6 +172,7 @@ describe('helm chart', () => {
     assert.equal(cfg.clusterId, 'eu-1');
     assert.deepEqual(cfg.watchNamespaces, ['prod', 'dev']);
     assert.equal(cfg.concurrency, 5, 'extraArgs come last and win');
+    assert.equal(cfg.healthCheckConcurrency, 40);
     assert.equal(cfg.resyncSeconds, 60);
     assert.equal(cfg.logLevel, 'debug');
     assert.equal(cfg.dryRun, true);
@@ -305,6 +307,7 @@ describe('helm chart', () => {
     for (const [values, message] of [
       [{ operator: { logLevel: 'loud' } }, /logLevel/],
       [{ operator: { concurrency: 0 } }, /concurrency/],
+      [{ operator: { healthCheckConcurrency: 0 } }, /healthCheckConcurrency/],
       [{ operator: { clusterId: 'has space' } }, /clusterId/],
       [{ leaderElection: { leaseDurationSeconds: 10, renewDeadlineSeconds: 10 } }, /renewDeadlineSeconds must be shorter/],
       [{ registries: [{ name: 'no-spec' }] }, /spec/],

@@ -2,12 +2,17 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import type { AgentCheckRecord, AgentServiceRecord, ServiceRegistration } from '../../src/registry/consul/client.ts';
+import type { HealthCheckUpdate } from '../../src/registry/consul/codec.ts';
 import {
   aliasCheckId,
   ConsulEncodingError,
   decodeService,
   differsFromRegistration,
   drainCheckId,
+  HEALTH_CHECK_NAME,
+  healthCheckId,
+  healthCheckUpdate,
+  healthOutput,
   heartbeatCheckId,
   heartbeatIsCurrent,
   heartbeatRegistration,
@@ -19,6 +24,7 @@ import {
   META_MAX_VALUE_BYTES,
 } from '../../src/registry/consul/codec.ts';
 import { UNKNOWN_OWNER } from '../../src/registry/owner.ts';
+import { HEALTH_OUTPUT_MAX } from '../../src/registry/types.ts';
 import type { RegistryEntry } from '../../src/registry/types.ts';
 
 const owner = { clusterId: 'c1', namespace: 'prod', name: 'user' };
@@ -44,8 +50,11 @@ function entry(address: string, extra: Partial<RegistryEntry['endpoint']> = {}):
   };
 }
 
-/** What the agent gives back for a registration: the registered fields, as /v1/agent/services shows them. */
-function stored(reg: ServiceRegistration): { record: AgentServiceRecord; checks: AgentCheckRecord[] } {
+/**
+ * What the agent gives back for a registration (and the health check update sent after it): the
+ * registered fields, as /v1/agent/services and /v1/agent/checks show them.
+ */
+function stored(reg: ServiceRegistration, update?: HealthCheckUpdate): { record: AgentServiceRecord; checks: AgentCheckRecord[] } {
   return {
     record: {
       ID: reg.ID,
@@ -59,15 +68,16 @@ function stored(reg: ServiceRegistration): { record: AgentServiceRecord; checks:
     checks: reg.Checks.map((c) => ({
       CheckID: c.CheckID,
       ServiceID: reg.ID,
-      Status: c.Status ?? 'passing',
+      Status: c.CheckID === update?.checkId ? update.status : (c.Status ?? 'passing'),
       Type: c.AliasService !== undefined ? 'alias' : 'ttl',
+      Output: c.CheckID === update?.checkId ? update.output : '',
     })),
   };
 }
 
 function roundTrip(e: RegistryEntry): RegistryEntry | undefined {
   const reg = instanceRegistration(e, context);
-  const { record, checks } = stored(reg);
+  const { record, checks } = stored(reg, healthCheckUpdate(reg.ID, e.endpoint.health));
   return decodeService(
     record,
     { registryNamespace: 'prod', service: 'user' },
@@ -172,6 +182,115 @@ void describe('Consul instance registration', () => {
   });
 });
 
+void describe('Consul instance registration of an endpoint failing its health check', () => {
+  const health = { status: 'critical', output: 'HTTP GET http://10.0.0.12:8080/healthz: status 503, want 200-399' } as const;
+
+  void it('keeps the alias check and adds a critical TTL check that carries the output and never reaps the instance', () => {
+    const reg = instanceRegistration(entry('10.0.0.12', { health }), context);
+    assert.deepEqual(
+      reg.Checks.map((c) => [c.CheckID, c.Name, c.Status, c.Notes, c.AliasService, c.TTL, c.DeregisterCriticalServiceAfter]),
+      [
+        [aliasCheckId(reg.ID), 'kube-registrar lease', 'passing', reg.Checks[0]?.Notes, context.heartbeatServiceId, undefined, '90s'],
+        [`${reg.ID}:health`, HEALTH_CHECK_NAME, 'critical', health.output, undefined, '87600h', undefined],
+      ],
+    );
+    assert.equal(healthCheckId(reg.ID), `${reg.ID}:health`);
+  });
+
+  void it('records the mark in Meta next to the other kube-registrar keys', () => {
+    const meta = instanceRegistration(entry('10.0.0.12', { health }), context).Meta;
+    assert.equal(meta['kr-health'], 'critical');
+    assert.equal(meta['kr-health-output'], health.output);
+    assert.equal(meta['kr-health-output-1'], undefined);
+  });
+
+  void it('a healthy endpoint is registered exactly as before: no health check and no health Meta', () => {
+    const reg = instanceRegistration(entry('10.0.0.12'), context);
+    assert.deepEqual(
+      reg.Checks.map((c) => c.CheckID),
+      [aliasCheckId(reg.ID)],
+    );
+    assert.deepEqual(
+      Object.keys(reg.Meta).filter((k) => k.startsWith('kr-health')),
+      [],
+    );
+    assert.equal(healthCheckUpdate(reg.ID, undefined), undefined);
+  });
+
+  void it('a weight-0 endpoint failing its health check carries both critical checks', () => {
+    const reg = instanceRegistration(entry('10.0.0.12', { weight: 0, health }), context);
+    assert.deepEqual(
+      reg.Checks.map((c) => c.CheckID),
+      [aliasCheckId(reg.ID), drainCheckId(reg.ID), healthCheckId(reg.ID)],
+    );
+  });
+
+  void it('the update sent after registering sets the same check critical with the output', () => {
+    const reg = instanceRegistration(entry('10.0.0.12', { health }), context);
+    assert.deepEqual(healthCheckUpdate(reg.ID, health), { checkId: healthCheckId(reg.ID), status: 'critical', output: health.output });
+  });
+
+  void it('an output of non-ASCII text longer than a Meta value may be is split over two keys at a character boundary', () => {
+    const output = 'ü✓'.repeat(HEALTH_OUTPUT_MAX / 2);
+    const meta = instanceRegistration(entry('10.0.0.12', { health: { status: 'critical', output } }), context).Meta;
+    assert.ok(meta['kr-health-output-1'] !== undefined);
+    for (const value of Object.values(meta)) assert.ok(Buffer.byteLength(value) <= META_MAX_VALUE_BYTES);
+    assert.equal(`${meta['kr-health-output']}${meta['kr-health-output-1']}`, output);
+  });
+
+  void it('an output longer than HEALTH_OUTPUT_MAX is cut to it everywhere it is written, never in half a character', () => {
+    const long = 'x'.repeat(HEALTH_OUTPUT_MAX + 100);
+    assert.equal(healthOutput(long), 'x'.repeat(HEALTH_OUTPUT_MAX));
+    const emoji = `${'x'.repeat(HEALTH_OUTPUT_MAX - 1)}😀 and more`;
+    assert.equal(healthOutput(emoji), 'x'.repeat(HEALTH_OUTPUT_MAX - 1));
+    const exact = 'y'.repeat(HEALTH_OUTPUT_MAX);
+    assert.equal(healthOutput(exact), exact);
+    const reg = instanceRegistration(entry('10.0.0.12', { health: { status: 'critical', output: long } }), context);
+    assert.equal(reg.Meta['kr-health-output'], 'x'.repeat(HEALTH_OUTPUT_MAX));
+    assert.equal(reg.Checks.find((c) => c.CheckID === healthCheckId(reg.ID))?.Notes, 'x'.repeat(HEALTH_OUTPUT_MAX));
+    assert.equal(healthCheckUpdate(reg.ID, { status: 'critical', output: long })?.output, 'x'.repeat(HEALTH_OUTPUT_MAX));
+  });
+
+  const drifts: [string, (checks: AgentCheckRecord[], id: string) => AgentCheckRecord[]][] = [
+    [
+      'its health check was passed by hand',
+      (checks, id) => checks.map((c) => (c.CheckID === healthCheckId(id) ? { ...c, Status: 'passing' } : c)),
+    ],
+    [
+      "its health check's output was never set (the update call failed)",
+      (checks, id) => checks.map((c) => (c.CheckID === healthCheckId(id) ? { ...c, Output: '' } : c)),
+    ],
+    ['its health check is missing', (checks, id) => checks.filter((c) => c.CheckID !== healthCheckId(id))],
+  ];
+  for (const [name, drift] of drifts) {
+    void it(`a failing endpoint's service differs from its registration when ${name}`, () => {
+      const reg = instanceRegistration(entry('10.0.0.12', { health }), context);
+      const update = healthCheckUpdate(reg.ID, health);
+      const { record, checks } = stored(reg, update);
+      assert.equal(differsFromRegistration(record, checks, reg, update), false);
+      assert.equal(differsFromRegistration(record, drift(checks, reg.ID), reg, update), true);
+    });
+  }
+
+  void it("a healthy endpoint's service differs from its registration while a health check is left on it", () => {
+    const failing = instanceRegistration(entry('10.0.0.12', { health }), context);
+    const { checks } = stored(failing, healthCheckUpdate(failing.ID, health));
+    const healthy = instanceRegistration(entry('10.0.0.12'), context);
+    const { record } = stored(healthy);
+    assert.equal(differsFromRegistration(record, checks, healthy), true);
+  });
+
+  void it('a mark this version does not know reads back as no mark, and the Meta difference gets it rewritten', () => {
+    const reg = instanceRegistration(entry('10.0.0.12', { health }), context);
+    const { record, checks } = stored(reg, healthCheckUpdate(reg.ID, health));
+    const odd = { ...record, Meta: { ...record.Meta, 'kr-health': 'warning' } };
+    const decoded = decodeService(odd, { registryNamespace: 'prod', service: 'user' }, false);
+    assert.equal(decoded?.entry.endpoint.health, undefined);
+    const healthy = instanceRegistration(entry('10.0.0.12'), context);
+    assert.equal(differsFromRegistration(odd, checks, healthy), true);
+  });
+});
+
 void describe('reading Consul services back', () => {
   const cases: [string, RegistryEntry][] = [
     ['an IPv4 endpoint', entry('10.0.0.12')],
@@ -181,6 +300,19 @@ void describe('reading Consul services back', () => {
     [
       'an endpoint with non-ASCII, empty and "=" in tags and metadata',
       entry('10.0.0.12', { tags: { 'a=b': 'c=d', empty: '' }, metadata: { 'notes.io/x': 'ünïcode ✓', team: '' } }),
+    ],
+    [
+      'an endpoint failing its health check',
+      entry('10.0.0.12', { health: { status: 'critical', output: 'dial tcp 10.0.0.12:8080: connection refused' } }),
+    ],
+    ['an endpoint failing its health check with an empty output', entry('10.0.0.12', { health: { status: 'critical', output: '' } })],
+    [
+      'an endpoint failing its health check with a long non-ASCII output',
+      entry('10.0.0.12', { health: { status: 'critical', output: 'ü✓'.repeat(HEALTH_OUTPUT_MAX / 2) } }),
+    ],
+    [
+      'an endpoint with weight 0 failing its health check',
+      entry('10.0.0.12', { weight: 0, health: { status: 'critical', output: 'status 500' } }),
     ],
     [
       'an endpoint with long metadata',
@@ -197,6 +329,10 @@ void describe('reading Consul services back', () => {
     const reg = instanceRegistration(entry('10.0.0.12'), context);
     const { record, checks } = stored(reg);
     assert.equal(differsFromRegistration(record, checks, reg), false);
+  });
+
+  void it('a healthy endpoint reads back without a health key at all', () => {
+    assert.equal(Object.hasOwn(roundTrip(entry('10.0.0.12'))?.endpoint ?? {}, 'health'), false);
   });
 
   const edits: [
@@ -221,7 +357,11 @@ void describe('reading Consul services back', () => {
     const reg = instanceRegistration(entry('10.0.0.12'), context);
     const { record, checks } = stored(reg);
     assert.equal(
-      differsFromRegistration(record, [...checks, { CheckID: 'ops-http', ServiceID: reg.ID, Status: 'passing', Type: 'http' }], reg),
+      differsFromRegistration(
+        record,
+        [...checks, { CheckID: 'ops-http', ServiceID: reg.ID, Status: 'passing', Type: 'http', Output: 'HTTP GET /: 200 OK' }],
+        reg,
+      ),
       false,
     );
   });

@@ -32,4 +32,10 @@ void describe('Consul registry options', () => {
     await registry.close();
     await assert.rejects(registry.records({ registryNamespace: 'prod', service: 'user' }), /closed/);
   });
+
+  void it('declares that it marks endpoints failing their health check instead of dropping them', async () => {
+    const registry = new ConsulRegistry(base);
+    assert.equal(registry.marksUnhealthy, true);
+    await registry.close();
+  });
 });

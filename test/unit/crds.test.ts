@@ -16,9 +16,14 @@ import {
   ConditionReason,
   ENDPOINT_COUNTS_FIELDS,
   ETCD_REGISTRY_FIELDS,
+  ENDPOINT_HEALTH_SUMMARY_FIELDS,
   ETCD_VALUE_FORMATS,
   FINALIZER,
   GROUP,
+  GRPC_HEALTH_CHECK_FIELDS,
+  HEALTH_CHECK_FIELDS,
+  HTTP_HEALTH_CHECK_FIELDS,
+  HTTP_HEALTH_CHECK_SCHEMES,
   LABEL_SELECTOR_FIELDS,
   LABEL_SELECTOR_OPERATORS,
   LABEL_SELECTOR_REQUIREMENT_FIELDS,
@@ -39,11 +44,15 @@ import {
   SERVICE_INSTANCE_STATUS_FIELDS,
   STATIC_ENDPOINT_FIELDS,
   ServiceInstanceConditionType,
+  TCP_HEALTH_CHECK_FIELDS,
+  UNHEALTHY_ENDPOINT_FIELDS,
   VERSION,
   type FieldPresence,
   type RegistrySpec,
   type ServiceInstanceSpec,
 } from '../../src/api/v1alpha1/types.ts';
+import { healthCheckDefaults, InvalidHealthCheckError, withDefaults as withHealthCheckDefaults } from '../../src/health/types.ts';
+import { HEALTH_OUTPUT_MAX } from '../../src/registry/types.ts';
 import { VALIDATION_MESSAGES, validateRegistrySpec, validateServiceInstanceSpec } from '../support/crd-rules.ts';
 import { ADMISSION_CASES } from '../fixtures/admission-cases.ts';
 
@@ -58,6 +67,8 @@ interface Schema {
   readonly enum?: readonly unknown[];
   readonly default?: unknown;
   readonly pattern?: string;
+  readonly minimum?: number;
+  readonly maximum?: number;
   readonly maxLength?: number;
   readonly maxItems?: number;
   readonly maxProperties?: number;
@@ -70,6 +81,7 @@ interface PrinterColumn {
   readonly type: string;
   readonly jsonPath: string;
   readonly description?: string;
+  readonly priority?: number;
 }
 
 interface Crd {
@@ -188,12 +200,13 @@ for (const { label, crd } of CRDS) {
 
 const PRINTER_COLUMN_CASES = [
   {
-    name: 'kubectl get serviceinstances prints SERVICE, READY as ready/total, REGISTERED and AGE',
+    name: 'kubectl get serviceinstances prints SERVICE, READY as ready/total, REGISTERED and AGE, and HEALTHY with -o wide',
     crd: SERVICE_INSTANCE_CRD,
     want: [
       { name: 'Service', type: 'string', jsonPath: '.spec.service' },
       { name: 'Ready', type: 'string', jsonPath: '.status.readyRatio' },
       { name: 'Registered', type: 'integer', jsonPath: '.status.endpoints.registered' },
+      { name: 'Healthy', type: 'integer', jsonPath: '.status.health.healthy', priority: 1 },
       { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
     ],
   },
@@ -214,7 +227,7 @@ for (const { name, crd, want } of PRINTER_COLUMN_CASES) {
   test(name, () => {
     const columns = crd.spec.versions[0]?.additionalPrinterColumns ?? [];
     assert.deepEqual(
-      columns.map(({ name, type, jsonPath }) => ({ name, type, jsonPath })),
+      columns.map(({ name, type, jsonPath, priority }) => ({ name, type, jsonPath, ...(priority === undefined ? {} : { priority }) })),
       want,
     );
   });
@@ -257,10 +270,31 @@ const FIELD_TABLE_CASES: readonly { name: string; crd: Crd; path: string; table:
     table: LABEL_SELECTOR_REQUIREMENT_FIELDS,
   },
   { name: 'ServiceInstance spec.endpoints[]', crd: SERVICE_INSTANCE_CRD, path: 'spec.endpoints[]', table: STATIC_ENDPOINT_FIELDS },
+  { name: 'ServiceInstance spec.healthCheck', crd: SERVICE_INSTANCE_CRD, path: 'spec.healthCheck', table: HEALTH_CHECK_FIELDS },
+  {
+    name: 'ServiceInstance spec.healthCheck.http',
+    crd: SERVICE_INSTANCE_CRD,
+    path: 'spec.healthCheck.http',
+    table: HTTP_HEALTH_CHECK_FIELDS,
+  },
+  { name: 'ServiceInstance spec.healthCheck.tcp', crd: SERVICE_INSTANCE_CRD, path: 'spec.healthCheck.tcp', table: TCP_HEALTH_CHECK_FIELDS },
+  {
+    name: 'ServiceInstance spec.healthCheck.grpc',
+    crd: SERVICE_INSTANCE_CRD,
+    path: 'spec.healthCheck.grpc',
+    table: GRPC_HEALTH_CHECK_FIELDS,
+  },
   { name: 'ServiceInstance status', crd: SERVICE_INSTANCE_CRD, path: 'status', table: SERVICE_INSTANCE_STATUS_FIELDS },
   { name: 'ServiceInstance status.conditions[]', crd: SERVICE_INSTANCE_CRD, path: 'status.conditions[]', table: CONDITION_FIELDS },
   { name: 'ServiceInstance status.endpoints', crd: SERVICE_INSTANCE_CRD, path: 'status.endpoints', table: ENDPOINT_COUNTS_FIELDS },
   { name: 'ServiceInstance status.registrations[]', crd: SERVICE_INSTANCE_CRD, path: 'status.registrations[]', table: REGISTRATION_FIELDS },
+  { name: 'ServiceInstance status.health', crd: SERVICE_INSTANCE_CRD, path: 'status.health', table: ENDPOINT_HEALTH_SUMMARY_FIELDS },
+  {
+    name: 'ServiceInstance status.health.unhealthyEndpoints[]',
+    crd: SERVICE_INSTANCE_CRD,
+    path: 'status.health.unhealthyEndpoints[]',
+    table: UNHEALTHY_ENDPOINT_FIELDS,
+  },
   { name: 'Registry spec', crd: REGISTRY_CRD, path: 'spec', table: REGISTRY_SPEC_FIELDS },
   { name: 'Registry spec.namespaceSelector', crd: REGISTRY_CRD, path: 'spec.namespaceSelector', table: LABEL_SELECTOR_FIELDS },
   {
@@ -302,6 +336,12 @@ const ENUM_CASES: readonly { name: string; crd: Crd; path: string; values: reado
   { name: 'Registry spec.type', crd: REGISTRY_CRD, path: 'spec.type', values: REGISTRY_TYPES },
   { name: 'Registry spec.policy', crd: REGISTRY_CRD, path: 'spec.policy', values: REGISTRY_POLICIES },
   { name: 'Registry spec.etcd.format', crd: REGISTRY_CRD, path: 'spec.etcd.format', values: ETCD_VALUE_FORMATS },
+  {
+    name: 'ServiceInstance spec.healthCheck.http.scheme',
+    crd: SERVICE_INSTANCE_CRD,
+    path: 'spec.healthCheck.http.scheme',
+    values: HTTP_HEALTH_CHECK_SCHEMES,
+  },
   {
     name: 'ServiceInstance selector operators',
     crd: SERVICE_INSTANCE_CRD,
@@ -355,6 +395,40 @@ test('the schema defaults are the documented ones', () => {
   );
 });
 
+test('the health check defaults are the documented ones, and the same as the prober’s own', () => {
+  const at = (field: string): unknown => nodeAt(rootSchema(SERVICE_INSTANCE_CRD), `spec.healthCheck.${field}`).default;
+  const documented = { intervalSeconds: 10, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1, panicThresholdPercent: 50 };
+  const timing = Object.keys(documented) as (keyof typeof documented)[];
+  assert.deepEqual(Object.fromEntries(timing.map((field) => [field, at(field)])), documented, 'schema defaults');
+  assert.deepEqual(Object.fromEntries(timing.map((field) => [field, healthCheckDefaults[field]])), documented, 'withDefaults() defaults');
+  assert.equal(at('http.scheme'), 'http');
+  assert.equal(at('grpc.service'), '');
+  assert.equal(at('http.expectedStatuses'), undefined, 'absent means 200-399, applied by the prober, not stored');
+});
+
+const HEALTH_CHECK_TIMING_FIELDS = [
+  'intervalSeconds',
+  'timeoutSeconds',
+  'failureThreshold',
+  'successThreshold',
+  'panicThresholdPercent',
+] as const;
+
+for (const field of HEALTH_CHECK_TIMING_FIELDS) {
+  test(`the prober accepts every spec.healthCheck.${field} that admission accepts, and both refuse one below the minimum`, () => {
+    const { minimum, maximum } = nodeAt(rootSchema(SERVICE_INSTANCE_CRD), `spec.healthCheck.${field}`);
+    assert.ok(minimum !== undefined && maximum !== undefined, 'bounded both ways');
+    // The largest interval, so that timeoutSeconds <= intervalSeconds holds at either bound.
+    const spec = (value: number) => ({ tcp: {}, intervalSeconds: 3600, [field]: value });
+    for (const value of [minimum, maximum]) assert.doesNotThrow(() => withHealthCheckDefaults(spec(value)), `${field} ${value}`);
+    assert.throws(() => withHealthCheckDefaults(spec(minimum - 1)), InvalidHealthCheckError);
+  });
+}
+
+test('status.health lastFailure holds a whole probe output, as the registries get it', () => {
+  assert.equal(nodeAt(rootSchema(SERVICE_INSTANCE_CRD), 'status.health.unhealthyEndpoints[].lastFailure').maxLength, HEALTH_OUTPUT_MAX);
+});
+
 test('condition types and reasons fit the CRDs’ metav1.Condition patterns', () => {
   for (const { crd } of CRDS) {
     const typePattern = new RegExp(nodeAt(rootSchema(crd), 'status.conditions[].type').pattern ?? '');
@@ -365,9 +439,43 @@ test('condition types and reasons fit the CRDs’ metav1.Condition patterns', ()
   }
 });
 
+/**
+ * The CEL messages of spec.healthCheck, word for word. The rules model (test/support/crd-rules.ts)
+ * does not check health checks yet, so they are pinned here; the admission test
+ * (test/integration/health-check-admission.test.ts) checks the rules themselves on the apiserver.
+ */
+const HEALTH_CHECK_MESSAGES = {
+  staticOnly:
+    'spec.healthCheck is only for static endpoints (spec.endpoints): pods chosen by spec.selector are judged by their own readiness probes, so remove healthCheck or list the endpoints',
+  exactlyOneKind: 'spec.healthCheck must set exactly one of http, tcp or grpc',
+  timeoutWithinInterval:
+    'spec.healthCheck.timeoutSeconds must not be greater than intervalSeconds: a probe must be over before the next one starts',
+  insecureSkipVerify:
+    "spec.healthCheck.http.insecureSkipVerify may be true only with scheme https: it turns off the check of the server's TLS certificate",
+  path: "spec.healthCheck.http.path must start with '/' and contain no whitespace, e.g. /healthz",
+  headerName:
+    "spec.healthCheck.http.headers names must be HTTP header names of at most 256 letters, digits and !#$%&'*+-.^_`|~ (no spaces or ':'), e.g. X-Probe",
+  headerValue: 'spec.healthCheck.http.headers values must not contain line breaks (CR or LF)',
+  expectedStatus:
+    'each spec.healthCheck.http.expectedStatuses item must be a status code from 100 to 599 (204 or "204") or an ascending range within 100-599 such as "200-399"',
+  expectedJSONKey:
+    'spec.healthCheck.http.expectedJSON keys must be dotted JSON paths of at most 256 characters with no empty step, e.g. deps.redis',
+} as const;
+
+test('every health check message belongs to a CEL rule of the ServiceInstance CRD', () => {
+  const used = new Set<string>();
+  walk(rootSchema(SERVICE_INSTANCE_CRD), '', (node) => {
+    for (const { message } of node['x-kubernetes-validations'] ?? []) if (message !== undefined) used.add(message);
+  });
+  assert.deepEqual(
+    Object.values(HEALTH_CHECK_MESSAGES).filter((m) => !used.has(m)),
+    [],
+  );
+});
+
 for (const { label, crd } of CRDS) {
   test(`every ${label} CEL rule says in words what is wrong, in the same words as the rules model`, () => {
-    const known = new Set<string>(Object.values(VALIDATION_MESSAGES));
+    const known = new Set<string>([...Object.values(VALIDATION_MESSAGES), ...Object.values(HEALTH_CHECK_MESSAGES)]);
     walk(rootSchema(crd), '', (node, path) => {
       for (const { rule, message } of node['x-kubernetes-validations'] ?? []) {
         assert.ok(message !== undefined && message.trim() !== '', `${path}: rule ${rule} has a message`);

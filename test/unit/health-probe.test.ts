@@ -161,27 +161,27 @@ describe('HTTP probe', () => {
 
   it('passes the business check when every expected body field matches', async () => {
     answer = json(200, { db: 'ok', deps: { redis: 'ok' }, replicas: 3 });
-    const result = await probeWith({ http: { path: '/healthz', expectBody: { db: 'ok', 'deps.redis': 'ok', replicas: '3' } } });
+    const result = await probeWith({ http: { path: '/healthz', expectedJSON: { db: 'ok', 'deps.redis': 'ok', replicas: '3' } } });
     assert.equal(result.healthy, true, result.message);
   });
 
   it('fails the business check naming the field, its value and the wanted value', async () => {
     answer = json(200, { db: 'ok', redis: 'timeout' });
-    const result = await probeWith({ http: { path: '/healthz', expectBody: { db: 'ok', redis: 'ok' } } });
+    const result = await probeWith({ http: { path: '/healthz', expectedJSON: { db: 'ok', redis: 'ok' } } });
     assert.equal(result.healthy, false);
     assert.equal(result.message, 'redis is "timeout", want "ok"');
   });
 
   it('follows dotted paths into nested objects and names the full path when it fails', async () => {
     answer = json(200, { deps: { redis: { state: 'degraded' } } });
-    const result = await probeWith({ http: { path: '/healthz', expectBody: { 'deps.redis.state': 'ok', 'deps.kafka': 'ok' } } });
+    const result = await probeWith({ http: { path: '/healthz', expectedJSON: { 'deps.redis.state': 'ok', 'deps.kafka': 'ok' } } });
     assert.equal(result.healthy, false);
     assert.equal(result.message, 'deps.redis.state is "degraded", want "ok"; deps.kafka is missing, want "ok"');
   });
 
   it('fails the business check when the body is not JSON', async () => {
     answer = (_request, response) => response.end('all good');
-    const result = await probeWith({ http: { path: '/healthz', expectBody: { db: 'ok' } } });
+    const result = await probeWith({ http: { path: '/healthz', expectedJSON: { db: 'ok' } } });
     assert.equal(result.healthy, false);
     assert.match(result.message, /^body is not JSON/);
   });
@@ -191,12 +191,14 @@ describe('HTTP probe', () => {
     const result = await probeWith({ http: { path: '/hang' } });
     assert.equal(result.healthy, false);
     assert.equal(result.message, `timed out after ${timeoutMs} ms without an answer`);
+    assert.equal(result.timedOut, true);
   });
 
   it('is unhealthy with the connection error when nothing listens on the port', async () => {
     const result = await probeWith({ http: { path: '/healthz' } }, closedPort);
     assert.equal(result.healthy, false);
     assert.match(result.message, /ECONNREFUSED/);
+    assert.equal(result.timedOut, false);
   });
 
   it('never follows a redirect to another host and judges the 3xx itself', async () => {
@@ -254,7 +256,10 @@ describe('HTTPS probe', () => {
   });
 
   it('accepts a self-signed certificate with insecureSkipVerify', async () => {
-    const result = await probeWith({ http: { path: '/', scheme: 'https', insecureSkipVerify: true, expectBody: { db: 'ok' } } }, httpsPort);
+    const result = await probeWith(
+      { http: { path: '/', scheme: 'https', insecureSkipVerify: true, expectedJSON: { db: 'ok' } } },
+      httpsPort,
+    );
     assert.equal(result.healthy, true, result.message);
   });
 });

@@ -145,7 +145,28 @@ describe('selectRegistered', () => {
     },
     {
       name: 'when fewer than the threshold percentage are healthy all are kept, unknown ones included',
+      states: statesOf('healthy', 'unhealthy', 'unhealthy', 'unhealthy'),
+      panicThresholdPercent: 50,
+      want: ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'],
+      panic: true,
+    },
+    {
+      name: 'an endpoint not judged yet counts as not failing: two of four failing is not below 50 %',
       states: statesOf('healthy', 'unhealthy', 'unhealthy', 'unknown'),
+      panicThresholdPercent: 50,
+      want: ['10.0.0.1'],
+      panic: false,
+    },
+    {
+      name: 'a first verdict that is a failure, while the rest are not probed yet (a restart), is not panic',
+      states: statesOf('unhealthy', 'unknown', 'unknown', 'unknown'),
+      panicThresholdPercent: 50,
+      want: [],
+      panic: false,
+    },
+    {
+      name: 'three of four failing is panic even while the fourth is not probed yet',
+      states: statesOf('unhealthy', 'unhealthy', 'unhealthy', 'unknown'),
       panicThresholdPercent: 50,
       want: ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'],
       panic: true,
@@ -232,7 +253,7 @@ describe('withDefaults', () => {
         { min: 204, max: 204 },
         { min: 300, max: 302 },
       ],
-      expectBody: {},
+      expectedJSON: {},
     });
     const defaults = withDefaults({ http: { path: '/' } }).probe;
     assert.deepEqual(defaults.kind === 'http' && defaults.expectedStatuses, [{ min: 200, max: 399 }]);

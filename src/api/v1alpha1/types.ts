@@ -50,6 +50,8 @@ export const ServiceInstanceConditionType = {
   Ready: 'Ready',
   /** The operator holds entries for this service in every target registry. */
   Registered: 'Registered',
+  /** Every static endpoint passes spec.healthCheck; set only when a health check is configured. */
+  EndpointsHealthy: 'EndpointsHealthy',
 } as const;
 /** A condition type of a ServiceInstance. */
 export type ServiceInstanceConditionType = (typeof ServiceInstanceConditionType)[keyof typeof ServiceInstanceConditionType];
@@ -87,6 +89,14 @@ export const ConditionReason = {
   InvalidEndpoints: 'InvalidEndpoints',
   /** ServiceInstance: the finalizer is removing the entries before the object goes. */
   Deregistering: 'Deregistering',
+  /** ServiceInstance (EndpointsHealthy): every probed endpoint passes its health check. */
+  AllHealthy: 'AllHealthy',
+  /** ServiceInstance (EndpointsHealthy): some endpoints fail their health check and are withdrawn or marked critical. */
+  SomeUnhealthy: 'SomeUnhealthy',
+  /** ServiceInstance (EndpointsHealthy): too few endpoints are healthy, so panic mode keeps every endpoint registered. */
+  PanicThreshold: 'PanicThreshold',
+  /** ServiceInstance (EndpointsHealthy): endpoints have not been probed enough to be judged yet. */
+  AwaitingProbes: 'AwaitingProbes',
   /** Both: the registry is in dry-run mode, so changes are reported but not written. */
   DryRun: 'DryRun',
   /** Both: the spec passed admission but cannot be used (e.g. a Registry whose block does not match its type). */
@@ -163,6 +173,74 @@ export interface StaticEndpoint {
   readonly tags?: Readonly<Record<string, string>>;
 }
 
+/** URL schemes of an HTTP health check. */
+export const HTTP_HEALTH_CHECK_SCHEMES = ['http', 'https'] as const;
+/** URL scheme of an HTTP health check. */
+export type HttpHealthCheckScheme = (typeof HTTP_HEALTH_CHECK_SCHEMES)[number];
+
+/** An HTTP(S) GET against the endpoint's own address (spec.healthCheck.http). */
+export interface HttpHealthCheck {
+  /** Request path, starting with `/`, e.g. `/healthz`; may carry a query string. */
+  readonly path: string;
+  /** Port to probe, 1-65535; absent means the endpoint's own port. */
+  readonly port?: number;
+  /** Defaulted to http. */
+  readonly scheme: HttpHealthCheckScheme;
+  /** With https only: accept any server certificate (self-signed, wrong name). Absent means false. */
+  readonly insecureSkipVerify?: boolean;
+  /** Extra request headers (HTTP token names, at most 16), e.g. `{ 'X-Probe': '1' }`. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * Status codes that count as healthy: codes (100-599, as numbers or strings) or ascending
+   * `"200-399"`-style ranges. Absent or empty means 200-399. Redirects are never followed.
+   */
+  readonly expectedStatuses?: readonly (number | string)[];
+  /**
+   * Business check: dotted JSON path in the response body → required value, compared as a string,
+   * e.g. `{ db: 'ok', 'deps.redis': 'ok' }`. When set, the body must be JSON with every field equal.
+   */
+  readonly expectedJSON?: Readonly<Record<string, string>>;
+}
+
+/** A TCP connect to the endpoint's own address: healthy when the connection is accepted (spec.healthCheck.tcp). */
+export interface TcpHealthCheck {
+  /** Port to connect to, 1-65535; absent means the endpoint's own port. */
+  readonly port?: number;
+}
+
+/** A call to the standard `grpc.health.v1.Health/Check` at the endpoint's own address, over plaintext (spec.healthCheck.grpc). */
+export interface GrpcHealthCheck {
+  /** Port to call, 1-65535; absent means the endpoint's own port. */
+  readonly port?: number;
+  /** Service name sent in HealthCheckRequest; defaulted to `""`, the server's overall health. */
+  readonly service: string;
+}
+
+/**
+ * Active health checks of static endpoints (spec.healthCheck; never with spec.selector). Exactly
+ * one of `http`, `tcp` and `grpc` is set. The timing fields mean what they mean in Kubernetes
+ * probes (`intervalSeconds` is a probe's `periodSeconds`). src/health/types.ts applies the same
+ * defaults again for callers that build a HealthCheck by hand.
+ */
+export interface HealthCheck {
+  readonly http?: HttpHealthCheck;
+  readonly tcp?: TcpHealthCheck;
+  readonly grpc?: GrpcHealthCheck;
+  /** Seconds between two probes of one endpoint, 1-3600; defaulted to 10. */
+  readonly intervalSeconds: number;
+  /** Seconds after which a probe counts as failed, at least 1 and at most intervalSeconds; defaulted to 1. */
+  readonly timeoutSeconds: number;
+  /** Consecutive failures that take an endpoint out of rotation, 1-100; defaulted to 3. */
+  readonly failureThreshold: number;
+  /** Consecutive successes that put an endpoint (back) into rotation, 1-100; defaulted to 1. */
+  readonly successThreshold: number;
+  /**
+   * Below this percentage of healthy endpoints among those with a verdict, every endpoint stays
+   * registered (fail open); 0-100, 0 disables panic mode; defaulted to 50.
+   */
+  readonly panicThresholdPercent: number;
+}
+
 /** What a ServiceInstance publishes. Exactly one of `selector` and `endpoints` is set. */
 export interface ServiceInstanceSpec {
   /** Name in the registries: a DNS-1123 label. */
@@ -173,6 +251,8 @@ export interface ServiceInstanceSpec {
   readonly selector?: LabelSelector;
   /** Static endpoints, registered as given. */
   readonly endpoints?: readonly StaticEndpoint[];
+  /** Active health checks of the static endpoints; only with `endpoints`. */
+  readonly healthCheck?: HealthCheck;
   /** Container port number or name (selector), or the default port of static endpoints (a number). */
   readonly port?: number | string;
   /** Copied onto every entry. */
@@ -214,6 +294,30 @@ export interface Registration {
   readonly message?: string;
 }
 
+/** A static endpoint that fails its health check (status.health.unhealthyEndpoints[]). */
+export interface UnhealthyEndpoint {
+  readonly address: string;
+  readonly port: number;
+  /** Output of the latest failed probe, e.g. `status 503, want 200-399`; at most 256 characters. */
+  readonly lastFailure: string;
+  /** RFC 3339 time since when the endpoint has been unhealthy. */
+  readonly since: string;
+}
+
+/** Health of the static endpoints under spec.healthCheck (status.health). */
+export interface EndpointHealthSummary {
+  /** Endpoints whose verdict is healthy. */
+  readonly healthy: number;
+  /** Endpoints whose verdict is unhealthy. */
+  readonly unhealthy: number;
+  /** Endpoints without a verdict yet (not probed often enough). */
+  readonly unknown: number;
+  /** True while panic mode keeps every endpoint registered. */
+  readonly panic: boolean;
+  /** Some of the unhealthy endpoints and why, at most 10. */
+  readonly unhealthyEndpoints?: readonly UnhealthyEndpoint[];
+}
+
 /** Status of a ServiceInstance, written by the operator only. */
 export interface ServiceInstanceStatus {
   readonly observedGeneration?: number;
@@ -222,6 +326,8 @@ export interface ServiceInstanceStatus {
   readonly readyRatio?: string;
   readonly endpoints?: EndpointCounts;
   readonly registrations?: readonly Registration[];
+  /** Present only when spec.healthCheck is set. */
+  readonly health?: EndpointHealthSummary;
 }
 
 /** A ServiceInstance as read from the apiserver. */
@@ -353,6 +459,7 @@ export const SERVICE_INSTANCE_SPEC_FIELDS = {
   registries: 'optional',
   selector: 'optional',
   endpoints: 'optional',
+  healthCheck: 'optional',
   port: 'optional',
   tags: 'optional',
   weight: 'defaulted',
@@ -366,6 +473,40 @@ export const STATIC_ENDPOINT_FIELDS = {
   weight: 'optional',
   tags: 'optional',
 } as const satisfies FieldTable<StaticEndpoint>;
+
+/** Presence of each field of spec.healthCheck. */
+export const HEALTH_CHECK_FIELDS = {
+  http: 'optional',
+  tcp: 'optional',
+  grpc: 'optional',
+  intervalSeconds: 'defaulted',
+  timeoutSeconds: 'defaulted',
+  failureThreshold: 'defaulted',
+  successThreshold: 'defaulted',
+  panicThresholdPercent: 'defaulted',
+} as const satisfies FieldTable<HealthCheck>;
+
+/** Presence of each field of spec.healthCheck.http. */
+export const HTTP_HEALTH_CHECK_FIELDS = {
+  path: 'required',
+  port: 'optional',
+  scheme: 'defaulted',
+  insecureSkipVerify: 'optional',
+  headers: 'optional',
+  expectedStatuses: 'optional',
+  expectedJSON: 'optional',
+} as const satisfies FieldTable<HttpHealthCheck>;
+
+/** Presence of each field of spec.healthCheck.tcp. */
+export const TCP_HEALTH_CHECK_FIELDS = {
+  port: 'optional',
+} as const satisfies FieldTable<TcpHealthCheck>;
+
+/** Presence of each field of spec.healthCheck.grpc. */
+export const GRPC_HEALTH_CHECK_FIELDS = {
+  port: 'optional',
+  service: 'defaulted',
+} as const satisfies FieldTable<GrpcHealthCheck>;
 
 /** Presence of each field of a label selector (spec.selector, spec.namespaceSelector). */
 export const LABEL_SELECTOR_FIELDS = {
@@ -387,7 +528,25 @@ export const SERVICE_INSTANCE_STATUS_FIELDS = {
   readyRatio: 'optional',
   endpoints: 'optional',
   registrations: 'optional',
+  health: 'optional',
 } as const satisfies FieldTable<ServiceInstanceStatus>;
+
+/** Presence of each field of status.health. */
+export const ENDPOINT_HEALTH_SUMMARY_FIELDS = {
+  healthy: 'required',
+  unhealthy: 'required',
+  unknown: 'required',
+  panic: 'required',
+  unhealthyEndpoints: 'optional',
+} as const satisfies FieldTable<EndpointHealthSummary>;
+
+/** Presence of each field of status.health.unhealthyEndpoints[]. */
+export const UNHEALTHY_ENDPOINT_FIELDS = {
+  address: 'required',
+  port: 'required',
+  lastFailure: 'required',
+  since: 'required',
+} as const satisfies FieldTable<UnhealthyEndpoint>;
 
 /** Presence of each field of status.endpoints. */
 export const ENDPOINT_COUNTS_FIELDS = {

@@ -47,6 +47,8 @@ export interface AgentCheckRecord {
   readonly Status: string;
   /** `ttl`, `alias`, `http`, ...; empty for checks Consul itself manages. */
   readonly Type: string;
+  /** The agent's current output of the check (which it syncs to the catalog lazily, see updateTtl). */
+  readonly Output: string;
 }
 
 /** A check in a service registration. */
@@ -90,6 +92,12 @@ export interface ConsulAgentClient {
   deregister(serviceId: string, namespace: string): Promise<boolean>;
   /** Passes a TTL check; a check the agent does not know is a {@link ConsulHttpError} with status 404. */
   passTtl(checkId: string, note: string, namespace: string): Promise<void>;
+  /**
+   * Sets a TTL check's status and output (`PUT /v1/agent/check/update/<checkId>`). The agent shows
+   * them at once; the catalog gets a new status at once but, when the status stays the same, the new
+   * output only with the next registration or within the agent's check_update_interval.
+   */
+  updateTtl(checkId: string, status: 'passing' | 'warning' | 'critical', output: string, namespace: string): Promise<void>;
 }
 
 /**
@@ -150,7 +158,13 @@ function toService(value: unknown): AgentServiceRecord {
 
 function toCheck(value: unknown): AgentCheckRecord {
   const c = asRecord(value);
-  return { CheckID: asString(c['CheckID']), ServiceID: asString(c['ServiceID']), Status: asString(c['Status']), Type: asString(c['Type']) };
+  return {
+    CheckID: asString(c['CheckID']),
+    ServiceID: asString(c['ServiceID']),
+    Status: asString(c['Status']),
+    Type: asString(c['Type']),
+    Output: asString(c['Output']),
+  };
 }
 
 /** Creates a {@link ConsulAgentClient} talking to `options.address`. */
@@ -239,6 +253,9 @@ export function createConsulAgentClient(options: ConsulClientOptions): ConsulAge
     },
     async passTtl(checkId, note, namespace) {
       await call('PUT', `/v1/agent/check/pass/${seg(checkId)}`, { note, ns: namespace });
+    },
+    async updateTtl(checkId, status, output, namespace) {
+      await call('PUT', `/v1/agent/check/update/${seg(checkId)}`, { ns: namespace }, { Status: status, Output: output });
     },
   };
 }

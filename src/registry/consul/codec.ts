@@ -7,11 +7,16 @@
  * 512 bytes. Tags and metadata maps are therefore stored as JSON (split over several keys when
  * long), which round-trips any key; metadata keys that are valid Meta keys are also copied as plain
  * pairs so consumers can filter on `Service.Meta.<key>`.
+ *
+ * An endpoint that fails its active health check (Endpoint.health) stays registered with one more
+ * check, held critical with the probe's output, and the mark in Meta (`kr-health`,
+ * `kr-health-output`), which is what reading it back goes by.
  */
 import { createHash } from 'node:crypto';
 
 import { UNKNOWN_OWNER } from '../owner.ts';
-import type { Owner, RegistryEntry } from '../types.ts';
+import { HEALTH_OUTPUT_MAX } from '../types.ts';
+import type { EndpointHealthMark, Owner, RegistryEntry } from '../types.ts';
 import type { AgentCheckRecord, AgentServiceRecord, CheckDefinition, ServiceRegistration } from './client.ts';
 
 /** Meta keys kube-registrar writes. The `kr-` prefix keeps them apart from users' metadata. */
@@ -34,6 +39,13 @@ export const META = {
   role: 'kr-role',
   /** Heartbeat services only: TTL of the heartbeat check in seconds. */
   ttl: 'kr-ttl',
+  /** Instances failing their active health check only: `critical`. */
+  health: 'kr-health',
+  /**
+   * With {@link META.health}: the probe's output, split at character boundaries over
+   * `kr-health-output`, `kr-health-output-1` when its UTF-8 form is longer than a Meta value may be.
+   */
+  healthOutput: 'kr-health-output',
 } as const;
 
 /** Prefix of every Meta key kube-registrar owns; users' metadata keys with it are JSON-only. */
@@ -91,6 +103,17 @@ export function drainCheckId(serviceId: string): string {
   return `${serviceId}:weight-zero`;
 }
 
+/** Id of the check held critical, with the probe's output, while an instance fails its active health check. */
+export function healthCheckId(serviceId: string): string {
+  return `${serviceId}:health`;
+}
+
+/** Name of the check that marks an instance failing its active health check. */
+export const HEALTH_CHECK_NAME = 'kube-registrar health check';
+
+/** TTL of the checks held critical: ten years, so they never expire and get Consul's "TTL expired" output. */
+const HELD_CRITICAL_TTL = '87600h';
+
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -114,6 +137,28 @@ function chunked(key: string, value: string): [string, string][] {
     out.push([i === 0 ? key : `${key}-${i}`, value.slice(i * META_MAX_VALUE_BYTES, (i + 1) * META_MAX_VALUE_BYTES)]);
   }
   return out;
+}
+
+/**
+ * Like {@link chunked} for a value kept readable rather than escaped: each piece at most
+ * {@link META_MAX_VALUE_BYTES} bytes of UTF-8, cut between characters.
+ */
+function chunkedUtf8(key: string, value: string): [string, string][] {
+  const pieces: string[] = [];
+  let piece = '';
+  let bytes = 0;
+  for (const char of value) {
+    const size = byteLength(char);
+    if (bytes + size > META_MAX_VALUE_BYTES) {
+      pieces.push(piece);
+      piece = '';
+      bytes = 0;
+    }
+    piece += char;
+    bytes += size;
+  }
+  pieces.push(piece);
+  return pieces.map((p, i) => [i === 0 ? key : `${key}-${i}`, p]);
 }
 
 function unchunked(meta: Readonly<Record<string, string>>, key: string): string | undefined {
@@ -156,6 +201,30 @@ function isPlainMetaKey(key: string, value: string): boolean {
   );
 }
 
+/**
+ * The probe output as written to Consul: at most {@link HEALTH_OUTPUT_MAX} UTF-16 code units, never
+ * ending in half a surrogate pair. The source keeps outputs that short already; a longer one is cut
+ * here rather than refused, so the endpoint is still marked (and, differing from what reads back,
+ * written again on every resync).
+ */
+export function healthOutput(output: string): string {
+  if (output.length <= HEALTH_OUTPUT_MAX) return output;
+  const cut = output.slice(0, HEALTH_OUTPUT_MAX);
+  return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
+}
+
+/** The Meta pairs of a health mark; none for a healthy endpoint. */
+function healthMeta(health: EndpointHealthMark | undefined): [string, string][] {
+  if (health === undefined) return [];
+  return [[META.health, health.status], ...chunkedUtf8(META.healthOutput, healthOutput(health.output))];
+}
+
+/** The health mark Meta records, or undefined when it records none (or one this version does not know). */
+function healthFromMeta(meta: Readonly<Record<string, string>>): EndpointHealthMark | undefined {
+  if (meta[META.health] !== 'critical') return undefined;
+  return { status: 'critical', output: unchunked(meta, META.healthOutput) ?? '' };
+}
+
 /** How an instance's liveness is wired: which heartbeat it mirrors and when it is reaped. */
 export interface Liveness {
   readonly heartbeatServiceId: string;
@@ -183,6 +252,7 @@ export function instanceMeta(entry: RegistryEntry, liveness: Liveness): Record<s
     [META.deregisterAfter, String(liveness.deregisterAfterSeconds)],
     ...chunked(META.tags, asciiJson(endpoint.tags)),
     ...chunked(META.metadata, asciiJson(endpoint.metadata)),
+    ...healthMeta(endpoint.health),
   ];
   const where = `${entry.registryNamespace}/${endpoint.service}/${endpoint.instanceId}`;
   for (const [key, value] of fixed) {
@@ -230,6 +300,13 @@ export interface InstanceContext extends Liveness {
  * endpoint is registered with weight 1 and a check held critical: out of rotation for every
  * consumer of `?passing=true` and DNS, yet visible, and still owned.
  *
+ * An endpoint failing its active health check gets one more check held critical, named
+ * {@link healthCheckId}, whose Notes carry the probe output (its Output is set by the call
+ * {@link healthCheckUpdate} describes, since a registration cannot set it). Neither of these checks
+ * reaps the instance: only the alias check on the heartbeat does, once the operator is gone.
+ * Registering again with replace-existing-checks drops a check no longer in the body, so an
+ * endpoint that recovers turns passing with the same call.
+ *
  * @throws {ConsulEncodingError} when the entry does not fit into Consul's Meta limits.
  */
 export function instanceRegistration(entry: RegistryEntry, context: InstanceContext): ServiceRegistration {
@@ -254,7 +331,18 @@ export function instanceRegistration(entry: RegistryEntry, context: InstanceCont
       Name: 'kube-registrar weight 0',
       Notes: 'The endpoint has weight 0: out of rotation until its weight is raised.',
       // Never passed, so it stays critical; no DeregisterCriticalServiceAfter, so it is never reaped for it.
-      TTL: '87600h',
+      TTL: HELD_CRITICAL_TTL,
+      Status: 'critical',
+    });
+  }
+  if (endpoint.health !== undefined) {
+    checks.push({
+      CheckID: healthCheckId(id),
+      Name: HEALTH_CHECK_NAME,
+      Notes: healthOutput(endpoint.health.output),
+      // Held critical like the weight-0 check, and likewise never reaps: a failing endpoint stays
+      // listed (and owned) until it recovers or its ServiceInstance lets it go.
+      TTL: HELD_CRITICAL_TTL,
       Status: 'critical',
     });
   }
@@ -268,6 +356,23 @@ export function instanceRegistration(entry: RegistryEntry, context: InstanceCont
     Weights: { Passing: Math.max(1, endpoint.weight), Warning: 1 },
     Checks: checks,
   };
+}
+
+/** A TTL check's status and output, as `PUT /v1/agent/check/update/<checkId>` sets them. */
+export interface HealthCheckUpdate {
+  readonly checkId: string;
+  readonly status: 'critical';
+  readonly output: string;
+}
+
+/**
+ * The update that gives the health check of service `serviceId` the probe's output, or undefined
+ * for a healthy endpoint. Sent after every registration of a failing endpoint: registering keeps an
+ * existing check's status and output, so this is also what turns a check passed by hand critical again.
+ */
+export function healthCheckUpdate(serviceId: string, health: EndpointHealthMark | undefined): HealthCheckUpdate | undefined {
+  if (health === undefined) return undefined;
+  return { checkId: healthCheckId(serviceId), status: health.status, output: healthOutput(health.output) };
 }
 
 /** What a heartbeat registration needs. */
@@ -380,6 +485,7 @@ export function decodeService(record: AgentServiceRecord, scope: ReadContext, dr
   if (owner !== undefined && registryNamespace !== undefined && service !== undefined && instanceId !== undefined) {
     if (registryNamespace !== scope.registryNamespace || service !== scope.service) return undefined;
     if (record.ID === instanceServiceId(owner.clusterId, registryNamespace, service, instanceId)) {
+      const health = healthFromMeta(meta);
       const entry: RegistryEntry = {
         registryNamespace,
         k8sNamespace: meta[META.k8sNamespace] ?? owner.namespace,
@@ -394,6 +500,7 @@ export function decodeService(record: AgentServiceRecord, scope: ReadContext, dr
           tags: parseStringMap(unchunked(meta, META.tags)) ?? tagsFromList(record.Tags),
           metadata: parseStringMap(unchunked(meta, META.metadata)) ?? {},
           source: meta[META.source] ?? '',
+          ...(health !== undefined ? { health } : {}),
         },
       };
       return { entry, managed: true };
@@ -425,14 +532,17 @@ function sameMap(a: Readonly<Record<string, string>>, b: Readonly<Record<string,
 }
 
 /**
- * Whether the stored service differs from what registering `wanted` would write: another name,
- * tags, address, port, weights or Meta, or missing the alias check (or the weight-0 check).
- * Extra checks someone added by hand do not count.
+ * Whether the stored service differs from what registering `wanted` (and sending `healthUpdate`)
+ * would write: another name, tags, address, port, weights or Meta, missing the alias check (or the
+ * weight-0 or health check), a health check that is not critical with the wanted output (passed
+ * by hand, or its output never set because that call failed), or one left on a healthy endpoint.
+ * Other checks someone added by hand do not count.
  */
 export function differsFromRegistration(
   record: AgentServiceRecord,
   checks: readonly AgentCheckRecord[],
   wanted: ServiceRegistration,
+  healthUpdate?: HealthCheckUpdate,
 ): boolean {
   if (
     record.ID !== wanted.ID ||
@@ -445,6 +555,10 @@ export function differsFromRegistration(
     record.Tags.some((t, i) => t !== wanted.Tags[i]) ||
     !sameMap(record.Meta, wanted.Meta)
   ) {
+    return true;
+  }
+  const held = checks.find((c) => c.CheckID === healthCheckId(wanted.ID) && c.ServiceID === wanted.ID);
+  if (healthUpdate === undefined ? held !== undefined : held?.Status !== healthUpdate.status || held.Output !== healthUpdate.output) {
     return true;
   }
   return wanted.Checks.some(

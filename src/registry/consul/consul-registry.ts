@@ -30,6 +30,12 @@
  * always reach the same agent: a dedicated agent or a client agent, not a load balancer over
  * several servers.
  *
+ * Health marks. An endpoint failing its active health check (Endpoint.health) is not deregistered
+ * but registered with one more check, held critical with the probe's output (Notes at once, Output
+ * through a check update), and the mark in Meta, so it leaves `?passing=true` and DNS while the UI
+ * and API say why. That check never reaps the instance; only the alias check does, when the
+ * operator is gone. Registering it again without the mark drops the check: the instance passes.
+ *
  * Ownership lives in Meta (`kr-owner-cluster`, `kr-owner-namespace`, `kr-owner-name`, ...). Ids
  * contain a hash of the cluster id, so this backend can only ever write or deregister ids of its
  * own cluster; services of others (other clusters, VMs, people) are read and reported but never
@@ -98,6 +104,8 @@ export const DEFAULT_MAX_CONCURRENT_CALLS = 16;
 export const MIN_DEREGISTER_CRITICAL_AFTER_SECONDS = 60;
 /** Registry backend for Consul. See the module comment for liveness, batching and ownership. */
 export class ConsulRegistry implements Registry {
+  /** Failing endpoints stay registered, held critical with the probe's output (see the module comment). */
+  readonly marksUnhealthy = true;
   readonly #ctx: ConsulBackendContext;
   readonly #heartbeats: ConsulHeartbeats;
 

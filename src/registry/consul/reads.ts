@@ -1,11 +1,12 @@
 /**
  * Reads of the Consul backend, from the agent (authoritative for what it registered): the services
  * of a scope, with this cluster's services that differ from what would be written now marked
- * `needsRewrite`; and every instance of this cluster.
+ * `needsRewrite`; and every instance of this cluster. An instance marked critical by its health
+ * check reads back with that mark (from Meta) and counts as any other: it is neither dead nor foreign.
  */
 import type { RegistryEntry, Scope } from '../types.ts';
 import type { AgentCheckRecord, AgentServiceRecord } from './client.ts';
-import { decodeService, differsFromRegistration, drainCheckId, isHeartbeat, META } from './codec.ts';
+import { decodeService, differsFromRegistration, drainCheckId, healthCheckUpdate, isHeartbeat, META } from './codec.ts';
 import type { ConsulBackendContext } from './context.ts';
 import { ConsulRegistryError } from './errors.ts';
 import type { ConsulHeartbeats } from './heartbeats.ts';
@@ -100,7 +101,8 @@ function isStale(
 ): boolean {
   if (!state.present || !state.current) return true;
   try {
-    return differsFromRegistration(record, checks, ctx.naming.registration(state.heartbeatServiceId, entry));
+    const wanted = ctx.naming.registration(state.heartbeatServiceId, entry);
+    return differsFromRegistration(record, checks, wanted, healthCheckUpdate(wanted.ID, entry.endpoint.health));
   } catch {
     // Cannot be encoded any more (limits): let the plan try, and fail with the encoding error.
     return true;

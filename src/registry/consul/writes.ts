@@ -2,10 +2,12 @@
  * Writes of the Consul backend: changes applied as agent calls with bounded concurrency, each
  * retried on transient failures, in a fixed order: heartbeat, then registrations, then
  * deregistrations (make before break). A failed call does not stop the others; what landed stays,
- * and the error names what did not.
+ * and the error names what did not. An endpoint failing its health check takes two calls: its
+ * registration (already critical) and the update that gives its health check the probe's output.
  */
 import type { Changes, RegistryEntry } from '../types.ts';
 import type { ServiceRegistration } from './client.ts';
+import { healthCheckUpdate } from './codec.ts';
 import type { ConsulBackendContext } from './context.ts';
 import { ConsulRegistryError } from './errors.ts';
 import type { ConsulHeartbeats } from './heartbeats.ts';
@@ -80,20 +82,34 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
     maxConcurrentCalls,
     async (entry) => {
       let body: ServiceRegistration | undefined;
+      let step = 'registering';
       try {
         const state = namespaces.use(entry.registryNamespace);
         body = naming.registration(state.heartbeatServiceId, entry);
+        const update = healthCheckUpdate(body.ID, entry.endpoint.health);
         if (dryRun) {
           logger.info(
-            { dryRun: true, op: 'register', consulNamespace: state.consulNamespace, service: body },
+            {
+              dryRun: true,
+              op: 'register',
+              consulNamespace: state.consulNamespace,
+              service: body,
+              ...(update ? { healthCheck: update } : {}),
+            },
             'dry run: Consul registration skipped',
           );
           return;
         }
         const registration = body;
         await calls.call(() => calls.client.register(registration, state.consulNamespace));
+        if (update !== undefined) {
+          // Registering cannot set a check's output, and keeps the status and output of a check it
+          // registers again: this call sets both, so the output shows and a hand-passed check turns critical.
+          step = `setting the probe output on health check ${update.checkId} after registering`;
+          await calls.call(() => calls.client.updateTtl(update.checkId, update.status, update.output, state.consulNamespace));
+        }
       } catch (err: unknown) {
-        failures.push({ what: `registering ${place(entry)} as Consul service ${body?.Name ?? '?'} (ID ${naming.serviceId(entry)})`, err });
+        failures.push({ what: `${step} ${place(entry)} as Consul service ${body?.Name ?? '?'} (ID ${naming.serviceId(entry)})`, err });
       }
     },
   );

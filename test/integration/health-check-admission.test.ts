@@ -1,0 +1,289 @@
+/**
+ * spec.healthCheck at admission, on the bed's real kube-apiserver with the CRD from crds/: a valid
+ * health check is admitted with every default filled in, and each spec the prober could not use
+ * is refused with a message that says what is wrong. status.health as the operator writes it is
+ * accepted by the status subresource.
+ *
+ * Every spec and status is sent with server-side dry run: it passes defaulting, the schema and
+ * the CEL rules exactly as a real write would, but nothing is stored, so no operator running on the
+ * bed acts on it (the status test alone creates one object, for a moment, to have a status to
+ * write to). Strict field validation makes a field missing from the schema fail the valid cases
+ * instead of being pruned without a word.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
+import {
+  API_VERSION,
+  GROUP,
+  SERVICE_INSTANCE_KIND,
+  SERVICE_INSTANCE_PLURAL,
+  VERSION,
+  type EndpointHealthSummary,
+  type HealthCheck,
+  type ServiceInstance,
+} from '../../src/api/v1alpha1/types.ts';
+import { adminKubeConfig, uniqueSuffix } from '../support/env.ts';
+import { createNamespace, installCrds } from '../support/kube.ts';
+
+const sfx = uniqueSuffix();
+const namespace = `health-admission-${sfx}`;
+const ENDPOINTS = [{ address: '192.0.2.10', port: 8080 }];
+/** What the CRD fills in when the timing fields are left out. */
+const TIMING_DEFAULTS = { intervalSeconds: 10, timeoutSeconds: 1, failureThreshold: 3, successThreshold: 1, panicThresholdPercent: 50 };
+
+let kc: KubeConfig;
+
+/** Sends a ServiceInstance with server-side dry run; returns the object as it would be stored. */
+async function dryRunCreate(name: string, spec: Record<string, unknown>): Promise<ServiceInstance> {
+  return (await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    namespace,
+    plural: SERVICE_INSTANCE_PLURAL,
+    body: { apiVersion: API_VERSION, kind: SERVICE_INSTANCE_KIND, metadata: { name }, spec },
+    dryRun: 'All',
+    fieldValidation: 'Strict',
+  })) as ServiceInstance;
+}
+
+/** Merge-patches status.health of an existing ServiceInstance with server-side dry run; returns the result. */
+async function dryRunStatus(name: string, health: unknown): Promise<ServiceInstance> {
+  return (await kc
+    .makeApiClient(CustomObjectsApi)
+    .patchNamespacedCustomObjectStatus(
+      { group: GROUP, version: VERSION, namespace, plural: SERVICE_INSTANCE_PLURAL, name, body: { status: { health } }, dryRun: 'All' },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    )) as ServiceInstance;
+}
+
+/** The message of the apiserver's 422 Invalid answer to `send`; fails when it succeeds. */
+async function refusalOf(what: string, send: () => Promise<unknown>): Promise<string> {
+  try {
+    await send();
+  } catch (err: unknown) {
+    const { code, body } = err as { code?: number; body?: unknown };
+    if (code !== 422) throw err;
+    const text = typeof body === 'string' ? body : JSON.stringify(body);
+    try {
+      const { message } = JSON.parse(text) as { message?: unknown };
+      return typeof message === 'string' ? message : text;
+    } catch {
+      return text;
+    }
+  }
+  return assert.fail(`${what} was admitted`);
+}
+
+/** The message of the apiserver's 422 Invalid answer to a ServiceInstance; fails when it is admitted. */
+async function refusal(name: string, spec: Record<string, unknown>): Promise<string> {
+  return refusalOf(name, () => dryRunCreate(name, spec));
+}
+
+/** A spec with static endpoints and the given health check. */
+function withCheck(healthCheck: Record<string, unknown>): Record<string, unknown> {
+  return { service: 'checked', endpoints: ENDPOINTS, healthCheck };
+}
+
+const ADMITTED_CASES: readonly { name: string; spec: Record<string, unknown>; want: HealthCheck }[] = [
+  {
+    name: 'an http check with every optional field is admitted, with scheme http and the timing defaults filled in',
+    spec: withCheck({
+      http: {
+        path: '/healthz?full=1',
+        port: 8081,
+        headers: { 'X-Probe': '1', "Token!#$%&'*+-.^_`|~9": 'v' },
+        expectedStatuses: [200, '204', '200-399'],
+        expectedJSON: { db: 'ok', 'deps.redis': 'ok', 'replicas.0.state': 'up' },
+      },
+    }),
+    want: {
+      http: {
+        path: '/healthz?full=1',
+        port: 8081,
+        scheme: 'http',
+        headers: { 'X-Probe': '1', "Token!#$%&'*+-.^_`|~9": 'v' },
+        expectedStatuses: [200, '204', '200-399'],
+        expectedJSON: { db: 'ok', 'deps.redis': 'ok', 'replicas.0.state': 'up' },
+      },
+      ...TIMING_DEFAULTS,
+    },
+  },
+  {
+    name: 'an https check that skips certificate verification is admitted',
+    spec: withCheck({ http: { path: '/', scheme: 'https', insecureSkipVerify: true } }),
+    want: { http: { path: '/', scheme: 'https', insecureSkipVerify: true }, ...TIMING_DEFAULTS },
+  },
+  {
+    name: 'a tcp check without a port (the endpoint’s own) is admitted',
+    spec: withCheck({ tcp: {} }),
+    want: { tcp: {}, ...TIMING_DEFAULTS },
+  },
+  {
+    name: 'a grpc check without a service name asks for the server’s overall health ("")',
+    spec: withCheck({ grpc: { port: 9090 } }),
+    want: { grpc: { port: 9090, service: '' }, ...TIMING_DEFAULTS },
+  },
+  {
+    name: 'a timeout equal to the interval, the largest thresholds and panic mode off are admitted as written',
+    spec: withCheck({
+      tcp: { port: 5432 },
+      intervalSeconds: 3600,
+      timeoutSeconds: 3600,
+      failureThreshold: 100,
+      successThreshold: 100,
+      panicThresholdPercent: 0,
+    }),
+    want: {
+      tcp: { port: 5432 },
+      intervalSeconds: 3600,
+      timeoutSeconds: 3600,
+      failureThreshold: 100,
+      successThreshold: 100,
+      panicThresholdPercent: 0,
+    },
+  },
+];
+
+const REFUSED_CASES: readonly { name: string; spec: Record<string, unknown>; messageIncludes: string }[] = [
+  {
+    name: 'a health check on pods chosen by a selector is refused: kubelet readiness probes judge them',
+    spec: { service: 'checked', selector: { matchLabels: { app: 'user' } }, port: 8080, healthCheck: { tcp: {} } },
+    messageIncludes: 'spec.healthCheck is only for static endpoints (spec.endpoints)',
+  },
+  {
+    name: 'a health check with none of http, tcp and grpc is refused',
+    spec: withCheck({ intervalSeconds: 10 }),
+    messageIncludes: 'spec.healthCheck must set exactly one of http, tcp or grpc',
+  },
+  {
+    name: 'a health check with both http and tcp is refused',
+    spec: withCheck({ http: { path: '/healthz' }, tcp: {} }),
+    messageIncludes: 'spec.healthCheck must set exactly one of http, tcp or grpc',
+  },
+  {
+    name: 'a timeout longer than the interval is refused',
+    spec: withCheck({ tcp: {}, intervalSeconds: 5, timeoutSeconds: 6 }),
+    messageIncludes: 'spec.healthCheck.timeoutSeconds must not be greater than intervalSeconds',
+  },
+  {
+    name: 'a timeout longer than the default interval of 10 seconds is refused',
+    spec: withCheck({ tcp: {}, timeoutSeconds: 11 }),
+    messageIncludes: 'spec.healthCheck.timeoutSeconds must not be greater than intervalSeconds',
+  },
+  {
+    name: 'an interval of 0 seconds is refused',
+    spec: withCheck({ tcp: {}, intervalSeconds: 0 }),
+    messageIncludes: 'spec.healthCheck.intervalSeconds in body should be greater than or equal to 1',
+  },
+  {
+    name: 'insecureSkipVerify with the default scheme http is refused',
+    spec: withCheck({ http: { path: '/healthz', insecureSkipVerify: true } }),
+    messageIncludes: 'spec.healthCheck.http.insecureSkipVerify may be true only with scheme https',
+  },
+  {
+    name: 'a descending status range "399-200" is refused',
+    spec: withCheck({ http: { path: '/healthz', expectedStatuses: ['399-200'] } }),
+    messageIncludes: 'each spec.healthCheck.http.expectedStatuses item must be a status code from 100 to 599',
+  },
+  {
+    name: 'a status code of 700 is refused',
+    spec: withCheck({ http: { path: '/healthz', expectedStatuses: [200, 700] } }),
+    messageIncludes: 'each spec.healthCheck.http.expectedStatuses item must be a status code from 100 to 599',
+  },
+  {
+    name: 'a status class such as "2xx" is refused',
+    spec: withCheck({ http: { path: '/healthz', expectedStatuses: ['2xx'] } }),
+    messageIncludes: 'each spec.healthCheck.http.expectedStatuses item must be a status code from 100 to 599',
+  },
+  {
+    name: 'a path that does not start with "/" is refused',
+    spec: withCheck({ http: { path: 'healthz' } }),
+    messageIncludes: "spec.healthCheck.http.path must start with '/'",
+  },
+  {
+    name: 'a header name with a space is refused',
+    spec: withCheck({ http: { path: '/healthz', headers: { 'X Probe': '1' } } }),
+    messageIncludes: 'spec.healthCheck.http.headers names must be HTTP header names',
+  },
+  {
+    name: 'a header name with a colon is refused',
+    spec: withCheck({ http: { path: '/healthz', headers: { 'X-Probe:': '1' } } }),
+    messageIncludes: 'spec.healthCheck.http.headers names must be HTTP header names',
+  },
+  {
+    name: 'a header value with a line break (header injection) is refused',
+    spec: withCheck({ http: { path: '/healthz', headers: { 'X-Probe': '1\r\nX-Other: 2' } } }),
+    messageIncludes: 'spec.healthCheck.http.headers values must not contain line breaks',
+  },
+  {
+    name: 'an expectedJSON path with an empty step is refused',
+    spec: withCheck({ http: { path: '/healthz', expectedJSON: { 'deps..redis': 'ok' } } }),
+    messageIncludes: 'spec.healthCheck.http.expectedJSON keys must be dotted JSON paths',
+  },
+  {
+    name: 'a panic threshold of 101 percent is refused',
+    spec: withCheck({ tcp: {}, panicThresholdPercent: 101 }),
+    messageIncludes: 'spec.healthCheck.panicThresholdPercent in body should be less than or equal to 100',
+  },
+];
+
+describe('spec.healthCheck at admission', () => {
+  before(async () => {
+    kc = adminKubeConfig();
+    await installCrds(kc);
+    await createNamespace(kc, namespace);
+  });
+
+  after(async () => {
+    await kc.makeApiClient(CoreV1Api).deleteNamespace({ name: namespace });
+  });
+
+  ADMITTED_CASES.forEach(({ name, spec, want }, i) => {
+    test(name, async () => {
+      const created = await dryRunCreate(`admitted-${i}`, spec);
+      assert.deepEqual(created.spec.healthCheck, want);
+    });
+  });
+
+  test('status.health as the operator writes it is accepted, and more than 10 unhealthy endpoints are refused', async () => {
+    const name = 'status-health';
+    await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: SERVICE_INSTANCE_PLURAL,
+      body: { apiVersion: API_VERSION, kind: SERVICE_INSTANCE_KIND, metadata: { name }, spec: withCheck({ tcp: {} }) },
+    });
+    try {
+      const unhealthy = (i: number) => ({
+        address: `192.0.2.${i}`,
+        port: 8080,
+        lastFailure: 'x'.repeat(256),
+        since: '2026-01-02T03:04:05Z',
+      });
+      const health: EndpointHealthSummary = {
+        healthy: 1,
+        unhealthy: 10,
+        unknown: 2,
+        panic: true,
+        unhealthyEndpoints: Array.from({ length: 10 }, (_, i) => unhealthy(i)),
+      };
+      assert.deepEqual((await dryRunStatus(name, health)).status?.health, health);
+      const tooMany = { ...health, unhealthy: 11, unhealthyEndpoints: Array.from({ length: 11 }, (_, i) => unhealthy(i)) };
+      const message = await refusalOf('11 unhealthy endpoints', () => dryRunStatus(name, tooMany));
+      assert.match(message, /status\.health\.unhealthyEndpoints: Too many: 11: must have at most 10 items/);
+    } finally {
+      await kc
+        .makeApiClient(CustomObjectsApi)
+        .deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: SERVICE_INSTANCE_PLURAL, name });
+    }
+  });
+
+  REFUSED_CASES.forEach(({ name, spec, messageIncludes }, i) => {
+    test(name, async () => {
+      const message = await refusal(`refused-${i}`, spec);
+      assert.ok(message.includes(messageIncludes), `the apiserver says "${messageIncludes}"; it said: ${message}`);
+    });
+  });
+});
