@@ -1,11 +1,15 @@
 /**
  * `npm run demo`: the main job on an embedded default. Starts the test bed, installs the CRDs and
- * the sample resources of deploy/examples (two environments, two Registries, a pod-backed and a
- * static ServiceInstance), marks the sample pods Ready (the bed has no kubelet), runs the operator,
- * and shows what it wrote to etcd. Runs until Ctrl-C; `--once` exits after showing the entries.
+ * the sample resources of deploy/examples (two environments, two Registries, a pod-backed, a
+ * static and a health-checked static ServiceInstance), marks the sample pods Ready (the bed has no
+ * kubelet), serves the health-checked endpoints on loopback (one healthy, one reporting a
+ * dependency down), runs the operator, and shows what it wrote to etcd and the health it sees.
+ * Runs until Ctrl-C; `--once` exits after showing the entries.
  */
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -23,11 +27,23 @@ async function kubectl(bin: string, kubeconfig: string, args: readonly string[])
   return stdout;
 }
 
+/** A health endpoint on loopback answering GET /healthz with `body` as JSON. */
+async function serveHealth(body: Readonly<Record<string, string>>): Promise<Server> {
+  const server = createServer((_request, response) => {
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
 async function main(): Promise<void> {
   const bed = await startBed({ log: (l) => console.log(l) });
   let operator: ManagedProcess | undefined;
+  const health = [await serveHealth({ db: 'ok', redis: 'ok' }), await serveHealth({ db: 'ok', redis: 'timeout' })];
+  const [up, down] = health.map((server) => (server.address() as AddressInfo).port);
   const stop = async (): Promise<void> => {
     await operator?.stop();
+    for (const server of health) server.close();
     await bed.stop();
   };
   process.once('SIGINT', () => void stop().then(() => process.exit(0)));
@@ -44,7 +60,20 @@ async function main(): Promise<void> {
     );
     const rendered = join(bed.dir, 'registries.yaml');
     await writeFile(rendered, registries);
-    for (const f of [join(examples, 'namespaces.yaml'), rendered, join(examples, 'serviceinstances.yaml'), join(examples, 'pods.yaml')])
+    const healthChecked = join(bed.dir, 'health-checked.yaml');
+    await writeFile(
+      healthChecked,
+      (await readFile(join(examples, 'health-checked.yaml'), 'utf8'))
+        .replaceAll('${INVENTORY_PORT_UP}', String(up))
+        .replaceAll('${INVENTORY_PORT_DOWN}', String(down)),
+    );
+    for (const f of [
+      join(examples, 'namespaces.yaml'),
+      rendered,
+      join(examples, 'serviceinstances.yaml'),
+      healthChecked,
+      join(examples, 'pods.yaml'),
+    ])
       console.log((await k(['apply', '-f', f])).trim());
 
     // No kubelet on the bed: report the sample pods Ready with pod IPs, as a kubelet would.
@@ -95,7 +124,8 @@ async function main(): Promise<void> {
             ([key]) => !key.startsWith('/services/_kube-registrar/'),
           ),
         );
-        if (Object.keys(entries).length >= 4) break;
+        // Two pods, two static endpoints and the healthy inventory endpoint.
+        if (Object.keys(entries).length >= 5) break;
         if (!operator.running) throw new Error(`operator exited:\n${await operator.logTail()}`);
         await sleep(100);
       }
@@ -104,8 +134,15 @@ async function main(): Promise<void> {
     } finally {
       etcd.close();
     }
+    // The endpoint reporting redis down is judged after failureThreshold probes (2 × 2 s).
+    let inventoryHealth = '';
+    for (let i = 0; i < 100 && !inventoryHealth.includes('"unhealthy":1'); i++) {
+      inventoryHealth = await k(['get', 'serviceinstance', 'inventory', '-n', 'dev', '-o', 'jsonpath={.status.health}']);
+      if (!inventoryHealth.includes('"unhealthy":1')) await sleep(200);
+    }
     console.log('\nstatus:');
     console.log(await k(['get', 'serviceinstances', '-A']));
+    console.log(`health of dev/inventory (127.0.0.1:${down} reports redis down, so it is not registered):\n  ${inventoryHealth}\n`);
     console.log(
       `see them yourself:\n  ${bed.toolchain.etcdctl} --endpoints=${bed.registryEtcd.clientUrl} get --prefix /services/\n  ${bed.toolchain.kubectl} --kubeconfig=${bed.kubeconfig} get si -A\n`,
     );

@@ -1,6 +1,6 @@
 /**
  * The README's first command stays true: the demo starts its own bed, installs the samples, runs
- * the operator and shows the four sample entries in etcd.
+ * the operator and shows the sample entries in etcd, the health-checked one included.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,7 +11,7 @@ import { REPO_ROOT } from '../../testbed/provision.ts';
 
 const execFileAsync = promisify(execFile);
 
-test('the demo registers the sample pods of prod and the static endpoints of dev in etcd', async () => {
+test('the demo registers the sample pods of prod and the static endpoints of dev in etcd, the failing health-checked one left out', async () => {
   const { stdout } = await execFileAsync(process.execPath, [join(REPO_ROOT, 'scripts', 'demo.ts'), '--once'], {
     timeout: 240_000,
     maxBuffer: 16 * 1024 * 1024,
@@ -25,4 +25,20 @@ test('the demo registers the sample pods of prod and the static endpoints of dev
     assert.ok(stdout.includes(`${key} = {`), `the demo shows ${key}:\n${stdout}`);
   }
   assert.match(stdout, /prod\s+user-service\s+user-service\s+2\/2\s+2/, 'kubectl shows READY 2/2 and REGISTERED 2');
+  // The health-checked sample: the endpoint reporting redis down is judged and left out.
+  const inventory = /\/services\/dev\/inventory\/127\.0\.0\.1:(\d+) = \{/g;
+  const registered = [...stdout.matchAll(inventory)].map((m) => m[1]);
+  assert.equal(registered.length, 1, `exactly the healthy inventory endpoint is registered:\n${stdout}`);
+  const health = /health of dev\/inventory \(127\.0\.0\.1:(\d+) reports redis down[^\n]*\n\s*(\{.*\})/.exec(stdout);
+  assert.ok(health, `the demo shows the health of dev/inventory:\n${stdout}`);
+  const summary = JSON.parse(health[2] ?? '{}') as {
+    healthy: number;
+    unhealthy: number;
+    unhealthyEndpoints?: { port: number; lastFailure: string }[];
+  };
+  assert.equal(summary.healthy, 1);
+  assert.equal(summary.unhealthy, 1);
+  assert.equal(String(summary.unhealthyEndpoints?.[0]?.port), health[1]);
+  assert.match(summary.unhealthyEndpoints?.[0]?.lastFailure ?? '', /redis/);
+  assert.notEqual(registered[0], health[1], 'the failing endpoint is not the registered one');
 });
