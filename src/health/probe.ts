@@ -44,17 +44,28 @@ export async function probe(endpoint: EndpointAddress, check: ResolvedHealthChec
   const now = options.now ?? (() => performance.now());
   const timeoutMs = options.timeoutMs ?? check.timeoutSeconds * 1000;
   const started = now();
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  // One controller and one timer per probe (cheaper than AbortSignal.timeout and .any, which
+  // matters at a hundred probes a second): aborted by the timeout or by the caller's signal.
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new Error(`timed out after ${timeoutMs} ms`));
+  }, timeoutMs);
+  const cancel = (): void => controller.abort(options.signal?.reason);
+  if (options.signal?.aborted) cancel();
+  else options.signal?.addEventListener('abort', cancel, { once: true });
   const port = check.probe.port ?? endpoint.port;
   let verdict: ProbeVerdict;
   try {
-    verdict = await untilAborted(runProbe(endpoint.address, port, check, timeoutMs, signal), signal);
+    verdict = await untilAborted(runProbe(endpoint.address, port, check, timeoutMs, controller.signal), controller.signal);
   } catch (error: unknown) {
-    verdict = { healthy: false, message: describeFailure(error, timeout.aborted, timeoutMs, options.signal?.aborted ?? false) };
+    verdict = { healthy: false, message: describeFailure(error, timedOut, timeoutMs, options.signal?.aborted ?? false) };
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener('abort', cancel);
   }
-  const timedOut = !verdict.healthy && timeout.aborted && options.signal?.aborted !== true;
-  return { ...verdict, durationMs: Math.max(0, now() - started), timedOut };
+  return { ...verdict, durationMs: Math.max(0, now() - started), timedOut: !verdict.healthy && timedOut };
 }
 
 function runProbe(host: string, port: number, check: ResolvedHealthCheck, timeoutMs: number, signal: AbortSignal): Promise<ProbeVerdict> {

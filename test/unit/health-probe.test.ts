@@ -123,6 +123,42 @@ after(async () => {
 });
 
 describe('HTTP probe', () => {
+  it('keeps the connection alive between probes, and retries once on a new one when the server had closed it', async () => {
+    const sockets = new Set<Socket>();
+    let requests = 0;
+    answer = (request, response) => {
+      requests++;
+      sockets.add(request.socket);
+      // The second request on a connection finds it closed, as when a server's idle timeout fires
+      // just as a probe is sent.
+      if (requests === 2) {
+        request.socket.destroy();
+        return;
+      }
+      json(200, { db: 'ok' })(request, response);
+    };
+    // Probes of one endpoint are an interval apart: the connection is back in the pool by then.
+    const settled = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 20));
+    const first = await probeWith({ http: { path: '/healthz' } });
+    await settled();
+    const second = await probeWith({ http: { path: '/healthz' } });
+    assert.equal(first.healthy, true);
+    assert.equal(second.healthy, true, second.message);
+    assert.equal(requests, 3, 'the second probe was sent again');
+    assert.equal(sockets.size, 2, 'on a new connection');
+    await settled();
+    const third = await probeWith({ http: { path: '/healthz' } });
+    assert.equal(third.healthy, true);
+    assert.equal(sockets.size, 2, 'which is kept alive for the next probe');
+  });
+
+  it('does not retry a failure on a new connection: an endpoint that drops every request is unhealthy', async () => {
+    answer = (request) => request.socket.destroy();
+    const result = await probeWith({ http: { path: '/healthz' } });
+    assert.equal(result.healthy, false);
+    assert.match(result.message, /socket hang up|ECONNRESET/);
+  });
+
   it('is healthy when the endpoint answers 200', async () => {
     answer = json(200, { status: 'ok' });
     const result = await probeWith({ http: { path: '/healthz' } });
