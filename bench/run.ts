@@ -15,6 +15,7 @@ import type { ScenarioResult } from './lib/results.ts';
 import { churn } from './scenarios/churn.ts';
 import { coldSync } from './scenarios/cold-sync.ts';
 import { consulColdSync } from './scenarios/consul-cold-sync.ts';
+import { healthChecks } from './scenarios/health-checks.ts';
 import { propagation } from './scenarios/propagation.ts';
 import { steadyState } from './scenarios/steady-state.ts';
 
@@ -24,6 +25,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   'steady-state': steadyState,
   'consul-cold-sync': consulColdSync,
   churn,
+  'health-checks': healthChecks,
 };
 
 async function main(): Promise<number> {

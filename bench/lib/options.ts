@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 
 /** Scenario ids, in the order they run. */
-export const SCENARIOS = ['cold-sync', 'propagation', 'steady-state', 'consul-cold-sync', 'churn'] as const;
+export const SCENARIOS = ['cold-sync', 'propagation', 'steady-state', 'consul-cold-sync', 'churn', 'health-checks'] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
 
@@ -38,12 +38,21 @@ export interface BenchOptions {
   };
   readonly consulColdSync: { readonly sizes: readonly number[]; readonly idleSeconds: number };
   readonly churn: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
+  readonly healthChecks: {
+    readonly serviceInstances: number;
+    readonly endpointsPerInstance: number;
+    /** Length of each CPU window (with and without health checks). */
+    readonly windowSeconds: number;
+    /** Endpoints made to fail (and recover) at once in each round. */
+    readonly flipped: number;
+  };
 }
 
 /** The usage text. */
 export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N] [--only=a,b] [--profile] [--heap-snapshot] [--churn-seconds=S] [--sizes=N,M] [--steady-size=N] [--experiment=NAME] [--node-options="FLAGS"] [--operator-flags="FLAGS"] [--no-markdown]
 
-  --scale          full (default; the sizes of the issue) or small (100s of objects, for development)
+  --scale          full (default; the sizes of the issue) or small (100s of objects, for development);
+                   health-checks probes 1,000 endpoints (20 ServiceInstances × 50) at full scale, 100 at small
   --repeats        runs per scenario; medians are taken over them (default 3 at full scale, 1 at small)
   --only           comma-separated scenarios: ${SCENARIOS.join(', ')}
   --profile        run the operator under --cpu-prof and summarise where its CPU time went
@@ -129,5 +138,11 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
     steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
     consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
     churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
+    healthChecks: {
+      serviceInstances: small ? 4 : 20,
+      endpointsPerInstance: small ? 25 : 50,
+      windowSeconds: small ? 30 : 120,
+      flipped: small ? 10 : 50,
+    },
   };
 }
