@@ -1,8 +1,8 @@
 /**
  * An independent model of the CRDs' admission rules, for the tests: every OpenAPI and CEL rule of
  * crds/ written out again in TypeScript, with the CEL messages word for word. test/unit/crds.test.ts
- * runs the same cases through this model and through the real apiserver, so a rule changed in one
- * place and not the other fails a test, and every CEL message is checked to say what is wrong.
+ * runs the admission cases of test/fixtures/admission-cases.ts through this model, so a rule changed
+ * in the CRD and not here fails a test, and every CEL message is checked to say what is wrong.
  *
  * It lives with the tests because the operator does not use it: admission refuses what these
  * rules refuse, and what is left (duplicate static endpoints, unknown port names) is reported by
@@ -11,10 +11,13 @@
 import { isIP } from 'node:net';
 import {
   ETCD_VALUE_FORMATS,
+  HTTP_HEALTH_CHECK_SCHEMES,
   LABEL_SELECTOR_OPERATORS,
   REGISTRY_POLICIES,
   REGISTRY_TYPES,
   SERVICE_PLACEHOLDER,
+  type HealthCheck,
+  type HttpHealthCheck,
   type LabelSelector,
   type RegistrySpec,
   type SecretReference,
@@ -74,6 +77,31 @@ export const VALIDATION_MESSAGES = {
     "spec.consul.serviceName may contain only lowercase letters, digits, '-' and the placeholders {service} and {namespace}",
   serviceNameNeedsService: 'spec.consul.serviceName must contain {service}, or every service would be registered under the same name',
   secretRef: 'a Secret reference needs a name (a DNS-1123 subdomain) and a namespace (a DNS-1123 label)',
+  healthCheckStaticOnly:
+    'spec.healthCheck is only for static endpoints (spec.endpoints): pods chosen by spec.selector are judged by their own readiness probes, so remove healthCheck or list the endpoints',
+  healthCheckKind: 'spec.healthCheck must set exactly one of http, tcp or grpc',
+  healthCheckTimeout:
+    'spec.healthCheck.timeoutSeconds must not be greater than intervalSeconds: a probe must be over before the next one starts',
+  healthCheckInterval: 'spec.healthCheck.intervalSeconds must be a whole number of seconds from 1 to 3600',
+  healthCheckTimeoutRange: 'spec.healthCheck.timeoutSeconds must be a whole number of seconds from 1 to 3600',
+  failureThreshold: 'spec.healthCheck.failureThreshold must be a whole number from 1 to 100',
+  successThreshold: 'spec.healthCheck.successThreshold must be a whole number from 1 to 100',
+  panicThreshold: 'spec.healthCheck.panicThresholdPercent must be a whole number from 0 to 100',
+  httpScheme: "spec.healthCheck.http.scheme must be 'http' or 'https'",
+  insecureSkipVerify:
+    "spec.healthCheck.http.insecureSkipVerify may be true only with scheme https: it turns off the check of the server's TLS certificate",
+  httpPath: "spec.healthCheck.http.path must start with '/' and contain no whitespace, e.g. /healthz",
+  httpPathLength: 'spec.healthCheck.http.path must be at most 1024 characters long',
+  headerName:
+    "spec.healthCheck.http.headers names must be HTTP header names of at most 256 letters, digits and !#$%&'*+-.^_`|~ (no spaces or ':'), e.g. X-Probe",
+  headerValue: 'spec.healthCheck.http.headers values must not contain line breaks (CR or LF)',
+  headerValueLength: 'spec.healthCheck.http.headers values must be at most 1024 characters long',
+  expectedStatus:
+    'each spec.healthCheck.http.expectedStatuses item must be a status code from 100 to 599 (204 or "204") or an ascending range within 100-599 such as "200-399"',
+  expectedJSONKey:
+    'spec.healthCheck.http.expectedJSON keys must be dotted JSON paths of at most 256 characters with no empty step, e.g. deps.redis',
+  expectedJSONValue: 'spec.healthCheck.http.expectedJSON values must be at most 1024 characters long',
+  grpcService: 'spec.healthCheck.grpc.service must be at most 256 characters long',
 } as const;
 
 // The same expressions as the CRDs' patterns and CEL rules; JavaScript and RE2 agree on this subset.
@@ -90,6 +118,11 @@ const SERVICE_NAME_TEMPLATE = /^([a-z0-9-]|[{]service[}]|[{]namespace[}])+$/;
 const PREFIX_DOT_SEGMENT = /(^|\/)[.][.]?(\/|$)/;
 const PREFIX_CHARS = /^[-A-Za-z0-9_./]*$/;
 const DATACENTER = /^[A-Za-z0-9_-]*$/;
+// The CRD's ^/\S*$ as RE2 reads it: its \S is anything but [\t\n\f\r ], where JavaScript's also refuses \v and Unicode spaces.
+const HTTP_PATH = /^\/[^\t\n\f\r ]*$/;
+const HEADER_NAME = /^[-!#$%&'*+.^_`|~0-9A-Za-z]+$/;
+const JSON_PATH = /^[^.]+([.][^.]+)*$/;
+const STATUS_CODE_OR_RANGE = /^[1-5][0-9][0-9](-[1-5][0-9][0-9])?$/;
 
 function problem(path: string, message: string): string {
   return `${path}: ${message}`;
@@ -125,16 +158,18 @@ function isValidPort(port: number | string): boolean {
   return port.length <= 15 && PORT_NAME.test(port) && /[a-z]/.test(port) && !port.includes('--');
 }
 
+/** Problems of a string map: its maxProperties (`maxEntries`), then each key and value. */
 function checkStringMap(
   map: Readonly<Record<string, string>> | undefined,
   path: string,
+  maxEntries: number,
   keyOk: (key: string) => boolean,
   keyMessage: string,
   valueOk: (value: string) => boolean,
   valueMessage: string,
 ): string[] {
   const entries = Object.entries(map ?? {});
-  const problems = checkCount(entries.length, 64, path);
+  const problems = checkCount(entries.length, maxEntries, path);
   for (const [key, value] of entries) {
     const at = `${path}[${JSON.stringify(key)}]`;
     if (!keyOk(key)) problems.push(problem(at, keyMessage));
@@ -148,6 +183,7 @@ function checkTags(tags: Readonly<Record<string, string>> | undefined, path: str
   return checkStringMap(
     tags,
     path,
+    64,
     (k) => k.length <= 63 && TAG_KEY.test(k),
     m.tagKey,
     (v) => v.length <= 256,
@@ -164,6 +200,7 @@ function checkLabelSelector(selector: LabelSelector, path: string, requireTerms:
   const problems = checkStringMap(
     selector.matchLabels,
     `${path}.matchLabels`,
+    64,
     (k) => k.length <= 317 && LABEL_KEY.test(k),
     m.labelKey,
     (v) => v.length <= 63 && LABEL_VALUE.test(v),
@@ -193,6 +230,79 @@ function checkSecretRef(ref: SecretReference | undefined, path: string): string[
   if (ref === undefined) return [];
   const ok = DNS1123_SUBDOMAIN.test(ref.name) && ref.name.length <= 253 && DNS1123_LABEL.test(ref.namespace) && ref.namespace.length <= 63;
   return ok ? [] : [problem(path, VALIDATION_MESSAGES.secretRef)];
+}
+
+/** Whether `status` is what the CRD's expectedStatuses rule accepts: a code from 100 to 599, or an ascending range like "200-399". */
+function isExpectedStatus(status: number | string): boolean {
+  if (typeof status === 'number') return isIntegerIn(status, 100, 599);
+  return STATUS_CODE_OR_RANGE.test(status) && (status.length === 3 || Number(status.slice(0, 3)) <= Number(status.slice(4)));
+}
+
+/** Problems of spec.healthCheck.http, with its scheme defaulted. */
+function checkHttpHealthCheck(http: HttpHealthCheck): string[] {
+  const m = VALIDATION_MESSAGES;
+  const at = 'spec.healthCheck.http';
+  const problems: string[] = [];
+  if (!HTTP_PATH.test(http.path)) problems.push(problem(`${at}.path`, m.httpPath));
+  if (http.path.length > 1024) problems.push(problem(`${at}.path`, m.httpPathLength));
+  if (http.port !== undefined && !isIntegerIn(http.port, 1, 65535)) problems.push(problem(`${at}.port`, m.endpointPort));
+  if (!(HTTP_HEALTH_CHECK_SCHEMES as readonly string[]).includes(http.scheme)) problems.push(problem(`${at}.scheme`, m.httpScheme));
+  if (http.insecureSkipVerify === true && http.scheme !== 'https') problems.push(problem(at, m.insecureSkipVerify));
+  problems.push(
+    ...checkStringMap(
+      http.headers,
+      `${at}.headers`,
+      16,
+      (k) => k.length <= 256 && HEADER_NAME.test(k),
+      m.headerName,
+      (v) => !v.includes('\r') && !v.includes('\n'),
+      m.headerValue,
+    ),
+  );
+  for (const [name, value] of Object.entries(http.headers ?? {})) {
+    if (value.length > 1024) problems.push(problem(`${at}.headers[${JSON.stringify(name)}]`, m.headerValueLength));
+  }
+  const statuses = http.expectedStatuses ?? [];
+  problems.push(...checkCount(statuses.length, 16, `${at}.expectedStatuses`));
+  statuses.forEach((status, i) => {
+    if (!isExpectedStatus(status)) problems.push(problem(`${at}.expectedStatuses[${i}]`, m.expectedStatus));
+  });
+  problems.push(
+    ...checkStringMap(
+      http.expectedJSON,
+      `${at}.expectedJSON`,
+      32,
+      (k) => k.length <= 256 && JSON_PATH.test(k),
+      m.expectedJSONKey,
+      (v) => v.length <= 1024,
+      m.expectedJSONValue,
+    ),
+  );
+  return problems;
+}
+
+/**
+ * Problems of spec.healthCheck once the CRD's defaults are filled in, as the apiserver fills them
+ * in before the CEL rules run: a timeoutSeconds of 11 without an intervalSeconds is over the default 10.
+ */
+function checkHealthCheck(check: HealthCheck): string[] {
+  const m = VALIDATION_MESSAGES;
+  const at = 'spec.healthCheck';
+  const problems: string[] = [];
+  const kinds = [check.http, check.tcp, check.grpc].filter((kind) => kind !== undefined).length;
+  if (kinds !== 1) problems.push(problem(at, m.healthCheckKind));
+  if (check.timeoutSeconds > check.intervalSeconds) problems.push(problem(at, m.healthCheckTimeout));
+  if (!isIntegerIn(check.intervalSeconds, 1, 3600)) problems.push(problem(`${at}.intervalSeconds`, m.healthCheckInterval));
+  if (!isIntegerIn(check.timeoutSeconds, 1, 3600)) problems.push(problem(`${at}.timeoutSeconds`, m.healthCheckTimeoutRange));
+  if (!isIntegerIn(check.failureThreshold, 1, 100)) problems.push(problem(`${at}.failureThreshold`, m.failureThreshold));
+  if (!isIntegerIn(check.successThreshold, 1, 100)) problems.push(problem(`${at}.successThreshold`, m.successThreshold));
+  if (!isIntegerIn(check.panicThresholdPercent, 0, 100)) problems.push(problem(`${at}.panicThresholdPercent`, m.panicThreshold));
+  if (check.http !== undefined) problems.push(...checkHttpHealthCheck(check.http));
+  const { tcp, grpc } = check;
+  if (tcp?.port !== undefined && !isIntegerIn(tcp.port, 1, 65535)) problems.push(problem(`${at}.tcp.port`, m.endpointPort));
+  if (grpc?.port !== undefined && !isIntegerIn(grpc.port, 1, 65535)) problems.push(problem(`${at}.grpc.port`, m.endpointPort));
+  if (grpc !== undefined && grpc.service.length > 256) problems.push(problem(`${at}.grpc.service`, m.grpcService));
+  return problems;
 }
 
 /**
@@ -242,12 +352,18 @@ export function validateServiceInstanceSpec(spec: ServiceInstanceSpec): string[]
   });
   if (missingPort) problems.push(problem('spec', m.endpointNeedsPort));
 
+  if (spec.healthCheck !== undefined) {
+    if (!hasEndpoints) problems.push(problem('spec', m.healthCheckStaticOnly));
+    problems.push(...checkHealthCheck(spec.healthCheck));
+  }
+
   problems.push(...checkTags(spec.tags, 'spec.tags'));
   if (!isIntegerIn(spec.weight, 0, 1000)) problems.push(problem('spec.weight', m.weight));
   problems.push(
     ...checkStringMap(
       spec.metadata,
       'spec.metadata',
+      64,
       (k) => k.length >= 1 && k.length <= 128,
       m.metadataKey,
       (v) => v.length <= 512,

@@ -439,43 +439,9 @@ test('condition types and reasons fit the CRDs’ metav1.Condition patterns', ()
   }
 });
 
-/**
- * The CEL messages of spec.healthCheck, word for word. The rules model (test/support/crd-rules.ts)
- * does not check health checks yet, so they are pinned here; the admission test
- * (test/integration/health-check-admission.test.ts) checks the rules themselves on the apiserver.
- */
-const HEALTH_CHECK_MESSAGES = {
-  staticOnly:
-    'spec.healthCheck is only for static endpoints (spec.endpoints): pods chosen by spec.selector are judged by their own readiness probes, so remove healthCheck or list the endpoints',
-  exactlyOneKind: 'spec.healthCheck must set exactly one of http, tcp or grpc',
-  timeoutWithinInterval:
-    'spec.healthCheck.timeoutSeconds must not be greater than intervalSeconds: a probe must be over before the next one starts',
-  insecureSkipVerify:
-    "spec.healthCheck.http.insecureSkipVerify may be true only with scheme https: it turns off the check of the server's TLS certificate",
-  path: "spec.healthCheck.http.path must start with '/' and contain no whitespace, e.g. /healthz",
-  headerName:
-    "spec.healthCheck.http.headers names must be HTTP header names of at most 256 letters, digits and !#$%&'*+-.^_`|~ (no spaces or ':'), e.g. X-Probe",
-  headerValue: 'spec.healthCheck.http.headers values must not contain line breaks (CR or LF)',
-  expectedStatus:
-    'each spec.healthCheck.http.expectedStatuses item must be a status code from 100 to 599 (204 or "204") or an ascending range within 100-599 such as "200-399"',
-  expectedJSONKey:
-    'spec.healthCheck.http.expectedJSON keys must be dotted JSON paths of at most 256 characters with no empty step, e.g. deps.redis',
-} as const;
-
-test('every health check message belongs to a CEL rule of the ServiceInstance CRD', () => {
-  const used = new Set<string>();
-  walk(rootSchema(SERVICE_INSTANCE_CRD), '', (node) => {
-    for (const { message } of node['x-kubernetes-validations'] ?? []) if (message !== undefined) used.add(message);
-  });
-  assert.deepEqual(
-    Object.values(HEALTH_CHECK_MESSAGES).filter((m) => !used.has(m)),
-    [],
-  );
-});
-
 for (const { label, crd } of CRDS) {
   test(`every ${label} CEL rule says in words what is wrong, in the same words as the rules model`, () => {
-    const known = new Set<string>([...Object.values(VALIDATION_MESSAGES), ...Object.values(HEALTH_CHECK_MESSAGES)]);
+    const known = new Set<string>(Object.values(VALIDATION_MESSAGES));
     walk(rootSchema(crd), '', (node, path) => {
       for (const { rule, message } of node['x-kubernetes-validations'] ?? []) {
         assert.ok(message !== undefined && message.trim() !== '', `${path}: rule ${rule} has a message`);
@@ -567,6 +533,124 @@ const VALIDATE_ONLY_CASES: readonly { name: string; spec: ServiceInstanceSpec; w
 
 for (const { name, spec, want } of VALIDATE_ONLY_CASES) {
   test(`rules model: ${name}`, () => {
+    assert.deepEqual(validateServiceInstanceSpec(spec), want);
+  });
+}
+
+/** A spec with one static endpoint and `healthCheck`, with the CRD's defaults filled in as the apiserver does. */
+function healthChecked(healthCheck: Record<string, unknown>): ServiceInstanceSpec {
+  const spec = { service: 'checked', endpoints: [{ address: '192.0.2.10', port: 8080 }], healthCheck };
+  return withDefaults(spec, nodeAt(rootSchema(SERVICE_INSTANCE_CRD), 'spec')) as ServiceInstanceSpec;
+}
+
+/** An http check of /healthz with `fields` over it. */
+function httpCheck(fields: Record<string, unknown>): Record<string, unknown> {
+  return { http: { path: '/healthz', ...fields } };
+}
+
+/** A map of `count` entries with distinct keys. */
+function entries(count: number): Record<string, string> {
+  return Object.fromEntries(Array.from({ length: count }, (_, i) => [`k${i}`, 'v']));
+}
+
+// Bounds of spec.healthCheck that the admission cases do not reach, read off the CRD: the model's alone, not yet sent to an apiserver.
+const HEALTH_CHECK_MODEL_CASES: readonly { name: string; spec: ServiceInstanceSpec; want: readonly string[] }[] = [
+  {
+    name: 'every timing field out of its bounds is reported at that field',
+    spec: healthChecked({
+      tcp: {},
+      intervalSeconds: 3601,
+      timeoutSeconds: 0,
+      failureThreshold: 0,
+      successThreshold: 101,
+      panicThresholdPercent: -1,
+    }),
+    want: [
+      `spec.healthCheck.intervalSeconds: ${VALIDATION_MESSAGES.healthCheckInterval}`,
+      `spec.healthCheck.timeoutSeconds: ${VALIDATION_MESSAGES.healthCheckTimeoutRange}`,
+      `spec.healthCheck.failureThreshold: ${VALIDATION_MESSAGES.failureThreshold}`,
+      `spec.healthCheck.successThreshold: ${VALIDATION_MESSAGES.successThreshold}`,
+      `spec.healthCheck.panicThresholdPercent: ${VALIDATION_MESSAGES.panicThreshold}`,
+    ],
+  },
+  {
+    name: 'an http port of 0 is refused',
+    spec: healthChecked(httpCheck({ port: 0 })),
+    want: [`spec.healthCheck.http.port: ${VALIDATION_MESSAGES.endpointPort}`],
+  },
+  {
+    name: 'a tcp port of 0 is refused',
+    spec: healthChecked({ tcp: { port: 0 } }),
+    want: [`spec.healthCheck.tcp.port: ${VALIDATION_MESSAGES.endpointPort}`],
+  },
+  {
+    name: 'a grpc port of 65536 is refused',
+    spec: healthChecked({ grpc: { port: 65536 } }),
+    want: [`spec.healthCheck.grpc.port: ${VALIDATION_MESSAGES.endpointPort}`],
+  },
+  {
+    name: 'a grpc service name over 256 characters is refused',
+    spec: healthChecked({ grpc: { service: 'a'.repeat(257) } }),
+    want: [`spec.healthCheck.grpc.service: ${VALIDATION_MESSAGES.grpcService}`],
+  },
+  {
+    name: 'an http scheme other than http and https is refused',
+    spec: healthChecked(httpCheck({ scheme: 'ftp' })),
+    want: [`spec.healthCheck.http.scheme: ${VALIDATION_MESSAGES.httpScheme}`],
+  },
+  {
+    name: 'a path with a tab is refused',
+    spec: healthChecked(httpCheck({ path: '/health\tz' })),
+    want: [`spec.healthCheck.http.path: ${VALIDATION_MESSAGES.httpPath}`],
+  },
+  {
+    name: 'a path with a no-break space is accepted, as RE2’s \\S does',
+    spec: healthChecked(httpCheck({ path: '/health\u00a0z' })),
+    want: [],
+  },
+  {
+    name: 'a path over 1024 characters is refused',
+    spec: healthChecked(httpCheck({ path: `/${'a'.repeat(1024)}` })),
+    want: [`spec.healthCheck.http.path: ${VALIDATION_MESSAGES.httpPathLength}`],
+  },
+  {
+    name: 'a header name over 256 characters, a value over 1024 and 17 headers are refused',
+    spec: healthChecked(httpCheck({ headers: { ...entries(15), ['X'.repeat(257)]: '1', 'X-Long': 'v'.repeat(1025) } })),
+    want: [
+      `spec.healthCheck.http.headers: must have at most 16 entries, has 17`,
+      `spec.healthCheck.http.headers["${'X'.repeat(257)}"]: ${VALIDATION_MESSAGES.headerName}`,
+      `spec.healthCheck.http.headers["X-Long"]: ${VALIDATION_MESSAGES.headerValueLength}`,
+    ],
+  },
+  {
+    name: 'a one-code range, a code as a string and the lowest code are accepted as expected statuses',
+    spec: healthChecked(httpCheck({ expectedStatuses: ['200-200', '599', 100] })),
+    want: [],
+  },
+  {
+    name: 'codes outside 100-599 and ranges with a short bound are refused as expected statuses',
+    spec: healthChecked(httpCheck({ expectedStatuses: ['600', '099', '20-399', 99] })),
+    want: [0, 1, 2, 3].map((i) => `spec.healthCheck.http.expectedStatuses[${i}]: ${VALIDATION_MESSAGES.expectedStatus}`),
+  },
+  {
+    name: '17 expected statuses are refused',
+    spec: healthChecked(httpCheck({ expectedStatuses: Array.from({ length: 17 }, () => 200) })),
+    want: ['spec.healthCheck.http.expectedStatuses: must have at most 16 entries, has 17'],
+  },
+  {
+    name: 'expectedJSON paths starting or ending with a dot, a value over 1024 characters and 33 entries are refused',
+    spec: healthChecked(httpCheck({ expectedJSON: { ...entries(30), '.a': 'x', 'a.': 'x', long: 'v'.repeat(1025) } })),
+    want: [
+      'spec.healthCheck.http.expectedJSON: must have at most 32 entries, has 33',
+      `spec.healthCheck.http.expectedJSON[".a"]: ${VALIDATION_MESSAGES.expectedJSONKey}`,
+      `spec.healthCheck.http.expectedJSON["a."]: ${VALIDATION_MESSAGES.expectedJSONKey}`,
+      `spec.healthCheck.http.expectedJSON["long"]: ${VALIDATION_MESSAGES.expectedJSONValue}`,
+    ],
+  },
+];
+
+for (const { name, spec, want } of HEALTH_CHECK_MODEL_CASES) {
+  test(`rules model, spec.healthCheck: ${name}`, () => {
     assert.deepEqual(validateServiceInstanceSpec(spec), want);
   });
 }
