@@ -1,7 +1,8 @@
 /**
  * An independent model of the CRDs' admission rules, for the tests: every OpenAPI and CEL rule of
  * crds/ written out again in TypeScript, with the CEL messages word for word. test/unit/crds.test.ts
- * runs the admission cases of test/fixtures/admission-cases.ts through this model, so a rule changed
+ * runs the admission cases of test/fixtures/admission-cases.ts through this model and
+ * test/integration/admission-cases.test.ts runs them through the real apiserver, so a rule changed
  * in the CRD and not here fails a test, and every CEL message is checked to say what is wrong.
  *
  * It lives with the tests because the operator does not use it: admission refuses what these
