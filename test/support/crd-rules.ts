@@ -64,7 +64,6 @@ export const VALIDATION_MESSAGES = {
   policy: "spec.policy must be 'sync' or 'upsert-only'",
   etcdEndpoints: 'spec.etcd.endpoints must list at least one etcd URL',
   etcdEndpoint: 'each etcd endpoint must be an http:// or https:// URL with a host and optional port and no path, e.g. https://etcd-0:2379',
-  prefixStart: "spec.etcd.prefix must start with '/', e.g. /services",
   prefixEnd: "spec.etcd.prefix must not end with '/', e.g. /services",
   prefixEmptySegment: "spec.etcd.prefix must not contain '//' (an empty segment)",
   prefixDotSegment: "spec.etcd.prefix must not contain '.' or '..' segments",
@@ -377,7 +376,6 @@ export function validateServiceInstanceSpec(spec: ServiceInstanceSpec): string[]
 function checkEtcdPrefix(prefix: string): string[] {
   const m = VALIDATION_MESSAGES;
   const problems: string[] = [];
-  if (!prefix.startsWith('/')) problems.push(m.prefixStart);
   if (prefix.endsWith('/')) problems.push(m.prefixEnd);
   if (prefix.includes('//')) problems.push(m.prefixEmptySegment);
   if (PREFIX_DOT_SEGMENT.test(prefix)) problems.push(m.prefixDotSegment);

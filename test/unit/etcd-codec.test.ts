@@ -116,6 +116,19 @@ void describe('etcd key layout', () => {
   ];
   for (const [name, build] of bad) void it(name, () => assert.throws(build, EtcdKeyError));
 
+  void it('a prefix without a leading slash lays out entries and bookkeeping the same way', () => {
+    const relative = new EtcdKeyLayout('grpc');
+    assert.equal(relative.entry('prod', 'greeter', '10.0.0.1:50051'), 'grpc/prod/greeter/10.0.0.1:50051');
+    assert.equal(relative.ownerIndex('prod', 'greeter', '10.0.0.1:50051'), 'grpc/_kube-registrar/owners/prod/greeter/10.0.0.1:50051');
+    assert.equal(relative.leaseId('uid-1', 'prod'), 'grpc/_kube-registrar/leases/uid-1/prod');
+  });
+
+  void it('the Go dial target is etcd:/// and the service prefix, so a leading slash in the prefix becomes a fourth slash', () => {
+    assert.equal(new EtcdKeyLayout('grpc').grpcTarget('prod', 'greeter'), 'etcd:///grpc/prod/greeter');
+    assert.equal(new EtcdKeyLayout('a/b').grpcTarget('prod', 'greeter'), 'etcd:///a/b/prod/greeter');
+    assert.equal(keys.grpcTarget('prod', 'greeter'), 'etcd:////services/prod/greeter');
+  });
+
   void it('childName finds direct children only', () => {
     assert.equal(EtcdKeyLayout.childName('/p/ns/svc/', '/p/ns/svc/1.2.3.4:80'), '1.2.3.4:80');
     assert.equal(EtcdKeyLayout.childName('/p/ns/svc/', '/p/ns/svc/deeper/x'), undefined);

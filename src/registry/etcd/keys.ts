@@ -4,6 +4,12 @@
  * Entries: `<prefix>/<registryNamespace>/<service>/<instanceId>`. Bookkeeping lives under
  * `<prefix>/_kube-registrar/`: registry namespaces come from DNS-1123 Kubernetes namespaces through
  * a template, and a leading '_' is refused here, so the two can never collide.
+ *
+ * The prefix may start with '/' (`/services`) or not (`grpc`); every key, the owner index and the
+ * lease ids alike, is built from it the same way. Without the '/' is what Go gRPC clients need:
+ * etcd's naming resolver drops the leading '/' of the dial target's path, so with a prefix `grpc`
+ * the target `etcd:///grpc/<ns>/<service>` watches exactly the keys written here, while a prefix
+ * `/grpc` can only be reached as `etcd:////grpc/<ns>/<service>`.
  */
 
 /** Reserved first segment under the prefix for kube-registrar's own keys. */
@@ -48,9 +54,18 @@ export class EtcdKeyLayout {
     return `${this.prefix}/${checkNamespace(registryNamespace)}/`;
   }
 
-  /** `<prefix>/<ns>/<service>/`: what a gRPC client resolves with `etcd:///<prefix>/<ns>/<service>`. */
+  /** `<prefix>/<ns>/<service>/`: the keys a gRPC client dialling {@link grpcTarget} watches. */
   servicePrefix(registryNamespace: string, service: string): string {
     return `${this.namespacePrefix(registryNamespace)}${checkSegment('service', service)}/`;
+  }
+
+  /**
+   * The target a Go gRPC client dials through etcd's naming resolver to reach a service:
+   * `etcd:///<prefix>/<ns>/<service>` for a prefix without a leading '/'. The resolver drops the
+   * path's leading '/', so a prefix that starts with '/' needs a fourth slash.
+   */
+  grpcTarget(registryNamespace: string, service: string): string {
+    return `etcd:///${this.servicePrefix(registryNamespace, service).slice(0, -1)}`;
   }
 
   /** `<prefix>/<ns>/<service>/<instanceId>` */
