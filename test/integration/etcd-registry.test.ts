@@ -169,7 +169,7 @@ void describe('EtcdRegistry against a real etcd', () => {
     assert.deepEqual(byInstance(back), byInstance([byIp, byName]));
   });
 
-  void it("writes etcd's gRPC resolver format, IPv6 in brackets, and reads it back with its owner", async () => {
+  void it("writes etcd's gRPC resolver format without Metadata, IPv6 in brackets, and reads it back with its owner from the index", async () => {
     const prefix = freshPrefix();
     const owner = ownerIn(`c-${randomUUID()}`);
     const backend = registry({ prefix, clusterId: owner.clusterId, format: 'grpc' });
@@ -177,21 +177,70 @@ void describe('EtcdRegistry against a real etcd', () => {
     const v6 = entry(owner, 'fd00::12');
     await sync(backend, owner, [v4, v6]);
 
-    const value = JSON.parse((await rawGet(key(prefix, v4)))?.value.toString() ?? 'null') as {
-      Op: number;
-      Addr: string;
-      Metadata: Record<string, unknown>;
-    };
-    assert.equal(value.Op, 0);
-    assert.equal(value.Addr, '10.0.0.12:8080');
-    assert.deepEqual(value.Metadata.owner, { clusterId: owner.clusterId, namespace: 'prod', name: SERVICE });
-    assert.deepEqual(value.Metadata.tags, { version: '1.0', zone: 'a' });
+    const kv = await rawGet(key(prefix, v4));
+    assert.equal(kv?.value.toString(), '{"Op":0,"Addr":"10.0.0.12:8080"}');
+    const index = await rawGet(`${prefix}/_kube-registrar/owners/prod/user-service/10.0.0.12:8080`);
+    assert.ok(index !== undefined, 'owner index exists');
+    const record = JSON.parse(index.value.toString()) as { owner: unknown; tags: unknown; weight: unknown };
+    assert.deepEqual(record.owner, { clusterId: owner.clusterId, namespace: 'prod', name: SERVICE });
+    assert.deepEqual(record.tags, { version: '1.0', zone: 'a' });
+    assert.equal(record.weight, 2);
+    assert.equal(index.lease, kv?.lease);
+    assert.notEqual(kv?.lease, '0');
     const value6 = JSON.parse((await rawGet(key(prefix, v6)))?.value.toString() ?? 'null') as { Addr: string };
     assert.equal(value6.Addr, '[fd00::12]:8080');
     assert.equal(key(prefix, v6), `${prefix}/prod/user-service/[fd00::12]:8080`);
 
     const back = await backend.records({ registryNamespace: NS, service: SERVICE });
     assert.deepEqual(byInstance(back), byInstance([v4, v6]));
+  });
+
+  void it('rewrites a grpc entry whose Metadata is a JSON object, as earlier versions wrote it, into Op and Addr with the owner index', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const backend = registry({ prefix, clusterId: owner.clusterId, format: 'grpc' });
+    const e = entry(owner, '10.0.0.12');
+    await sync(backend, owner, [e]);
+    const indexKey = `${prefix}/_kube-registrar/owners/prod/user-service/10.0.0.12:8080`;
+    const record = (await rawGet(indexKey))?.value.toString() ?? '';
+    // What an earlier version left: the record in Metadata, no owner index, on the namespace's lease.
+    const lease = (await rawGet(key(prefix, e)))?.lease ?? '0';
+    const before = JSON.stringify({ Op: 0, Addr: '10.0.0.12:8080', Metadata: JSON.parse(record) as unknown });
+    await etcd.put(key(prefix, e)).value(before).lease(lease);
+    await etcd.delete().key(indexKey);
+
+    await sync(backend, owner, [e]);
+    const kv = await rawGet(key(prefix, e));
+    assert.equal(kv?.value.toString(), '{"Op":0,"Addr":"10.0.0.12:8080"}');
+    const index = await rawGet(indexKey);
+    assert.equal(index?.value.toString(), record);
+    assert.equal(index?.lease, kv?.lease);
+    assert.deepEqual(await backend.records({ registryNamespace: NS, service: SERVICE }), [e]);
+  });
+
+  void it("keeps entries, owner index and lease id under a prefix without a leading '/', where a successor adopts them", async () => {
+    const prefix = `kr-test-${randomUUID()}`;
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const first = registry({ prefix, clusterId: owner.clusterId, format: 'grpc' });
+    const e = entry(owner, '10.0.0.12');
+    await sync(first, owner, [e]);
+
+    assert.deepEqual((await rawKeys(`${prefix}/`)).sort(), [
+      `${prefix}/_kube-registrar/leases/${owner.clusterId}/prod`,
+      `${prefix}/_kube-registrar/owners/prod/user-service/10.0.0.12:8080`,
+      `${prefix}/prod/user-service/10.0.0.12:8080`,
+    ]);
+    assert.deepEqual(await rawKeys(`/${prefix}`), [], "nothing under the prefix with a '/' in front");
+    const leaseId = first.leaseIdFor(NS);
+    await first.close();
+
+    const second = registry({ prefix, clusterId: owner.clusterId, format: 'grpc' });
+    assert.deepEqual(await second.adoptLeases(), [NS]);
+    assert.equal(second.leaseIdFor(NS), leaseId);
+    assert.deepEqual(await second.ownedByCluster(), [e]);
+    await sync(second, owner, []);
+    assert.deepEqual(await rawKeys(`${prefix}/prod/`), []);
+    assert.deepEqual(await rawKeys(`${prefix}/_kube-registrar/owners/`), []);
   });
 
   void it('writes plain host:port values with the owner in an index on the same lease, and reads them back', async () => {

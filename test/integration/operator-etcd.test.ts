@@ -268,6 +268,11 @@ describe('operator on etcd', () => {
     const update = JSON.parse(grpc[grpcKey] ?? '{}') as { Op: number; Addr: string; Metadata?: unknown };
     assert.equal(update.Op, 0, 'Op 0 is Add in the resolver protocol');
     assert.equal(update.Addr, '192.0.2.50:7000');
+    assert.equal('Metadata' in update, false, 'no Metadata for grpc-go to compare');
+    const indexKey = `${prefix}/grpc/_kube-registrar/owners/${prod}/formats/192.0.2.50:7000`;
+    const index = JSON.parse((await entries(indexKey))[indexKey] ?? '{}') as { owner?: { name?: string }; tags?: unknown };
+    assert.equal(index.owner?.name, 'formats', 'the owner is kept in the index');
+    assert.deepEqual(index.tags, { region: 'eu' });
     const hpKey = `${prefix}/hostport/${prod}/formats/192.0.2.50:7000`;
     const hp = await waitForKeys(`${prefix}/hostport/${prod}/formats/`, [hpKey], 'the hostport entry');
     assert.equal(hp[hpKey], '192.0.2.50:7000');

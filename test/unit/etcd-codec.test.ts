@@ -63,6 +63,30 @@ void describe('etcd value codec', () => {
     assert.equal(decoded?.format, 'hostport');
   });
 
+  void it('grpc writes only Op and Addr, so grpc-go gets no Metadata to compare, and keeps the record in the owner index', () => {
+    const e = entry('10.0.0.12');
+    const encoded = encodeEntry('grpc', e);
+    assert.equal(encoded.value, '{"Op":0,"Addr":"10.0.0.12:8080"}');
+    assert.equal(encoded.ownerIndex, encodeEntry('json', e).value);
+  });
+
+  void it('a grpc value whose Metadata is a JSON object, as written before, keeps its owner and is marked for a rewrite', () => {
+    const e = entry('10.0.0.12');
+    const before = JSON.stringify({ Op: 0, Addr: '10.0.0.12:8080', Metadata: JSON.parse(encodeEntry('json', e).value) as unknown });
+    assert.deepEqual(decodeEntry(before, undefined, at(e)), { entry: e, format: 'grpc', objectMetadata: true });
+  });
+
+  void it('a grpc value registered by a Go service through etcd’s endpoints.Manager is an entry of an unknown owner', () => {
+    const decoded = decodeEntry('{"Op":0,"Addr":"10.0.0.9:80","Metadata":null}', undefined, {
+      registryNamespace: 'prod',
+      service: 'user',
+      instanceId: '10.0.0.9:80',
+    });
+    assert.deepEqual(decoded?.entry.owner, UNKNOWN_OWNER);
+    assert.equal(decoded?.format, 'grpc');
+    assert.equal(decoded?.objectMetadata, undefined);
+  });
+
   void it('json without an owner is an entry of an unknown owner', () => {
     const decoded = decodeEntry('{"address":"10.0.0.9","port":80}', undefined, {
       registryNamespace: 'prod',

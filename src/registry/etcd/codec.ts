@@ -4,6 +4,17 @@
  * Decoding recognises every format whatever the Registry is configured with, so that entries
  * written before a format change are still attributed to their owner (and never mistaken for free
  * space); they come back flagged `needsRewrite` so the plan moves them to the configured format.
+ *
+ * The `grpc` value carries no `Metadata`. etcd's Go resolver (client v3.5.0-v3.5.26 and
+ * v3.6.0-v3.6.7) hands `Metadata` to grpc-go as `resolver.Address.Metadata`, and grpc-go's
+ * pick_first (the default policy) compares the old and new addresses of its connection with `==`
+ * on every resolver update: a JSON object arrives as a `map[string]interface{}`, and comparing two
+ * of those panics ("comparing uncomparable type", etcd-io/etcd#19700, grpc/grpc-go#8225), which
+ * kills a Go client of grpc-go 1.67 the moment an entry it resolved is rewritten. A scalar that
+ * changes with the entry (the record as a string, say) would not panic, but pick_first would then
+ * drop and redial its connection whenever a tag or a weight changes. So the value is what etcd's
+ * own `endpoints.Manager` writes for an endpoint without metadata, and the record (owner, tags,
+ * weight, metadata) goes to the owner index on the same lease, as for `hostport`.
  */
 import { isIP } from 'node:net';
 
@@ -17,8 +28,8 @@ export type EtcdValueFormat = 'json' | 'grpc' | 'hostport';
 export const ETCD_VALUE_FORMATS: readonly EtcdValueFormat[] = ['json', 'grpc', 'hostport'];
 
 /**
- * The `json` value, also carried as `Metadata` of the `grpc` format and as the owner index value of
- * the `hostport` format. Field order is fixed so equal entries give equal bytes.
+ * The `json` value, also the owner index value of the `grpc` and `hostport` formats. Field order is
+ * fixed so equal entries give equal bytes.
  */
 export interface StoredRecord {
   readonly serviceName: string;
@@ -35,14 +46,21 @@ export interface StoredRecord {
   readonly source: string;
 }
 
-/** etcd's gRPC naming-resolver update (`Op` 0 is Add). */
+/**
+ * etcd's gRPC naming-resolver update (`Op` 0 is Add), without `Metadata`: see the module comment
+ * for why.
+ */
 export interface GrpcResolverValue {
   readonly Op: 0;
   readonly Addr: string;
-  readonly Metadata: StoredRecord;
 }
 
-/** What to write for one entry: the value at the entry key, and for `hostport` the owner index. */
+/** True for the formats whose value cannot carry the owner, which therefore lives in the owner index. */
+export function usesOwnerIndex(format: EtcdValueFormat): boolean {
+  return format !== 'json';
+}
+
+/** What to write for one entry: the value at the entry key, and for `grpc` and `hostport` the owner index. */
 export interface EncodedEntry {
   readonly value: string;
   readonly ownerIndex?: string;
@@ -99,8 +117,8 @@ export function encodeEntry(format: EtcdValueFormat, entry: RegistryEntry): Enco
     case 'json':
       return { value: JSON.stringify(record) };
     case 'grpc': {
-      const update: GrpcResolverValue = { Op: 0, Addr: formatHostPort(record.address, record.port), Metadata: record };
-      return { value: JSON.stringify(update) };
+      const update: GrpcResolverValue = { Op: 0, Addr: formatHostPort(record.address, record.port) };
+      return { value: JSON.stringify(update), ownerIndex: JSON.stringify(record) };
     }
     case 'hostport':
       return { value: formatHostPort(record.address, record.port), ownerIndex: JSON.stringify(record) };
@@ -170,10 +188,15 @@ function parseJson(text: string): unknown {
 export interface DecodedEntry {
   readonly entry: RegistryEntry;
   readonly format: EtcdValueFormat;
+  /**
+   * A `grpc` value whose `Metadata` is a JSON object, as kube-registrar wrote it before: it must be
+   * rewritten, since grpc-go 1.67 panics when such an entry changes under a connected client.
+   */
+  readonly objectMetadata?: true;
 }
 
 /**
- * Decodes the value at an entry key, with the `hostport` owner index if one exists. Entries without
+ * Decodes the value at an entry key, with the owner index (`grpc`, `hostport`) if one exists. Entries without
  * a readable owner come back owned by {@link UNKNOWN_OWNER}. Returns undefined for values that are
  * not an endpoint in any known format.
  */
@@ -182,9 +205,13 @@ export function decodeEntry(value: string, ownerIndex: string | undefined, at: E
   if (isRecord(parsed)) {
     if (typeof parsed.Addr === 'string') {
       const addr = parseHostPort(parsed.Addr);
-      const metadata = isRecord(parsed.Metadata) ? parsed.Metadata : {};
-      const entry = addr === undefined ? undefined : fromRecord(metadata, at, addr);
-      return entry === undefined ? undefined : { entry, format: 'grpc' };
+      const index = ownerIndex === undefined ? undefined : parseJson(ownerIndex);
+      const objectMetadata = isRecord(parsed.Metadata);
+      // The owner index is where the record lives now; an object in Metadata is where it lived before.
+      const record = isRecord(index) ? index : isRecord(parsed.Metadata) ? parsed.Metadata : {};
+      const entry = addr === undefined ? undefined : fromRecord(record, at, addr);
+      if (entry === undefined) return undefined;
+      return objectMetadata ? { entry, format: 'grpc', objectMetadata } : { entry, format: 'grpc' };
     }
     const entry = fromRecord(parsed, at);
     return entry === undefined ? undefined : { entry, format: 'json' };

@@ -73,7 +73,7 @@ export class EtcdKeyLayout {
     return `${this.servicePrefix(registryNamespace, service)}${checkSegment('instance id', instanceId)}`;
   }
 
-  /** `<prefix>/_kube-registrar/owners/<ns>/`: owner index of the hostport format. */
+  /** `<prefix>/_kube-registrar/owners/<ns>/`: owner index of the grpc and hostport formats. */
   ownerIndexNamespacePrefix(registryNamespace: string): string {
     return `${this.prefix}/${RESERVED_SEGMENT}/owners/${checkNamespace(registryNamespace)}/`;
   }

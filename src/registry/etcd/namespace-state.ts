@@ -38,7 +38,7 @@ export class NamespaceState {
    * from etcd, and they must be rewritten without waiting for every ServiceInstance to resync.
    */
   readonly owned = new Map<string, string>();
-  /** hostport owner-index keys seen in etcd, so a switch to another format can remove them. */
+  /** Owner-index keys seen in etcd, so a switch to the json format can remove them. */
   readonly indexKeys = new Set<string>();
   /**
    * Mod revision of each entry key as last read or written here: every write of an entry is

@@ -8,7 +8,7 @@ import { EtcdPermissionDeniedError } from 'etcd3';
 import { UNKNOWN_OWNER } from '../owner.ts';
 import type { RegistryEntry, Scope } from '../types.ts';
 import type { StoredKeyValue } from './client.ts';
-import { decodeEntry } from './codec.ts';
+import { decodeEntry, usesOwnerIndex } from './codec.ts';
 import type { EtcdBackendContext } from './context.ts';
 import { describe, EtcdRegistryError } from './errors.ts';
 import { EtcdKeyLayout, RESERVED_SEGMENT } from './keys.ts';
@@ -52,7 +52,7 @@ export async function readOwnedByCluster(ctx: EtcdBackendContext): Promise<Regis
   const { client, keys } = ctx;
   const root = `${keys.prefix}/`;
   try {
-    // One read of the whole prefix: entries and the hostport owner index under the reserved segment.
+    // One read of the whole prefix: entries and the owner index under the reserved segment.
     const [all = []] = await client.rangePrefixes([root]);
     return ownedIn(ctx, root, all);
   } catch (err: unknown) {
@@ -153,9 +153,10 @@ async function readScope(
       entries.push(entry);
       continue;
     }
-    const attached = kv.lease === leaseDec && (stored !== 'hostport' || idx?.lease === leaseDec);
-    const strayIndex = format !== 'hostport' && idx !== undefined;
-    entries.push(stored !== format || !attached || strayIndex ? { ...entry, needsRewrite: true } : entry);
+    const attached = kv.lease === leaseDec && (!usesOwnerIndex(stored) || idx?.lease === leaseDec);
+    const strayIndex = !usesOwnerIndex(format) && idx !== undefined;
+    const stale = stored !== format || decoded.objectMetadata === true;
+    entries.push(stale || !attached || strayIndex ? { ...entry, needsRewrite: true } : entry);
   }
   return entries;
 }

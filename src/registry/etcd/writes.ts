@@ -11,7 +11,7 @@ import { EtcdLeaseInvalidError } from 'etcd3';
 
 import type { Changes, RegistryEntry } from '../types.ts';
 import type { TxnGuard, TxnResult, TxnWrite } from './client.ts';
-import { encodeEntry } from './codec.ts';
+import { encodeEntry, usesOwnerIndex } from './codec.ts';
 import type { EtcdBackendContext } from './context.ts';
 import { describe, EtcdEntryChangedError, EtcdRegistryError } from './errors.ts';
 import { leaseHex } from './leases.ts';
@@ -35,7 +35,7 @@ export interface Caller {
   conflict?: EtcdEntryChangedError;
 }
 
-/** The writes of one entry: its key and, for hostport, its owner index. */
+/** The writes of one entry: its key and, for grpc and hostport, its owner index. */
 export interface EntryWrites {
   readonly writes: readonly TxnWrite[];
   /** The entry key as the plan read it; the writes land only if it is unchanged. */
@@ -162,7 +162,7 @@ export class EtcdWrites {
       const key = this.#entryKey(entry);
       const writes: TxnWrite[] = [{ kind: 'delete', key }];
       const indexKey = this.#indexKey(entry);
-      if (format === 'hostport' || state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
+      if (usesOwnerIndex(format) || state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
       out.push({ writes, guard: state.revisionGuard(key) });
     }
     for (const entry of puts) {
