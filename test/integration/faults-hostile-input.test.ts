@@ -184,7 +184,7 @@ function registryCases(): RegistryCase[] {
   // Malformed: refused at admission.
   for (const ns of ['a/b', '..', '.', 'a.b', '{service}', '_x', '{namespace', 'UPPER', '', 'x'.repeat(129), '{namespace}/..', 'ünï'])
     add('', etcdReg({ prefix: prefix() }, { namespace: ns }), false);
-  for (const p of ['services', '/services/', '//x', '/a/../b', '/a/./b', '/a b', '/ünï', '/a/..', '/', `/${'p'.repeat(256)}`, '/a\nb'])
+  for (const p of ['services/', '/services/', '//x', '/a/../b', '/a/./b', '/a b', '/ünï', '/a/..', '/', `/${'p'.repeat(256)}`, '/a\nb'])
     add('', etcdReg({ prefix: p }), false);
   for (const sn of ['{namespace}', 'static', '{service}/x', '{namespace}.{service}', 'UP{service}', '{service} x', '{svc}', ''])
     add('', consulReg({ serviceName: sn }), false);
@@ -511,10 +511,10 @@ function misplaced(key: string, value: string, areas: readonly EtcdArea[]): stri
     if (rest.length !== 3 || !allowed.includes(ns)) continue;
     if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(service) || !/^(\[[0-9a-f:.]+\]|[a-z0-9.-]+):\d{1,5}$/.test(instance)) continue;
     const owner = ownerOf(value);
-    // hostport values carry no owner (their owner index, checked above, does).
+    // hostport and grpc values carry no owner (their owner index, checked above, does).
     if (
       owner === undefined
-        ? /^\S+:\d{1,5}$/.test(value)
+        ? /^\S+:\d{1,5}$/.test(value) || /^\{"Op":0,"Addr":"\S+:\d{1,5}"\}$/.test(value)
         : owner.clusterId === clusterId && render(template, { namespace: owner.namespace }) === ns
     )
       return undefined;

@@ -15,7 +15,7 @@
  * all environments, registry namespace `dev` and cluster id `<cluster>`:
  *   readwrite, prefix  /services/dev/                                 the entries
  *   readwrite, key     /services/_kube-registrar/leases/<cluster>/dev the id of the lease they hang on
- *   readwrite, prefix  /services/_kube-registrar/owners/dev/          owner index (hostport format only)
+ *   readwrite, prefix  /services/_kube-registrar/owners/dev/          owner index (grpc and hostport formats)
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
