@@ -7,14 +7,15 @@
  *
  * The `grpc` value carries no `Metadata`. etcd's Go resolver (client v3.5.0-v3.5.26 and
  * v3.6.0-v3.6.7) hands `Metadata` to grpc-go as `resolver.Address.Metadata`, and grpc-go's
- * pick_first (the default policy) compares the old and new addresses of its connection with `==`
- * on every resolver update: a JSON object arrives as a `map[string]interface{}`, and comparing two
- * of those panics ("comparing uncomparable type", etcd-io/etcd#19700, grpc/grpc-go#8225), which
- * kills a Go client of grpc-go 1.67 the moment an entry it resolved is rewritten. A scalar that
- * changes with the entry (the record as a string, say) would not panic, but pick_first would then
- * drop and redial its connection whenever a tag or a weight changes. So the value is what etcd's
- * own `endpoints.Manager` writes for an endpoint without metadata, and the record (owner, tags,
- * weight, metadata) goes to the owner index on the same lease, as for `hostport`.
+ * pick_first (the default policy up to grpc-go 1.71) compares the old and new addresses of its
+ * connection with `==` on every resolver update: a JSON object arrives as a
+ * `map[string]interface{}`, and comparing two of those panics ("comparing uncomparable type",
+ * etcd-io/etcd#19700, grpc/grpc-go#8225), which kills a Go client of grpc-go 1.67 the moment an
+ * entry it resolved is rewritten. A scalar that changes with the entry (the record as a string,
+ * say) would not panic, but pick_first would then drop and redial its connection whenever a tag or
+ * a weight changes. So the value is what etcd's own `endpoints.Manager` writes for an endpoint
+ * without metadata, and the record (owner, tags, weight, metadata) goes to the owner index on the
+ * same lease, as for `hostport`.
  */
 import { isIP } from 'node:net';
 
