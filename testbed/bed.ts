@@ -320,6 +320,7 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
       ETCDCTL: toolchain.etcdctl,
       HADOLINT: toolchain.hadolint,
       CONSUL: toolchain.consul,
+      GRPC_RESOLVER_PROBE: toolchain.grpcResolverProbe,
       TESTBED_DIR: dir,
       TESTBED_KUBERNETES_VERSION: versions.kubernetes,
       TESTBED_ETCD_VERSION: versions.etcd,

@@ -1,13 +1,15 @@
 /**
  * Provisions the real servers of the test bed: etcd from Debian's `etcd-server`, and
  * kube-apiserver, kubectl, Consul and helm built from their own Go modules through the small tools
- * modules under tools/. Built binaries are cached outside the repository, keyed by version, so a
- * second run costs nothing. Every step is idempotent; a step that cannot be done says which tool,
- * why, and what to do.
+ * modules under tools/, plus grpc-resolver-probe, a Go gRPC client of our own (tools/
+ * grpc-resolver-probe). Built binaries are cached outside the repository, keyed by version (and,
+ * for our own program, by a digest of its source), so a second run costs nothing. Every step is
+ * idempotent; a step that cannot be done says which tool, why, and what to do.
  */
 import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +35,10 @@ export interface Toolchain {
   readonly openssl: string;
   readonly hadolint: string;
   readonly hadolintVersion: string;
+  /** Go gRPC client dialling etcd:/// targets through etcd's naming resolver (tools/grpc-resolver-probe). */
+  readonly grpcResolverProbe: string;
+  /** The grpc-go version it is built with. */
+  readonly grpcGoVersion: string;
 }
 
 /** A tool that could not be provisioned: names the tool, the reason and the way out. */
@@ -62,6 +68,11 @@ interface GoBinary {
   /** Linker flags; `{version}` is replaced by the module version. */
   readonly ldflags?: (version: string) => string;
   readonly env?: Readonly<Record<string, string>>;
+  /**
+   * The program's own source is in the tools module (not only pinned there): the cache is then
+   * also keyed by a digest of that source, so an edit is rebuilt.
+   */
+  readonly ownSource?: boolean;
 }
 
 function kubeLdflags(version: string): string {
@@ -100,7 +111,27 @@ const GO_BINARIES: readonly GoBinary[] = [
     pkg: 'helm.sh/helm/v3/cmd/helm',
     ldflags: (v) => `-X helm.sh/helm/v3/internal/version.version=${v}`,
   },
+  {
+    name: 'grpc-resolver-probe',
+    toolsModule: 'grpc-resolver-probe',
+    versionModule: 'google.golang.org/grpc',
+    pkg: '.',
+    ownSource: true,
+  },
 ];
+
+/** First 12 hex digits of the SHA-256 of the Go files, go.mod and go.sum of tools/<dir>. */
+async function sourceDigest(toolsModule: string): Promise<string> {
+  const dir = join(REPO_ROOT, 'tools', toolsModule);
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.go') || n === 'go.mod' || n === 'go.sum').sort();
+  const hash = createHash('sha256');
+  for (const name of names)
+    hash
+      .update(`${name}\0`)
+      .update(await readFile(join(dir, name)))
+      .update('\0');
+  return hash.digest('hex').slice(0, 12);
+}
 
 /** Reads the version of `module` required by the tools module in tools/<dir>/go.mod. */
 export async function requiredVersion(toolsModule: string, module: string): Promise<string> {
@@ -183,7 +214,8 @@ async function ensureDebianPackage(tool: string, binary: string, pkg: string, lo
 
 async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; version: string }> {
   const version = await requiredVersion(bin.toolsModule, bin.versionModule);
-  const dir = join(cacheDir(), 'bin', `${bin.name}-${version}`);
+  const key = bin.ownSource ? `${version}-${await sourceDigest(bin.toolsModule)}` : version;
+  const dir = join(cacheDir(), 'bin', `${bin.name}-${key}`);
   const path = join(dir, bin.name);
   if (existsSync(path)) return { path, version };
   const go = await which('go');
@@ -193,7 +225,8 @@ async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; 
       'the Go toolchain is not on PATH',
       'install Go 1.24 or newer (https://go.dev/doc/install or Debian golang-go) and run again',
     );
-  log(`building ${bin.name} ${version} from ${bin.pkg} (first run only; cached in ${dir})`);
+  const what = bin.ownSource ? `tools/${bin.toolsModule} with ${bin.versionModule} ${version}` : `${bin.pkg} ${version}`;
+  log(`building ${bin.name} from ${what} (first run only; cached in ${dir})`);
   const started = Date.now();
   await mkdir(dir, { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
@@ -215,7 +248,7 @@ async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; 
     await rm(tmp, { force: true });
     throw new ProvisionError(
       bin.name,
-      `go build of ${bin.pkg}@${version} failed: ${err instanceof Error ? err.message : String(err)}`,
+      `go build of ${what} failed: ${err instanceof Error ? err.message : String(err)}`,
       `check that the Go module proxy is reachable (GOPROXY) and that tools/${bin.toolsModule}/go.mod pins a release that builds with $(go version); GOTOOLCHAIN=goX.Y.Z selects another toolchain`,
       { cause: err },
     );
@@ -290,5 +323,7 @@ export async function provision(log: Log = (l) => console.error(l)): Promise<Too
     openssl,
     hadolint: await ensureHadolint(log),
     hadolintVersion: HADOLINT_VERSION,
+    grpcResolverProbe: get('grpc-resolver-probe').path,
+    grpcGoVersion: get('grpc-resolver-probe').version,
   };
 }

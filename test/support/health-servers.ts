@@ -120,14 +120,18 @@ export class TcpHealthServer {
 export class GrpcHealthServer {
   serving = true;
   port = 0;
+  /** Health checks answered so far. */
+  calls = 0;
   readonly #server = new GrpcServer();
 
   static async start(): Promise<GrpcHealthServer> {
     const server = new GrpcHealthServer();
     server.#server.register<HealthCheckRequest, HealthCheckResponse>(
       healthCheckMethod,
-      (_call: ServerUnaryCall<HealthCheckRequest, HealthCheckResponse>, callback: sendUnaryData<HealthCheckResponse>) =>
-        callback(null, { status: server.serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING }),
+      (_call: ServerUnaryCall<HealthCheckRequest, HealthCheckResponse>, callback: sendUnaryData<HealthCheckResponse>) => {
+        server.calls++;
+        callback(null, { status: server.serving ? ServingStatus.SERVING : ServingStatus.NOT_SERVING });
+      },
       encodeHealthCheckResponse,
       decodeHealthCheckRequest,
       'unary',
