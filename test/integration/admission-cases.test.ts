@@ -14,7 +14,7 @@ import { CustomObjectsApi } from '@kubernetes/client-node';
 import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION } from '../../src/api/v1alpha1/types.ts';
 import { ADMISSION_CASES } from '../fixtures/admission-cases.ts';
 import { adminKubeConfig, uniqueSuffix } from '../support/env.ts';
-import { createNamespace, installCrds } from '../support/kube.ts';
+import { apiserverRefusal, createNamespace, installCrds } from '../support/kube.ts';
 
 const namespace = `admission-${uniqueSuffix()}`;
 const api = adminKubeConfig().makeApiClient(CustomObjectsApi);
@@ -28,24 +28,6 @@ function dryRunCreate(object: unknown): Promise<unknown> {
     : api.createNamespacedCustomObject({ ...common, plural: SERVICE_INSTANCE_PLURAL, namespace });
 }
 
-/** The apiserver's message for a refused object, or undefined when it was admitted. */
-async function refusal(object: unknown): Promise<string | undefined> {
-  try {
-    await dryRunCreate(object);
-    return undefined;
-  } catch (err: unknown) {
-    const { code, body } = err as { code?: number; body?: unknown };
-    if (code !== 422 && code !== 400) throw err;
-    const text = typeof body === 'string' ? body : JSON.stringify(body);
-    try {
-      const { message } = JSON.parse(text) as { message?: unknown };
-      return typeof message === 'string' ? message : text;
-    } catch {
-      return text;
-    }
-  }
-}
-
 before(async () => {
   const kc = adminKubeConfig();
   await installCrds(kc);
@@ -55,7 +37,7 @@ before(async () => {
 describe('admission cases on the real kube-apiserver', () => {
   for (const c of ADMISSION_CASES) {
     test(c.name, async () => {
-      const message = await refusal(c.object);
+      const message = await apiserverRefusal(() => dryRunCreate(c.object));
       if (c.valid) {
         assert.equal(message, undefined, `admitted: ${message ?? ''}`);
         return;

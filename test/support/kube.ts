@@ -200,3 +200,24 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
     await sleep(100);
   }
 }
+
+/**
+ * The apiserver's message when it refuses what `send` writes (400 Bad Request or 422 Invalid), or
+ * undefined when the write is admitted; any other failure is thrown.
+ */
+export async function apiserverRefusal(send: () => Promise<unknown>): Promise<string | undefined> {
+  try {
+    await send();
+    return undefined;
+  } catch (err: unknown) {
+    const { code, body } = err as { code?: number; body?: unknown };
+    if (code !== 422 && code !== 400) throw err;
+    const text = typeof body === 'string' ? body : JSON.stringify(body);
+    try {
+      const { message } = JSON.parse(text) as { message?: unknown };
+      return typeof message === 'string' ? message : text;
+    } catch {
+      return text;
+    }
+  }
+}
