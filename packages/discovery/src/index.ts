@@ -1,0 +1,16 @@
+/**
+ * @kube-registrar/discovery: the consumer side of kube-registrar. This first part is the pure
+ * selection core: an `InstanceSelector` per service picks an instance per call (tag filter, then
+ * one of five strategies), ejects instances that keep failing and falls back to all of them when
+ * every match is ejected. Sources that read the registry, watch caches, `call()` and
+ * self-registration build on it.
+ */
+export { InstanceSelector, type CallResult, type InstanceSelectorOptions, type InstanceState } from './selector.ts';
+export { STRATEGIES, type Strategy } from './balancers/index.ts';
+export { hostPort, instanceId, type Instance } from './instance.ts';
+export { formatTags, matchesTags, type TagFilter } from './tags.ts';
+export { DEFAULT_OUTLIER, type OutlierOptions } from './outlier.ts';
+export { DEFAULT_PEAK_EWMA, type PeakEwmaOptions } from './peak-ewma.ts';
+export { monotonicClock, type Clock } from './clock.ts';
+export { mathRandom, seededRandom, type RandomSource } from './random.ts';
+export { DiscoveryConfigError, DiscoveryError, InvalidInstanceError, NoInstanceError } from './errors.ts';
