@@ -65,3 +65,11 @@ export class DiscoveryConfigError extends DiscoveryError {
 export class InvalidInstanceError extends DiscoveryError {
   override name = 'InvalidInstanceError';
 }
+
+/**
+ * The registry could not be read before a deadline and nothing is known about the service yet. Once
+ * a service has been read, outages never raise this: the last known instances keep being served.
+ */
+export class RegistryUnavailableError extends DiscoveryError {
+  override name = 'RegistryUnavailableError';
+}

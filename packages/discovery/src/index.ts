@@ -13,4 +13,17 @@ export { DEFAULT_OUTLIER, type OutlierOptions } from './outlier.ts';
 export { DEFAULT_PEAK_EWMA, type PeakEwmaOptions } from './peak-ewma.ts';
 export { monotonicClock, type Clock } from './clock.ts';
 export { mathRandom, seededRandom, type RandomSource } from './random.ts';
-export { DiscoveryConfigError, DiscoveryError, InvalidInstanceError, NoInstanceError } from './errors.ts';
+export { DiscoveryConfigError, DiscoveryError, InvalidInstanceError, NoInstanceError, RegistryUnavailableError } from './errors.ts';
+export { DiscoveryClient, type DiscoveryClientOptions } from './client.ts';
+export { ServiceCache, type CacheListener, type Staleness } from './cache.ts';
+export {
+  DEFAULT_NAMESPACE,
+  NAMESPACE_ENV,
+  resolveNamespace,
+  type DiscoverySource,
+  type Registrar,
+  type Registration,
+  type SelfEndpoint,
+  type SourceListener,
+  type SourceWatch,
+} from './source.ts';
