@@ -176,8 +176,8 @@ export class DiscoveryClient {
       random: this.#random,
     });
     const cache = new ServiceCache(this.#options.source, service, this.#clock);
-    cache.subscribe((instances) => selector.update(instances));
-    selector.update(cache.instances);
+    cache.subscribe((instances) => selector.update(instances.filter(balanceable)));
+    selector.update(cache.instances.filter(balanceable));
     followed = { cache, selector };
     this.#services.set(service, followed);
     return followed;
@@ -186,4 +186,13 @@ export class DiscoveryClient {
   #checkOpen(): void {
     if (this.#closed) throw new DiscoveryConfigError('this DiscoveryClient is closed: create a new one');
   }
+}
+
+/**
+ * Whether an instance from the registry can be balanced at all. Sources decode weights as the
+ * operator writes them (0-1000); a hand-written entry with a negative weight is left out rather
+ * than refusing the whole update (which would freeze the service at its previous set).
+ */
+function balanceable(instance: Instance): boolean {
+  return instance.weight === undefined || (Number.isFinite(instance.weight) && instance.weight >= 0);
 }
