@@ -15,6 +15,7 @@ export { monotonicClock, type Clock } from './clock.ts';
 export { mathRandom, seededRandom, type RandomSource } from './random.ts';
 export { DiscoveryConfigError, DiscoveryError, InvalidInstanceError, NoInstanceError, RegistryUnavailableError } from './errors.ts';
 export { DiscoveryClient, type DiscoveryClientOptions } from './client.ts';
+export { staticSource, type StaticSourceOptions } from './static-source.ts';
 export { ServiceCache, type CacheListener, type Staleness } from './cache.ts';
 export {
   DEFAULT_NAMESPACE,

@@ -5,6 +5,7 @@ import { DiscoveryConfigError, NoInstanceError, RegistryUnavailableError } from 
 import { DEFAULT_NAMESPACE, NAMESPACE_ENV, resolveNamespace } from '../src/source.ts';
 import { FakeClock, ids, inst, scriptedRandom } from './fakes.ts';
 import { MemorySource } from './memory-source.ts';
+import { staticSource } from '../src/static-source.ts';
 
 function make(source = new MemorySource('prod')) {
   const clock = new FakeClock();
@@ -130,5 +131,19 @@ describe('self-registration', () => {
     await one.close();
     await client.close();
     assert.deepEqual(closed, ['s/80', 's/81']);
+  });
+});
+
+describe('static source', () => {
+  test('serves its fixed list through the same client', async () => {
+    const client = new DiscoveryClient({
+      source: staticSource({ namespace: 'dev', services: { users: [inst('a', { tags: { zone: 'a' } }), inst('b')] } }),
+      strategy: 'round-robin',
+      random: scriptedRandom(0),
+    });
+    assert.equal(client.namespace, 'dev');
+    assert.equal(ids(await client.instances('users', { zone: 'a' })), 'a');
+    await assert.rejects(client.pick('orders'), NoInstanceError);
+    await client.close();
   });
 });
