@@ -13,6 +13,7 @@ import { parseOptions, SCENARIOS, USAGE, type ScenarioId } from './lib/options.t
 import { textTable, updateBenchmarksMd } from './lib/report.ts';
 import type { ScenarioResult } from './lib/results.ts';
 import { churn } from './scenarios/churn.ts';
+import { clientSelection } from './scenarios/client-selection.ts';
 import { coldSync } from './scenarios/cold-sync.ts';
 import { consulColdSync } from './scenarios/consul-cold-sync.ts';
 import { healthChecks } from './scenarios/health-checks.ts';
@@ -26,6 +27,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   'consul-cold-sync': consulColdSync,
   churn,
   'health-checks': healthChecks,
+  'client-selection': clientSelection,
 };
 
 async function main(): Promise<number> {

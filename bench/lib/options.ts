@@ -5,7 +5,15 @@
 import { parseArgs } from 'node:util';
 
 /** Scenario ids, in the order they run. */
-export const SCENARIOS = ['cold-sync', 'propagation', 'steady-state', 'consul-cold-sync', 'churn', 'health-checks'] as const;
+export const SCENARIOS = [
+  'cold-sync',
+  'propagation',
+  'steady-state',
+  'consul-cold-sync',
+  'churn',
+  'health-checks',
+  'client-selection',
+] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
 

@@ -35,7 +35,7 @@ function ratioText(f: Figure): string {
 function limitText(f: Figure): string {
   const j = judge(f);
   if (f.limit) return `${fmt(j.limitMedian)} ${f.limit.unit} (${f.limit.name})`;
-  if (f.goal && f.goal.kind !== 'ratio-at-least') return f.goal.text;
+  if (f.goal && f.goal.kind !== 'ratio-at-least' && f.goal.kind !== 'ratio-at-most') return f.goal.text;
   return '';
 }
 

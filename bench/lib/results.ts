@@ -7,10 +7,11 @@ import { median } from './stats.ts';
 /**
  * How a figure is judged.
  * - `ratio-at-least`: value / limit (both measured in the same run) must be ≥ threshold.
+ * - `ratio-at-most`: value / limit (both measured in the same run) must be ≤ threshold.
  * - `at-most` / `below`: the value must be ≤ / < threshold; the ratio reported is value / threshold.
  * - `zero`: the value must be 0.
  */
-export type GoalKind = 'ratio-at-least' | 'at-most' | 'below' | 'zero';
+export type GoalKind = 'ratio-at-least' | 'ratio-at-most' | 'at-most' | 'below' | 'zero';
 
 /** A goal from the issue, in words and as a check. */
 export interface Goal {
@@ -62,6 +63,9 @@ export function judge(f: Figure): Judged {
     switch (g.kind) {
       case 'ratio-at-least':
         out.met = out.ratio !== undefined && out.ratio >= g.threshold;
+        break;
+      case 'ratio-at-most':
+        out.met = out.ratio !== undefined && out.ratio <= g.threshold;
         break;
       case 'at-most':
         out.ratio ??= m / g.threshold;

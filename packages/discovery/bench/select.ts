@@ -5,6 +5,9 @@
  * an `acquire()` + `release()` pair, which is what load-aware strategies see per call. The GC
  * column counts garbage collections during the timed loops of a strategy: 0 means the hot path
  * allocated too little to trigger one. Timing lives here, never in the tests.
+ *
+ * With `--json` it prints the figures as one JSON line instead (read by the `client-selection`
+ * scenario of `npm run bench`).
  */
 import { PerformanceObserver } from 'node:perf_hooks';
 import { InstanceSelector } from '../src/selector.ts';
@@ -14,7 +17,8 @@ import type { Instance } from '../src/instance.ts';
 import { seededRandom } from '../src/random.ts';
 
 const INSTANCES = 100;
-const PICKS = Number(process.argv[2] ?? 1_000_000);
+const JSON_OUTPUT = process.argv.includes('--json');
+const PICKS = Number(process.argv.slice(2).find((a) => !a.startsWith('--')) ?? 1_000_000);
 
 const instances: Instance[] = Array.from({ length: INSTANCES }, (_, k) => ({
   id: `i${k}`,
@@ -88,6 +92,17 @@ const figures = STRATEGIES.map(measure);
 await new Promise((resolve) => setTimeout(resolve, 50)); // let the observer deliver
 observer.disconnect();
 
+if (JSON_OUTPUT) {
+  const out = figures.map((f) => ({
+    strategy: f.strategy,
+    pickNs: f.pick.ns,
+    filteredNs: f.filtered.ns,
+    callNs: f.call.ns,
+    gcs: gcsIn(f.pick) + gcsIn(f.filtered) + gcsIn(f.call),
+  }));
+  console.log(JSON.stringify({ instances: INSTANCES, picks: PICKS, node: process.version, figures: out }));
+  process.exit(0);
+}
 console.log(`${INSTANCES} instances, ${PICKS} selections per figure, node ${process.version}; ns per selection (GCs during the run)`);
 const cell = (t: Timing, width: number): string => `${t.ns.toFixed(1)} (${gcsIn(t)})`.padStart(width);
 console.log(`${'strategy'.padEnd(22)}${'pick'.padStart(14)}${'filtered pick'.padStart(16)}${'acquire+release'.padStart(18)}`);
