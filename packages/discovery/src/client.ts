@@ -9,10 +9,16 @@ import type { Strategy } from './balancers/index.ts';
 import { ServiceCache, type Staleness } from './cache.ts';
 import { monotonicClock, type Clock } from './clock.ts';
 import { DiscoveryConfigError } from './errors.ts';
-import type { Instance } from './instance.ts';
+import { instanceId, type Instance } from './instance.ts';
 import type { OutlierOptions } from './outlier.ts';
 import type { PeakEwmaOptions } from './peak-ewma.ts';
 import { mathRandom, type RandomSource } from './random.ts';
+import { InstanceBreakers, resolveBreakerOptions } from './call/breakers.ts';
+import { runCall, type CallFunction, type ServiceCallContext } from './call/call.ts';
+import { DEFAULT_CALL_POLICY, resolvePolicy, type CallDefaults, type CallOptions, type ResolvedPolicy } from './call/options.ts';
+import { RetryBudget, resolveRetryBudgetOptions } from './call/retry-budget.ts';
+import type { DiscoveryHooks, DiscoveryLogger, ObservedClient } from './observability/hooks.ts';
+import { Observer } from './observability/observer.ts';
 import { InstanceSelector } from './selector.ts';
 import type { DiscoverySource, Registrar, Registration, SelfEndpoint } from './source.ts';
 import type { TagFilter } from './tags.ts';
@@ -39,14 +45,24 @@ export interface DiscoveryClientOptions {
   readonly clock?: Clock;
   /** Default: `Math.random`. */
   readonly random?: RandomSource;
+  /** Defaults of every `call()`, the retry budget of each service and the breaker of each instance. */
+  readonly call?: CallDefaults;
+  /** Where to log ejections, breakers, denied retries and registry outages. Pino-compatible. Default: nowhere. */
+  readonly logger?: DiscoveryLogger;
+  /** Metrics hooks, e.g. `prometheusHooks(registry)` from `@kube-registrar/discovery/prometheus`. */
+  readonly hooks?: DiscoveryHooks;
 }
 
 const DEFAULT_INITIAL_READ_TIMEOUT_MS = 10_000;
+const EMPTY_OPTIONS: CallOptions = Object.freeze({});
+const NOT_FOLLOWED: Staleness = Object.freeze({ loaded: false, inSync: false, staleForMs: 0, revision: undefined, lastError: undefined });
 
 /** One service as the client follows it. */
 interface Followed {
   readonly cache: ServiceCache;
   readonly selector: InstanceSelector;
+  /** What `call()` keeps for the service (budget, breakers), made by the first call. */
+  calls?: ServiceCallContext;
 }
 
 /** Finds, picks and calls instances of services in one registry namespace. */
@@ -55,6 +71,11 @@ export class DiscoveryClient {
   readonly #clock: Clock;
   readonly #random: RandomSource;
   readonly #initialReadTimeoutMs: number;
+  readonly #source: DiscoverySource;
+  readonly #observer: Observer;
+  readonly #callPolicy: ResolvedPolicy;
+  /** Aborted by `close()`: ends calls under way and their waits between attempts. */
+  readonly #closing = new AbortController();
   readonly #services = new Map<string, Followed>();
   readonly #registrations = new Set<Registration>();
   #strategy: Strategy | undefined;
@@ -69,6 +90,13 @@ export class DiscoveryClient {
     if (!(this.#initialReadTimeoutMs > 0)) {
       throw new DiscoveryConfigError(`initialReadTimeoutMs is ${this.#initialReadTimeoutMs}: it must be a positive number of milliseconds`);
     }
+    // Checked now, so that a wrong option fails at start-up rather than on the first call.
+    this.#callPolicy = resolvePolicy(options.call ?? {}, DEFAULT_CALL_POLICY);
+    if (options.call?.retryBudget) resolveRetryBudgetOptions(options.call.retryBudget);
+    if (options.call?.breaker) resolveBreakerOptions(options.call.breaker);
+    this.#observer = new Observer(options.logger, options.hooks, this.#clock, options.source.namespace);
+    this.#source = this.#observer.observe(options.source);
+    options.hooks?.attach?.(this.#observed());
   }
 
   /** The registry namespace every read is pinned to. */
@@ -89,6 +117,25 @@ export class DiscoveryClient {
   async pick(service: string, tags?: TagFilter): Promise<Instance> {
     const followed = await this.#loaded(service);
     return followed.selector.pick(tags);
+  }
+
+  /**
+   * Runs `fn` against an instance of `service` and returns its first success: each attempt has a
+   * timeout (its signal aborts at the deadline), a failed attempt is retried on another instance
+   * after a backoff while `attempts`, `retryable` and the service's retry budget allow, and an
+   * instance whose circuit breaker is open gets no calls while others are available. Instances
+   * are acquired and released, so load-aware strategies see calls in flight and their latency,
+   * and failures feed outlier ejection.
+   *
+   * Throws `NoInstanceError` when nothing matches, `CallFailedError` (every attempt, and the last
+   * error as `cause`) when the call gives up, an error `isFailure` says is not a failure as is,
+   * and the signal's reason when `options.signal` aborts.
+   */
+  async call<T>(service: string, fn: CallFunction<T>, options: CallOptions = EMPTY_OPTIONS): Promise<T> {
+    const followed = await this.#loaded(service);
+    const policy = options === EMPTY_OPTIONS ? this.#callPolicy : resolvePolicy(options, this.#callPolicy);
+    const signal = options.signal === undefined ? this.#closing.signal : AbortSignal.any([options.signal, this.#closing.signal]);
+    return runCall(this.#callContext(service, followed), fn, { tags: options.tags, policy, signal });
   }
 
   /** The selector of `service` (created and watched on first use), for `acquire`/`release` and `inspect`. */
@@ -146,12 +193,13 @@ export class DiscoveryClient {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#closing.abort(new DiscoveryConfigError('the DiscoveryClient was closed while the call was under way'));
     const results = await Promise.allSettled([
       ...[...this.#registrations].map((r) => r.close()),
       ...[...this.#services.values()].map((f) => f.cache.close()),
     ]);
     this.#services.clear();
-    await this.#options.source.close();
+    await this.#source.close();
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
   }
@@ -174,13 +222,48 @@ export class DiscoveryClient {
       ...(this.#options.latency !== undefined ? { latency: this.#options.latency } : {}),
       clock: this.#clock,
       random: this.#random,
+      onEjection: (instance, ejectedForMs) => this.#observer.ejected(service, instance, ejectedForMs),
     });
-    const cache = new ServiceCache(this.#options.source, service, this.#clock);
-    cache.subscribe((instances) => selector.update(instances.filter(balanceable)));
+    const cache = new ServiceCache(this.#source, service, this.#clock);
+    const created: Followed = { cache, selector };
+    cache.subscribe((all) => {
+      const instances = all.filter(balanceable);
+      selector.update(instances);
+      created.calls?.breakers?.retain(new Set(instances.map(instanceId)));
+    });
     selector.update(cache.instances.filter(balanceable));
-    followed = { cache, selector };
+    followed = created;
     this.#services.set(service, followed);
     return followed;
+  }
+
+  #callContext(service: string, followed: Followed): ServiceCallContext {
+    if (followed.calls !== undefined) return followed.calls;
+    const { retryBudget = {}, breaker = {} } = this.#options.call ?? {};
+    followed.calls = {
+      service,
+      namespace: this.namespace,
+      selector: followed.selector,
+      budget: retryBudget === false ? undefined : new RetryBudget(retryBudget, this.#clock),
+      breakers:
+        breaker === false
+          ? undefined
+          : new InstanceBreakers(breaker, (instance, state) => this.#observer.breaker(service, instance, state)),
+      clock: this.#clock,
+      observer: this.#observer,
+    };
+    return followed.calls;
+  }
+
+  /** What hooks may read: followed services, their staleness and instance states. */
+  #observed(): ObservedClient {
+    return {
+      kind: this.#options.source.kind,
+      namespace: this.namespace,
+      services: () => [...this.#services.keys()],
+      staleness: (service) => this.#services.get(service)?.cache.staleness() ?? NOT_FOLLOWED,
+      inspect: (service) => this.#services.get(service)?.selector.inspect() ?? [],
+    };
   }
 
   #checkOpen(): void {

@@ -2,8 +2,9 @@
  * @kube-registrar/discovery: the consumer side of kube-registrar. This first part is the pure
  * selection core: an `InstanceSelector` per service picks an instance per call (tag filter, then
  * one of five strategies), ejects instances that keep failing and falls back to all of them when
- * every match is ejected. Sources that read the registry, watch caches, `call()` and
- * self-registration build on it.
+ * every match is ejected. Sources that read the registry, watch caches, `call()` (timeouts,
+ * retries on another instance under a budget, a breaker per instance) and self-registration build
+ * on it; a logger and metrics hooks observe them.
  */
 export { InstanceSelector, type CallResult, type InstanceSelectorOptions, type InstanceState } from './selector.ts';
 export { STRATEGIES, type Strategy } from './balancers/index.ts';
@@ -16,6 +17,12 @@ export { mathRandom, seededRandom, type RandomSource } from './random.ts';
 export { DiscoveryConfigError, DiscoveryError, InvalidInstanceError, NoInstanceError, RegistryUnavailableError } from './errors.ts';
 export { DiscoveryClient, type DiscoveryClientOptions } from './client.ts';
 export { staticSource, type StaticSourceOptions } from './static-source.ts';
+export type { CallFunction } from './call/call.ts';
+export type { BackoffOptions, CallDefaults, CallOptions, CallPolicy } from './call/options.ts';
+export { CallFailedError, CallTimeoutError, type CallAttempt, type GiveUpReason } from './call/errors.ts';
+export { DEFAULT_RETRY_BUDGET, RetryBudget, type RetryBudgetOptions } from './call/retry-budget.ts';
+export { DEFAULT_BREAKER, type BreakerOptions, type BreakerState } from './call/breakers.ts';
+export type { CallOutcome, DiscoveryHooks, DiscoveryLogger, ObservedClient } from './observability/hooks.ts';
 export { ServiceCache, type CacheListener, type Staleness } from './cache.ts';
 export {
   DEFAULT_NAMESPACE,

@@ -14,7 +14,7 @@
  * Everything is synchronous and driven by the injected clock and random source: no timers, no
  * I/O, so the selector needs no shutdown and tests need no waiting.
  */
-import { checkStrategy, createBalancer, type BalancerContext, type Strategy } from './balancers/index.ts';
+import { checkStrategy, createBalancer, type Balancer, type BalancerContext, type Strategy } from './balancers/index.ts';
 import { monotonicClock, type Clock } from './clock.ts';
 import { NoInstanceError } from './errors.ts';
 import { instanceId, instanceWeight, type Instance } from './instance.ts';
@@ -45,6 +45,11 @@ export interface InstanceSelectorOptions {
   readonly clock?: Clock;
   /** Default: `Math.random`. */
   readonly random?: RandomSource;
+  /**
+   * Told when a reported failure ejects an instance, with how long the ejection lasts (ms), for
+   * logs and metrics. Returns to service need no event: `inspect()` shows them when read.
+   */
+  readonly onEjection?: (instance: Instance, ejectedForMs: number) => void;
 }
 
 /** The outcome of one call, as the caller saw it. */
@@ -82,6 +87,7 @@ export class InstanceSelector {
   readonly #context: BalancerContext;
   readonly #outlier: OutlierDetector | undefined;
   readonly #latency: Required<PeakEwmaOptions>;
+  readonly #onEjection: ((instance: Instance, ejectedForMs: number) => void) | undefined;
   #strategy: Strategy;
   #strategyVersion = 0;
   #members: Member[] = [];
@@ -102,6 +108,7 @@ export class InstanceSelector {
     this.#context = { clock: this.#clock, random: options.random ?? mathRandom };
     this.#outlier = options.outlier === false ? undefined : new OutlierDetector(options.outlier);
     this.#latency = resolvePeakEwmaOptions(options.latency);
+    this.#onEjection = options.onEjection;
     this.#strategy = checkStrategy(options.strategy ?? 'weighted-round-robin');
   }
 
@@ -174,12 +181,37 @@ export class InstanceSelector {
     return member.instance;
   }
 
+  /**
+   * Like `acquire`, but leaves out the instances `avoid` says to (say, those a retry already
+   * tried). Returns undefined when every candidate is avoided, so the caller decides what to fall
+   * back to; throws `NoInstanceError` as `pick` does when nothing matches at all. Candidates are
+   * the instances not ejected, or all matches when every match is ejected (panic), as for `pick`.
+   * Slower than `acquire` (it filters per call): for retries, not for every call.
+   */
+  acquireAvoiding(filter: TagFilter | undefined, avoid: (instance: Instance) => boolean): Instance | undefined {
+    const view = this.#candidateView(filter);
+    const allowed = this.#candidates(view).filter((m) => !avoid(m.instance));
+    if (allowed.length === 0) return undefined;
+    const member = this.#balancerOf(view).pick(allowed);
+    member.inFlight++;
+    return member.instance;
+  }
+
   /** Ends a call started with `acquire` and records its outcome. */
   release(instance: Instance, result: CallResult): void {
     const member = this.#memberOf(instance);
     if (member === undefined) return; // removed meanwhile: its state is gone, nothing to count
     if (member.inFlight > 0) member.inFlight--;
     this.#recordMember(member, result);
+  }
+
+  /**
+   * Ends a call started with `acquire` without recording an outcome: for a call that says nothing
+   * about the instance, such as one its caller cancelled.
+   */
+  cancel(instance: Instance): void {
+    const member = this.#memberOf(instance);
+    if (member !== undefined && member.inFlight > 0) member.inFlight--;
   }
 
   /** Records the outcome of a call to a picked instance (without in-flight accounting). */
@@ -206,27 +238,38 @@ export class InstanceSelector {
   }
 
   #pickMember(filter: TagFilter | undefined): Member {
+    const view = this.#candidateView(filter);
+    return this.#balancerOf(view).pick(this.#candidates(view));
+  }
+
+  /** The view of `filter`, up to date, with expired ejections ended; throws when nothing matches. */
+  #candidateView(filter: TagFilter | undefined): View {
     const outlier = this.#outlier;
     if (outlier !== undefined && outlier.ejectedCount > 0) this.#returnExpired(this.#clock.now());
     const view = this.#refreshedView(filter);
-    let candidates = view.healthy;
-    if (candidates.length === 0) {
-      candidates = view.all; // panic: every match is ejected, try them anyway
-      if (candidates.length === 0) {
-        throw new NoInstanceError({
-          service: this.service,
-          namespace: this.namespace,
-          filter,
-          known: this.#members.length,
-          drained: view.drained,
-        });
-      }
+    if (view.all.length === 0) {
+      throw new NoInstanceError({
+        service: this.service,
+        namespace: this.namespace,
+        filter,
+        known: this.#members.length,
+        drained: view.drained,
+      });
     }
+    return view;
+  }
+
+  /** The instances not ejected; all matches when every one is ejected (panic: try them anyway). */
+  #candidates(view: View): readonly Member[] {
+    return view.healthy.length > 0 ? view.healthy : view.all;
+  }
+
+  #balancerOf(view: View): Balancer {
     if (view.strategyVersion !== this.#strategyVersion || view.balancer === undefined) {
       view.balancer = createBalancer(this.#strategy, this.#context);
       view.strategyVersion = this.#strategyVersion;
     }
-    return view.balancer.pick(candidates);
+    return view.balancer;
   }
 
   #refreshedView(filter: TagFilter | undefined): View {
@@ -267,7 +310,10 @@ export class InstanceSelector {
     // An ejection that has run out ends first, so this outcome counts towards the next one.
     this.#returnExpired(now);
     if (result.ok) outlier.recordSuccess(member);
-    else if (outlier.recordFailure(member, now, this.#inRotation)) this.#healthVersion++;
+    else if (outlier.recordFailure(member, now, this.#inRotation)) {
+      this.#healthVersion++;
+      this.#onEjection?.(member.instance, member.outlier.ejectedUntil - now);
+    }
   }
 
   #returnExpired(now: number): void {
