@@ -14,6 +14,7 @@ import { textTable, updateBenchmarksMd } from './lib/report.ts';
 import type { ScenarioResult } from './lib/results.ts';
 import { churn } from './scenarios/churn.ts';
 import { clientSelection } from './scenarios/client-selection.ts';
+import { clientSlowBackend } from './scenarios/client-slow-backend.ts';
 import { coldSync } from './scenarios/cold-sync.ts';
 import { consulColdSync } from './scenarios/consul-cold-sync.ts';
 import { healthChecks } from './scenarios/health-checks.ts';
@@ -28,6 +29,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   churn,
   'health-checks': healthChecks,
   'client-selection': clientSelection,
+  'client-slow-backend': clientSlowBackend,
 };
 
 async function main(): Promise<number> {

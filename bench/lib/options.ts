@@ -13,6 +13,7 @@ export const SCENARIOS = [
   'churn',
   'health-checks',
   'client-selection',
+  'client-slow-backend',
 ] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
