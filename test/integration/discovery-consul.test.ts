@@ -17,6 +17,7 @@ import { ExponentialBackoff } from 'cockatiel';
 
 import {
   consulRegistrar,
+  ConsulRequestError,
   consulSource,
   DiscoveryClient,
   RegistrationConflictError,
@@ -32,6 +33,7 @@ import { ConsulRegistry } from '../../src/registry/consul/consul-registry.ts';
 import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { EndpointHealthMark, Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
+import { startAclConsulAgent } from '../support/consul-acl.ts';
 import { RestartableConsul, waitFor } from '../support/faults.ts';
 
 const CONSUL = process.env['CONSUL_HTTP_ADDR'];
@@ -288,6 +290,53 @@ void describe('consulSource reads what the operator writes to Consul', () => {
     const plain = client({ namespace: mine.ns });
     await plain.ready(mine.service);
     assert.deepEqual(await plain.instances(mine.service), [], 'under the default template the same service is another Consul name');
+  });
+});
+
+void describe('consulSource with ACLs', () => {
+  void it('asks for the token on every call, so a rotated token is used without a restart', async () => {
+    const agent = await startAclConsulAgent();
+    const f = fixture();
+    const backend = new ConsulRegistry({
+      address: agent.address,
+      token: agent.managementToken,
+      clusterId: f.clusterId,
+      leaseTtlSeconds: OPERATOR_TTL,
+    });
+    let c: DiscoveryClient | undefined;
+    try {
+      await sync(backend, f, [entry(f, '10.69.0.1')]);
+      const readToken = await agent.createToken('service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }');
+      let current: string = randomUUID(); // a token Consul does not know
+      c = new DiscoveryClient({
+        source: consulSource({
+          address: agent.address,
+          token: () => current,
+          namespace: f.ns,
+          backoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }),
+        }),
+      });
+      clients.push(c);
+      const denied = await waitFor(
+        'the read to be denied',
+        async () => {
+          const error: unknown = c!.staleness(f.service).lastError;
+          return error instanceof ConsulRequestError ? error : undefined;
+        },
+        DEADLINE_MS,
+      );
+      assert.equal(denied.status, 403);
+      assert.match(denied.message, /ACL/);
+      assert.equal(c.staleness(f.service).loaded, false);
+
+      current = readToken;
+      await clientShows(c, f.service, ['10.69.0.1']);
+    } finally {
+      await c?.close();
+      await sync(backend, f, []).catch(() => undefined);
+      await backend.close();
+      await agent.stop();
+    }
   });
 });
 
