@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { IBackoff, IBackoffFactory } from 'cockatiel';
 
 import type { Clock } from '../clock.ts';
+import type { Instance } from '../instance.ts';
 import type { SourceListener, SourceWatch } from '../source.ts';
 import { blockingDeadlineMs, delayBeforeNextQuery, nextIndex } from './blocking.ts';
 import { decodeHealth } from './decode.ts';
@@ -87,7 +88,7 @@ export class ConsulServiceWatch implements SourceWatch {
   }
 
   /** One read: blocking on `index` unless it is 0. */
-  async #read(index: number): Promise<{ instances: ReturnType<typeof decodeHealth>['instances']; answered: string | null }> {
+  async #read(index: number): Promise<{ instances: Instance[]; answered: string | null }> {
     const { http, name, query, waitSeconds } = this.#ctx;
     const blocking = index > 0;
     const path = `/v1/health/service/${encodeURIComponent(name)}`;
