@@ -35,3 +35,7 @@ export {
   type SourceListener,
   type SourceWatch,
 } from './source.ts';
+export { consulSource, DEFAULT_WAIT_SECONDS, type ConsulSourceOptions } from './consul/source.ts';
+export { consulRegistrar, DEFAULT_SELF_TTL_SECONDS, RegistrationConflictError, type ConsulRegistrarOptions } from './consul/registrar.ts';
+export { ConsulRequestError, type ConsulConnectionOptions, type ConsulToken } from './consul/http.ts';
+export { type ConsulLogger } from './consul/logger.ts';
