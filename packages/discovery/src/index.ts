@@ -27,3 +27,10 @@ export {
   type SourceListener,
   type SourceWatch,
 } from './source.ts';
+export { etcdSource, defaultEtcdBackoff, type EtcdSourceOptions } from './etcd/source.ts';
+export { etcdRegistrar, type EtcdRegistrar, type EtcdRegistrarOptions } from './etcd/registrar.ts';
+export { etcdDiscovery, type EtcdDiscoveryOptions } from './etcd/discovery.ts';
+export { EntryOwnedElsewhereError } from './etcd/errors.ts';
+export type { EtcdConnectionOptions } from './etcd/client.ts';
+export type { EtcdLogger } from './etcd/logger.ts';
+export type { EntryOwner, EtcdValueFormat } from './etcd/record.ts';
