@@ -15,7 +15,7 @@ import { connect, type EtcdConnectionOptions } from './client.ts';
 import { encodeRecord } from './encode.ts';
 import { serviceKeys } from './keys.ts';
 import { silentLogger, type EtcdLogger } from './logger.ts';
-import { ETCD_VALUE_FORMATS, usesOwnerIndex, type EntryOwner, type EtcdValueFormat } from './record.ts';
+import { ETCD_VALUE_FORMATS, type EntryOwner, type EtcdValueFormat } from './record.ts';
 import { EtcdRegistration } from './registration.ts';
 import { checkCallTimeout, defaultEtcdBackoff } from './source.ts';
 
@@ -93,7 +93,7 @@ export function etcdRegistrar(options: EtcdRegistrarOptions): EtcdRegistrar {
       const registration = await EtcdRegistration.create({
         client,
         entryKey: keys.entries + instanceId,
-        ownerIndexKey: usesOwnerIndex(format) ? keys.ownerIndex + instanceId : undefined,
+        ownerIndexKey: keys.ownerIndex + instanceId,
         encoded,
         owner,
         leaseTtlSeconds,

@@ -20,8 +20,11 @@ import type { EntryOwner } from './record.ts';
 export interface RegistrationPlan {
   readonly client: Etcd3;
   readonly entryKey: string;
-  /** Set for grpc/hostport: where the record goes. */
-  readonly ownerIndexKey: string | undefined;
+  /**
+   * The owner index key of the entry: written for grpc/hostport, and read whatever the format,
+   * since an entry of the operator's in another format keeps its owner there.
+   */
+  readonly ownerIndexKey: string;
   readonly encoded: EncodedEntry;
   readonly owner: EntryOwner;
   readonly leaseTtlSeconds: number;
@@ -113,26 +116,19 @@ export class EtcdRegistration implements Registration {
     const { client, entryKey, ownerIndexKey, encoded, owner, callTimeoutMs } = this.#plan;
     for (let attempt = 1; attempt <= WRITE_ATTEMPTS; attempt++) {
       const entry = await this.#find(entryKey);
-      const index = ownerIndexKey === undefined ? undefined : await this.#find(ownerIndexKey);
-      if (entry.value !== undefined || index?.value !== undefined) {
+      const index = await this.#find(ownerIndexKey);
+      if (entry.value !== undefined || index.value !== undefined) {
         // An owner index without its entry is judged by the index alone (it is a json record).
-        const there = entry.value !== undefined ? decodeOwner(entry.value, index?.value) : decodeOwner(index?.value ?? '', undefined);
+        const there = entry.value !== undefined ? decodeOwner(entry.value, index.value) : decodeOwner(index.value ?? '', undefined);
         if (!sameOwner(there, owner)) throw new EntryOwnedElsewhereError(entryKey, there, owner);
       }
       // Only if nothing changed since the read: absent keys still absent, ours still as read.
-      const txn = client.if(entryKey, 'Mod', '==', entry.modRevision ?? '0');
-      const puts = [client.put(entryKey).value(encoded.value).lease(leaseId)];
-      if (ownerIndexKey !== undefined && index !== undefined) {
-        txn.and(ownerIndexKey, 'Mod', '==', index.modRevision ?? '0');
-        puts.push(
-          client
-            .put(ownerIndexKey)
-            .value(encoded.ownerIndex ?? '')
-            .lease(leaseId),
-        );
-      }
-      const res = await txn
-        .then(...puts)
+      const ops = [client.put(entryKey).value(encoded.value).lease(leaseId)];
+      if (encoded.ownerIndex !== undefined) ops.push(client.put(ownerIndexKey).value(encoded.ownerIndex).lease(leaseId));
+      const res = await client
+        .if(entryKey, 'Mod', '==', entry.modRevision ?? '0')
+        .and(ownerIndexKey, 'Mod', '==', index.modRevision ?? '0')
+        .then(...ops, ...(encoded.ownerIndex === undefined && index.value !== undefined ? [client.delete().key(ownerIndexKey)] : []))
         .options(deadline(callTimeoutMs))
         .commit();
       if (res.succeeded) return;
