@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 
 import { ExponentialBackoff } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
@@ -273,15 +273,17 @@ describe('etcdSource reads what the operator writes', () => {
   });
 });
 
-describe('etcdSource through outages and compactions (an etcd of its own)', () => {
+describe('through outages and compactions (an etcd of its own)', () => {
   let own: OwnEtcd;
   let writer: Etcd3;
-
-  test('etcd stopped: the last set keeps being served while staleness grows; after the restart the client catches up', async () => {
+  before(async () => {
     own = await startOwnEtcd();
     closers.push(() => own.close());
     writer = new Etcd3({ hosts: own.clientUrl });
     closers.push(async () => writer.close());
+  });
+
+  test('etcd stopped: the last set keeps being served while staleness grows; after the restart the client catches up', async () => {
     const prefix = freshPrefix();
     const layout = new EtcdKeyLayout(prefix);
     const lease = await operatorLease(writer);
@@ -351,6 +353,62 @@ describe('etcdSource through outages and compactions (an etcd of its own)', () =
     await waitForSet(client, 'user', [expected(entries[0]!), expected(entries[2]!)], 'the delete to show after the compaction');
     await waitFor('the client to be in sync', async () => (client.staleness('user').inSync ? true : undefined), WAIT_MS);
     assert.ok(BigInt(client.staleness('user').revision ?? '0') >= compactTo, 'the client follows from after the compaction');
+  });
+
+  test('a link that silently swallows packets is noticed (keepalive pings), and the client catches up once it heals', async () => {
+    const proxy = await TcpProxy.start(own.clientUrl);
+    closers.push(() => proxy.close());
+    const prefix = freshPrefix();
+    const layout = new EtcdKeyLayout(prefix);
+    const lease = await operatorLease(writer);
+    const a = operatorEntry('prod', 'user', '10.0.11.1', 80);
+    const b = operatorEntry('prod', 'user', '10.0.11.2', 80);
+    await writeAsOperator(writer, layout, 'json', lease, a);
+
+    const client = consumer({ hosts: proxy.url('http'), prefix, namespace: 'prod', callTimeoutMs: 3_000 });
+    await client.ready('user');
+    proxy.cut('blackhole');
+    await waitFor('the client to notice the dead link', async () => (client.staleness('user').inSync ? undefined : true), WAIT_MS);
+    assert.deepEqual(client.cache('user').instances, [expected(a)], 'the last set is still served');
+    await writeAsOperator(writer, layout, 'json', lease, b);
+    proxy.heal();
+    await waitForSet(client, 'user', [expected(a), expected(b)], 'the client to catch up after the partition');
+  });
+
+  test('a registration whose lease expired while etcd was out of reach is written again on a new lease once etcd answers', async () => {
+    const proxy = await TcpProxy.start(own.clientUrl);
+    closers.push(() => proxy.close());
+    const prefix = freshPrefix();
+    const key = new EtcdKeyLayout(prefix).entry('prod', 'agent', '10.0.10.1:5000');
+    const logs: string[] = [];
+    const log = (_fields: object, message: string): void => void logs.push(message);
+    const registrar = etcdRegistrar({
+      hosts: proxy.url('http'),
+      prefix,
+      namespace: 'prod',
+      leaseTtlSeconds: 2,
+      backoff: fastBackoff(),
+      logger: { debug: log, info: log, warn: log, error: log },
+    });
+    closers.push(() => registrar.close());
+    const registration = await registrar.register({ service: 'agent', address: '10.0.10.1', port: 5000 });
+    const firstLease = (await rawValue(writer, key))?.lease;
+    assert.ok(firstLease !== undefined);
+
+    proxy.cut('close');
+    await waitFor(
+      'the entry to expire while the registrar is cut off',
+      async () => ((await rawValue(writer, key)) === undefined ? true : undefined),
+      WAIT_MS,
+    );
+    proxy.heal();
+    const back = await waitFor('the entry to be written again', async () => rawValue(writer, key), WAIT_MS);
+    assert.notEqual(back.lease, firstLease, 'on a new lease');
+    assert.ok(logs.includes('registration lease lost; registering again once etcd answers'), logs.join('; '));
+    await waitFor('the log to say so', async () => (logs.includes('registered again on a new lease') ? true : undefined), WAIT_MS);
+
+    await registration.close();
+    assert.equal(await rawValue(writer, key), undefined, 'close() removes the new entry at once');
   });
 });
 

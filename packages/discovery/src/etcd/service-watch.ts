@@ -103,7 +103,7 @@ export class EtcdServiceWatch implements SourceWatch {
     const session: WatchSession = new WatchSession(client, [keys.entries, keys.ownerIndex], next, (res) => this.#onResponse(session, res));
     this.#session = session;
     try {
-      const ready = await session.ready();
+      const ready = await session.ready(callTimeoutMs);
       if (ready !== 'ready') return ready.reason;
       this.#inStep = true;
       this.#deliver();

@@ -48,9 +48,18 @@ export class WatchSession {
     this.#ready = Promise.all(connected).then(() => undefined);
   }
 
-  /** Resolves with 'ready' once every watcher is connected, or with the reason the session ended first. */
-  async ready(): Promise<'ready' | { reason: unknown }> {
-    return Promise.race([this.#ready.then(() => 'ready' as const), this.#ended.then((reason) => ({ reason }))]);
+  /**
+   * Resolves with 'ready' once every watcher is connected, or with the reason the session ended
+   * first; after `timeoutMs` without both, ends the session (a link that swallows packets never
+   * says it is down).
+   */
+  async ready(timeoutMs: number): Promise<'ready' | { reason: unknown }> {
+    const timer = setTimeout(() => this.#lose(new Error(`etcd did not confirm the watch within ${timeoutMs} ms`)), timeoutMs);
+    try {
+      return await Promise.race([this.#ready.then(() => 'ready' as const), this.#ended.then((reason) => ({ reason }))]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Resolves with the reason the session ended: an error, or {@link SESSION_CLOSED}. */
