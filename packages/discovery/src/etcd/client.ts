@@ -11,7 +11,11 @@ import { DiscoveryConfigError } from '../errors.ts';
 
 /** How to reach etcd: an existing client, or hosts (plus the etcd3 options to connect with). */
 export interface EtcdConnectionOptions {
-  /** An etcd3 client of the caller's; it stays open when the source or registrar closes. */
+  /**
+   * An etcd3 client of the caller's; it stays open when the source or registrar closes. Give it
+   * gRPC keepalive options (as a created client has) if links may fail silently, or a watch may
+   * wait on a dead connection until the link comes back.
+   */
   readonly client?: Etcd3;
   /** etcd endpoints, e.g. `http://10.0.0.5:2379`; the client created for them is closed with the source or registrar. */
   readonly hosts?: string | string[];
