@@ -36,13 +36,12 @@ export {
   type SourceWatch,
 } from './source.ts';
 export { consulSource, DEFAULT_WAIT_SECONDS, type ConsulSourceOptions } from './consul/source.ts';
+export { consulDiscovery, type ConsulDiscoveryOptions } from './consul/discovery.ts';
 export { consulRegistrar, DEFAULT_SELF_TTL_SECONDS, RegistrationConflictError, type ConsulRegistrarOptions } from './consul/registrar.ts';
 export { ConsulRequestError, type ConsulConnectionOptions, type ConsulToken } from './consul/http.ts';
-export { type ConsulLogger } from './consul/logger.ts';
 export { etcdSource, defaultEtcdBackoff, type EtcdSourceOptions } from './etcd/source.ts';
 export { etcdRegistrar, type EtcdRegistrar, type EtcdRegistrarOptions } from './etcd/registrar.ts';
 export { etcdDiscovery, type EtcdDiscoveryOptions } from './etcd/discovery.ts';
 export { EntryOwnedElsewhereError } from './etcd/errors.ts';
 export type { EtcdConnectionOptions } from './etcd/client.ts';
-export type { EtcdLogger } from './etcd/logger.ts';
 export type { EntryOwner, EtcdValueFormat } from './etcd/record.ts';

@@ -13,7 +13,7 @@ import { hostname as osHostname } from 'node:os';
 import { DiscoveryConfigError, DiscoveryError } from '../errors.ts';
 import { resolveNamespace, type Registrar, type Registration, type SelfEndpoint } from '../source.ts';
 import { ConsulHttp, ConsulRequestError, type ConsulConnectionOptions } from './http.ts';
-import { silentLogger, type ConsulLogger } from './logger.ts';
+import { silentLogger, type DiscoveryLogger } from '../logger.ts';
 import { consulNamespaceOf, consulServiceName, DEFAULT_SERVICE_NAME_TEMPLATE, literal } from './naming.ts';
 import { describeOwner, ownedBy, selfCheckId, selfOwner, selfRegistration, type RegistrationBody } from './registration.ts';
 
@@ -33,7 +33,7 @@ export interface ConsulRegistrarOptions extends ConsulConnectionOptions {
   readonly callTimeoutMs?: number;
   /** Host name written into the owner, the source and the id; default `os.hostname()`. */
   readonly hostname?: string;
-  readonly logger?: ConsulLogger;
+  readonly logger?: DiscoveryLogger;
 }
 
 /** The service id is taken by an entry this process does not own; nothing was written. */
@@ -57,7 +57,7 @@ interface RegistrarContext {
   readonly http: ConsulHttp;
   readonly ns: string;
   readonly timeoutMs: number;
-  readonly logger: ConsulLogger;
+  readonly logger: DiscoveryLogger;
 }
 
 class ConsulRegistrar implements Registrar {

@@ -14,7 +14,7 @@ import { DiscoveryConfigError } from '../errors.ts';
 import { resolveNamespace, type DiscoverySource, type SourceListener, type SourceWatch } from '../source.ts';
 import { MAX_WAIT_SECONDS } from './blocking.ts';
 import { ConsulHttp, type ConsulConnectionOptions } from './http.ts';
-import { silentLogger, type ConsulLogger } from './logger.ts';
+import { silentLogger, type DiscoveryLogger } from '../logger.ts';
 import { consulNamespaceOf, consulServiceName, DEFAULT_SERVICE_NAME_TEMPLATE, registryFilter } from './naming.ts';
 import { ConsulServiceWatch } from './watch.ts';
 
@@ -40,7 +40,7 @@ export interface ConsulSourceOptions extends ConsulConnectionOptions {
   /** Delays between retries after failures; default exponential from 250 ms to 15 s with decorrelated jitter. */
   readonly backoff?: IBackoffFactory<unknown>;
   readonly clock?: Clock;
-  readonly logger?: ConsulLogger;
+  readonly logger?: DiscoveryLogger;
 }
 
 /** Default `wait` of blocking queries: Consul's maximum is 600 s, its default 300 s. */

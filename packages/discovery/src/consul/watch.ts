@@ -18,7 +18,7 @@ import type { SourceListener, SourceWatch } from '../source.ts';
 import { blockingDeadlineMs, delayBeforeNextQuery, nextIndex } from './blocking.ts';
 import { decodeHealth } from './decode.ts';
 import { ConsulRequestError, type ConsulHttp } from './http.ts';
-import type { ConsulLogger } from './logger.ts';
+import type { DiscoveryLogger } from '../logger.ts';
 
 /** What a watch needs from its source. */
 export interface ConsulWatchContext {
@@ -33,7 +33,7 @@ export interface ConsulWatchContext {
   readonly minQueryIntervalMs: number;
   readonly backoff: IBackoffFactory<unknown>;
   readonly clock: Clock;
-  readonly logger: ConsulLogger;
+  readonly logger: DiscoveryLogger;
   /** For log fields. */
   readonly service: string;
   readonly namespace: string;

@@ -8,12 +8,12 @@ import { connect } from './client.ts';
 import { etcdRegistrar, type EtcdRegistrarOptions } from './registrar.ts';
 import { etcdSource, type EtcdSourceOptions } from './source.ts';
 
-/** Options of {@link etcdDiscovery}: where etcd is, what to read, how to register, how to select. */
+/** Options of {@link etcdDiscovery}: where etcd is, what to read, how to register, how to select and call. */
 export interface EtcdDiscoveryOptions
   extends
     EtcdSourceOptions,
     Pick<EtcdRegistrarOptions, 'format' | 'leaseTtlSeconds'>,
-    Omit<DiscoveryClientOptions, 'source' | 'registrar' | 'clock'> {}
+    Omit<DiscoveryClientOptions, 'source' | 'registrar'> {}
 
 /**
  * A discovery client on etcd: `instances()`/`pick()`/`call()` read `<prefix>/<namespace>/`, and
@@ -21,21 +21,12 @@ export interface EtcdDiscoveryOptions
  * closes the etcd client if it was created from `hosts`.
  */
 export function etcdDiscovery(options: EtcdDiscoveryOptions): DiscoveryClient {
-  const { client, owned } = connect(options, 'etcdDiscovery');
-  const common = {
-    client,
-    prefix: options.prefix,
-    ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
-    ...(options.logger !== undefined ? { logger: options.logger } : {}),
-    ...(options.backoff !== undefined ? { backoff: options.backoff } : {}),
-    ...(options.callTimeoutMs !== undefined ? { callTimeoutMs: options.callTimeoutMs } : {}),
-  };
-  const source = etcdSource({ ...common, ...(options.clock !== undefined ? { clock: options.clock } : {}) });
-  const registrar = etcdRegistrar({
-    ...common,
-    ...(options.format !== undefined ? { format: options.format } : {}),
-    ...(options.leaseTtlSeconds !== undefined ? { leaseTtlSeconds: options.leaseTtlSeconds } : {}),
-  });
+  const { client: given, hosts, auth, credentials, grpcOptions, dialTimeout, prefix, namespace, backoff, callTimeoutMs } = options;
+  const { format, leaseTtlSeconds, ...clientOptions } = options;
+  const { client, owned } = connect({ client: given, hosts, auth, credentials, grpcOptions, dialTimeout }, 'etcdDiscovery');
+  const common = { client, prefix, namespace, logger: options.logger, backoff, callTimeoutMs };
+  const source = etcdSource({ ...common, clock: options.clock });
+  const registrar = etcdRegistrar({ ...common, format, leaseTtlSeconds });
   const closingSource: DiscoverySource = {
     kind: source.kind,
     namespace: source.namespace,
@@ -45,14 +36,5 @@ export function etcdDiscovery(options: EtcdDiscoveryOptions): DiscoveryClient {
       if (owned) client.close();
     },
   };
-  return new DiscoveryClient({
-    source: closingSource,
-    registrar,
-    ...(options.strategy !== undefined ? { strategy: options.strategy } : {}),
-    ...(options.outlier !== undefined ? { outlier: options.outlier } : {}),
-    ...(options.latency !== undefined ? { latency: options.latency } : {}),
-    ...(options.initialReadTimeoutMs !== undefined ? { initialReadTimeoutMs: options.initialReadTimeoutMs } : {}),
-    ...(options.clock !== undefined ? { clock: options.clock } : {}),
-    ...(options.random !== undefined ? { random: options.random } : {}),
-  });
+  return new DiscoveryClient({ ...clientOptions, source: closingSource, registrar });
 }

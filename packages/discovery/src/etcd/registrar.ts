@@ -14,7 +14,7 @@ import { resolveNamespace, type Registrar, type Registration, type SelfEndpoint 
 import { connect, type EtcdConnectionOptions } from './client.ts';
 import { encodeRecord } from './encode.ts';
 import { serviceKeys } from './keys.ts';
-import { silentLogger, type EtcdLogger } from './logger.ts';
+import { silentLogger, type DiscoveryLogger } from '../logger.ts';
 import { ETCD_VALUE_FORMATS, type EntryOwner, type EtcdValueFormat } from './record.ts';
 import { EtcdRegistration } from './registration.ts';
 import { checkCallTimeout, defaultEtcdBackoff } from './source.ts';
@@ -30,7 +30,7 @@ export interface EtcdRegistrarOptions extends EtcdConnectionOptions {
   /** TTL of each registration's lease: how long the entry outlives a process killed without close(). Default 10. */
   readonly leaseTtlSeconds?: number;
   /** pino-compatible; silent by default. */
-  readonly logger?: EtcdLogger;
+  readonly logger?: DiscoveryLogger;
   /** Delays between attempts to register again after a lost lease. */
   readonly backoff?: IBackoffFactory<unknown>;
   /** Deadline of each call, ms. Default 10 s. */

@@ -13,7 +13,7 @@ import { deadline } from './client.ts';
 import { decodeOwner } from './decode.ts';
 import type { EncodedEntry } from './encode.ts';
 import { EntryOwnedElsewhereError } from './errors.ts';
-import { describeError, type EtcdLogger } from './logger.ts';
+import { describeError, type DiscoveryLogger } from '../logger.ts';
 import type { EntryOwner } from './record.ts';
 
 /** Everything a registration writes and how. */
@@ -30,7 +30,7 @@ export interface RegistrationPlan {
   readonly leaseTtlSeconds: number;
   readonly callTimeoutMs: number;
   readonly backoff: IBackoffFactory<unknown>;
-  readonly logger: EtcdLogger;
+  readonly logger: DiscoveryLogger;
 }
 
 /** Attempts of the read-check-write transaction before giving up on a key that keeps changing. */

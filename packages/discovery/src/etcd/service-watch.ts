@@ -26,7 +26,7 @@ import type { SourceListener, SourceWatch } from '../source.ts';
 import { deadline } from './client.ts';
 import { decodeInstance } from './decode.ts';
 import { childName, type ServiceKeys } from './keys.ts';
-import { describeError, type EtcdLogger } from './logger.ts';
+import { describeError, type DiscoveryLogger } from '../logger.ts';
 import { isCompacted, SESSION_CLOSED, WatchSession } from './session.ts';
 
 /** What a service watch needs from its source. */
@@ -36,7 +36,7 @@ export interface ServiceWatchContext {
   readonly service: string;
   readonly keys: ServiceKeys;
   readonly listener: SourceListener;
-  readonly logger: EtcdLogger;
+  readonly logger: DiscoveryLogger;
   readonly backoff: IBackoffFactory<unknown>;
   readonly callTimeoutMs: number;
   readonly clock: Clock;

@@ -8,7 +8,7 @@
  */
 import type { Etcd3, IWatchResponse, Watcher } from 'etcd3';
 
-import { describeError } from './logger.ts';
+import { describeError } from '../logger.ts';
 
 /** Why a session ended when it was closed on purpose rather than lost. */
 export const SESSION_CLOSED: unique symbol = Symbol('session closed');

@@ -9,7 +9,7 @@ import { DiscoveryConfigError } from '../errors.ts';
 import { resolveNamespace, type DiscoverySource, type SourceListener, type SourceWatch } from '../source.ts';
 import { connect, DEFAULT_CALL_TIMEOUT_MS, type EtcdConnectionOptions } from './client.ts';
 import { serviceKeys } from './keys.ts';
-import { silentLogger, type EtcdLogger } from './logger.ts';
+import { silentLogger, type DiscoveryLogger } from '../logger.ts';
 import { EtcdServiceWatch } from './service-watch.ts';
 
 /** Options of {@link etcdSource}. */
@@ -21,7 +21,7 @@ export interface EtcdSourceOptions extends EtcdConnectionOptions {
   /** Measures how long a watch was out of step, for logs. Default `performance.now()`. */
   readonly clock?: Clock;
   /** pino-compatible; silent by default. */
-  readonly logger?: EtcdLogger;
+  readonly logger?: DiscoveryLogger;
   /** Delays between attempts to follow a service again. Default exponential from 200 ms to 10 s with jitter. */
   readonly backoff?: IBackoffFactory<unknown>;
   /** Deadline of each read, ms. Default 10 s. */

@@ -8,13 +8,7 @@ import type { BreakerState } from '../call/breakers.ts';
 import type { Instance } from '../instance.ts';
 import type { InstanceState } from '../selector.ts';
 
-/** A logger the client can write to: pino's, or anything with these four methods. */
-export interface DiscoveryLogger {
-  debug(obj: object, msg: string): void;
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
+export type { DiscoveryLogger } from '../logger.ts';
 
 /**
  * How a `call()` ended:

@@ -8,12 +8,8 @@ import type { BreakerState } from '../call/breakers.ts';
 import type { Clock } from '../clock.ts';
 import { instanceId, type Instance } from '../instance.ts';
 import type { DiscoverySource, SourceWatch } from '../source.ts';
-import type { CallOutcome, DiscoveryHooks, DiscoveryLogger } from './hooks.ts';
-
-const noop = (): void => {};
-
-/** A logger that drops everything: the default. */
-export const silentLogger: DiscoveryLogger = { debug: noop, info: noop, warn: noop, error: noop };
+import { silentLogger, type DiscoveryLogger } from '../logger.ts';
+import type { CallOutcome, DiscoveryHooks } from './hooks.ts';
 
 /** At most one "retry denied" log line per service per this many ms; the line counts the rest. */
 const DENIED_LOG_INTERVAL_MS = 10_000;

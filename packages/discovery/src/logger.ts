@@ -1,23 +1,21 @@
 /**
- * What the etcd source and registrar log through: the subset of pino's API they use, so a pino
- * logger (or a child of one) can be passed as it is. Silent by default.
+ * What every part of the client logs through: the subset of pino's API it uses, so a pino logger
+ * (or a child of one) can be passed as it is. Silent unless one is given: a library never prints
+ * unasked.
  */
 
 /** A pino-compatible logger: structured fields first, then the message. */
-export interface EtcdLogger {
+export interface DiscoveryLogger {
   debug(fields: object, message: string): void;
   info(fields: object, message: string): void;
   warn(fields: object, message: string): void;
   error(fields: object, message: string): void;
 }
 
-/** Logs nothing. */
-export const silentLogger: EtcdLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-};
+const ignore = (): void => {};
+
+/** Logs nothing: the default. */
+export const silentLogger: DiscoveryLogger = { debug: ignore, info: ignore, warn: ignore, error: ignore };
 
 /** The message of an error, for log fields and error texts. */
 export function describeError(error: unknown): string {
