@@ -13,6 +13,7 @@ import { parseOptions, SCENARIOS, USAGE, type ScenarioId } from './lib/options.t
 import { textTable, updateBenchmarksMd } from './lib/report.ts';
 import type { ScenarioResult } from './lib/results.ts';
 import { churn } from './scenarios/churn.ts';
+import { clientPropagation } from './scenarios/client-propagation.ts';
 import { clientSelection } from './scenarios/client-selection.ts';
 import { clientSlowBackend } from './scenarios/client-slow-backend.ts';
 import { coldSync } from './scenarios/cold-sync.ts';
@@ -30,6 +31,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   'health-checks': healthChecks,
   'client-selection': clientSelection,
   'client-slow-backend': clientSlowBackend,
+  'client-propagation': clientPropagation,
 };
 
 async function main(): Promise<number> {

@@ -14,6 +14,7 @@ export const SCENARIOS = [
   'health-checks',
   'client-selection',
   'client-slow-backend',
+  'client-propagation',
 ] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
