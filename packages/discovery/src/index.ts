@@ -1,10 +1,11 @@
 /**
- * @kube-registrar/discovery: the consumer side of kube-registrar. This first part is the pure
- * selection core: an `InstanceSelector` per service picks an instance per call (tag filter, then
- * one of five strategies), ejects instances that keep failing and falls back to all of them when
- * every match is ejected. Sources that read the registry, watch caches, `call()` (timeouts,
- * retries on another instance under a budget, a breaker per instance) and self-registration build
- * on it; a logger and metrics hooks observe them.
+ * @kube-registrar/discovery: the consumer side of kube-registrar. A `DiscoveryClient` reads one
+ * registry namespace of etcd or Consul exactly as the operator writes it (`etcdDiscovery`,
+ * `consulDiscovery`), keeps one watch cache per service, picks instances with a tag filter and one
+ * of five strategies, ejects instances that keep failing, runs `call()` with timeouts, retries on
+ * another instance under a budget and a breaker per instance, and registers this process under a
+ * lease or TTL of its own. The gRPC resolver and the Prometheus hooks have entry points of their
+ * own (`/grpc`, `/prometheus`), so their optional peers load only when asked for.
  */
 export { InstanceSelector, type CallResult, type InstanceSelectorOptions, type InstanceState } from './selector.ts';
 export { STRATEGIES, type Strategy } from './balancers/index.ts';
