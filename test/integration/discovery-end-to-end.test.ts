@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import {
+  consulDiscovery,
   consulSource,
   DiscoveryClient,
   etcdRegistrar,
@@ -21,7 +22,15 @@ import {
   type Instance,
 } from '@kube-registrar/discovery';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { countServiceInstances, startOwnEtcd, TcpProxy, waitForResyncs, type OwnEtcd } from '../support/faults.ts';
+import {
+  agentServices,
+  countServiceInstances,
+  startOwnEtcd,
+  TcpProxy,
+  waitForResyncs,
+  type AgentService,
+  type OwnEtcd,
+} from '../support/faults.ts';
 import {
   createNamespace,
   createPod,
@@ -408,7 +417,7 @@ describe('discovery client end to end', () => {
     }
   });
 
-  test("a process's own registration is never touched by the operator", async () => {
+  test("a process's own etcd registration is never touched by the operator", async () => {
     const registrar = etcdRegistrar({ hosts: bedEnv('ETCD_ENDPOINTS'), prefix: `${prefix}/json`, namespace: ns, leaseTtlSeconds: 10 });
     const client = etcdClient(etcdSource({ hosts: bedEnv('ETCD_ENDPOINTS'), prefix: `${prefix}/json`, namespace: ns }), { registrar });
     const registration = await client.register({ service: 'search', address: '10.70.0.1', port: 9000, tags: { host: 'vm-1' } });
@@ -446,6 +455,37 @@ describe('discovery client end to end', () => {
     await registration.close();
     assert.equal((await etcd.get(key).exec()).kvs.length, 0, 'closing the registration removes the entry at once');
     await waitForInstances(client, 'search', [], 'the client to see it go');
+  });
+
+  test("a process's own Consul registration is never touched by the operator", async () => {
+    const consul = bedEnv('CONSUL_HTTP_ADDR');
+    const client = consulDiscovery({ address: consul, namespace: ns, ttlSeconds: 10, initialReadTimeoutMs: WAIT_MS });
+    clients.push(client);
+    const registration = await client.register({ service: 'lookup', address: '10.71.0.1', port: 9000, tags: { host: 'vm-2' } });
+    const mine = async (): Promise<AgentService | undefined> => (await agentServices(consul)).find((s) => s.id === registration.id);
+    const original = await mine();
+    assert.ok(original, 'the process registered itself on the agent');
+
+    await createServiceInstance(kc, ns, 'lookup', {
+      service: 'lookup',
+      registries: [REGISTRIES.consul],
+      endpoints: [{ address: '10.71.0.2', port: 9000 }],
+    });
+    await waitForInstances(client, 'lookup', ['10.71.0.1:9000', '10.71.0.2:9000'], "the operator's instance beside the process's own");
+    await resyncs(3);
+    assert.deepEqual(await mine(), original, 'unchanged after the operator resynced the service three times');
+
+    await deleteServiceInstance(kc, ns, 'lookup');
+    await waitForInstances(
+      client,
+      'lookup',
+      ['10.71.0.1:9000'],
+      "the operator's instance to go with its ServiceInstance, the process's to stay",
+    );
+    assert.deepEqual(await mine(), original);
+    await registration.close();
+    assert.equal(await mine(), undefined, 'closing the registration deregisters it at once');
+    await waitForInstances(client, 'lookup', [], 'the client to see it go');
   });
 });
 
