@@ -44,9 +44,9 @@ export type SourceFactory = (prefix: string, namespace: string) => DiscoverySour
 
 /**
  * A registered resolver scheme. `close()` stops every watch it opened and the etcd client it
- * created: channels already resolved keep their last addresses, channels created or re-resolving
- * afterwards fail with UNAVAILABLE. grpc-js cannot unregister a scheme; registering it again
- * replaces this registration for new channels.
+ * created: channels that had resolved keep their last addresses (they no longer follow changes),
+ * channels to services not yet followed fail with UNAVAILABLE. grpc-js cannot unregister a scheme;
+ * registering it again replaces this registration for new channels.
  */
 export interface ResolverRegistration {
   /** The URI scheme registered, e.g. `etcd`. */
