@@ -15,16 +15,9 @@ import { ConsulRegistry } from '../../src/registry/consul/consul-registry.ts';
 import type { ConsulRegistryOptions } from '../../src/registry/consul/consul-registry.ts';
 import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { EndpointHealthMark, Owner, RegistryEntry } from '../../src/registry/types.ts';
+import { consulAgentEnv } from '../support/env.ts';
 
-const CONSUL = process.env['CONSUL_HTTP_ADDR'];
-if (CONSUL === undefined || CONSUL === '') {
-  throw new Error(
-    'CONSUL_HTTP_ADDR is not set: the Consul integration tests need a real Consul agent. Run them through the test bed (`npm test`), ' +
-      'or start an agent yourself and run e.g. CONSUL_HTTP_ADDR=http://127.0.0.1:8500 npx node --test test/integration/consul-health-marks.test.ts',
-  );
-}
-const AGENT: string = CONSUL.startsWith('http') ? CONSUL : `http://${CONSUL}`;
-const TOKEN = process.env['CONSUL_HTTP_TOKEN'];
+const { address: AGENT, token: TOKEN } = consulAgentEnv();
 
 const TTL = 5;
 /** Consul's minimum; the agent looks for services to reap every 30 s. */

@@ -20,16 +20,9 @@ import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { freePort } from '../../testbed/processes.ts';
 import { startAclConsulAgent } from '../support/consul-acl.ts';
 import type { AclConsulAgent } from '../support/consul-acl.ts';
+import { consulAgentEnv } from '../support/env.ts';
 
-const CONSUL = process.env['CONSUL_HTTP_ADDR'];
-if (CONSUL === undefined || CONSUL === '') {
-  throw new Error(
-    'CONSUL_HTTP_ADDR is not set: the Consul integration tests need a real Consul agent. Run them through the test bed (`npm test`), ' +
-      'or start an agent yourself and run e.g. CONSUL_HTTP_ADDR=http://127.0.0.1:8500 npx node --test test/integration/consul-registry.test.ts',
-  );
-}
-const AGENT: string = CONSUL.startsWith('http') ? CONSUL : `http://${CONSUL}`;
-const TOKEN = process.env['CONSUL_HTTP_TOKEN'];
+const { address: AGENT, token: TOKEN } = consulAgentEnv();
 
 const TTL = 5;
 const registries: ConsulRegistry[] = [];

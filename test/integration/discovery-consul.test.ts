@@ -35,16 +35,9 @@ import type { EndpointHealthMark, Owner, RegistryEntry } from '../../src/registr
 import { REPO_ROOT } from '../../testbed/provision.ts';
 import { startAclConsulAgent } from '../support/consul-acl.ts';
 import { RestartableConsul, waitFor } from '../support/faults.ts';
+import { consulAgentEnv } from '../support/env.ts';
 
-const CONSUL = process.env['CONSUL_HTTP_ADDR'];
-if (CONSUL === undefined || CONSUL === '') {
-  throw new Error(
-    'CONSUL_HTTP_ADDR is not set: these tests need a real Consul agent. Run them through the test bed (`npm test`), ' +
-      'or set KUBE_REGISTRAR_TESTBED_ENV to the env file of a running bed',
-  );
-}
-const AGENT: string = CONSUL.startsWith('http') ? CONSUL : `http://${CONSUL}`;
-const TOKEN = process.env['CONSUL_HTTP_TOKEN'];
+const { address: AGENT, token: TOKEN } = consulAgentEnv();
 const TOKEN_OPTION = TOKEN !== undefined && TOKEN !== '' ? { token: TOKEN } : {};
 
 /** Generous: the machine running the tests may be loaded. */

@@ -27,3 +27,21 @@ export function adminKubeConfig(): KubeConfig {
 export function uniqueSuffix(): string {
   return Math.random().toString(36).slice(2, 8);
 }
+
+/** The bed's Consul agent as the Consul tests reach it. */
+export interface ConsulAgentEnv {
+  /** `http://host:port`. */
+  readonly address: string;
+  /** The ACL token when the agent has ACLs on. */
+  readonly token: string | undefined;
+}
+
+/**
+ * The Consul agent of the bed (CONSUL_HTTP_ADDR, and CONSUL_HTTP_TOKEN when it has ACLs). Throws,
+ * saying how to get one, when none is set: these tests need a real agent and never skip.
+ */
+export function consulAgentEnv(): ConsulAgentEnv {
+  const address = bedEnv('CONSUL_HTTP_ADDR');
+  const token = process.env['CONSUL_HTTP_TOKEN'];
+  return { address: address.startsWith('http') ? address : `http://${address}`, token: token === '' ? undefined : token };
+}
