@@ -19,7 +19,7 @@ import {
   seededRandom,
   type DiscoverySource,
   type Instance,
-} from '@kube-registrar/discovery';
+} from '../../packages/discovery/src/index.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { countServiceInstances, startOwnEtcd, TcpProxy, waitForResyncs, type OwnEtcd } from '../support/faults.ts';
 import {
