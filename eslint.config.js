@@ -5,7 +5,7 @@ import prettier from 'eslint-config-prettier';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.testbed/**', 'tools/**', 'deploy/**'] },
+  { ignores: ['**/dist/**', 'node_modules/**', '.testbed/**', 'tools/**', 'deploy/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

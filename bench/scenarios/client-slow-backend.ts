@@ -16,7 +16,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DiscoveryClient, staticSource, type Instance, type Strategy } from '@kube-registrar/discovery';
+import { DiscoveryClient, staticSource, type Instance, type Strategy } from '../../packages/discovery/src/index.ts';
 import type { ScenarioContext } from '../lib/context.ts';
 import type { Figure, ScenarioResult } from '../lib/results.ts';
 import { percentile } from '../lib/stats.ts';

@@ -20,7 +20,7 @@ import {
   seededRandom,
   type DiscoverySource,
   type Instance,
-} from '@kube-registrar/discovery';
+} from '../../packages/discovery/src/index.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import {
   agentServices,

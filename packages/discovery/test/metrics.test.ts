@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, test } from 'node:test';
 import { Registry } from 'prom-client';
-import { prometheusHooks } from '@kube-registrar/discovery/prometheus';
+import { prometheusHooks } from '../src/observability/prometheus.ts';
 import type { Instance } from '../src/instance.ts';
 import { inst } from './fakes.ts';
 import { SERVICE, makeClient } from './call-support.ts';
@@ -98,6 +98,11 @@ describe('prometheusHooks', () => {
   });
 
   test('the main entry point never loads prom-client', async () => {
+    // The hook rejects every import of prom-client. The prometheus entry point, imported after the
+    // main one, must trip it: otherwise the hook could see nothing and the first line would prove
+    // nothing. The sources stand in for the package's entry points (see package.json "exports").
+    const main = new URL('../src/index.ts', import.meta.url).href;
+    const prometheus = new URL('../src/observability/prometheus.ts', import.meta.url).href;
     const script = `
       import { registerHooks } from 'node:module';
       registerHooks({
@@ -106,10 +111,11 @@ describe('prometheusHooks', () => {
           return next(specifier, context);
         },
       });
-      const discovery = await import('@kube-registrar/discovery');
+      const discovery = await import(${JSON.stringify(main)});
       console.log(typeof discovery.DiscoveryClient);
+      console.log(await import(${JSON.stringify(prometheus)}).then(() => 'the prometheus entry point loaded', (err) => err.message));
     `;
     const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: import.meta.dirname });
-    assert.equal(stdout.trim(), 'function');
+    assert.deepEqual(stdout.trim().split('\n'), ['function', `prom-client was loaded by ${prometheus}`]);
   });
 });
