@@ -342,7 +342,10 @@ describe('the discovery package installed from its tarball', () => {
       out.entries.map((e) => e.slice(e.indexOf(`/node_modules/${PACKAGE_NAME}/`))),
       ['index.js', 'observability/prometheus.js', 'grpc/resolver.js'].map((f) => `/node_modules/${PACKAGE_NAME}/dist/${f}`),
     );
-    assert.ok(out.grpcExports.length > 0, 'the gRPC entry point exports something');
+    assert.ok(
+      out.grpcExports.includes('registerEtcdResolver'),
+      `the gRPC entry point exports registerEtcdResolver: ${out.grpcExports.join(', ')}`,
+    );
     assert.equal(out.called, '192.0.2.20:8080', 'the call went to the operator’s instance, the only one left');
     assert.match(out.metrics, new RegExp(`^discovery_calls_total\\{service="${service}",outcome="success"\\} 1$`, 'm'));
     assert.match(out.metrics, new RegExp(`^discovery_instances\\{service="${service}",state="known"\\} 1$`, 'm'));
