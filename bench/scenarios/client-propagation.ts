@@ -246,7 +246,7 @@ export async function clientPropagation(ctx: ScenarioContext): Promise<ScenarioR
   }
   return {
     id: 'client-propagation',
-    title: 'Client: registry change → watch cache',
+    title: '9. Client: registry change → watch cache',
     setup: [
       `etcd: ${etcdChanges} changes (put, then delete, of one json entry) about 20 ms apart; the bare watcher is an etcd3 prefix watch in the same process.`,
       `Consul: ${consulChanges} changes (register, then deregister, through the package's registrar) about 400 ms apart; the bare watcher is a blocking-query loop on the same ?passing=true endpoint.`,

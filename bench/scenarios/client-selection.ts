@@ -41,7 +41,7 @@ export async function clientSelection(ctx: ScenarioContext): Promise<ScenarioRes
   }
   return {
     id: 'client-selection',
-    title: 'Client: selection overhead per call (100 instances)',
+    title: '7. Client: selection overhead per call (100 instances)',
     setup: [
       `${first.instances} instances with weights 1-10 and two zones; ${first.picks} selections per figure after a warm-up, real clock, node ${first.node}, one fresh process per repeat.`,
     ],

@@ -226,7 +226,7 @@ export async function clientSlowBackend(ctx: ScenarioContext): Promise<ScenarioR
   }
   return {
     id: 'client-slow-backend',
-    title: 'Client: one slow backend among ten (Linkerd’s experiment)',
+    title: '8. Client: one slow backend among ten (Linkerd’s experiment)',
     setup: [
       `${BACKENDS} HTTP backends on loopback in a child process, answering in 5 ms + Exp(mean 5 ms); backend ${SLOW} answers in ${SLOW_MS} ms during the slow phase.`,
       `Open-loop load of ${rate} calls/s through DiscoveryClient.call() (timeout ${TIMEOUT_MS} ms, one attempt, keep-alive connections) for ${phases[0]} s before, ${phases[1]} s during and ${phases[2]} s after the slow phase; figures are over the calls started during it.`,
