@@ -36,14 +36,9 @@ import { EtcdKeyLayout } from '../../src/registry/etcd/keys.ts';
 import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
 import { startOwnEtcd, TcpProxy, waitFor, type OwnEtcd } from '../support/faults.ts';
+import { bedEtcdEndpoints } from '../support/env.ts';
 
-const endpoints = (process.env.ETCD_ENDPOINTS ?? '')
-  .split(',')
-  .map((e) => e.trim())
-  .filter((e) => e !== '');
-if (endpoints.length === 0) {
-  throw new Error('ETCD_ENDPOINTS is not set: run this file through the test bed (npm test, or KUBE_REGISTRAR_TESTBED_ENV=.testbed/env)');
-}
+const endpoints = bedEtcdEndpoints();
 
 /** Generous: a loaded 2-core machine, and clients deep in their backoff after an outage. */
 const WAIT_MS = 60_000;

@@ -31,14 +31,9 @@ import { encodeEntry } from '../../src/registry/etcd/codec.ts';
 import { EtcdKeyLayout } from '../../src/registry/etcd/keys.ts';
 import type { RegistryEntry } from '../../src/registry/types.ts';
 import { waitFor } from '../support/faults.ts';
+import { bedEtcdEndpoints } from '../support/env.ts';
 
-const endpoints = (process.env.ETCD_ENDPOINTS ?? '')
-  .split(',')
-  .map((e) => e.trim())
-  .filter((e) => e !== '');
-if (endpoints.length === 0) {
-  throw new Error('ETCD_ENDPOINTS is not set: run this file through the test bed (npm test, or KUBE_REGISTRAR_TESTBED_ENV=.testbed/env)');
-}
+const endpoints = bedEtcdEndpoints();
 
 /** Generous: a loaded 2-core machine. */
 const WAIT_MS = 60_000;

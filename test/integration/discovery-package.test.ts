@@ -28,18 +28,13 @@ import type { Instance } from '../../packages/discovery/src/index.ts';
 import { encodeEntry } from '../../src/registry/etcd/codec.ts';
 import { EtcdKeyLayout } from '../../src/registry/etcd/keys.ts';
 import type { RegistryEntry } from '../../src/registry/types.ts';
+import { bedEtcdEndpoints } from '../support/env.ts';
 
 const REPO_ROOT = join(import.meta.dirname, '../..');
 const PACKAGE_DIR = join(REPO_ROOT, 'packages/discovery');
 const PACKAGE_NAME = '@kube-registrar/discovery';
 
-const endpoints = (process.env.ETCD_ENDPOINTS ?? '')
-  .split(',')
-  .map((e) => e.trim())
-  .filter((e) => e !== '');
-if (endpoints.length === 0) {
-  throw new Error('ETCD_ENDPOINTS is not set: run this file through the test bed (npm test, or KUBE_REGISTRAR_TESTBED_ENV=.testbed/env)');
-}
+const endpoints = bedEtcdEndpoints();
 
 /** Generous: npm downloads from the registry on a loaded 2-core machine. */
 const NPM_TIMEOUT_MS = 10 * 60_000;

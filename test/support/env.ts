@@ -45,3 +45,11 @@ export function consulAgentEnv(): ConsulAgentEnv {
   const token = process.env['CONSUL_HTTP_TOKEN'];
   return { address: address.startsWith('http') ? address : `http://${address}`, token: token === '' ? undefined : token };
 }
+
+/** The client URLs of the bed's registry etcd (ETCD_ENDPOINTS, comma-separated). */
+export function bedEtcdEndpoints(): string[] {
+  return bedEnv('ETCD_ENDPOINTS')
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
+}
