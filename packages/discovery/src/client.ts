@@ -112,7 +112,7 @@ export class DiscoveryClient {
 
   /**
    * One instance of `service` matching `tags`, chosen by the strategy. Throws `NoInstanceError`
-   * when nothing matches. Report how the call went with `record()`.
+   * when nothing matches. Report how the call went with `selector(service).record()`.
    */
   async pick(service: string, tags?: TagFilter): Promise<Instance> {
     const followed = await this.#loaded(service);
