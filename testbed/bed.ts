@@ -15,7 +15,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createPki, type Pki } from './pki.ts';
-import { freePort, httpOk, ManagedProcess } from './processes.ts';
+import { freePort, freePorts, httpOk, ManagedProcess } from './processes.ts';
 import { provision, type Toolchain } from './provision.ts';
 
 type Log = (line: string) => void;
@@ -108,6 +108,7 @@ export interface ConsulAgent {
  * free ones, DNS and gRPC off, and `hcl` as extra configuration.
  */
 export async function consulDevAgentArgs(name: string, httpPort: number, hcl: readonly string[] = []): Promise<string[]> {
+  const [serverPort, serfLanPort, serfWanPort] = await freePorts(3, [httpPort]);
   return [
     'agent',
     '-dev',
@@ -117,9 +118,9 @@ export async function consulDevAgentArgs(name: string, httpPort: number, hcl: re
     `-http-port=${httpPort}`,
     '-dns-port=-1',
     '-grpc-port=-1',
-    `-server-port=${await freePort()}`,
-    `-serf-lan-port=${await freePort()}`,
-    `-serf-wan-port=${await freePort()}`,
+    `-server-port=${serverPort}`,
+    `-serf-lan-port=${serfLanPort}`,
+    `-serf-wan-port=${serfWanPort}`,
     '-log-level=warn',
     ...['ports { grpc_tls = -1 }', ...hcl].map((h) => `-hcl=${h}`),
   ];

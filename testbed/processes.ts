@@ -28,6 +28,20 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * `count` distinct free ports, none of them in `exclude`. Each `freePort()` call releases its port
+ * before returning, so two calls may return the same one: a process given both would fail to
+ * start (Consul refuses equal Serf LAN and WAN ports).
+ */
+export async function freePorts(count: number, exclude: readonly number[] = []): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) {
+    const port = await freePort();
+    if (!exclude.includes(port)) ports.add(port);
+  }
+  return [...ports];
+}
+
 /** A running child process of the bed. */
 export class ManagedProcess {
   readonly name: string;
