@@ -50,6 +50,12 @@ const ns = `disc-${sfx}`;
 const prefix = `/disc-e2e-${sfx}`;
 const grpcPrefix = `disc-e2e-${sfx}-grpc`;
 const LEASE_TTL = 15;
+/**
+ * The OSS isolation template, as the other files on this bed use: the operator keys a Consul
+ * heartbeat by cluster and registry namespace, not by Registry, so a Registry left with another
+ * template would rename the heartbeats of later files' namespaces on the same agent.
+ */
+const CONSUL_SERVICE_NAME = '{namespace}-{service}';
 const RESYNCS_MS = 120_000;
 const WAIT_MS = 60_000;
 
@@ -132,7 +138,11 @@ describe('discovery client end to end', () => {
         etcd: { endpoints: [bedEnv('ETCD_ENDPOINTS')], prefix: format === 'grpc' ? grpcPrefix : `${prefix}/${format}`, format },
       });
     }
-    await createRegistry(kc, REGISTRIES.consul, { ...common, type: 'consul', consul: { address: bedEnv('CONSUL_HTTP_ADDR') } });
+    await createRegistry(kc, REGISTRIES.consul, {
+      ...common,
+      type: 'consul',
+      consul: { address: bedEnv('CONSUL_HTTP_ADDR'), serviceName: CONSUL_SERVICE_NAME },
+    });
     await createRegistry(kc, REGISTRIES.own, { ...common, type: 'etcd', etcd: { endpoints: [ownEtcd.clientUrl], prefix, format: 'json' } });
     operator = await startOperator(['--resync-period=3']);
   });
@@ -192,7 +202,7 @@ describe('discovery client end to end', () => {
       json: etcdSource({ hosts: bedEnv('ETCD_ENDPOINTS'), prefix: `${prefix}/json`, namespace: ns }),
       grpc: etcdSource({ hosts: bedEnv('ETCD_ENDPOINTS'), prefix: grpcPrefix, namespace: ns }),
       hostport: etcdSource({ hosts: bedEnv('ETCD_ENDPOINTS'), prefix: `${prefix}/hostport`, namespace: ns }),
-      consul: consulSource({ address: bedEnv('CONSUL_HTTP_ADDR'), namespace: ns }),
+      consul: consulSource({ address: bedEnv('CONSUL_HTTP_ADDR'), namespace: ns, serviceName: CONSUL_SERVICE_NAME }),
     };
     const expected = [
       '10.30.0.1:8080 w=5 tags={"version":"2","zone":"a"} meta={"team":"core"}',
@@ -459,7 +469,13 @@ describe('discovery client end to end', () => {
 
   test("a process's own Consul registration is never touched by the operator", async () => {
     const consul = bedEnv('CONSUL_HTTP_ADDR');
-    const client = consulDiscovery({ address: consul, namespace: ns, ttlSeconds: 10, initialReadTimeoutMs: WAIT_MS });
+    const client = consulDiscovery({
+      address: consul,
+      namespace: ns,
+      serviceName: CONSUL_SERVICE_NAME,
+      ttlSeconds: 10,
+      initialReadTimeoutMs: WAIT_MS,
+    });
     clients.push(client);
     const registration = await client.register({ service: 'lookup', address: '10.71.0.1', port: 9000, tags: { host: 'vm-2' } });
     const mine = async (): Promise<AgentService | undefined> => (await agentServices(consul)).find((s) => s.id === registration.id);
