@@ -50,7 +50,9 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void stop().then(() => process.exit(0)));
   try {
     const k = (args: readonly string[]): Promise<string> => kubectl(bed.toolchain.kubectl, bed.kubeconfig, args);
-    console.log(`\ntest bed: kube-apiserver ${bed.versions.kubernetes}, etcd ${bed.versions.etcd}, Consul ${bed.versions.consul}`);
+    console.log(
+      `\ntest bed: kube-apiserver ${bed.versions.kubernetes}, etcd ${bed.versions.etcd}, Consul ${bed.versions.consul}, ZooKeeper ${bed.versions.zookeeper}`,
+    );
     console.log(await k(['apply', '-f', join(REPO_ROOT, 'crds')]));
     await k(['wait', '--for=condition=Established', '--timeout=60s', 'crd/serviceinstances.registrar.dev', 'crd/registries.registrar.dev']);
     const examples = join(REPO_ROOT, 'deploy', 'examples');

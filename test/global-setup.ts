@@ -31,7 +31,7 @@ export async function globalSetup(): Promise<void> {
   bed = await startBed({ log: (l) => console.log(l) });
   Object.assign(process.env, bed.env);
   console.log(
-    `test bed: kube-apiserver ${bed.versions.kubernetes}, etcd ${bed.versions.etcd}, Consul ${bed.versions.consul}, helm ${bed.versions.helm} ` +
+    `test bed: kube-apiserver ${bed.versions.kubernetes}, etcd ${bed.versions.etcd}, Consul ${bed.versions.consul}, ZooKeeper ${bed.versions.zookeeper}, helm ${bed.versions.helm} ` +
       `up in ${((Date.now() - started) / 1000).toFixed(1)} s (${bed.dir})`,
   );
 }

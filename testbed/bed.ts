@@ -4,7 +4,8 @@
  * - kube-apiserver the way envtest runs it: its own etcd, client-certificate admin kubeconfig,
  *   RBAC authorization, service-account signing keys (so tokens can be minted for RBAC tests);
  * - a separate etcd that plays the service registry;
- * - a Consul dev agent (optionally with ACLs on).
+ * - a Consul dev agent (optionally with ACLs on);
+ * - a standalone ZooKeeper server (testbed/zookeeper.ts).
  *
  * No kubelet, controller-manager or scheduler runs: tests set pod status through the status
  * subresource, and namespaces are never finalized (use fresh names instead of deleting).
@@ -17,6 +18,7 @@ import { basename, join } from 'node:path';
 import { createPki, type Pki } from './pki.ts';
 import { freePort, freePorts, httpOk, ManagedProcess } from './processes.ts';
 import { provision, type Toolchain } from './provision.ts';
+import { ZooKeeperServer } from './zookeeper.ts';
 
 type Log = (line: string) => void;
 
@@ -35,6 +37,7 @@ export interface BedVersions {
   readonly etcd: string;
   readonly consul: string;
   readonly helm: string;
+  readonly zookeeper: string;
 }
 
 /** An etcd server of the bed that can be stopped and started again on the same port and data. */
@@ -173,6 +176,7 @@ export interface Bed {
   readonly consulAddr: string;
   /** Consul management token when ACLs are on. */
   readonly consulToken: string | undefined;
+  readonly zookeeper: ZooKeeperServer;
   readonly toolchain: Toolchain;
   readonly versions: BedVersions;
   /** `KEY=value` environment a person or a test uses to reach the bed. */
@@ -300,6 +304,16 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     const consulToken = consul.token;
     const consulHeaders: Record<string, string> = consulToken ? { 'X-Consul-Token': consulToken } : {};
 
+    const zookeeper = new ZooKeeperServer(
+      { java: toolchain.java, classpath: toolchain.zookeeperClasspath },
+      'zookeeper',
+      join(dir, 'zookeeper'),
+      await freePort(),
+      join(logs, 'zookeeper.log'),
+    );
+    started.push(zookeeper);
+    await zookeeper.start();
+
     const kubeVersion =
       (JSON.parse((await apiserverGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
     const consulSelf = (await (await fetch(`${consulAddr}/v1/agent/self`, { headers: consulHeaders })).json()) as {
@@ -310,12 +324,15 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
       etcd: await registryEtcd.version(),
       consul: consulSelf.Config?.Version ? `v${consulSelf.Config.Version}` : toolchain.consulVersion,
       helm: toolchain.helmVersion,
+      zookeeper: await zookeeper.version(),
     };
     const env: Record<string, string> = {
       KUBECONFIG: kubeconfig,
       ETCD_ENDPOINTS: registryEtcd.clientUrl,
       ETCDCTL_API: '3',
       CONSUL_HTTP_ADDR: consulAddr,
+      ZOOKEEPER_CONNECT: zookeeper.connectString,
+      ZOOKEEPER_SUPER_AUTH: zookeeper.superAuth,
       HELM: toolchain.helm,
       KUBECTL: toolchain.kubectl,
       ETCDCTL: toolchain.etcdctl,
@@ -327,6 +344,7 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
       TESTBED_ETCD_VERSION: versions.etcd,
       TESTBED_CONSUL_VERSION: versions.consul,
       TESTBED_HELM_VERSION: versions.helm,
+      TESTBED_ZOOKEEPER_VERSION: versions.zookeeper,
     };
     if (consulToken) env['CONSUL_HTTP_TOKEN'] = consulToken;
     return {
@@ -338,6 +356,7 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
       apiserverEtcd,
       consulAddr,
       consulToken,
+      zookeeper,
       toolchain,
       versions,
       env,

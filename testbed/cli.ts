@@ -31,7 +31,7 @@ export function envFileText(env: Readonly<Record<string, string>>): string {
 /** Prints how to reach a running bed. */
 export function describeBed(bed: Bed): string {
   return [
-    `test bed up: kube-apiserver ${bed.versions.kubernetes}, etcd ${bed.versions.etcd}, Consul ${bed.versions.consul}, helm ${bed.versions.helm}`,
+    `test bed up: kube-apiserver ${bed.versions.kubernetes}, etcd ${bed.versions.etcd}, Consul ${bed.versions.consul}, ZooKeeper ${bed.versions.zookeeper}, helm ${bed.versions.helm}`,
     `  kube-apiserver  ${bed.apiserverUrl}`,
     `  registry etcd   ${bed.registryEtcd.clientUrl}`,
     `  consul          ${bed.consulAddr}`,

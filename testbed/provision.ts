@@ -1,5 +1,6 @@
 /**
- * Provisions the real servers of the test bed: etcd from Debian's `etcd-server`, and
+ * Provisions the real servers of the test bed: etcd from Debian's `etcd-server`, ZooKeeper from
+ * Debian's `zookeeper` (run with the Java runtime it depends on), and
  * kube-apiserver, kubectl, Consul and helm built from their own Go modules through the small tools
  * modules under tools/, plus grpc-resolver-probe, a Go gRPC client of our own (tools/
  * grpc-resolver-probe). Built binaries are cached outside the repository, keyed by version (and,
@@ -39,6 +40,12 @@ export interface Toolchain {
   readonly grpcResolverProbe: string;
   /** The grpc-go version it is built with. */
   readonly grpcGoVersion: string;
+  /** The Java runtime that runs ZooKeeper. */
+  readonly java: string;
+  /** Class path of Debian's ZooKeeper server (its manifest names its dependencies) and an slf4j binding. */
+  readonly zookeeperClasspath: readonly string[];
+  /** The Debian package version of ZooKeeper, e.g. `3.8.0-11+deb12u2`. */
+  readonly zookeeperVersion: string;
 }
 
 /** A tool that could not be provisioned: names the tool, the reason and the way out. */
@@ -179,12 +186,32 @@ async function run(
 
 /** Installs Debian packages when missing (needs root); otherwise explains how. */
 async function ensureDebianPackage(tool: string, binary: string, pkg: string, log: Log): Promise<string> {
-  const found = await which(binary);
+  return ensureDebianFile(tool, binary, () => which(binary), `${binary} is not on PATH`, pkg, log);
+}
+
+/** A file a Debian package installs (not on PATH), found at `path`. */
+function fileAt(path: string): () => Promise<string | undefined> {
+  return async () => (existsSync(path) ? path : undefined);
+}
+
+/**
+ * Installs Debian package `pkg` unless `find` already finds what it provides (needs root);
+ * otherwise explains how. `what` names the file for messages; `missing` says what was not found.
+ */
+async function ensureDebianFile(
+  tool: string,
+  what: string,
+  find: () => Promise<string | undefined>,
+  missing: string,
+  pkg: string,
+  log: Log,
+): Promise<string> {
+  const found = await find();
   if (found) return found;
   if (process.getuid?.() !== 0) {
     throw new ProvisionError(
       tool,
-      `${binary} is not on PATH and installing Debian's ${pkg} needs root`,
+      `${missing} and installing Debian's ${pkg} needs root`,
       `run: sudo apt-get update && sudo apt-get install -y ${pkg}`,
     );
   }
@@ -206,10 +233,21 @@ async function ensureDebianPackage(tool: string, binary: string, pkg: string, lo
       );
     }
   }
-  const installed = await which(binary);
-  if (!installed)
-    throw new ProvisionError(tool, `${pkg} installed but ${binary} is still not on PATH`, `check the package with: dpkg -L ${pkg}`);
+  const installed = await find();
+  if (!installed) throw new ProvisionError(tool, `${pkg} installed but ${missing} still`, `check the package with: dpkg -L ${pkg}`);
   return installed;
+}
+
+const ZOOKEEPER_JAR = '/usr/share/java/zookeeper.jar';
+/** From libslf4j-java, a dependency of the package: without a binding the server logs nothing. */
+const SLF4J_SIMPLE_JAR = '/usr/share/java/slf4j-simple.jar';
+
+/** Java and Debian's ZooKeeper server (the `zookeeper` package; `zookeeperd` adds only an init script). */
+async function ensureZooKeeper(log: Log): Promise<{ java: string; classpath: string[]; version: string }> {
+  const java = await ensureDebianPackage('java', 'java', 'default-jre-headless', log);
+  const jar = await ensureDebianFile('zookeeper', ZOOKEEPER_JAR, fileAt(ZOOKEEPER_JAR), `${ZOOKEEPER_JAR} is missing`, 'zookeeper', log);
+  const { stdout } = await execFileAsync('dpkg-query', ['-W', '-f=${Version}', 'zookeeper']);
+  return { java, classpath: existsSync(SLF4J_SIMPLE_JAR) ? [jar, SLF4J_SIMPLE_JAR] : [jar], version: stdout.trim() || 'unknown' };
 }
 
 async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; version: string }> {
@@ -301,6 +339,7 @@ export async function provision(log: Log = (l) => console.error(l)): Promise<Too
   const etcd = await ensureDebianPackage('etcd', 'etcd', 'etcd-server', log);
   const etcdctl = await ensureDebianPackage('etcdctl', 'etcdctl', 'etcd-client', log);
   const openssl = await ensureDebianPackage('openssl', 'openssl', 'openssl', log);
+  const zookeeper = await ensureZooKeeper(log);
   const built = new Map<string, { path: string; version: string }>();
   // Sequential on purpose: each Go build already uses every core.
   for (const bin of GO_BINARIES) built.set(bin.name, await ensureGoBinary(bin, log));
@@ -325,5 +364,8 @@ export async function provision(log: Log = (l) => console.error(l)): Promise<Too
     hadolintVersion: HADOLINT_VERSION,
     grpcResolverProbe: get('grpc-resolver-probe').path,
     grpcGoVersion: get('grpc-resolver-probe').version,
+    java: zookeeper.java,
+    zookeeperClasspath: zookeeper.classpath,
+    zookeeperVersion: zookeeper.version,
   };
 }

@@ -115,7 +115,7 @@ export function machineMarkdown(m: Machine, when: string): string {
     '## How these figures were made',
     '',
     `Last run ${when} on: ${m.cpus} vCPU (${m.cpuModel}), ${m.memoryGiB} GiB memory, Linux ${m.kernel}, Node ${m.node}` +
-      (v ? `; kube-apiserver ${v.kubernetes}, etcd ${v.etcd}, Consul ${v.consul}` : '') +
+      (v ? `; kube-apiserver ${v.kubernetes}, etcd ${v.etcd}, Consul ${v.consul}, ZooKeeper ${v.zookeeper}` : '') +
       `; commit ${m.commit}` +
       `. Load average when the run started: ${m.loadAverageAtStart} (the machine is shared: other jobs run meanwhile, which is why every figure with a limit is also given as a ratio to that limit measured in the same run).`,
     '',
