@@ -69,7 +69,12 @@ function processesMentioning(needle: string): number[] {
 async function bedPorts(env: Record<string, string>): Promise<number[]> {
   const kubeconfig = readFileSync(env['KUBECONFIG'] ?? '', 'utf8');
   const server = /server: (\S+)/.exec(kubeconfig)?.[1] ?? '';
-  return [portOf(server), portOf(env['ETCD_ENDPOINTS'] ?? ''), portOf(env['CONSUL_HTTP_ADDR'] ?? '')];
+  return [
+    portOf(server),
+    portOf(env['ETCD_ENDPOINTS'] ?? ''),
+    portOf(env['CONSUL_HTTP_ADDR'] ?? ''),
+    portOf(`tcp://${env['ZOOKEEPER_CONNECT'] ?? ''}`),
+  ];
 }
 
 test('Ctrl-C stops every server, frees every port and removes the data directory', async () => {

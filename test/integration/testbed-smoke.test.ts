@@ -1,13 +1,17 @@
 /**
  * Proves that each server of the test bed is real: kube-apiserver serves namespaces, CRDs and
  * custom objects and enforces RBAC; the registry etcd keeps leased keys; the Consul agent registers
- * and answers health queries.
+ * and answers health queries; ZooKeeper keeps nodes, ties ephemeral ones to their session and
+ * enforces digest ACLs.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiextensionsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, type V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
+import zookeeper from 'node-zookeeper-client';
+import { createHash } from 'node:crypto';
+import { fourLetterWord } from '../../testbed/zookeeper.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 
 describe('kube-apiserver', () => {
@@ -174,5 +178,95 @@ describe('Consul agent', () => {
     } finally {
       await fetch(`${addr}/v1/agent/service/deregister/${name}-1`, { method: 'PUT', headers });
     }
+  });
+});
+
+describe('ZooKeeper', () => {
+  /** A connected client of the bed's server, with `auth` (`user:password`) as digest credentials. */
+  async function zk(auth?: string): Promise<zookeeper.Client> {
+    const client = zookeeper.createClient(bedEnv('ZOOKEEPER_CONNECT'), { sessionTimeout: 4000, retries: 0 });
+    if (auth !== undefined) client.addAuthInfo('digest', Buffer.from(auth));
+    await new Promise<void>((resolveConnected, reject) => {
+      const timer = setTimeout(() => reject(new Error('ZooKeeper: not connected within 20 s')), 20_000);
+      client.once('connected', () => {
+        clearTimeout(timer);
+        resolveConnected();
+      });
+      client.connect();
+    });
+    return client;
+  }
+
+  /** The client's exceptions are Errors at run time (util.inherits); its typings do not say so. */
+  function asError(error: Error | zookeeper.Exception): Error {
+    return error as Error;
+  }
+
+  function call<T>(fn: (callback: (error: Error | zookeeper.Exception | null, value: T) => void) => void): Promise<T> {
+    return new Promise((resolveCall, reject) => fn((error, value) => (error ? reject(asError(error)) : resolveCall(value))));
+  }
+
+  function digestAcl(user: string, password: string): zookeeper.ACL[] {
+    const digest = createHash('sha1').update(`${user}:${password}`).digest('base64');
+    return [new zookeeper.ACL(zookeeper.Permission.ALL, new zookeeper.Id('digest', `${user}:${digest}`))];
+  }
+
+  test('stores nodes, and an ephemeral node lives exactly as long as the session that created it', async () => {
+    const root = `/smoke-${uniqueSuffix()}`;
+    const owner = await zk();
+    const reader = await zk();
+    try {
+      await call<string>((cb) => owner.create(root, Buffer.from('root'), zookeeper.CreateMode.PERSISTENT, cb));
+      await call<string>((cb) => owner.create(`${root}/eph`, Buffer.from('10.0.0.1:8080'), zookeeper.CreateMode.EPHEMERAL, cb));
+      const [data, stat] = await new Promise<[Buffer, zookeeper.Stat]>((resolveData, reject) =>
+        reader.getData(`${root}/eph`, (error, value, s) => (error ? reject(asError(error)) : resolveData([value, s]))),
+      );
+      assert.equal(data.toString(), '10.0.0.1:8080');
+      assert.deepEqual(stat.ephemeralOwner, owner.getSessionId(), "the node belongs to the creator's session");
+
+      owner.close();
+      for (let i = 0; ; i++) {
+        const exists = await call<zookeeper.Stat | null>((cb) => reader.exists(`${root}/eph`, cb));
+        if (exists === null) break;
+        assert.ok(i < 200, 'the ephemeral node is gone once its session is closed');
+        await sleep(100);
+      }
+      assert.ok(await call<zookeeper.Stat | null>((cb) => reader.exists(root, cb)), 'the persistent parent stays');
+      await call<void>((cb) => reader.remove(root, -1, (e) => cb(e, undefined)));
+    } finally {
+      owner.close();
+      reader.close();
+    }
+  });
+
+  test('digest ACLs are enforced, and the bed superuser can clean up behind them', async () => {
+    const path = `/smoke-acl-${uniqueSuffix()}`;
+    const dev = await zk('dev:dev-password');
+    const anonymous = await zk();
+    const superuser = await zk(bedEnv('ZOOKEEPER_SUPER_AUTH'));
+    try {
+      await call<string>((cb) =>
+        dev.create(path, Buffer.from('dev'), digestAcl('dev', 'dev-password'), zookeeper.CreateMode.PERSISTENT, cb),
+      );
+      assert.equal((await call<Buffer>((cb) => dev.getData(path, cb))).toString(), 'dev', 'its owner reads it');
+      await assert.rejects(
+        call<Buffer>((cb) => anonymous.getData(path, cb)),
+        (err: unknown) => err instanceof zookeeper.Exception && err.getCode() === zookeeper.Exception.NO_AUTH,
+        'anyone else is refused',
+      );
+      await call<void>((cb) => superuser.remove(path, -1, (e) => cb(e, undefined)));
+      assert.equal(await call<zookeeper.Stat | null>((cb) => anonymous.exists(path, cb)), null, 'the superuser removed it');
+    } finally {
+      dev.close();
+      anonymous.close();
+      superuser.close();
+    }
+  });
+
+  test('answers srvr as a standalone server of the packaged version', async () => {
+    const [host = '', port = ''] = bedEnv('ZOOKEEPER_CONNECT').split(':');
+    const answer = await fourLetterWord(host, Number(port), 'srvr');
+    assert.match(answer, /Mode: standalone/);
+    assert.match(answer, new RegExp(`Zookeeper version: ${bedEnv('TESTBED_ZOOKEEPER_VERSION').replace(/[.+]/g, '\\$&')}`));
   });
 });
