@@ -20,6 +20,7 @@ export class ZooKeeperWireStub {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
   #requests = 0;
+  #held: (() => void)[] | undefined;
 
   private constructor(answer: (type: number, n: number) => number) {
     this.#server = createServer((socket) => {
@@ -36,7 +37,9 @@ export class ZooKeeperWireStub {
           pending = pending.subarray(4 + frame.length);
           if (!connected) {
             connected = true;
-            socket.write(connectResponse(frame));
+            const answerConnect = (): void => void socket.write(connectResponse(frame));
+            if (this.#held === undefined) answerConnect();
+            else this.#held.push(answerConnect);
             continue;
           }
           const xid = frame.readInt32BE(0);
@@ -64,6 +67,18 @@ export class ZooKeeperWireStub {
   get connectString(): string {
     const address = this.#server.address();
     return `127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
+  }
+
+  /** Leaves new sessions waiting for the answer to their ConnectRequest until {@link release}. */
+  hold(): void {
+    this.#held ??= [];
+  }
+
+  /** Answers the held ConnectRequests, and the next ones at once. */
+  release(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const answerConnect of held) answerConnect();
   }
 
   /** Drops every open connection, as a server restart would. */

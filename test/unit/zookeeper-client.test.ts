@@ -254,3 +254,30 @@ describe('errors and credentials', () => {
     assert.throws(() => parseDigestCredentials(':pw'), /non-empty user/);
   });
 });
+
+describe('reconnecting', () => {
+  test('requests made while disconnected reach the server after the credentials, not before', async () => {
+    const AUTH = 100;
+    const GET_DATA = 4;
+    const stub = await ZooKeeperWireStub.start(() => NO_NODE);
+    const session = await ZooKeeperSession.connect(options(stub, { digestCredentials: ['dev:pw'] }));
+    try {
+      // A first round trip: the credentials sent on connect have reached the stub.
+      await assert.rejects(session.getData('/x'), (err: unknown) => hasZooKeeperCode(err, 'NO_NODE'));
+      stub.hold();
+      stub.dropConnections();
+      await untilState(session, 'disconnected');
+      const read = session.getData('/x');
+      for (let i = 0; stub.connections < 2; i++) {
+        assert.ok(i < 2000, 'the client reconnected');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      stub.release();
+      await assert.rejects(read, (err: unknown) => hasZooKeeperCode(err, 'NO_NODE'));
+      assert.deepEqual(stub.requestTypes, [AUTH, GET_DATA, AUTH, GET_DATA], 'credentials on each connect, the held read after them');
+    } finally {
+      await session.detach();
+      await stub.close();
+    }
+  });
+});

@@ -35,8 +35,9 @@ export class CallDeadlines {
   /**
    * Starts a call and settles with its completion, or rejects with {@link ZooKeeperTimeoutError}
    * after the deadline (a late answer is then ignored), or with the error given to {@link failAll}.
+   * `settled` tells a start that was deferred whether the call is still wanted.
    */
-  run<T>(operation: string, path: string | undefined, start: (done: Completion<T>) => void): Promise<T> {
+  run<T>(operation: string, path: string | undefined, start: (done: Completion<T>, settled: () => boolean) => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let settled = false;
       const finish = (error: unknown, value?: T): void => {
@@ -59,7 +60,7 @@ export class CallDeadlines {
       );
       this.#pending.add(abort);
       try {
-        start(finish);
+        start(finish, () => settled);
       } catch (err) {
         finish(err);
       }

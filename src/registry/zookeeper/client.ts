@@ -20,6 +20,8 @@
  *   reconnect loop so a detached or deposed client never reconnects and fights its successor.
  * - `transaction.ts`: versions 0 in `multi` ops are kept (the builder turned them into -1, "any").
  * - `calls.ts`: a deadline on every call (the library has none).
+ * - Calls made while disconnected are held until the session is connected again: the library would
+ *   send them ahead of the credentials it re-sends on reconnect, so they would be refused (NO_AUTH).
  * - `internals.ts`: typings for the session id/password options and the internals patched here.
  */
 import zookeeper from 'node-zookeeper-client';
@@ -274,9 +276,23 @@ export class ZooKeeperSession {
     await closeSession(this.#manager, () => this.#client.close(), this.#options.callTimeoutMs);
   }
 
+  /**
+   * Runs a call with its deadline. While not connected the request is held here rather than queued
+   * in the library: on reconnect the library queues the credentials (and watch re-registrations)
+   * behind whatever was queued while disconnected, so those requests would reach the server
+   * unauthenticated. Queued from the `connected` event, they go out behind the credentials.
+   */
   #call<T>(operation: string, path: string | undefined, start: (done: (error: unknown, value?: T) => void) => void): Promise<T> {
     if (this.#endError !== undefined) return Promise.reject(this.#endError);
-    return this.#calls.run(operation, path, start);
+    return this.#calls.run<T>(operation, path, (done, settled) => {
+      if (this.#state === 'connected') return start(done);
+      const stop = this.onStateChange((state) => {
+        if (state !== 'connected' && !FINAL_STATES.has(state)) return;
+        stop();
+        // A call that timed out (or failed with the session's end) while held is never sent.
+        if (state === 'connected' && !settled()) start(done);
+      });
+    });
   }
 
   #write(operation: string): void {
