@@ -16,6 +16,7 @@ import type { ConsulRegistryOptions } from '../../src/registry/consul/consul-reg
 import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { EndpointHealthMark, Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { consulAgentEnv } from '../support/env.ts';
+import { reconcileOnce } from '../support/reconcile.ts';
 
 const { address: AGENT, token: TOKEN } = consulAgentEnv();
 
@@ -91,12 +92,7 @@ async function records(backend: ConsulRegistry, f: Fixture): Promise<RegistryEnt
 
 /** One reconcile as the controller does it: owned records → plan → apply. */
 async function sync(backend: ConsulRegistry, f: Fixture, desired: RegistryEntry[]): Promise<void> {
-  const owned = new OwnedRegistry(backend, f.owner);
-  const current = await owned.records({ registryNamespace: f.ns, service: f.service });
-  const changes = calculatePlan({ current, desired, owner: f.owner, policy: 'sync' });
-  if (isEmptyPlan(changes)) return;
-  const { conflicts } = await owned.applyChanges(changes);
-  assert.deepEqual(conflicts, []);
+  assert.deepEqual(await reconcileOnce(backend, f.owner, { registryNamespace: f.ns, service: f.service }, desired), []);
 }
 
 async function consul<T>(path: string, init: RequestInit = {}): Promise<T> {

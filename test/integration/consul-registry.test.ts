@@ -21,6 +21,7 @@ import { freePort } from '../../testbed/processes.ts';
 import { startAclConsulAgent } from '../support/consul-acl.ts';
 import type { AclConsulAgent } from '../support/consul-acl.ts';
 import { consulAgentEnv } from '../support/env.ts';
+import { reconcileOnce } from '../support/reconcile.ts';
 
 const { address: AGENT, token: TOKEN } = consulAgentEnv();
 
@@ -90,11 +91,7 @@ async function sync(
   desired: RegistryEntry[],
   owner: Owner = f.owner,
 ): Promise<readonly ForeignEntryConflict[]> {
-  const owned = new OwnedRegistry(backend, owner);
-  const current = await owned.records({ registryNamespace: f.ns, service: f.service });
-  const changes = calculatePlan({ current, desired, owner, policy: 'sync' });
-  if (isEmptyPlan(changes)) return [];
-  return (await owned.applyChanges(changes)).conflicts;
+  return reconcileOnce(backend, owner, { registryNamespace: f.ns, service: f.service }, desired);
 }
 
 async function consul<T>(path: string, init: RequestInit = {}, agent = AGENT, token = TOKEN): Promise<T> {

@@ -26,16 +26,15 @@ import {
   type Instance,
 } from '../../packages/discovery/src/index.ts';
 import { selfServiceId } from '../../packages/discovery/src/consul/registration.ts';
-import { calculatePlan, isEmptyPlan } from '../../src/plan/plan.ts';
 import type { AgentServiceRecord } from '../../src/registry/consul/client.ts';
 import { decodeService } from '../../src/registry/consul/codec.ts';
 import { ConsulRegistry } from '../../src/registry/consul/consul-registry.ts';
-import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { EndpointHealthMark, Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
 import { startAclConsulAgent } from '../support/consul-acl.ts';
 import { RestartableConsul, waitFor } from '../support/faults.ts';
 import { consulAgentEnv } from '../support/env.ts';
+import { reconcileOnce } from '../support/reconcile.ts';
 
 const { address: AGENT, token: TOKEN } = consulAgentEnv();
 const TOKEN_OPTION = TOKEN !== undefined && TOKEN !== '' ? { token: TOKEN } : {};
@@ -128,12 +127,7 @@ function operator(f: Fixture, o: { address?: string; serviceNameTemplate?: strin
 
 /** One reconcile as the operator's controller does it: owned records, plan, apply. */
 async function sync(backend: ConsulRegistry, f: Fixture, desired: RegistryEntry[]): Promise<void> {
-  const owned = new OwnedRegistry(backend, f.owner);
-  const current = await owned.records({ registryNamespace: f.ns, service: f.service });
-  const changes = calculatePlan({ current, desired, owner: f.owner, policy: 'sync' });
-  if (isEmptyPlan(changes)) return;
-  const { conflicts } = await owned.applyChanges(changes);
-  assert.deepEqual(conflicts, []);
+  assert.deepEqual(await reconcileOnce(backend, f.owner, { registryNamespace: f.ns, service: f.service }, desired), []);
 }
 
 function client(source: Partial<ConsulSourceOptions> & { namespace: string }, registrar?: ConsulRegistrarOptions): DiscoveryClient {

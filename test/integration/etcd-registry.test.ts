@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import type { IKeyValue } from 'etcd3';
 
-import { calculatePlan, isEmptyPlan } from '../../src/plan/plan.ts';
+import { calculatePlan } from '../../src/plan/plan.ts';
 import type { Policy } from '../../src/plan/plan.ts';
 import type { EtcdClient } from '../../src/registry/etcd/client.ts';
 import { EtcdEntryChangedError, EtcdRegistry } from '../../src/registry/etcd/etcd-registry.ts';
@@ -19,6 +19,7 @@ import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { ForeignEntryConflict } from '../../src/registry/owner.ts';
 import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { TcpProxy } from '../support/faults.ts';
+import { reconcileOnce } from '../support/reconcile.ts';
 
 const endpoints = (process.env.ETCD_ENDPOINTS ?? '')
   .split(',')
@@ -82,11 +83,7 @@ async function sync(
   policy: Policy = 'sync',
   service = SERVICE,
 ): Promise<readonly ForeignEntryConflict[]> {
-  const owned = new OwnedRegistry(backend, owner);
-  const current = await owned.records({ registryNamespace: NS, service });
-  const changes = calculatePlan({ current, desired, owner, policy });
-  if (isEmptyPlan(changes)) return [];
-  return (await owned.applyChanges(changes)).conflicts;
+  return reconcileOnce(backend, owner, { registryNamespace: NS, service }, desired, policy);
 }
 
 function byInstance(entries: readonly RegistryEntry[]): RegistryEntry[] {

@@ -8,12 +8,12 @@
  * jitter; the first query after a failure is a plain read, because the agent that answers may hold
  * fresh state with lower indexes (see blocking.ts).
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { IBackoff, IBackoffFactory } from 'cockatiel';
 
 import type { Clock } from '../clock.ts';
 import type { Instance } from '../instance.ts';
+import { pause } from '../pause.ts';
 import type { SourceListener, SourceWatch } from '../source.ts';
 import { blockingDeadlineMs, delayBeforeNextQuery, nextIndex } from './blocking.ts';
 import { decodeHealth } from './decode.ts';
@@ -116,13 +116,7 @@ export class ConsulServiceWatch implements SourceWatch {
   }
 
   /** Waits `ms` unless closed first; resolves false when closed. */
-  async #pause(ms: number): Promise<boolean> {
-    if (ms <= 0) return !this.#abort.signal.aborted;
-    try {
-      await sleep(ms, undefined, { signal: this.#abort.signal });
-      return true;
-    } catch {
-      return false;
-    }
+  #pause(ms: number): Promise<boolean> {
+    return pause(ms, this.#abort.signal);
   }
 }

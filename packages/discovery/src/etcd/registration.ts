@@ -8,6 +8,7 @@ import type { IBackoff, IBackoffFactory } from 'cockatiel';
 import type { Etcd3, Lease } from 'etcd3';
 
 import { DiscoveryError } from '../errors.ts';
+import { pause } from '../pause.ts';
 import type { Registration } from '../source.ts';
 import { deadline } from './client.ts';
 import { decodeOwner } from './decode.ts';
@@ -50,8 +51,8 @@ export class EtcdRegistration implements Registration {
   #lease: Lease | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
-  #sleepTimer: NodeJS.Timeout | undefined;
-  #wake: (() => void) | undefined;
+  /** Aborted by close(): cuts the wait between attempts short. */
+  readonly #stopWaiting = new AbortController();
 
   private constructor(plan: RegistrationPlan) {
     this.#plan = plan;
@@ -77,8 +78,7 @@ export class EtcdRegistration implements Registration {
 
   async #close(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#sleepTimer);
-    this.#wake?.();
+    this.#stopWaiting.abort();
     const lease = this.#lease;
     this.#lease = undefined;
     if (lease === undefined) return;
@@ -158,7 +158,7 @@ export class EtcdRegistration implements Registration {
     let backoff: IBackoff<unknown> | undefined;
     while (!this.#closed) {
       backoff = backoff === undefined ? this.#plan.backoff.next(undefined) : backoff.next(undefined);
-      await this.#sleep(backoff.duration);
+      await pause(backoff.duration, this.#stopWaiting.signal);
       if (this.#closed) return;
       try {
         await this.#establish();
@@ -170,15 +170,6 @@ export class EtcdRegistration implements Registration {
         else this.#plan.logger.debug(log, 'registering again failed; retrying');
       }
     }
-  }
-
-  async #sleep(ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.#wake = resolve;
-      this.#sleepTimer = setTimeout(resolve, ms);
-    });
-    this.#wake = undefined;
-    this.#sleepTimer = undefined;
   }
 }
 

@@ -22,6 +22,7 @@ import type { Etcd3, IWatchResponse } from 'etcd3';
 
 import type { Clock } from '../clock.ts';
 import type { Instance } from '../instance.ts';
+import { pause } from '../pause.ts';
 import type { SourceListener, SourceWatch } from '../source.ts';
 import { deadline } from './client.ts';
 import { decodeInstance } from './decode.ts';
@@ -54,8 +55,8 @@ export class EtcdServiceWatch implements SourceWatch {
   /** True while the current session is connected: changes are delivered as they come. */
   #inStep = false;
   #pendingDelivery: NodeJS.Immediate | undefined;
-  #sleepTimer: NodeJS.Timeout | undefined;
-  #wake: (() => void) | undefined;
+  /** Aborted by close(): cuts the wait between attempts short. */
+  readonly #closing = new AbortController();
   /** Clock time the watch was lost, while it is. */
   #lostAt: number | undefined;
   #closed = false;
@@ -73,8 +74,7 @@ export class EtcdServiceWatch implements SourceWatch {
     if (this.#closed) return;
     this.#closed = true;
     this.#clearPending();
-    clearTimeout(this.#sleepTimer);
-    this.#wake?.();
+    this.#closing.abort();
     await this.#session?.cancel(this.#ctx.callTimeoutMs);
   }
 
@@ -85,7 +85,7 @@ export class EtcdServiceWatch implements SourceWatch {
       if (this.#closed || reason === SESSION_CLOSED) return;
       backoff = backoff === undefined ? this.#ctx.backoff.next(undefined) : backoff.next(undefined);
       this.#lost(reason, backoff.duration);
-      await this.#sleep(backoff.duration);
+      await pause(backoff.duration, this.#closing.signal);
     }
   }
 
@@ -204,15 +204,6 @@ export class EtcdServiceWatch implements SourceWatch {
   #clearPending(): void {
     if (this.#pendingDelivery !== undefined) clearImmediate(this.#pendingDelivery);
     this.#pendingDelivery = undefined;
-  }
-
-  async #sleep(ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.#wake = resolve;
-      this.#sleepTimer = setTimeout(resolve, ms);
-    });
-    this.#wake = undefined;
-    this.#sleepTimer = undefined;
   }
 }
 
