@@ -150,7 +150,7 @@ function validPort(value: unknown): value is number {
  * Builds an entry from a record. Address and port come from `addr` when the format carries them
  * separately (grpc `Addr`, the hostport value), because that is what consumers dial.
  */
-function fromRecord(
+export function fromRecord(
   record: Record<string, unknown>,
   at: EntryLocation,
   addr?: { address: string; port: number },
