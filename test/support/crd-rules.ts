@@ -17,6 +17,7 @@ import {
   REGISTRY_POLICIES,
   REGISTRY_TYPES,
   SERVICE_PLACEHOLDER,
+  ZOOKEEPER_VALUE_FORMATS,
   type HealthCheck,
   type HttpHealthCheck,
   type LabelSelector,
@@ -53,11 +54,20 @@ export const VALIDATION_MESSAGES = {
   duplicateEndpoint: 'the same address and port is listed more than once; each static endpoint must be unique',
   duplicateRegistry: 'this Registry is named more than once; name each Registry once',
   duplicateEtcdEndpoint: 'this etcd endpoint is listed more than once; list each once',
-  registryType: "spec.type must be 'etcd' or 'consul'",
+  registryType: "spec.type must be 'etcd', 'consul' or 'zookeeper'",
   etcdRequired: 'spec.etcd is required when spec.type is etcd',
   etcdForbidden: 'spec.etcd may only be set when spec.type is etcd',
   consulRequired: 'spec.consul is required when spec.type is consul',
   consulForbidden: 'spec.consul may only be set when spec.type is consul',
+  zookeeperRequired: 'spec.zookeeper is required when spec.type is zookeeper',
+  zookeeperForbidden: 'spec.zookeeper may only be set when spec.type is zookeeper',
+  zookeeperServers:
+    "spec.zookeeper.servers must be host:port pairs separated by ',' with an optional chroot path, e.g. zk-0:2181,zk-1:2181 or zk-0:2181/discovery",
+  zookeeperBasePath:
+    "spec.zookeeper.basePath must be an absolute path of segments of letters, digits, '-', '_' and '.' (not starting with '.'), with no trailing '/', e.g. /services",
+  zookeeperReserved: 'spec.zookeeper.basePath must not lie under /zookeeper, which ZooKeeper reserves',
+  zookeeperFormat: "spec.zookeeper.format must be 'curator', 'hostport' or 'json'",
+  zookeeperSessionTimeout: 'spec.zookeeper.sessionTimeoutSeconds must be a whole number of seconds from 2 to 600',
   namespaceTemplate:
     "spec.namespace may contain only lowercase letters, digits, '-' and the placeholder {namespace} (no '/', '.' or other placeholders), e.g. {namespace} or prod-{namespace}",
   leaseTTL: 'spec.leaseTTLSeconds must be a whole number of seconds from 5 to 3600',
@@ -118,6 +128,10 @@ const SERVICE_NAME_TEMPLATE = /^([a-z0-9-]|[{]service[}]|[{]namespace[}])+$/;
 const PREFIX_DOT_SEGMENT = /(^|\/)[.][.]?(\/|$)/;
 const PREFIX_CHARS = /^[-A-Za-z0-9_./]*$/;
 const DATACENTER = /^[A-Za-z0-9_-]*$/;
+const ZOOKEEPER_SERVERS =
+  /^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5}(,[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?:[0-9]{1,5})*(\/[-A-Za-z0-9_][-A-Za-z0-9_.]*)*$/;
+const ZOOKEEPER_BASE_PATH = /^(\/[-A-Za-z0-9_][-A-Za-z0-9_.]*)+$/;
+const ZOOKEEPER_RESERVED = /^\/zookeeper(\/|$)/;
 // The CRD's ^/\S*$ as RE2 reads it: its \S is anything but [\t\n\f\r ], where JavaScript's also refuses \v and Unicode spaces.
 const HTTP_PATH = /^\/[^\t\n\f\r ]*$/;
 const HEADER_NAME = /^[-!#$%&'*+.^_`|~0-9A-Za-z]+$/;
@@ -397,6 +411,8 @@ export function validateRegistrySpec(spec: RegistrySpec): string[] {
   if (spec.type !== 'etcd' && spec.etcd !== undefined) problems.push(problem('spec', m.etcdForbidden));
   if (spec.type === 'consul' && spec.consul === undefined) problems.push(problem('spec', m.consulRequired));
   if (spec.type !== 'consul' && spec.consul !== undefined) problems.push(problem('spec', m.consulForbidden));
+  if (spec.type === 'zookeeper' && spec.zookeeper === undefined) problems.push(problem('spec', m.zookeeperRequired));
+  if (spec.type !== 'zookeeper' && spec.zookeeper !== undefined) problems.push(problem('spec', m.zookeeperForbidden));
 
   problems.push(...checkLabelSelector(spec.namespaceSelector, 'spec.namespaceSelector', false));
   if (spec.namespace.length > 128 || !NAMESPACE_TEMPLATE.test(spec.namespace))
@@ -404,7 +420,7 @@ export function validateRegistrySpec(spec: RegistrySpec): string[] {
   if (!isIntegerIn(spec.leaseTTLSeconds, 5, 3600)) problems.push(problem('spec.leaseTTLSeconds', m.leaseTTL));
   if (!(REGISTRY_POLICIES as readonly string[]).includes(spec.policy)) problems.push(problem('spec.policy', m.policy));
 
-  const { etcd, consul } = spec;
+  const { etcd, consul, zookeeper } = spec;
   if (etcd !== undefined) {
     if (etcd.endpoints.length === 0) problems.push(problem('spec.etcd.endpoints', m.etcdEndpoints));
     problems.push(...checkCount(etcd.endpoints.length, 16, 'spec.etcd.endpoints'));
@@ -427,6 +443,18 @@ export function validateRegistrySpec(spec: RegistrySpec): string[] {
       problems.push(problem('spec.consul.serviceName', m.serviceNameChars));
     if (!consul.serviceName.includes(SERVICE_PLACEHOLDER)) problems.push(problem('spec.consul.serviceName', m.serviceNameNeedsService));
     problems.push(...checkSecretRef(consul.tokenSecretRef, 'spec.consul.tokenSecretRef'));
+  }
+  if (zookeeper !== undefined) {
+    if (zookeeper.servers.length > 1024 || !ZOOKEEPER_SERVERS.test(zookeeper.servers))
+      problems.push(problem('spec.zookeeper.servers', m.zookeeperServers));
+    if (zookeeper.basePath.length < 2 || zookeeper.basePath.length > 256 || !ZOOKEEPER_BASE_PATH.test(zookeeper.basePath))
+      problems.push(problem('spec.zookeeper.basePath', m.zookeeperBasePath));
+    if (ZOOKEEPER_RESERVED.test(zookeeper.basePath)) problems.push(problem('spec.zookeeper.basePath', m.zookeeperReserved));
+    if (!(ZOOKEEPER_VALUE_FORMATS as readonly string[]).includes(zookeeper.format))
+      problems.push(problem('spec.zookeeper.format', m.zookeeperFormat));
+    if (zookeeper.sessionTimeoutSeconds !== undefined && !isIntegerIn(zookeeper.sessionTimeoutSeconds, 2, 600))
+      problems.push(problem('spec.zookeeper.sessionTimeoutSeconds', m.zookeeperSessionTimeout));
+    problems.push(...checkSecretRef(zookeeper.credentialsSecretRef, 'spec.zookeeper.credentialsSecretRef'));
   }
   return problems;
 }

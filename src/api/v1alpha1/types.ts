@@ -286,7 +286,7 @@ export interface Registration {
   /** spec.service the entries were written under, so a renamed service's old entries can be found. */
   readonly service: string;
   readonly entries: number;
-  /** etcd lease id in hex, or the Consul TTL check id. */
+  /** etcd lease id in hex, the Consul TTL check id, or the ZooKeeper session id in hex. */
   readonly leaseID?: string;
   /** RFC 3339 time of the last successful sync. */
   readonly lastSyncTime?: string;
@@ -348,7 +348,7 @@ export interface ServiceInstanceList {
 }
 
 /** Kinds of target registry. */
-export const REGISTRY_TYPES = ['etcd', 'consul'] as const;
+export const REGISTRY_TYPES = ['etcd', 'consul', 'zookeeper'] as const;
 /** Kind of a target registry. */
 export type RegistryType = (typeof REGISTRY_TYPES)[number];
 
@@ -374,6 +374,25 @@ export interface EtcdRegistrySpec {
   /** Value format; defaulted to json. */
   readonly format: EtcdValueFormat;
   /** Secret with username/password, ca.crt, tls.crt/tls.key, all optional. */
+  readonly credentialsSecretRef?: SecretReference;
+}
+
+/** Value formats of ZooKeeper entries (README, "ZooKeeper"). */
+export const ZOOKEEPER_VALUE_FORMATS = ['curator', 'hostport', 'json'] as const;
+/** Value format of ZooKeeper entries. */
+export type ZooKeeperValueFormat = (typeof ZOOKEEPER_VALUE_FORMATS)[number];
+
+/** How to reach ZooKeeper and lay out its nodes. */
+export interface ZooKeeperRegistrySpec {
+  /** Connect string: host:port pairs separated by ',', optionally followed by a chroot path. */
+  readonly servers: string;
+  /** Base path under which entries are `<basePath>/<namespace>/<service>/<instance>`; defaulted to /services. */
+  readonly basePath: string;
+  /** Node data format; defaulted to curator. */
+  readonly format: ZooKeeperValueFormat;
+  /** Session timeout asked of the server, 2-600 s; absent means spec.leaseTTLSeconds. */
+  readonly sessionTimeoutSeconds?: number;
+  /** Secret whose keys `username` and `password` are the digest credentials. */
   readonly credentialsSecretRef?: SecretReference;
 }
 
@@ -410,6 +429,8 @@ export interface RegistrySpec {
   readonly etcd?: EtcdRegistrySpec;
   /** Set exactly when type is consul. */
   readonly consul?: ConsulRegistrySpec;
+  /** Set exactly when type is zookeeper. */
+  readonly zookeeper?: ZooKeeperRegistrySpec;
 }
 
 /** Status of a Registry, written by the operator only. */
@@ -587,6 +608,7 @@ export const REGISTRY_SPEC_FIELDS = {
   dryRun: 'defaulted',
   etcd: 'optional',
   consul: 'optional',
+  zookeeper: 'optional',
 } as const satisfies FieldTable<RegistrySpec>;
 
 /** Presence of each field of Registry spec.etcd. */
@@ -596,6 +618,15 @@ export const ETCD_REGISTRY_FIELDS = {
   format: 'defaulted',
   credentialsSecretRef: 'optional',
 } as const satisfies FieldTable<EtcdRegistrySpec>;
+
+/** Presence of each field of Registry spec.zookeeper. */
+export const ZOOKEEPER_REGISTRY_FIELDS = {
+  servers: 'required',
+  basePath: 'defaulted',
+  format: 'defaulted',
+  sessionTimeoutSeconds: 'optional',
+  credentialsSecretRef: 'optional',
+} as const satisfies FieldTable<ZooKeeperRegistrySpec>;
 
 /** Presence of each field of Registry spec.consul. */
 export const CONSUL_REGISTRY_FIELDS = {
