@@ -163,7 +163,8 @@ const LAPSE_MARGIN_MS = 5000;
  * DeregisterCriticalServiceAfter (at least a minute, three TTLs by default).
  */
 function lapseAfterMs(reg: RegistryResource): number {
-  const ttl = reg.spec.leaseTTLSeconds ?? 30;
+  // A ZooKeeper session times out like a lease (the server clamps the timeout asked to its own bounds).
+  const ttl = (reg.spec.type === 'zookeeper' ? reg.spec.zookeeper?.sessionTimeoutSeconds : undefined) ?? reg.spec.leaseTTLSeconds ?? 30;
   const afterExpiry = reg.spec.type === 'consul' ? Math.max(60, 3 * ttl) + 30 : 0;
   return (ttl + afterExpiry) * 1000 + LAPSE_MARGIN_MS;
 }

@@ -23,6 +23,7 @@ import {
   type SecretKey,
 } from './credentials.ts';
 import { EtcdRegistry, type EtcdCredentials } from './etcd/etcd-registry.ts';
+import { ZooKeeperRegistry } from './zookeeper/zookeeper-registry.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { WriteFence } from './fence.ts';
 import type { Owner, Registry, RegistryEntry, Scope } from './types.ts';
@@ -35,7 +36,7 @@ export interface Backend extends Registry {
   readonly dryRun?: boolean;
   /** Why calls are paused (circuit open), or undefined while the registry answers. */
   failing?(): string | undefined;
-  /** etcd leases kept alive, or Consul heartbeats passed, by this backend right now. */
+  /** etcd leases kept alive, Consul heartbeats passed, or ZooKeeper sessions held by this backend right now. */
   keepalives?(): number;
   /**
    * Every entry this cluster owns in the registry, in every registry namespace the backend can
@@ -263,7 +264,7 @@ export class KubeBackendProvider implements BackendProvider {
   }
 
   /** A lease keepalive or heartbeat failed: counted, and the Secrets are read again soon. */
-  #refused(backend: 'etcd' | 'consul'): void {
+  #refused(backend: 'etcd' | 'consul' | 'zookeeper'): void {
     this.#o.observer?.keepaliveFailure?.(backend);
     this.#refresher.refreshSoon();
   }
@@ -571,6 +572,47 @@ export class KubeBackendProvider implements BackendProvider {
         fence: this.#fence,
       });
       return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'consul', this.#guardObserver);
+    }
+    if (spec.type === 'zookeeper') {
+      if (!spec.zookeeper) throw new RegistryConfigError(`Registry ${name} has type zookeeper but no spec.zookeeper`);
+      let digest: string | undefined;
+      const ref = spec.zookeeper.credentialsSecretRef;
+      if (ref) {
+        const data = await this.#secret(name, ref, digests);
+        const username = text(data, 'username')?.trim();
+        const password = text(data, 'password');
+        if (!username || password === undefined)
+          throw new RegistryConfigError(
+            `Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name} needs keys "username" and "password" (ZooKeeper digest credentials)`,
+          );
+        digest = `${username}:${password}`;
+      }
+      const backend = new ZooKeeperRegistry({
+        servers: spec.zookeeper.servers,
+        basePath: spec.zookeeper.basePath ?? '/services',
+        format: spec.zookeeper.format ?? 'curator',
+        sessionTimeoutMs: (spec.zookeeper.sessionTimeoutSeconds ?? spec.leaseTTLSeconds ?? 30) * 1000,
+        callTimeoutMs: this.#o.callTimeoutMs,
+        ...(digest !== undefined ? { digest } : {}),
+        dryRun,
+        clusterId: this.#o.clusterId,
+        registryName: name,
+        logger,
+        onKeepaliveFailure: () => this.#refused('zookeeper'),
+        fence: this.#fence,
+      });
+      try {
+        if (await backend.start()) logger.info({ sessionId: backend.leaseIdFor() }, 'adopted the existing ZooKeeper session');
+      } catch (err: unknown) {
+        await backend.close().catch(() => undefined);
+        throw err;
+      }
+      return guardBackend(
+        Object.assign(backend, { dryRun, leaseId: (ns: string) => backend.leaseIdFor(ns) }),
+        name,
+        'zookeeper',
+        this.#guardObserver,
+      );
     }
     throw new RegistryConfigError(`Registry ${name} has type ${String(spec.type)}, which this version does not support`);
   }

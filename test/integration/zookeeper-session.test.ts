@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import zookeeper from 'node-zookeeper-client';
 import { WriteFence } from '../../src/registry/fence.ts';
 import { digestAcl } from '../../src/registry/zookeeper/acl.ts';
 import { ZooKeeperSession, type ZooKeeperSessionOptions, type ZooKeeperSessionState } from '../../src/registry/zookeeper/client.ts';
@@ -16,6 +15,7 @@ import { hasZooKeeperCode, ZooKeeperMultiError, ZooKeeperOperationError } from '
 import { NO_OWNER } from '../../src/registry/zookeeper/stat.ts';
 import { bedEnv, uniqueSuffix } from '../support/env.ts';
 import { waitFor } from '../support/faults.ts';
+import { NodeWatcher, removeTree, untilGone } from '../support/zookeeper.ts';
 
 const root = `/zk-session-${uniqueSuffix()}`;
 const sessions: ZooKeeperSession[] = [];
@@ -38,67 +38,6 @@ function recordStates(session: ZooKeeperSession): ZooKeeperSessionState[] {
   const states: ZooKeeperSessionState[] = [];
   session.onStateChange((s) => states.push(s));
   return states;
-}
-
-/**
- * A third client, node-zookeeper-client used directly, watching nodes the way a consumer would:
- * every event an `exists` watch reports on each path, re-armed after each one.
- */
-class NodeWatcher {
-  readonly events: string[] = [];
-  readonly #client: zookeeper.Client;
-
-  private constructor(client: zookeeper.Client) {
-    this.#client = client;
-  }
-
-  static async start(): Promise<NodeWatcher> {
-    const client = zookeeper.createClient(bedEnv('ZOOKEEPER_CONNECT'), { sessionTimeout: 30_000 });
-    await new Promise<void>((resolve) => {
-      client.once('connected', () => resolve());
-      client.connect();
-    });
-    return new NodeWatcher(client);
-  }
-
-  /** Watches `path` from now on; resolves once the watch is set. */
-  watch(path: string): Promise<void> {
-    return new Promise((resolve, reject) =>
-      this.#client.exists(
-        path,
-        (event) => {
-          this.events.push(`${event.getName()} ${event.getPath()}`);
-          void this.watch(path).catch(() => {});
-        },
-        (error) => (error ? reject(new Error(`cannot watch ${path}: ${String(error)}`)) : resolve()),
-      ),
-    );
-  }
-
-  deletes(path: string): number {
-    return this.events.filter((e) => e === `NODE_DELETED ${path}`).length;
-  }
-
-  close(): void {
-    this.#client.close();
-  }
-}
-
-/** Deletes a subtree as the bed's superuser, whatever its ACLs. */
-async function removeTree(admin: ZooKeeperSession, path: string): Promise<void> {
-  const children = await admin.getChildren(path).catch((err: unknown) => {
-    if (hasZooKeeperCode(err, 'NO_NODE')) return [];
-    throw err;
-  });
-  for (const child of children) await removeTree(admin, `${path}/${child}`);
-  await admin.remove(path, -1).catch((err: unknown) => {
-    if (!hasZooKeeperCode(err, 'NO_NODE')) throw err;
-  });
-}
-
-/** Waits until `path` no longer exists, as seen by `reader`. */
-async function untilGone(reader: ZooKeeperSession, path: string, timeoutMs: number): Promise<void> {
-  await waitFor(`${path} to be deleted`, async () => ((await reader.exists(path)) === undefined ? true : undefined), timeoutMs);
 }
 
 before(async () => {

@@ -16,8 +16,9 @@
  * The package is unmaintained since 2022, so this folder owns the fixes it needs, each tested:
  * - `unknown-codes.ts`: an error code the library does not know (SESSION_MOVED and everything
  *   newer) no longer throws inside its socket handler and kills the process.
- * - `connection.ts`: `detach()` drops the socket without CLOSE_SESSION, and a fence on the
- *   reconnect loop so a detached or deposed client never reconnects and fights its successor.
+ * - `connection.ts`: `detach()` drops the socket without CLOSE_SESSION, a fence on the reconnect
+ *   loop so a detached or deposed client never reconnects and fights its successor, and a read
+ *   timeout: the library never notices a server that went silent.
  * - `transaction.ts`: versions 0 in `multi` ops are kept (the builder turned them into -1, "any").
  * - `calls.ts`: a deadline on every call (the library has none).
  * - Calls made while disconnected are held until the session is connected again: the library would
@@ -28,7 +29,7 @@ import zookeeper from 'node-zookeeper-client';
 import type { WriteFence } from '../fence.ts';
 import { OPEN_ACL, parseDigestCredentials, toLibraryAcls, type ZooKeeperAcl } from './acl.ts';
 import { CallDeadlines } from './calls.ts';
-import { closeSession, dropConnection, fenceConnects } from './connection.ts';
+import { closeSession, dropConnection, dropSilentConnections, fenceConnects } from './connection.ts';
 import { ZOOKEEPER_CODES, ZooKeeperError, ZooKeeperOperationError, ZooKeeperSessionEndedError, ZooKeeperTimeoutError } from './errors.ts';
 import { connectionManagerOf, type ConnectionManager, type TransactionWithOps } from './internals.ts';
 import { toZooKeeperStat, type ZooKeeperStat } from './stat.ts';
@@ -119,6 +120,7 @@ export class ZooKeeperSession {
   readonly #listeners = new Set<(state: ZooKeeperSessionState) => void>();
   #state: ZooKeeperSessionState = 'connecting';
   #endError: Error | undefined;
+  readonly #stopWatchingReads: () => void;
 
   private constructor(options: ZooKeeperSessionOptions) {
     this.#options = options;
@@ -131,6 +133,7 @@ export class ZooKeeperSession {
       ...(options.adopt !== undefined ? parseCredentials(options.adopt) : {}),
     });
     this.#manager = connectionManagerOf(this.#client);
+    this.#stopWatchingReads = dropSilentConnections(this.#manager, () => this.#client.getSessionTimeout() || options.sessionTimeoutMs);
     fenceConnects(
       this.#manager,
       () => !FINAL_STATES.has(this.#state) && options.fence?.closed !== true,
@@ -246,6 +249,7 @@ export class ZooKeeperSession {
   #end(state: ZooKeeperSessionState, error: Error): void {
     if (FINAL_STATES.has(this.#state)) return;
     this.#endError = error;
+    this.#stopWatchingReads();
     this.#setState(state);
     this.#calls.failAll(error);
   }

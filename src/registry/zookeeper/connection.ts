@@ -9,6 +9,13 @@
  *   leaves the library closed.
  * - The fence sits in `findNextServer`'s callback, not in `connect`: a reconnect that is already
  *   waiting out the spin delay in a timer would otherwise still open a socket.
+ * - The library never notices a server that went silent (a partition that drops packets rather
+ *   than resetting the connection): it sends a ping after a third of the session timeout of
+ *   quiet, but never waits for the answer, and node counts the ping itself as socket activity. So
+ *   the session would expire on the server while the client still thinks it is connected, and
+ *   nothing would be re-created. {@link dropSilentConnections} drops a connection that heard
+ *   nothing for two thirds of the session timeout (the read timeout of ZooKeeper's Java client),
+ *   and the library reconnects, to this or the next server, and learns whether the session lives.
  * - `client.close()` sends CLOSE_SESSION, which deletes the session's ephemeral nodes at once;
  *   {@link dropConnection} only destroys the socket, so the session lives on until it is adopted
  *   or times out.
@@ -69,4 +76,34 @@ export function closeSession(manager: ConnectionManager, close: () => void, time
     });
     close();
   });
+}
+
+/**
+ * Drops the connection once nothing was heard from the server for two thirds of `timeoutMs()`
+ * while connected, or while waiting for the answer to a connect request (the library's own
+ * connect timeout stops at the TCP handshake); returns the function that stops watching.
+ */
+export function dropSilentConnections(manager: ConnectionManager, timeoutMs: () => number, now: () => number = Date.now): () => void {
+  let lastHeard = now();
+  let socket = manager.socket;
+  const onSocketData = manager.onSocketData.bind(manager);
+  manager.onSocketData = (buffer: Buffer) => {
+    lastHeard = now();
+    onSocketData(buffer);
+  };
+  const watched = new Set([CONNECTION_STATES.CONNECTED, CONNECTION_STATES.CONNECTED_READ_ONLY, CONNECTION_STATES.CONNECTING]);
+  const check = (): void => {
+    // A new socket starts its own clock; so does a manager that is not waiting on the server.
+    if (manager.socket !== socket || !watched.has(manager.state) || manager.socket === undefined || manager.socket.destroyed) {
+      socket = manager.socket;
+      lastHeard = now();
+      return;
+    }
+    if (now() - lastHeard <= (timeoutMs() * 2) / 3) return;
+    lastHeard = now();
+    manager.socket.destroy();
+  };
+  const timer = setInterval(check, Math.max(100, Math.floor(timeoutMs() / 10)));
+  timer.unref();
+  return () => clearInterval(timer);
 }

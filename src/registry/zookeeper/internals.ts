@@ -48,6 +48,8 @@ export interface ConnectionManager {
   /** Picks the next server and calls back, at once or after a random spin delay; the callback opens the socket. */
   findNextServer(callback: (server: unknown) => void): void;
   setState(state: number): void;
+  /** Handles bytes from the server; looked up when each socket is opened, so an override applies to later sockets. */
+  onSocketData(buffer: Buffer): void;
   /** Queues a request; the callback gets `(error, response)`. */
   queue(request: JuteRequest, callback?: (error: unknown, response: unknown) => void): void;
 }

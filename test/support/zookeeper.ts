@@ -1,0 +1,70 @@
+/**
+ * ZooKeeper helpers of the tests: a watcher that sees what a consumer would, and clean-up as the
+ * bed's superuser.
+ */
+import zookeeper from 'node-zookeeper-client';
+import type { ZooKeeperSession } from '../../src/registry/zookeeper/client.ts';
+import { hasZooKeeperCode } from '../../src/registry/zookeeper/errors.ts';
+import { bedEnv } from './env.ts';
+import { waitFor } from './faults.ts';
+
+/**
+ * A third client, node-zookeeper-client used directly, watching nodes the way a consumer would:
+ * every event an `exists` watch reports on each path, re-armed after each one.
+ */
+export class NodeWatcher {
+  readonly events: string[] = [];
+  readonly #client: zookeeper.Client;
+
+  private constructor(client: zookeeper.Client) {
+    this.#client = client;
+  }
+
+  static async start(): Promise<NodeWatcher> {
+    const client = zookeeper.createClient(bedEnv('ZOOKEEPER_CONNECT'), { sessionTimeout: 30_000 });
+    await new Promise<void>((resolve) => {
+      client.once('connected', () => resolve());
+      client.connect();
+    });
+    return new NodeWatcher(client);
+  }
+
+  /** Watches `path` from now on; resolves once the watch is set. */
+  watch(path: string): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.#client.exists(
+        path,
+        (event) => {
+          this.events.push(`${event.getName()} ${event.getPath()}`);
+          void this.watch(path).catch(() => {});
+        },
+        (error) => (error ? reject(new Error(`cannot watch ${path}: ${String(error)}`)) : resolve()),
+      ),
+    );
+  }
+
+  deletes(path: string): number {
+    return this.events.filter((e) => e === `NODE_DELETED ${path}`).length;
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}
+
+/** Deletes a subtree as the bed's superuser, whatever its ACLs. */
+export async function removeTree(admin: ZooKeeperSession, path: string): Promise<void> {
+  const children = await admin.getChildren(path).catch((err: unknown) => {
+    if (hasZooKeeperCode(err, 'NO_NODE')) return [];
+    throw err;
+  });
+  for (const child of children) await removeTree(admin, `${path}/${child}`);
+  await admin.remove(path, -1).catch((err: unknown) => {
+    if (!hasZooKeeperCode(err, 'NO_NODE')) throw err;
+  });
+}
+
+/** Waits until `path` no longer exists, as seen by `reader`. */
+export async function untilGone(reader: ZooKeeperSession, path: string, timeoutMs: number): Promise<void> {
+  await waitFor(`${path} to be deleted`, async () => ((await reader.exists(path)) === undefined ? true : undefined), timeoutMs);
+}
