@@ -5,8 +5,8 @@
  * payloads, and a plain org.apache.zookeeper.ZooKeeper client for `hostport`. They run in the bed's
  * zookeeper-java-reader (tools/zookeeper-java-reader, built from Maven Central by provisioning).
  *
- * Entries are written as the operator writes them: the codec's bytes at the layout's paths, as
- * ephemeral nodes of one ZooKeeperSession, under a base path of each test's own. Each Java run is
+ * Entries are written by the operator's own ZooKeeper backend, reconciled as the controller does,
+ * under a base path of each test's own. Each Java run is
  * a fresh process reading once, so what it prints is what a consumer starting now would see.
  */
 import assert from 'node:assert/strict';
@@ -16,15 +16,12 @@ import { promisify } from 'node:util';
 import { formatHostPort } from '../../src/registry/etcd/codec.ts';
 import type { RegistryEntry } from '../../src/registry/types.ts';
 import { ZooKeeperSession } from '../../src/registry/zookeeper/client.ts';
-import {
-  encodeZooKeeperEntry,
-  SPRING_INSTANCE_CLASS,
-  springMetadata,
-  type ZooKeeperValueFormat,
-} from '../../src/registry/zookeeper/codec.ts';
-import { hasZooKeeperCode } from '../../src/registry/zookeeper/errors.ts';
+import { SPRING_INSTANCE_CLASS, springMetadata, type ZooKeeperValueFormat } from '../../src/registry/zookeeper/codec.ts';
 import { ZooKeeperLayout } from '../../src/registry/zookeeper/paths.ts';
+import { ZooKeeperRegistry } from '../../src/registry/zookeeper/zookeeper-registry.ts';
 import { bedEnv, uniqueSuffix } from '../support/env.ts';
+import { reconcileOnce } from '../support/reconcile.ts';
+import { removeTree } from '../support/zookeeper.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -124,50 +121,36 @@ function entry(
   };
 }
 
-/** Creates `path` as a persistent node unless it exists (the operator's parents of entry nodes). */
-async function ensurePersistent(session: ZooKeeperSession, path: string): Promise<void> {
-  await session.create(path, Buffer.alloc(0)).catch((err: unknown) => {
-    if (!hasZooKeeperCode(err, 'NODE_EXISTS')) throw err;
+/** The operator's ZooKeeper backend for one layout and format, as a Registry of that spec builds it. */
+function operatorBackend(layout: ZooKeeperLayout, format: ZooKeeperValueFormat): ZooKeeperRegistry {
+  const backend = new ZooKeeperRegistry({
+    servers: bedEnv('ZOOKEEPER_CONNECT'),
+    basePath: layout.basePath,
+    format,
+    clusterId: 'cluster-a',
+    registryName: 'interop',
+    sessionTimeoutMs: 10_000,
+    callTimeoutMs: 30_000,
+    now: () => REGISTERED_AT_MS,
   });
+  backends.push(backend);
+  return backend;
 }
 
-/** Writes `e` as the operator does: its persistent parents, then the ephemeral entry (and owner index). */
-async function writeEntry(
-  session: ZooKeeperSession,
-  layout: ZooKeeperLayout,
-  format: ZooKeeperValueFormat,
-  e: RegistryEntry,
-): Promise<void> {
-  const { service, instanceId } = e.endpoint;
-  const encoded = encodeZooKeeperEntry(format, e, REGISTERED_AT_MS);
-  const path = layout.entry(e.registryNamespace, service, instanceId);
-  for (const parent of ZooKeeperLayout.ancestors(path)) await ensurePersistent(session, parent);
-  await session.create(path, Buffer.from(encoded.value), { mode: 'ephemeral' });
-  if (encoded.ownerIndex !== undefined) {
-    const index = layout.ownerIndex(e.registryNamespace, service, instanceId);
-    for (const parent of ZooKeeperLayout.ancestors(index)) await ensurePersistent(session, parent);
-    await session.create(index, Buffer.from(encoded.ownerIndex), { mode: 'ephemeral' });
-  }
+/** Converges `service` in the backend to `entries`, as one reconcile of its ServiceInstance does. */
+async function publish(backend: ZooKeeperRegistry, service: string, entries: readonly RegistryEntry[]): Promise<void> {
+  const owner = { clusterId: 'cluster-a', namespace: 'shop', name: service };
+  const conflicts = await reconcileOnce(backend, owner, { registryNamespace: REGISTRY_NAMESPACE, service }, [...entries]);
+  assert.deepEqual(conflicts, []);
 }
 
-/** Deletes a subtree as the bed's superuser, whatever its ACLs and whoever created its nodes. */
-async function removeTree(admin: ZooKeeperSession, path: string): Promise<void> {
-  const children = await admin.getChildren(path).catch((err: unknown) => {
-    if (hasZooKeeperCode(err, 'NO_NODE')) return [];
-    throw err;
-  });
-  for (const child of children) await removeTree(admin, `${path}/${child}`);
-  await admin.remove(path, -1).catch((err: unknown) => {
-    if (!hasZooKeeperCode(err, 'NO_NODE')) throw err;
-  });
-}
+const backends: ZooKeeperRegistry[] = [];
 
 after(async () => {
-  // Closing ends the sessions, which deletes their ephemeral entries; the parents go by hand.
-  for (const session of sessions.splice(0)) await session.close();
+  for (const backend of backends.splice(0)) await backend.close();
   const admin = await openSession([bedEnv('ZOOKEEPER_SUPER_AUTH')]);
   for (const base of basePaths) await removeTree(admin, base);
-  await admin.close();
+  for (const session of sessions.splice(0)) await session.close();
 });
 
 describe('format curator, read by Curator x-discovery and Spring Cloud Zookeeper', () => {
@@ -180,9 +163,9 @@ describe('format curator, read by Curator x-discovery and Spring Cloud Zookeeper
 
   test('every instance is seen with its address, port, string metadata (weight included) and http://address:port', async () => {
     const layout = uniqueLayout();
-    const session = await openSession();
-    for (const e of checkout) await writeEntry(session, layout, 'curator', e);
-    await writeEntry(session, layout, 'curator', entry('cart', '10.1.3.1', 7000));
+    const backend = operatorBackend(layout, 'curator');
+    await publish(backend, 'checkout', checkout);
+    await publish(backend, 'cart', [entry('cart', '10.1.3.1', 7000)]);
     const basePath = layout.namespacePath(REGISTRY_NAMESPACE);
 
     const curator = await readJava<CuratorLine>('curator', bedEnv('ZOOKEEPER_CONNECT'), basePath, 'checkout', 'spring');
@@ -240,8 +223,7 @@ describe('format curator, read by Curator x-discovery and Spring Cloud Zookeeper
 
   test('a ServiceDiscovery<Void> consumer cannot read the Spring payload (the documented trap)', async () => {
     const layout = uniqueLayout();
-    const session = await openSession();
-    await writeEntry(session, layout, 'curator', checkout[0]!);
+    await publish(operatorBackend(layout, 'curator'), 'checkout', [checkout[0]!]);
     const basePath = layout.namespacePath(REGISTRY_NAMESPACE);
     // The same node reads fine with Spring's class: the failure below is the payload type's alone.
     assert.equal((await readJava<CuratorLine>('curator', bedEnv('ZOOKEEPER_CONNECT'), basePath, 'checkout', 'spring')).length, 1);
@@ -253,8 +235,7 @@ describe('format curator, read by Curator x-discovery and Spring Cloud Zookeeper
 
   test('an IPv6 instance has the right host and port, but Curator builds its URI without brackets', async () => {
     const layout = uniqueLayout();
-    const session = await openSession();
-    await writeEntry(session, layout, 'curator', entry('checkout', 'fd00::7', 8080));
+    await publish(operatorBackend(layout, 'curator'), 'checkout', [entry('checkout', 'fd00::7', 8080)]);
     const spring = await readJava<SpringLine>('spring', bedEnv('ZOOKEEPER_CONNECT'), layout.namespacePath(REGISTRY_NAMESPACE), 'checkout');
     assert.deepEqual(
       spring.map((l) => [l.id, l.host, l.port, l.uri]),
@@ -263,10 +244,10 @@ describe('format curator, read by Curator x-discovery and Spring Cloud Zookeeper
     );
   });
 
-  test('a deleted entry leaves the list, and closing the session empties it', async () => {
+  test('a deleted entry leaves the list, and the last one leaving empties it', async () => {
     const layout = uniqueLayout();
-    const session = await openSession();
-    for (const e of checkout) await writeEntry(session, layout, 'curator', e);
+    const backend = operatorBackend(layout, 'curator');
+    await publish(backend, 'checkout', checkout);
     const basePath = layout.namespacePath(REGISTRY_NAMESPACE);
     const ids = async (): Promise<string[]> =>
       (await readJava<CuratorLine>('curator', bedEnv('ZOOKEEPER_CONNECT'), basePath, 'checkout', 'spring')).map((l) => l.id);
@@ -274,23 +255,27 @@ describe('format curator, read by Curator x-discovery and Spring Cloud Zookeeper
     assert.deepEqual(await ids(), all);
 
     const gone = checkout[1]!.endpoint.instanceId;
-    await session.remove(layout.entry(REGISTRY_NAMESPACE, 'checkout', gone), -1);
+    await publish(
+      backend,
+      'checkout',
+      checkout.filter((e) => e.endpoint.instanceId !== gone),
+    );
     assert.deepEqual(
       await ids(),
       all.filter((id) => id !== gone),
     );
 
-    await session.close();
-    assert.deepEqual(await ids(), [], 'the ephemeral entries went with the session');
+    await publish(backend, 'checkout', []);
+    assert.deepEqual(await ids(), [], 'no instance left');
   });
 });
 
 describe('format hostport, read by a plain ZooKeeper client', () => {
   test('the children of the service node hold ip:port, and a deleted one is no longer listed', async () => {
     const layout = uniqueLayout();
-    const session = await openSession();
+    const backend = operatorBackend(layout, 'hostport');
     const entries = [entry('ledger', '10.2.0.7', 5432), entry('ledger', 'fd00::7', 5433)];
-    for (const e of entries) await writeEntry(session, layout, 'hostport', e);
+    await publish(backend, 'ledger', entries);
     const servicePath = layout.servicePath(REGISTRY_NAMESPACE, 'ledger');
 
     const before = await readJava<HostPortLine>('hostport', bedEnv('ZOOKEEPER_CONNECT'), servicePath);
@@ -299,11 +284,7 @@ describe('format hostport, read by a plain ZooKeeper client', () => {
       { node: '[fd00::7]:5433', data: '[fd00::7]:5433' },
     ]);
 
-    // As the operator removes an entry: the value and its owner index together.
-    await session.multi([
-      { op: 'remove', path: layout.entry(REGISTRY_NAMESPACE, 'ledger', '10.2.0.7:5432'), version: -1 },
-      { op: 'remove', path: layout.ownerIndex(REGISTRY_NAMESPACE, 'ledger', '10.2.0.7:5432'), version: -1 },
-    ]);
+    await publish(backend, 'ledger', [entries[1]!]);
     const afterDelete = await readJava<HostPortLine>('hostport', bedEnv('ZOOKEEPER_CONNECT'), servicePath);
     assert.deepEqual(afterDelete, [{ node: '[fd00::7]:5433', data: '[fd00::7]:5433' }]);
   });
