@@ -116,7 +116,7 @@ export function createMetrics(sources: MetricSources = {}): Metrics {
   });
   const liveKeepalives = new Gauge({
     name: 'kube_registrar_registry_keepalives',
-    help: 'etcd leases kept alive plus Consul heartbeats passed by this process, by Registry (one per registry namespace in use).',
+    help: 'etcd leases kept alive plus Consul heartbeats passed by this process, by Registry (one per registry namespace in use), and ZooKeeper sessions held (one per Registry).',
     labelNames: ['registry'],
     registers: [registry],
     collect() {
