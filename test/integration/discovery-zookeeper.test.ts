@@ -19,8 +19,15 @@ import { after, before, describe, test } from 'node:test';
 import { ExponentialBackoff } from 'cockatiel';
 
 import { DiscoveryClient, NAMESPACE_ENV, type Instance } from '../../packages/discovery/src/index.ts';
-import { zookeeperDiscovery, zookeeperSource, type ZooKeeperSourceOptions } from '../../packages/discovery/src/zookeeper/index.ts';
+import {
+  zookeeperDiscovery,
+  zookeeperSource,
+  ZOOKEEPER_CODES,
+  ZooKeeperReadError,
+  type ZooKeeperSourceOptions,
+} from '../../packages/discovery/src/zookeeper/index.ts';
 import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
+import { digestAcl, OPEN_ACL, type ZooKeeperAcl } from '../../src/registry/zookeeper/acl.ts';
 import { ZooKeeperSession } from '../../src/registry/zookeeper/client.ts';
 import { encodeZooKeeperEntry, SPRING_INSTANCE_CLASS, type ZooKeeperValueFormat } from '../../src/registry/zookeeper/codec.ts';
 import { hasZooKeeperCode } from '../../src/registry/zookeeper/errors.ts';
@@ -127,14 +134,18 @@ class OperatorWriter {
   }
 
   async create(format: ZooKeeperValueFormat, ...entries: RegistryEntry[]): Promise<void> {
+    await this.createWithAcl(format, OPEN_ACL, ...entries);
+  }
+
+  async createWithAcl(format: ZooKeeperValueFormat, acl: readonly ZooKeeperAcl[], ...entries: RegistryEntry[]): Promise<void> {
     for (const entry of entries) {
       const paths = this.#paths(entry);
       const encoded = encodeZooKeeperEntry(format, entry, Date.now());
       await ensurePath(this.#session, this.#layout.servicePath(entry.registryNamespace, entry.endpoint.service));
-      const ops = [{ op: 'create' as const, path: paths.entry, data: Buffer.from(encoded.value), mode: 'ephemeral' as const }];
+      const ops = [{ op: 'create' as const, path: paths.entry, data: Buffer.from(encoded.value), mode: 'ephemeral' as const, acl }];
       if (encoded.ownerIndex !== undefined) {
         await ensurePath(this.#session, this.#layout.ownerIndexServicePath(entry.registryNamespace, entry.endpoint.service));
-        ops.push({ op: 'create', path: paths.index, data: Buffer.from(encoded.ownerIndex), mode: 'ephemeral' });
+        ops.push({ op: 'create', path: paths.index, data: Buffer.from(encoded.ownerIndex), mode: 'ephemeral', acl });
       }
       await this.#session.multi(ops);
     }
@@ -322,6 +333,30 @@ describe('zookeeperSource reads what the operator writes (the bed’s ZooKeeper)
     assert.equal(fromEnv.namespace, 'staging');
     await fromEnv.ready('user');
     assert.deepEqual(fromEnv.cache('user').instances, [expected(staging), expected(staging2)]);
+  });
+
+  test("entries readable only with the Registry's digest credentials: refused without them (NO_AUTH), read with them", async () => {
+    const basePath = bedBase();
+    const credentials = `reader-${uniqueSuffix()}:secret`;
+    const writer = new OperatorWriter(session, basePath);
+    const a = operatorEntry('prod', 'guarded', '10.0.9.1', 80, { weight: 2 });
+    const b = operatorEntry('prod', 'guarded', '10.0.9.2', 80, { tags: { zone: 'b' } });
+    // The writer needs the identity of the ACL to create nodes under it; reading them back proves it took.
+    await session.addDigestAuth(credentials);
+    await writer.createWithAcl('hostport', [digestAcl(credentials)], a, b);
+
+    const anonymous = new DiscoveryClient({
+      source: zookeeperSource({ connectString, basePath, namespace: 'prod', backoff: fastBackoff() }),
+      initialReadTimeoutMs: 1_000,
+    });
+    closers.push(() => anonymous.close());
+    await assert.rejects(anonymous.ready('guarded'), /could not read guarded/);
+    const refused = await waitFor('the refusal to be reported', async () => anonymous.staleness('guarded').lastError, WAIT_MS);
+    assert.ok(refused instanceof ZooKeeperReadError && refused.code === ZOOKEEPER_CODES.NO_AUTH, String(refused));
+
+    const reader = consumer({ connectString, basePath, namespace: 'prod', digestCredentials: [credentials] });
+    await reader.ready('guarded');
+    assert.deepEqual(reader.cache('guarded').instances, [expected(a), expected(b)]);
   });
 
   test('zookeeperDiscovery: picks and calls read the namespace; register() is refused, saying what to use', async () => {
