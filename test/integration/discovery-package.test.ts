@@ -194,6 +194,7 @@ import { prometheusHooks } from '${PACKAGE_NAME}/prometheus';
 
 const [prefix, service] = process.argv.slice(2);
 const grpcEntry = await import('${PACKAGE_NAME}/grpc');
+const zookeeperEntry = await import('${PACKAGE_NAME}/zookeeper');
 const registry = new Registry();
 const discovery = etcdDiscovery({ hosts: process.env.ETCD_ENDPOINTS.split(','), prefix, namespace: 'pkgtest', hooks: prometheusHooks(registry) });
 let called, metrics;
@@ -203,8 +204,8 @@ try {
 } finally {
   await discovery.close();
 }
-const entries = ['', '/prometheus', '/grpc'].map((subpath) => import.meta.resolve('${PACKAGE_NAME}' + subpath));
-console.log(JSON.stringify({ entries, grpcExports: Object.keys(grpcEntry), called, metrics }));
+const entries = ['', '/prometheus', '/grpc', '/zookeeper'].map((subpath) => import.meta.resolve('${PACKAGE_NAME}' + subpath));
+console.log(JSON.stringify({ entries, grpcExports: Object.keys(grpcEntry), zookeeperExports: Object.keys(zookeeperEntry), called, metrics }));
 `;
 
 /** Uses every entry point's declarations; the one wrong line must be the only error. */
@@ -288,7 +289,15 @@ describe('the discovery package installed from its tarball', () => {
       peerDependencies: Record<string, string>;
     };
     const operatorOnly = Object.keys(root.dependencies).filter((d) => !(d in own.dependencies) && !(d in own.peerDependencies));
-    for (const name of new Set([root.name, '@kubernetes/client-node', 'pino', 'p-queue', ...operatorOnly, 'prom-client'])) {
+    for (const name of new Set([
+      root.name,
+      '@kubernetes/client-node',
+      'pino',
+      'p-queue',
+      ...operatorOnly,
+      'prom-client',
+      'node-zookeeper-client',
+    ])) {
       assert.ok(!names.has(name), `${name} must not be installed with ${PACKAGE_NAME}`);
     }
 
@@ -326,20 +335,30 @@ describe('the discovery package installed from its tarball', () => {
     assert.ok(left.length > 0, 'the operator’s entry is still there');
   });
 
-  test('with prom-client and @grpc/grpc-js installed, the ./prometheus and ./grpc entry points load, and calls are counted', async () => {
+  test('with the optional peers installed, the ./prometheus, ./grpc and ./zookeeper entry points load, and calls are counted', async () => {
     const root = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
-    await npmInstall(project, [`prom-client@${root.dependencies['prom-client']}`, `@grpc/grpc-js@${root.dependencies['@grpc/grpc-js']}`]);
+    const peers = ['prom-client', '@grpc/grpc-js', 'node-zookeeper-client'];
+    await npmInstall(
+      project,
+      peers.map((name) => `${name}@${root.dependencies[name]}`),
+    );
     await writeFile(join(project, 'metrics-and-grpc.mjs'), METRICS_AND_GRPC);
-    const out = lastJsonLine<{ entries: string[]; grpcExports: string[]; called: string; metrics: string }>(
+    const out = lastJsonLine<{ entries: string[]; grpcExports: string[]; zookeeperExports: string[]; called: string; metrics: string }>(
       await runScript(project, 'metrics-and-grpc.mjs', [prefix, service]),
     );
     assert.deepEqual(
       out.entries.map((e) => e.slice(e.indexOf(`/node_modules/${PACKAGE_NAME}/`))),
-      ['index.js', 'observability/prometheus.js', 'grpc/resolver.js'].map((f) => `/node_modules/${PACKAGE_NAME}/dist/${f}`),
+      ['index.js', 'observability/prometheus.js', 'grpc/resolver.js', 'zookeeper/index.js'].map(
+        (f) => `/node_modules/${PACKAGE_NAME}/dist/${f}`,
+      ),
     );
     assert.ok(
       out.grpcExports.includes('registerEtcdResolver'),
       `the gRPC entry point exports registerEtcdResolver: ${out.grpcExports.join(', ')}`,
+    );
+    assert.ok(
+      out.zookeeperExports.includes('zookeeperDiscovery'),
+      `the ZooKeeper entry point exports zookeeperDiscovery: ${out.zookeeperExports.join(', ')}`,
     );
     assert.equal(out.called, '192.0.2.20:8080', 'the call went to the operator’s instance, the only one left');
     assert.match(out.metrics, new RegExp(`^discovery_calls_total\\{service="${service}",outcome="success"\\} 1$`, 'm'));

@@ -4,8 +4,9 @@
  * `consulDiscovery`), keeps one watch cache per service, picks instances with a tag filter and one
  * of five strategies, ejects instances that keep failing, runs `call()` with timeouts, retries on
  * another instance under a budget and a breaker per instance, and registers this process under a
- * lease or TTL of its own. The gRPC resolver and the Prometheus hooks have entry points of their
- * own (`/grpc`, `/prometheus`), so their optional peers load only when asked for.
+ * lease or TTL of its own. The ZooKeeper source, the gRPC resolver and the Prometheus hooks have
+ * entry points of their own (`/zookeeper`, `/grpc`, `/prometheus`), so their optional peers load
+ * only when asked for.
  */
 export { InstanceSelector, type CallResult, type InstanceSelectorOptions, type InstanceState } from './selector.ts';
 export { STRATEGIES, type Strategy } from './balancers/index.ts';
