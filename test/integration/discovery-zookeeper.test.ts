@@ -457,7 +457,9 @@ describe('through outages and session expiry (a ZooKeeper of its own)', () => {
     await witness.create(witnessNode, Buffer.alloc(0), { mode: 'ephemeral' });
     const observer = await operatorSession(server.connectString);
 
-    proxy.cut('close');
+    // Black-holed, not closed: the link goes silent, as in a partition that drops packets, which the
+    // library alone would never notice.
+    proxy.cut('blackhole');
     await waitFor('the client to notice the cut', async () => (client.staleness('user').inSync ? undefined : true), WAIT_MS);
     await writer.remove('json', a);
     const c = operatorEntry('prod', 'user', '10.0.12.3', 80, { tags: { after: 'expiry' } });

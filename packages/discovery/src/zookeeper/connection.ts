@@ -18,7 +18,7 @@ import type { IBackoff, IBackoffFactory } from 'cockatiel';
 import { DiscoveryError } from '../errors.ts';
 import { describeError, type DiscoveryLogger } from '../logger.ts';
 import { ZOOKEEPER_CODES, ZooKeeperReadError, ZooKeeperUnavailableError } from './errors.ts';
-import { fenceReconnects, guardUnknownCodes, zookeeper } from './library.ts';
+import { dropSilentConnections, fenceReconnects, guardUnknownCodes, zookeeper } from './library.ts';
 
 /** How to reach ZooKeeper. */
 export interface ZooKeeperConnectionOptions {
@@ -136,7 +136,12 @@ export class ZooKeeperConnection {
   #open(): void {
     const { connectString, sessionTimeoutMs, digestCredentials } = this.#options;
     const client = zookeeper.createClient(connectString, { sessionTimeout: sessionTimeoutMs, spinDelay: 1000, retries: 0 });
-    this.#stopClient = fenceReconnects(client, () => !this.#closed && this.#client === client);
+    const stopFence = fenceReconnects(client, () => !this.#closed && this.#client === client);
+    const stopWatchingReads = dropSilentConnections(client, sessionTimeoutMs);
+    this.#stopClient = () => {
+      stopWatchingReads();
+      stopFence();
+    };
     this.#client = client;
     for (const credentials of digestCredentials) client.addAuthInfo('digest', Buffer.from(credentials));
     client.on('connected', () => this.#onConnected(client));

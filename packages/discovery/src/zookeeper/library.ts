@@ -9,6 +9,11 @@
  * - Its reconnect loop has no off switch: `close()` on a client that is not connected leaves a
  *   spin-delay timer that later opens a socket and sends a ConnectRequest into a closing client.
  *   {@link fenceReconnects} makes every (re)connect ask first.
+ * - It never notices a server that went silent (a partition that drops packets): it pings after a
+ *   third of the session timeout of quiet but never waits for the answer, and its connect timeout
+ *   ends at the TCP handshake. The cache would then wait for ever on a dead connection.
+ *   {@link dropSilentConnections} drops a connection that heard nothing for two thirds of the
+ *   session timeout (the read timeout of ZooKeeper's Java client), so the library reconnects.
  *
  * Both reach into the library's internals (`Exception`, `connectionManager`), typed here.
  */
@@ -22,11 +27,53 @@ interface ExceptionModule {
   create(code: number, path?: string): unknown;
 }
 
-/** The parts of the library's connection manager the fence needs. */
+/** The parts of the library's connection manager the guards need. */
 interface ConnectionManager {
   socket: { destroy(): void; destroyed: boolean } | undefined;
   connectTimeoutHandler: ReturnType<typeof setTimeout> | null;
   findNextServer(openSocket: (server: unknown) => void): void;
+  /** Looked up when each socket is opened, so an override applies to later sockets. */
+  onSocketData(buffer: Buffer): void;
+  /** 1 connecting, 2 connected, 3 connected read-only (lib/ConnectionManager.js STATES). */
+  state: number;
+}
+
+const WAITING_ON_SERVER = new Set([1, 2, 3]);
+
+function managerOf(client: zookeeper.Client): ConnectionManager {
+  return (client as unknown as { connectionManager: ConnectionManager }).connectionManager;
+}
+
+/**
+ * Drops `client`'s connection once nothing was heard from the server for two thirds of
+ * `timeoutMs` while connected or waiting for the answer to a connect request; returns the
+ * function that stops watching.
+ */
+export function dropSilentConnections(client: zookeeper.Client, timeoutMs: number): () => void {
+  const manager = managerOf(client);
+  let lastHeard = Date.now();
+  let socket = manager.socket;
+  const onSocketData = manager.onSocketData.bind(manager);
+  manager.onSocketData = (buffer: Buffer) => {
+    lastHeard = Date.now();
+    onSocketData(buffer);
+  };
+  const timer = setInterval(
+    () => {
+      // A new socket starts its own clock; so does a manager that is not waiting on the server.
+      if (manager.socket !== socket || !WAITING_ON_SERVER.has(manager.state) || manager.socket === undefined || manager.socket.destroyed) {
+        socket = manager.socket;
+        lastHeard = Date.now();
+        return;
+      }
+      if (Date.now() - lastHeard <= (timeoutMs * 2) / 3) return;
+      lastHeard = Date.now();
+      manager.socket.destroy();
+    },
+    Math.max(100, Math.floor(timeoutMs / 10)),
+  );
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 const GUARDED = Symbol.for('@kube-registrar/discovery.zookeeper.unknownCodes');
@@ -64,7 +111,7 @@ export function guardUnknownCodes(module: ExceptionModule = zookeeper.Exception 
  * and destroys the socket without waiting for the server.
  */
 export function fenceReconnects(client: zookeeper.Client, mayConnect: () => boolean): () => void {
-  const manager = (client as unknown as { connectionManager: ConnectionManager }).connectionManager;
+  const manager = managerOf(client);
   const findNextServer = manager.findNextServer.bind(manager);
   manager.findNextServer = (openSocket) =>
     findNextServer((server) => {
