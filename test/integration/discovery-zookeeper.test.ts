@@ -10,9 +10,6 @@
  * outage and expiry tests stop a ZooKeeper of their own, or cut the link to it.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 
@@ -32,11 +29,10 @@ import { ZooKeeperSession } from '../../src/registry/zookeeper/client.ts';
 import { encodeZooKeeperEntry, SPRING_INSTANCE_CLASS, type ZooKeeperValueFormat } from '../../src/registry/zookeeper/codec.ts';
 import { hasZooKeeperCode } from '../../src/registry/zookeeper/errors.ts';
 import { ZooKeeperLayout } from '../../src/registry/zookeeper/paths.ts';
-import { freePort } from '../../testbed/processes.ts';
-import { provision } from '../../testbed/provision.ts';
-import { ZooKeeperServer } from '../../testbed/zookeeper.ts';
+import type { ZooKeeperServer } from '../../testbed/zookeeper.ts';
 import { bedEnv, uniqueSuffix } from '../support/env.ts';
 import { TcpProxy, waitFor } from '../support/faults.ts';
+import { startOwnZooKeeper } from '../support/zookeeper.ts';
 
 /** Generous: a loaded 2-core machine, and clients deep in their backoff after an outage. */
 const WAIT_MS = 60_000;
@@ -375,20 +371,9 @@ describe('zookeeperSource reads what the operator writes (the bed’s ZooKeeper)
 describe('through outages and session expiry (a ZooKeeper of its own)', () => {
   let server: ZooKeeperServer;
   before(async () => {
-    const toolchain = await provision(() => undefined);
-    const dir = await mkdtemp(join(tmpdir(), 'kr-discovery-zk-'));
-    server = new ZooKeeperServer(
-      { java: toolchain.java, classpath: toolchain.zookeeperClasspath },
-      'discovery-zk',
-      dir,
-      await freePort(),
-      join(dir, 'zookeeper.log'),
-    );
-    closers.push(async () => {
-      await server.stop();
-      await rm(dir, { recursive: true, force: true });
-    });
-    await server.start();
+    const own = await startOwnZooKeeper('discovery-zk');
+    server = own.server;
+    closers.push(() => own.close());
   });
 
   test('ZooKeeper stopped: the last set keeps being served while staleness grows; after the restart updates resume', async () => {

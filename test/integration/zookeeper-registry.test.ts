@@ -21,7 +21,7 @@ import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { bedEnv } from '../support/env.ts';
 import { TcpProxy, waitFor } from '../support/faults.ts';
 import { reconcileOnce } from '../support/reconcile.ts';
-import { NodeWatcher, removeTree } from '../support/zookeeper.ts';
+import { NodeWatcher, removeTree, startOwnZooKeeper } from '../support/zookeeper.ts';
 
 const CONNECT = bedEnv('ZOOKEEPER_CONNECT');
 const NS = 'prod';
@@ -219,6 +219,48 @@ void describe('ZooKeeperRegistry against a real ZooKeeper', () => {
       assert.deepEqual(await reconcileOnce(zk, owner, scope, desired), []);
     } finally {
       await proxy.close();
+    }
+  });
+
+  void it('a ZooKeeper outage shorter than the session timeout loses nothing: writes fail meanwhile, and afterwards the entries are there on the same session', async () => {
+    const own = await startOwnZooKeeper('zk-registry-outage');
+    try {
+      const zk = backend('/outage', { servers: own.server.connectString, sessionTimeoutMs: 40_000, callTimeoutMs: 3000 });
+      const desired = [entry(owner, '10.0.9.1'), entry(owner, '10.0.9.2')];
+      await reconcileOnce(zk, owner, scope, desired);
+      const sessionId = zk.leaseIdFor();
+      await own.server.stop();
+      const more = [...desired, entry(owner, '10.0.9.3')];
+      await assert.rejects(reconcileOnce(zk, owner, scope, more), 'a write while ZooKeeper is down fails, and nothing crashes');
+      assert.equal(zk.livenessLapsed(), false, 'well within the session timeout');
+      await own.server.start();
+      await waitFor(
+        'a reconcile to succeed again',
+        async () => ((await reconcileOnce(zk, owner, scope, more)).length === 0 ? true : undefined),
+        60_000,
+      );
+      const check = await ZooKeeperSession.connect({
+        connectString: own.server.connectString,
+        sessionTimeoutMs: 10_000,
+        callTimeoutMs: 10_000,
+      });
+      try {
+        const dir = `/outage/${NS}/${SERVICE}`;
+        const owners = await Promise.all(
+          more.map(async (e) => (await check.getData(`${dir}/${e.endpoint.instanceId}`)).stat.ephemeralOwner),
+        );
+        assert.deepEqual(
+          owners,
+          [sessionId, sessionId, sessionId],
+          'every entry, old and new, hangs on the session from before the outage',
+        );
+      } finally {
+        await check.close();
+      }
+      assert.equal(zk.leaseIdFor(), sessionId);
+      await zk.close();
+    } finally {
+      await own.close();
     }
   });
 

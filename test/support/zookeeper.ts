@@ -2,7 +2,13 @@
  * ZooKeeper helpers of the tests: a watcher that sees what a consumer would, and clean-up as the
  * bed's superuser.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import zookeeper from 'node-zookeeper-client';
+import { freePort } from '../../testbed/processes.ts';
+import { provision } from '../../testbed/provision.ts';
+import { ZooKeeperServer } from '../../testbed/zookeeper.ts';
 import type { ZooKeeperSession } from '../../src/registry/zookeeper/client.ts';
 import { hasZooKeeperCode } from '../../src/registry/zookeeper/errors.ts';
 import { bedEnv } from './env.ts';
@@ -67,4 +73,32 @@ export async function removeTree(admin: ZooKeeperSession, path: string): Promise
 /** Waits until `path` no longer exists, as seen by `reader`. */
 export async function untilGone(reader: ZooKeeperSession, path: string, timeoutMs: number): Promise<void> {
   await waitFor(`${path} to be deleted`, async () => ((await reader.exists(path)) === undefined ? true : undefined), timeoutMs);
+}
+
+/** A ZooKeeper server of a test's own, which it may stop and start again on the same port and data. */
+export interface OwnZooKeeper {
+  readonly server: ZooKeeperServer;
+  /** Stops the server and removes its data. */
+  close(): Promise<void>;
+}
+
+/** Starts a ZooKeeper of the test's own (the bed's Java and ZooKeeper, a fresh data directory and free port). */
+export async function startOwnZooKeeper(name: string): Promise<OwnZooKeeper> {
+  const toolchain = await provision(() => undefined);
+  const dir = await mkdtemp(join(tmpdir(), `kr-${name}-`));
+  const server = new ZooKeeperServer(
+    { java: toolchain.java, classpath: toolchain.zookeeperClasspath },
+    name,
+    dir,
+    await freePort(),
+    join(dir, 'zookeeper.log'),
+  );
+  await server.start();
+  return {
+    server,
+    close: async () => {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
