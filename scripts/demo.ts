@@ -15,6 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
+import { ZooKeeperSession } from '../src/registry/zookeeper/client.ts';
 import { startBed } from '../testbed/bed.ts';
 import { freePort, ManagedProcess } from '../testbed/processes.ts';
 import { REPO_ROOT } from '../testbed/provision.ts';
@@ -56,10 +57,9 @@ async function main(): Promise<void> {
     console.log(await k(['apply', '-f', join(REPO_ROOT, 'crds')]));
     await k(['wait', '--for=condition=Established', '--timeout=60s', 'crd/serviceinstances.registrar.dev', 'crd/registries.registrar.dev']);
     const examples = join(REPO_ROOT, 'deploy', 'examples');
-    const registries = (await readFile(join(examples, 'registries.yaml'), 'utf8')).replaceAll(
-      '${ETCD_ENDPOINTS}',
-      bed.registryEtcd.clientUrl,
-    );
+    const registries = (await readFile(join(examples, 'registries.yaml'), 'utf8'))
+      .replaceAll('${ETCD_ENDPOINTS}', bed.registryEtcd.clientUrl)
+      .replaceAll('${ZOOKEEPER_CONNECT}', bed.zookeeper.connectString);
     const rendered = join(bed.dir, 'registries.yaml');
     await writeFile(rendered, registries);
     const healthChecked = join(bed.dir, 'health-checked.yaml');
@@ -136,6 +136,14 @@ async function main(): Promise<void> {
     } finally {
       etcd.close();
     }
+    const zookeeperNodes = await readZooKeeperServices(
+      bed.zookeeper.connectString,
+      '/services/prod',
+      'orders',
+      () => operator?.running === true,
+    );
+    console.log('\nentries in ZooKeeper (Curator format):');
+    for (const [path, value] of zookeeperNodes) console.log(`  ${path} = ${value}`);
     // The endpoint reporting redis down is judged after failureThreshold probes (2 × 2 s).
     let inventoryHealth = '';
     for (let i = 0; i < 100 && !inventoryHealth.includes('"unhealthy":1'); i++) {
@@ -157,6 +165,35 @@ async function main(): Promise<void> {
   } catch (err: unknown) {
     await stop();
     throw err;
+  }
+}
+
+/**
+ * The nodes under `<base>/<service>` and their data, once there is at least one (waits up to 30 s
+ * while `alive()`), read as a plain ZooKeeper client would.
+ */
+async function readZooKeeperServices(
+  connectString: string,
+  base: string,
+  service: string,
+  alive: () => boolean,
+): Promise<[string, string][]> {
+  const session = await ZooKeeperSession.connect({ connectString, sessionTimeoutMs: 10_000, callTimeoutMs: 10_000 });
+  try {
+    const dir = `${base}/${service}`;
+    for (let i = 0; i < 300 && alive(); i++) {
+      const children = await session.getChildren(dir).catch(() => []);
+      if (children.length > 0) {
+        const nodes = await Promise.all(
+          children.sort().map(async (c) => [`${dir}/${c}`, (await session.getData(`${dir}/${c}`)).data.toString()] as [string, string]),
+        );
+        return nodes;
+      }
+      await sleep(100);
+    }
+    throw new Error(`no entry appeared under ${dir} in ZooKeeper`);
+  } finally {
+    await session.close();
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * The README's first command stays true: the demo starts its own bed, installs the samples, runs
- * the operator and shows the sample entries in etcd, the health-checked one included.
+ * the operator and shows the sample entries in etcd, the health-checked one included, and the
+ * sample in ZooKeeper.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,7 +12,7 @@ import { REPO_ROOT } from '../../testbed/provision.ts';
 
 const execFileAsync = promisify(execFile);
 
-test('the demo registers the sample pods of prod and the static endpoints of dev in etcd, the failing health-checked one left out', async () => {
+test('the demo registers the sample pods of prod and the static endpoints of dev in etcd, the failing health-checked one left out, and orders in ZooKeeper', async () => {
   const { stdout } = await execFileAsync(process.execPath, [join(REPO_ROOT, 'scripts', 'demo.ts'), '--once'], {
     timeout: 240_000,
     maxBuffer: 16 * 1024 * 1024,
@@ -25,6 +26,11 @@ test('the demo registers the sample pods of prod and the static endpoints of dev
     assert.ok(stdout.includes(`${key} = {`), `the demo shows ${key}:\n${stdout}`);
   }
   assert.match(stdout, /prod\s+user-service\s+user-service\s+2\/2\s+2/, 'kubectl shows READY 2/2 and REGISTERED 2');
+  // orders goes to ZooKeeper in Curator's format, where Spring consumers with root /services/prod find it.
+  assert.match(
+    stdout,
+    /\/services\/prod\/orders\/10\.0\.1\.5:8080 = \{"name":"orders","id":"10\.0\.1\.5:8080","address":"10\.0\.1\.5","port":8080/,
+  );
   // The health-checked sample: the endpoint reporting redis down is judged and left out.
   const inventory = /\/services\/dev\/inventory\/127\.0\.0\.1:(\d+) = \{/g;
   const registered = [...stdout.matchAll(inventory)].map((m) => m[1]);
