@@ -307,6 +307,25 @@ void describe('ZooKeeperRegistry against a real ZooKeeper', () => {
     assert.deepEqual((await reader.getChildren(dir)).sort(), ['10.0.5.1:8080', '10.0.5.2:8080'], 'deleting ours left theirs');
   });
 
+  void it('two clusters sharing one ensemble and one Registry name keep a session each, and a restart of one adopts its own', async () => {
+    const base = freshBase();
+    const a = backend(base);
+    const b = backend(base, { clusterId: 'cluster-b' });
+    const other = ownerIn('cluster-b');
+    await reconcileOnce(a, owner, scope, [entry(owner, '10.0.10.1')]);
+    await reconcileOnce(b, other, scope, [entry(other, '10.0.10.2')]);
+    const [sessionA, sessionB] = [a.leaseIdFor(), b.leaseIdFor()];
+    assert.notEqual(sessionA, sessionB);
+    await a.close();
+    const restarted = backend(base);
+    assert.equal(await restarted.start(), true);
+    assert.equal(restarted.leaseIdFor(), sessionA, "cluster-a adopted its own session, not cluster-b's");
+    assert.equal(b.leaseIdFor(), sessionB, 'cluster-b kept its session');
+    await reconcileOnce(restarted, owner, scope, []);
+    assert.deepEqual(await reader.getChildren(`${base}/${NS}/${SERVICE}`), ['10.0.10.2:8080'], "cluster-a's delete left cluster-b's entry");
+    assert.equal((await reader.getData(`${base}/${NS}/${SERVICE}/10.0.10.2:8080`)).stat.ephemeralOwner, sessionB);
+  });
+
   void it('a node written between the plan’s read and its write is neither overwritten nor deleted', async () => {
     const base = freshBase();
     const zk = backend(base);

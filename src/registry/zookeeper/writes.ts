@@ -17,7 +17,7 @@ import type { Changes, RegistryEntry } from '../types.ts';
 import { SERVICE_NODE_MARKER, ZooKeeperEntryChangedError, ZooKeeperRegistryError, type ZooKeeperBackendContext } from './backend-state.ts';
 import type { ZooKeeperSession } from './client.ts';
 import { encodeZooKeeperEntry, zooKeeperUsesOwnerIndex } from './codec.ts';
-import { hasZooKeeperCode, ZooKeeperMultiError } from './errors.ts';
+import { hasZooKeeperCode, ZooKeeperMultiError, type ZooKeeperCodeName } from './errors.ts';
 import { ensurePath } from './session-keeper.ts';
 import { ZooKeeperLayout } from './paths.ts';
 import type { ZooKeeperOp, ZooKeeperOpResult } from './transaction.ts';
@@ -311,11 +311,14 @@ export class ZooKeeperWrites {
         await session.remove(service, node.stat.version);
         state.parents.delete(service);
       } catch (err: unknown) {
-        if (!['NO_NODE', 'NOT_EMPTY', 'BAD_VERSION', 'NO_AUTH'].some((code) => hasZooKeeperCode(err, code as 'NO_NODE'))) throw err;
+        if (!LEFT_ALONE.some((code) => hasZooKeeperCode(err, code))) throw err;
       }
     }
   }
 }
+
+/** Why an empty service node may not be removable: gone, filled, changed, or not ours to delete. */
+const LEFT_ALONE: readonly ZooKeeperCodeName[] = ['NO_NODE', 'NOT_EMPTY', 'BAD_VERSION', 'NO_AUTH'];
 
 /** Bytes an operation adds to a request. */
 function opBytes(w: EntryWrite): number {
