@@ -173,6 +173,25 @@ void describe('ZooKeeperRegistry against a real ZooKeeper', () => {
     watcher.close();
   });
 
+  void it('a backend rebuilt in the same process while the old one runs (rotated credentials, a changed spec) takes the session over, and the old one lets go for good', async () => {
+    const base = freshBase();
+    const old = backend(base);
+    await reconcileOnce(old, owner, scope, [entry(owner, '10.0.11.1')]);
+    const sessionId = old.leaseIdFor();
+    const path = `${base}/${NS}/${SERVICE}/10.0.11.1:8080`;
+    const watcher = await NodeWatcher.start();
+    await watcher.watch(path);
+    const replacement = backend(base, { format: 'curator' });
+    assert.equal(await replacement.start(), true);
+    assert.equal(replacement.leaseIdFor(), sessionId);
+    await assert.rejects(old.records(scope), /handed its session over|closed/, 'the old backend no longer reads or writes');
+    await reconcileOnce(replacement, owner, scope, [entry(owner, '10.0.11.1'), entry(owner, '10.0.11.2')]);
+    assert.equal(old.leaseIdFor(), undefined, 'the old backend holds no session');
+    assert.equal((await reader.getData(path)).stat.ephemeralOwner, sessionId);
+    assert.deepEqual(watcher.events, [], 'the entry was never deleted or rewritten');
+    watcher.close();
+  });
+
   void it('entries vanish within the session timeout once the backend closes and nobody adopts the session', async () => {
     const base = freshBase();
     const zk = backend(base, { sessionTimeoutMs: 4000 });

@@ -116,7 +116,7 @@ export class SessionKeeper {
   async current(): Promise<ZooKeeperSession> {
     const s = this.#session;
     if (s !== undefined && (s.state === 'connected' || s.state === 'disconnected')) return s;
-    if (this.#closed) throw new Error('ZooKeeper registry is closed');
+    if (this.#closed) throw new Error('this ZooKeeper backend is closed, or handed its session over to a successor');
     this.#establishing ??= this.#establish().finally(() => {
       this.#establishing = undefined;
     });
@@ -271,8 +271,12 @@ export class SessionKeeper {
     return [digestAcl(digest), { perms: world, scheme: 'world', id: 'anyone' }];
   }
 
-  /** Lets go of the session without ending it (a successor in this process adopts it). */
+  /**
+   * Lets go of the session without ending it (a successor in this process adopts it); from then
+   * on this keeper never opens a session again, so it cannot compete with its successor.
+   */
   async release(): Promise<void> {
+    this.#closed = true;
     const session = this.#session;
     if (session === undefined) return;
     if (HELD.get(session.sessionId) === this) HELD.delete(session.sessionId);
