@@ -21,6 +21,7 @@ import { consulColdSync } from './scenarios/consul-cold-sync.ts';
 import { healthChecks } from './scenarios/health-checks.ts';
 import { propagation } from './scenarios/propagation.ts';
 import { steadyState } from './scenarios/steady-state.ts';
+import { zookeeperScenario } from './scenarios/zookeeper.ts';
 
 const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<ScenarioResult>>> = {
   'cold-sync': coldSync,
@@ -32,6 +33,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   'client-selection': clientSelection,
   'client-slow-backend': clientSlowBackend,
   'client-propagation': clientPropagation,
+  zookeeper: zookeeperScenario,
 };
 
 async function main(): Promise<number> {

@@ -15,6 +15,7 @@ export const SCENARIOS = [
   'client-selection',
   'client-slow-backend',
   'client-propagation',
+  'zookeeper',
 ] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
@@ -47,6 +48,15 @@ export interface BenchOptions {
     readonly resyncSeconds: number;
   };
   readonly consulColdSync: { readonly sizes: readonly number[]; readonly idleSeconds: number };
+  readonly zookeeper: {
+    readonly sizes: readonly number[];
+    /** Length of the idle (keepalive) window. */
+    readonly windowSeconds: number;
+    /** Resync period of the operators started after a restart. */
+    readonly resyncSeconds: number;
+    /** Resync passes watched after each restart, beyond the first reconcile of everything. */
+    readonly resyncPasses: number;
+  };
   readonly churn: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
   readonly healthChecks: {
     readonly serviceInstances: number;
@@ -68,13 +78,15 @@ export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N]
   --profile        run the operator under --cpu-prof and summarise where its CPU time went
   --heap-snapshot  steady state: snapshot the operator's heap after the windows and summarise it
   --churn-seconds  length of the churn phase (default 300 at full scale, 30 at small)
-  --sizes          cold-sync sizes instead of the scale's (default 1000,10000 at full scale, 100,300 at small)
+  --sizes          cold-sync and zookeeper sizes instead of the scale's (default 1000,10000 at full scale, 100,300 at small)
   --steady-size    steady-state ServiceInstances (3 pods each) instead of the scale's (10000 / 300)
   --experiment     load bench/experiments/NAME.ts into the operator (node --import) to measure a
                    proposed fix without changing src/; reported in blocks of their own
   --node-options   extra Node flags for the operator process, e.g. "--max-semi-space-size=1";
                    also reported as an experiment
   --operator-flags extra operator flags, e.g. "--concurrency=32"; also reported as an experiment
+  zookeeper        cold sync, idle keepalive window (60 s, 20 s at small) and restarts (SIGTERM, SIGKILL) on one
+                   ZooKeeper Registry, per size
   --no-markdown    leave BENCHMARKS.md alone (results still go to bench/results/)`;
 
 /** Parses argv (without node and script). Throws with the usage text on a bad flag. */
@@ -147,6 +159,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
     propagation: { services: small ? 10 : 50, podsPerService: small ? 10 : 20, rate: 50, seconds: small ? 20 : 60 },
     steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
     consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
+    zookeeper: { sizes, windowSeconds: small ? 20 : 60, resyncSeconds: small ? 10 : 30, resyncPasses: 2 },
     churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
     healthChecks: {
       serviceInstances: small ? 4 : 20,
