@@ -84,10 +84,9 @@ async function readScope(ctx: ZooKeeperBackendContext, scope: Scope): Promise<Re
   };
   for (const [name, node] of index) remember(`${indexPath}/${name}`, node);
   if (current) {
-    for (const path of [...state.nodes.keys()]) {
-      if (path.startsWith(`${servicePath}/`) && !nodes.has(path.slice(servicePath.length + 1))) state.nodes.delete(path);
-      if (path.startsWith(`${indexPath}/`) && !index.has(path.slice(indexPath.length + 1))) state.nodes.delete(path);
-    }
+    for (const [path] of [...state.nodes.childrenOf(servicePath)])
+      if (!nodes.has(path.slice(servicePath.length + 1))) state.nodes.delete(path);
+    for (const [path] of [...state.nodes.childrenOf(indexPath)]) if (!index.has(path.slice(indexPath.length + 1))) state.nodes.delete(path);
   }
 
   const entries: RegistryEntry[] = [];
@@ -128,7 +127,7 @@ async function readScope(ctx: ZooKeeperBackendContext, scope: Scope): Promise<Re
   // Entries of ours deleted by hand are forgotten here (the plan writes them again); while the
   // session is lost they are kept, since they are what the recovery re-creates.
   if (current && !keeper.lapsed() && sessionId === keeper.sessionId) {
-    for (const path of [...state.held.keys()]) if (path.startsWith(`${servicePath}/`) && !seen.has(path)) state.held.delete(path);
+    for (const [path] of [...state.held.childrenOf(servicePath)]) if (!seen.has(path)) state.held.delete(path);
   }
   return entries;
 }

@@ -151,15 +151,22 @@ export class ZooKeeperWrites {
       return;
     }
     const session = await keeper.current();
-    await this.#ensureParents(session, writes);
+    await this.#ensureAncestors(session, servicesOf(writes));
     const batches = pack(writes);
     for (const packed of batches) {
       let batch = packed;
       for (let attempt = 0; ; attempt++) {
         batch = batch.filter((w) => w.caller?.failed === undefined);
-        const planned = batch.map((w) => ({ w, ops: this.#opsFor(w, session.sessionId) }));
+        const entries: Planned[] = batch.map((w) => ({ w, ops: this.#opsFor(w, session.sessionId) }));
+        if (entries.every((p) => p.ops.length === 0)) break;
+        // Service nodes not known to exist are created in the same transaction as their entries.
+        const parents: Planned[] = servicesOf(batch)
+          .filter((service) => !this.#ctx.state.parents.has(service))
+          .map((service) => ({
+            ops: [{ op: 'create', path: service, data: SERVICE_NODE_MARKER, mode: 'persistent', acl: keeper.aclFor(service) }],
+          }));
+        const planned = [...parents, ...entries];
         const ops = planned.flatMap((p) => p.ops);
-        if (ops.length === 0) break;
         try {
           const results = await session.multi(ops);
           this.#landed(session.sessionId, planned, results);
@@ -205,11 +212,16 @@ export class ZooKeeperWrites {
   }
 
   /** Takes in a transaction that landed. */
-  #landed(sessionId: string, planned: readonly { w: EntryWrite; ops: ZooKeeperOp[] }[], results: readonly ZooKeeperOpResult[]): void {
+  #landed(sessionId: string, planned: readonly Planned[], results: readonly ZooKeeperOpResult[]): void {
     const { state } = this.#ctx;
     state.epoch++;
     let i = 0;
     for (const { w, ops } of planned) {
+      if (w === undefined) {
+        for (const op of ops) state.parents.add(op.path);
+        i += ops.length;
+        continue;
+      }
       for (const op of ops) {
         const result = results[i++];
         if (op.op === 'create') state.nodes.set(op.path, { version: 0, owner: sessionId });
@@ -230,24 +242,33 @@ export class ZooKeeperWrites {
     session: ZooKeeperSession,
     err: ZooKeeperMultiError,
     ops: readonly ZooKeeperOp[],
-    planned: readonly { w: EntryWrite; ops: ZooKeeperOp[] }[],
+    planned: readonly Planned[],
   ): Promise<void> {
     const { state, logger } = this.#ctx;
     const op = ops[err.failedIndex];
     let at = 0;
-    const owner = planned.find((p) => (at += p.ops.length) > err.failedIndex)?.w;
-    if (op === undefined || owner === undefined) throw err;
+    const item = planned.find((p) => (at += p.ops.length) > err.failedIndex);
+    if (op === undefined || item === undefined) throw err;
+    const owner = item.w;
+    if (owner === undefined) {
+      // A service node: someone else made it meanwhile (fine), or its namespace node is gone.
+      if (err.codeName === 'NODE_EXISTS') state.parents.add(op.path);
+      else if (err.codeName === 'NO_NODE') {
+        for (const ancestor of ZooKeeperLayout.ancestors(op.path)) state.parents.delete(ancestor);
+        await this.#ensureAncestors(session, [op.path]);
+      } else throw err;
+      return;
+    }
     const fail = (error: Error): void => {
       if (owner.caller !== undefined) owner.caller.failed ??= error;
       else throw error;
     };
     switch (err.codeName) {
       case 'NO_NODE':
-        if (op.op === 'create') {
-          // A parent was removed (by hand, or as an empty service by another writer): create it again.
-          state.parents.delete(dirname(op.path));
-          await this.#ensureParents(session, [owner]);
-        } else state.nodes.delete(op.path); // gone already: a delete is done, a put creates it
+        // A parent was removed (by hand, or as an empty service by another writer): the next try
+        // creates it again. A node that is gone already: a delete is done, a put creates it.
+        if (op.op === 'create') state.parents.delete(dirname(op.path));
+        else state.nodes.delete(op.path);
         return;
       case 'NODE_EXISTS':
       case 'BAD_VERSION':
@@ -273,24 +294,14 @@ export class ZooKeeperWrites {
     }
   }
 
-  /** Creates the service nodes (and their parents) the puts need, once per path. */
-  async #ensureParents(session: ZooKeeperSession, writes: readonly EntryWrite[]): Promise<void> {
+  /** Creates the ancestors of `services` (namespace, base path, …) that are not known to exist, once each. */
+  async #ensureAncestors(session: ZooKeeperSession, services: readonly string[]): Promise<void> {
     const { state, keeper } = this.#ctx;
-    const services = new Set<string>();
-    for (const w of writes) {
-      if (w.kind !== 'put') continue;
-      services.add(dirname(w.path));
-      if (w.indexValue !== undefined) services.add(dirname(w.indexPath));
-    }
     for (const service of services) {
-      if (state.parents.has(service)) continue;
-      await ensurePath(
-        session,
-        [...ZooKeeperLayout.ancestors(service), service],
-        (p) => keeper.aclFor(p),
-        (p) => (p === service ? SERVICE_NODE_MARKER : Buffer.alloc(0)),
-      );
-      state.parents.add(service);
+      const missing = ZooKeeperLayout.ancestors(service).filter((p) => !state.parents.has(p));
+      if (missing.length === 0) continue;
+      await ensurePath(session, missing, (p) => keeper.aclFor(p));
+      for (const p of missing) state.parents.add(p);
     }
   }
 
@@ -304,7 +315,7 @@ export class ZooKeeperWrites {
     const services = new Set<string>();
     for (const w of writes) if (w.kind === 'delete') services.add(dirname(w.path)).add(dirname(w.indexPath));
     for (const service of services) {
-      if ([...state.held.keys()].some((p) => p.startsWith(`${service}/`))) continue;
+      if (state.held.hasChildren(service)) continue;
       try {
         const node = await session.getData(service);
         if (node.stat.numChildren !== 0 || !node.data.equals(SERVICE_NODE_MARKER)) continue;
@@ -315,6 +326,23 @@ export class ZooKeeperWrites {
       }
     }
   }
+}
+
+/** The operations of one entry, or (without `w`) the creation of a service node its entries need. */
+interface Planned {
+  readonly w?: EntryWrite;
+  readonly ops: ZooKeeperOp[];
+}
+
+/** The service nodes (entry parents and, for hostport, owner-index parents) the puts of `writes` need. */
+function servicesOf(writes: readonly EntryWrite[]): string[] {
+  const services = new Set<string>();
+  for (const w of writes) {
+    if (w.kind !== 'put') continue;
+    services.add(dirname(w.path));
+    if (w.indexValue !== undefined) services.add(dirname(w.indexPath));
+  }
+  return [...services];
 }
 
 /** Why an empty service node may not be removable: gone, filled, changed, or not ours to delete. */
@@ -339,8 +367,9 @@ function pack(writes: readonly EntryWrite[]): EntryWrite[][] {
   let bytes = 0;
   for (const w of writes) {
     const more = opBytes(w);
-    // At most four operations per entry (remove and create of the node and of its owner index).
-    if (current.length > 0 && (paths.has(w.path) || (current.length + 1) * 4 > MAX_MULTI_OPS || bytes + more > MAX_MULTI_BYTES)) {
+    // At most six operations per entry: remove and create of the node and of its owner index, and
+    // the creation of both their service nodes.
+    if (current.length > 0 && (paths.has(w.path) || (current.length + 1) * 6 > MAX_MULTI_OPS || bytes + more > MAX_MULTI_BYTES)) {
       batches.push(current);
       current = [];
       paths = new Set();

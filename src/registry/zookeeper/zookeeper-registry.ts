@@ -133,9 +133,9 @@ export class ZooKeeperRegistry implements Registry {
 
   /** Forgets `owner`'s entries in the scope, so that a recovery after an expiry does not write them back. */
   forget(scope: Scope, owner: Owner): void {
-    const prefix = `${this.#ctx.layout.servicePath(scope.registryNamespace, scope.service)}/`;
-    for (const [path, held] of [...this.#ctx.state.held]) {
-      if (path.startsWith(prefix) && sameOwner(held.entry.owner, owner)) this.#ctx.state.held.delete(path);
+    const { state, layout } = this.#ctx;
+    for (const [path, held] of [...state.held.childrenOf(layout.servicePath(scope.registryNamespace, scope.service))]) {
+      if (sameOwner(held.entry.owner, owner)) state.held.delete(path);
     }
   }
 
