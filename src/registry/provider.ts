@@ -576,6 +576,7 @@ export class KubeBackendProvider implements BackendProvider {
     if (spec.type === 'zookeeper') {
       if (!spec.zookeeper) throw new RegistryConfigError(`Registry ${name} has type zookeeper but no spec.zookeeper`);
       let digest: string | undefined;
+      let previousDigest: string | undefined;
       const ref = spec.zookeeper.credentialsSecretRef;
       if (ref) {
         const data = await this.#secret(name, ref, digests);
@@ -586,6 +587,8 @@ export class KubeBackendProvider implements BackendProvider {
             `Secret ${ref.namespace ?? ''}/${ref.name} named by Registry ${name} needs keys "username" and "password" (ZooKeeper digest credentials)`,
           );
         digest = `${username}:${password}`;
+        const previous = text(data, 'previousPassword');
+        if (previous !== undefined && previous !== '') previousDigest = `${username}:${previous}`;
       }
       const backend = new ZooKeeperRegistry({
         servers: spec.zookeeper.servers,
@@ -594,6 +597,7 @@ export class KubeBackendProvider implements BackendProvider {
         sessionTimeoutMs: (spec.zookeeper.sessionTimeoutSeconds ?? spec.leaseTTLSeconds ?? 30) * 1000,
         callTimeoutMs: this.#o.callTimeoutMs,
         ...(digest !== undefined ? { digest } : {}),
+        ...(previousDigest !== undefined ? { previousDigest } : {}),
         dryRun,
         clusterId: this.#o.clusterId,
         registryName: name,

@@ -192,6 +192,38 @@ void describe('ZooKeeperRegistry against a real ZooKeeper', () => {
     watcher.close();
   });
 
+  void it('a rotated digest password: with the previous one beside it the backend adopts its session and moves its nodes to the new identity, after which the new password alone is enough', async () => {
+    const base = freshBase();
+    const user = `rot-${randomUUID().slice(0, 8)}`;
+    const [oldDigest, newDigest] = [`${user}:old-secret`, `${user}:new-secret`];
+    const first = backend(base, { digest: oldDigest });
+    const desired = [entry(owner, '10.0.12.1'), entry(owner, '10.0.12.2')];
+    await reconcileOnce(first, owner, scope, desired);
+    const sessionId = first.leaseIdFor();
+    await first.close();
+
+    const withoutPrevious = backend(base, { digest: newDigest });
+    await assert.rejects(withoutPrevious.start(), /previousPassword/, 'the new password alone cannot read what the old one stored');
+
+    const rotating = backend(base, { digest: newDigest, previousDigest: oldDigest });
+    assert.equal(await rotating.start(), true, 'the session is adopted during the rotation');
+    assert.ok((await rotating.migrateAcls()) >= desired.length + 3, 'entries, their service and namespace nodes and the store moved');
+    await reconcileOnce(rotating, owner, scope, [entry(owner, '10.0.12.1', 8080, { weight: 7 }), desired[1]!]);
+    await rotating.close();
+
+    const rotated = backend(base, { digest: newDigest });
+    assert.equal(await rotated.start(), true, 'the new password alone adopts the session');
+    assert.equal(rotated.leaseIdFor(), sessionId);
+    await reconcileOnce(rotated, owner, scope, [entry(owner, '10.0.12.1', 8080, { weight: 8 })]);
+    const dir = `${base}/${NS}/${SERVICE}`;
+    assert.deepEqual(await reader.getChildren(dir), ['10.0.12.1:8080']);
+    assert.match((await reader.getData(`${dir}/10.0.12.1:8080`)).data.toString(), /"weight":"8"/);
+    const oldIdentity = await open(oldDigest);
+    await assert.rejects(oldIdentity.setData(`${dir}/10.0.12.1:8080`, Buffer.from('x'), -1), (err: unknown) =>
+      hasZooKeeperCode(err, 'NO_AUTH'),
+    );
+  });
+
   void it('entries vanish within the session timeout once the backend closes and nobody adopts the session', async () => {
     const base = freshBase();
     const zk = backend(base, { sessionTimeoutMs: 4000 });

@@ -52,3 +52,28 @@ export function toLibraryAcls(acls: readonly ZooKeeperAcl[]): zookeeper.ACL[] {
   if (acls.length === 0) throw new ZooKeeperError('a ZooKeeper ACL needs at least one entry; use OPEN_ACL for a world-writable node');
   return acls.map((acl) => new zookeeper.ACL(acl.perms, new zookeeper.Id(acl.scheme, acl.id)));
 }
+
+/** Converts the library's ACL objects back (they keep the bits in `permission`, whatever its typings say). */
+export function fromLibraryAcls(acls: readonly zookeeper.ACL[]): ZooKeeperAcl[] {
+  return acls.map((acl) => {
+    const perms = (acl as unknown as { permission?: number }).permission ?? acl.perms;
+    return { perms, scheme: acl.id.scheme, id: acl.id.id };
+  });
+}
+
+/**
+ * `acl` with every entry that grants the digest identity of `from` granting `to` instead (same
+ * permissions), or undefined when no entry names `from`: the ACL of a node created under a password
+ * that has since been rotated.
+ */
+export function rotatedAcl(acl: readonly ZooKeeperAcl[], from: string, to: string): ZooKeeperAcl[] | undefined {
+  const old = digestId(from);
+  if (!acl.some((a) => a.scheme === 'digest' && a.id === old)) return undefined;
+  const next = digestId(to);
+  const out: ZooKeeperAcl[] = [];
+  for (const a of acl) {
+    const entry = a.scheme === 'digest' && a.id === old ? { ...a, id: next } : a;
+    if (!out.some((o) => o.scheme === entry.scheme && o.id === entry.id)) out.push(entry);
+  }
+  return out;
+}

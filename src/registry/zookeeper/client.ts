@@ -27,7 +27,7 @@
  */
 import zookeeper from 'node-zookeeper-client';
 import type { WriteFence } from '../fence.ts';
-import { OPEN_ACL, parseDigestCredentials, toLibraryAcls, type ZooKeeperAcl } from './acl.ts';
+import { fromLibraryAcls, OPEN_ACL, parseDigestCredentials, toLibraryAcls, type ZooKeeperAcl } from './acl.ts';
 import { CallDeadlines } from './calls.ts';
 import { closeSession, dropConnection, dropSilentConnections, fenceConnects } from './connection.ts';
 import { ZOOKEEPER_CODES, ZooKeeperError, ZooKeeperOperationError, ZooKeeperSessionEndedError, ZooKeeperTimeoutError } from './errors.ts';
@@ -344,6 +344,24 @@ export class ZooKeeperSession {
   async remove(path: string, version: number): Promise<void> {
     this.#write('remove');
     return this.#call<void>('remove', path, (done) => this.#client.remove(path, version, (error) => done(error)));
+  }
+
+  /** A node's ACL and Stat (whose `aversion` {@link setAcl} compares). */
+  async getAcl(path: string): Promise<{ readonly acl: ZooKeeperAcl[]; readonly stat: ZooKeeperStat }> {
+    return this.#call('getACL', path, (done) =>
+      this.#client.getACL(path, (error, acls, stat) =>
+        done(error, error ? undefined : { acl: fromLibraryAcls(acls), stat: toZooKeeperStat(stat) }),
+      ),
+    );
+  }
+
+  /** Replaces a node's ACL if its ACL version is `aclVersion` (-1: any); rejects with BAD_VERSION otherwise. */
+  async setAcl(path: string, acl: readonly ZooKeeperAcl[], aclVersion: number): Promise<ZooKeeperStat> {
+    this.#write('setACL');
+    const acls = toLibraryAcls(acl);
+    return this.#call<ZooKeeperStat>('setACL', path, (done) =>
+      this.#client.setACL(path, acls, aclVersion, (error, stat) => done(error, error ? undefined : toZooKeeperStat(stat))),
+    );
   }
 
   /**

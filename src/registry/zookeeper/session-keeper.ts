@@ -16,7 +16,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WriteFence } from '../fence.ts';
 import type { RegistryLogger } from '../logger.ts';
-import { digestAcl, OPEN_ACL, ZooKeeperPermission, type ZooKeeperAcl } from './acl.ts';
+import { digestAcl, OPEN_ACL, rotatedAcl, ZooKeeperPermission, type ZooKeeperAcl } from './acl.ts';
 import { ZooKeeperSession, type ZooKeeperSessionCredentials, type ZooKeeperSessionState } from './client.ts';
 import { hasZooKeeperCode } from './errors.ts';
 import { ZooKeeperLayout } from './paths.ts';
@@ -47,6 +47,11 @@ export interface SessionKeeperOptions {
   readonly callTimeoutMs: number;
   /** Digest credentials `user:password`. */
   readonly digest?: string;
+  /**
+   * The digest credentials before a password rotation: the session authenticates with both, so
+   * nodes created under the old password stay writable until their ACLs name the new one.
+   */
+  readonly previousDigest?: string;
   readonly layout: ZooKeeperLayout;
   readonly clusterId: string;
   readonly registryName: string;
@@ -134,9 +139,16 @@ export class SessionKeeper {
       const node = await fresh.getData(storePath);
       stored = parseStored(node.data);
       storedVersion = node.stat.version;
+      await this.moveAcl(fresh, storePath);
     } catch (err: unknown) {
       if (!hasZooKeeperCode(err, 'NO_NODE')) {
         await fresh.close();
+        if (hasZooKeeperCode(err, 'NO_AUTH'))
+          throw new Error(
+            `cannot read the stored ZooKeeper session at ${storePath}: it was stored under other digest credentials. After rotating the password, ` +
+              'put the previous one under the key previousPassword of the credentials Secret until the operator has moved its nodes to the new one',
+            { cause: err },
+          );
         throw err;
       }
     }
@@ -179,7 +191,7 @@ export class SessionKeeper {
       callTimeoutMs: o.callTimeoutMs,
       connectTimeoutMs: Math.max(o.callTimeoutMs, 2000),
       ...(adopt !== undefined ? { adopt } : {}),
-      ...(o.digest !== undefined ? { digestCredentials: [o.digest] } : {}),
+      ...(o.digest !== undefined ? { digestCredentials: [o.digest, ...(o.previousDigest !== undefined ? [o.previousDigest] : [])] } : {}),
       ...(o.fence !== undefined ? { fence: o.fence } : {}),
     });
   }
@@ -269,6 +281,20 @@ export class SessionKeeper {
       [reserved, `${reserved}/sessions`, `${reserved}/sessions/${clusterId}`, `${reserved}/owners`].includes(path);
     const world = shared ? ZooKeeperPermission.READ | ZooKeeperPermission.CREATE : ZooKeeperPermission.READ;
     return [digestAcl(digest), { perms: world, scheme: 'world', id: 'anyone' }];
+  }
+
+  /**
+   * Moves the ACL of `path` from the previous digest identity to the current one, if it names the
+   * previous one (a node created before the password was rotated); resolves whether it did.
+   */
+  async moveAcl(session: ZooKeeperSession, path: string): Promise<boolean> {
+    const { digest, previousDigest } = this.#o;
+    if (digest === undefined || previousDigest === undefined) return false;
+    const { acl, stat } = await session.getAcl(path);
+    const next = rotatedAcl(acl, previousDigest, digest);
+    if (next === undefined) return false;
+    await session.setAcl(path, next, stat.aversion);
+    return true;
   }
 
   /**

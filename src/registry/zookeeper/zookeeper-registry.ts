@@ -19,8 +19,9 @@ import { parseDigestCredentials } from './acl.ts';
 import { ZooKeeperBackendState, ZooKeeperRegistryError, type ZooKeeperBackendContext } from './backend-state.ts';
 import type { ZooKeeperSession } from './client.ts';
 import { ZOOKEEPER_VALUE_FORMATS, type ZooKeeperValueFormat } from './codec.ts';
+import { hasZooKeeperCode } from './errors.ts';
 import { ZooKeeperLayout } from './paths.ts';
-import { readOwnedByCluster, readRecords } from './reads.ts';
+import { childrenOf, readOwnedByCluster, readRecords } from './reads.ts';
 import { SessionKeeper } from './session-keeper.ts';
 import { NO_OWNER } from './stat.ts';
 import { ZooKeeperWrites } from './writes.ts';
@@ -41,6 +42,12 @@ export interface ZooKeeperRegistryOptions {
   readonly callTimeoutMs?: number;
   /** Digest credentials `user:password`. */
   readonly digest?: string;
+  /**
+   * The digest credentials before the password was rotated (`user:previousPassword`): the session
+   * authenticates with both, and {@link ZooKeeperRegistry.start} moves the ACLs of the nodes still
+   * naming the old identity to the new one.
+   */
+  readonly previousDigest?: string;
   /** Read, compute and log, but write nothing and adopt no session. */
   readonly dryRun?: boolean;
   /** This cluster's id; part of every owner and of the session bookkeeping. */
@@ -65,6 +72,9 @@ export const DEFAULT_SESSION_TIMEOUT_MS = 30_000;
 export class ZooKeeperRegistry implements Registry {
   readonly #ctx: ZooKeeperBackendContext;
   readonly #writes: ZooKeeperWrites;
+  /** Credentials were rotated: nodes still naming the previous identity are moved to the new one. */
+  readonly #rotating: boolean;
+  #migration: Promise<number> | undefined;
   #closed = false;
 
   /** Validates the options; the session is found or started on the first call (or {@link start}). */
@@ -80,6 +90,10 @@ export class ZooKeeperRegistry implements Registry {
       throw new RangeError(`sessionTimeoutMs must be a whole number of at least 1000, got ${sessionTimeout}`);
     if (options.clusterId === '') throw new RangeError('clusterId must not be empty');
     if (options.digest !== undefined) parseDigestCredentials(options.digest);
+    if (options.previousDigest !== undefined) {
+      if (options.digest === undefined) throw new RangeError('previousDigest needs digest: the credentials it was rotated to');
+      parseDigestCredentials(options.previousDigest);
+    }
     const layout = new ZooKeeperLayout(options.basePath);
     layout.sessionStore(options.clusterId, options.registryName); // validates both as path segments
     const now = options.now ?? Date.now;
@@ -90,6 +104,7 @@ export class ZooKeeperRegistry implements Registry {
       sessionTimeoutMs: sessionTimeout,
       callTimeoutMs: timeout,
       ...(options.digest !== undefined ? { digest: options.digest } : {}),
+      ...(options.previousDigest !== undefined ? { previousDigest: options.previousDigest } : {}),
       layout,
       clusterId: options.clusterId,
       registryName: options.registryName,
@@ -101,6 +116,7 @@ export class ZooKeeperRegistry implements Registry {
       onNewSession: (session) => this.#recreate(session),
     });
     this.#ctx = { keeper, layout, state, clusterId: options.clusterId, format, dryRun: options.dryRun ?? false, logger, now };
+    this.#rotating = options.previousDigest !== undefined && !(options.dryRun ?? false);
     this.#writes = new ZooKeeperWrites(this.#ctx);
   }
 
@@ -113,7 +129,56 @@ export class ZooKeeperRegistry implements Registry {
   async start(): Promise<boolean> {
     this.#assertOpen();
     await this.#ctx.keeper.current();
+    if (this.#rotating) {
+      const { logger } = this.#ctx;
+      void this.migrateAcls().then(
+        (moved) => logger.info({ nodes: moved }, 'ZooKeeper nodes moved from the previous digest credentials to the current ones'),
+        (err: unknown) =>
+          logger.warn(
+            { err },
+            'cannot move every ZooKeeper node to the rotated digest credentials yet; the next backend build tries again',
+          ),
+      );
+    }
     return this.#ctx.keeper.adopted;
+  }
+
+  /**
+   * After a password rotation (`previousDigest` set): gives every node under the base path (and
+   * the base path's ancestors) whose ACL names the previous digest identity the same ACL naming the
+   * current one, so that once the previous password is gone the nodes are still this backend's to
+   * change. Nodes it may not read are skipped. Resolves how many nodes it moved; runs once.
+   */
+  migrateAcls(): Promise<number> {
+    this.#migration ??= this.#migrate();
+    return this.#migration;
+  }
+
+  async #migrate(): Promise<number> {
+    const { keeper, layout } = this.#ctx;
+    const session = await keeper.current();
+    let moved = 0;
+    const move = async (path: string): Promise<void> => {
+      try {
+        if (await keeper.moveAcl(session, path)) moved++;
+      } catch (err: unknown) {
+        if (!hasZooKeeperCode(err, 'NO_NODE') && !hasZooKeeperCode(err, 'NO_AUTH')) throw err;
+      }
+    };
+    const walk = async (path: string): Promise<void> => {
+      await move(path);
+      let children: string[];
+      try {
+        children = await childrenOf(session, path);
+      } catch (err: unknown) {
+        if (hasZooKeeperCode(err, 'NO_AUTH')) return;
+        throw err;
+      }
+      await Promise.all(children.map((child) => walk(path === '/' ? `/${child}` : `${path}/${child}`)));
+    };
+    for (const ancestor of ZooKeeperLayout.ancestors(`${layout.basePath}/x`).slice(0, -1)) await move(ancestor);
+    await walk(layout.root);
+    return moved;
   }
 
   /** Hex id of the session the entries hang on (the same for every registry namespace), or undefined. */
