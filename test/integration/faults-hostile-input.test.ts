@@ -194,6 +194,19 @@ function registryCases(): RegistryCase[] {
   add('', { type: 'etcd', consul: { address: consul } }, false);
   add('', { type: 'consul', etcd: { endpoints: etcdEndpoints } }, false);
   add('', { type: 'zookeeper' }, false);
+  const zkReg = (zookeeper: Record<string, unknown>): Record<string, unknown> => ({
+    type: 'zookeeper',
+    zookeeper: { servers: bedEnv('ZOOKEEPER_CONNECT'), basePath: `${root}-zk`, ...zookeeper },
+  });
+  for (const servers of ['zk://127.0.0.1:2181', '127.0.0.1', '127.0.0.1:2181,', '127.0.0.1:2181/../x', 'a b:1', ''])
+    add('', zkReg({ servers }), false);
+  for (const basePath of ['/zookeeper', '/zookeeper/x', 'services', '/a/../b', '/a/', '/', '/a\nb', '/ünï'])
+    add('', zkReg({ basePath }), false);
+  add('', zkReg({ format: 'grpc' }), false);
+  for (const sessionTimeoutSeconds of [0, 1, 601, -5]) add('', zkReg({ sessionTimeoutSeconds }), false);
+  add('', { type: 'zookeeper', etcd: { endpoints: etcdEndpoints }, zookeeper: { servers: '127.0.0.1:2181' } }, false);
+  add('zkunreach', zkReg({ servers: '127.0.0.1:1' }), true, true);
+  add('zknosecret', zkReg({ credentialsSecretRef: { name: 'does-not-exist', namespace: shortNs } }), true, true);
   add('', consulReg({ address: 'consul:8500' }), false);
   add('', consulReg({ namespace: '../x' }), false);
   add('', etcdReg({ prefix: prefix(), format: 'xml' }), false);
