@@ -566,6 +566,7 @@ export class KubeBackendProvider implements BackendProvider {
         leaseTtlSeconds: spec.leaseTTLSeconds ?? 30,
         dryRun,
         clusterId: this.#o.clusterId,
+        registryName: name,
         callTimeoutMs: this.#o.callTimeoutMs,
         logger,
         onHeartbeatFailure: () => this.#refused('consul'),

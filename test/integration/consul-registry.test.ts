@@ -241,6 +241,23 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     assert.equal(second.leaseIdFor(f.ns), leaseId, 'the same heartbeat check, not a new one');
   });
 
+  void it("at startup a backend adopts its own Registry's heartbeats, not those another Registry of the same cluster keeps on the same agent", async () => {
+    const f = fixture();
+    const mine = registry({ clusterId: f.clusterId, registryName: 'mine' });
+    await sync(mine, f, [entry(f, '10.4.9.1')]);
+    const leaseId = mine.leaseIdFor(f.ns);
+    assert.ok(leaseId !== undefined, 'the heartbeat was registered');
+    const before = await fingerprint(f.name);
+    const other = registry({ clusterId: f.clusterId, registryName: 'other', leaseTtlSeconds: TTL * 2 });
+    assert.deepEqual(await other.adoptLeases(), [], "the other Registry's backend leaves the heartbeat alone");
+    assert.equal(other.keepalives(), 0);
+    await mine.close();
+    const restarted = registry({ clusterId: f.clusterId, registryName: 'mine' });
+    assert.deepEqual(await restarted.adoptLeases(), [f.ns], 'its own Registry adopts it');
+    assert.equal(restarted.leaseIdFor(f.ns), leaseId);
+    assert.equal(await fingerprint(f.name), before, 'nothing was re-registered');
+  });
+
   void it('when the operator is gone, instances leave ?passing=true within the TTL and are deregistered later', async () => {
     const f = fixture();
     const backend = registry({ clusterId: f.clusterId });

@@ -39,6 +39,11 @@ export const META = {
   role: 'kr-role',
   /** Heartbeat services only: TTL of the heartbeat check in seconds. */
   ttl: 'kr-ttl',
+  /**
+   * Heartbeat services only: the Registry that registered it. Another Registry of the same cluster
+   * on the same agent leaves it alone when it adopts its heartbeats at startup.
+   */
+  registry: 'kr-registry',
   /** Instances failing their active health check only: `critical`. */
   health: 'kr-health',
   /**
@@ -383,6 +388,8 @@ export interface HeartbeatContext {
   readonly name: string;
   readonly ttlSeconds: number;
   readonly deregisterAfterSeconds: number;
+  /** Name of the Registry resource, when known. */
+  readonly registry?: string;
 }
 
 /**
@@ -403,6 +410,7 @@ export function heartbeatRegistration(context: HeartbeatContext): ServiceRegistr
       [META.registryNamespace]: context.registryNamespace,
       [META.ttl]: String(context.ttlSeconds),
       [META.deregisterAfter]: String(context.deregisterAfterSeconds),
+      ...(context.registry !== undefined ? { [META.registry]: context.registry } : {}),
     },
     Weights: { Passing: 1, Warning: 1 },
     Checks: [

@@ -83,6 +83,11 @@ export interface ConsulRegistryOptions {
   readonly dryRun?: boolean;
   /** This cluster's id; part of every owner and of every service id. */
   readonly clusterId: string;
+  /**
+   * Name of the Registry resource: recorded on the heartbeats this backend registers, so that at
+   * startup it adopts only its own and not those of another Registry on the same agent.
+   */
+  readonly registryName?: string;
   /** Deadline of every HTTP call in milliseconds (default 5000). */
   readonly callTimeoutMs?: number;
   /** Agent calls in flight at once while applying changes (default 16). */
@@ -144,6 +149,7 @@ export class ConsulRegistry implements Registry {
       naming,
       namespaces: new ConsulNamespaces(naming),
       clusterId: options.clusterId,
+      registryName: options.registryName,
       ttlSeconds: ttl,
       reapAfterSeconds: reapAfter,
       dryRun: options.dryRun ?? false,

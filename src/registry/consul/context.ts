@@ -11,6 +11,8 @@ export interface ConsulBackendContext {
   readonly namespaces: ConsulNamespaces;
   /** This cluster's id; part of every owner and of every service id. */
   readonly clusterId: string;
+  /** Name of the Registry resource, recorded on heartbeats; undefined when not given. */
+  readonly registryName: string | undefined;
   /** TTL of the heartbeat check. */
   readonly ttlSeconds: number;
   /** How long instances stay critical before the agent reaps them. */

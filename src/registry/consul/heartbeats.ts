@@ -61,7 +61,7 @@ export class ConsulHeartbeats {
    * namespaces adopted. Deregisters nothing.
    */
   async adoptAll(): Promise<string[]> {
-    const { calls, naming, namespaces, clusterId, logger } = this.#ctx;
+    const { calls, naming, namespaces, clusterId, registryName, logger } = this.#ctx;
     await calls.checkAgent();
     const filter = `Meta[${lit(META.role)}] == ${lit(HEARTBEAT_ROLE)} and Meta[${lit(META.ownerCluster)}] == ${lit(clusterId)}`;
     let found: AgentServiceRecord[];
@@ -77,6 +77,9 @@ export class ConsulHeartbeats {
     for (const record of found) {
       const ns = record.Meta[META.registryNamespace] ?? '';
       if (ns === '') continue;
+      // Another Registry's heartbeat (same cluster, same agent): not this backend's to keep.
+      const owner = record.Meta[META.registry];
+      if (owner !== undefined && registryName !== undefined && owner !== registryName) continue;
       let state: NamespaceState;
       try {
         state = namespaces.use(ns);
@@ -110,9 +113,10 @@ export class ConsulHeartbeats {
 
   /** Registers the namespace's heartbeat unless it is known to be there as configured and passed. */
   async ensure(state: NamespaceState): Promise<void> {
-    const { calls, clusterId, ttlSeconds: ttl, reapAfterSeconds, dryRun, logger } = this.#ctx;
+    const { calls, clusterId, registryName, ttlSeconds: ttl, reapAfterSeconds, dryRun, logger } = this.#ctx;
     if (state.present && state.current && (dryRun || this.#keeper.has(state.registryNamespace))) return;
     const body = heartbeatRegistration({
+      ...(registryName !== undefined ? { registry: registryName } : {}),
       clusterId,
       registryNamespace: state.registryNamespace,
       name: state.heartbeatName,
