@@ -224,6 +224,31 @@ function kubeconfigYaml(server: string, pki: Pki): string {
 }
 
 /**
+ * Starts a server on ports picked free, and adds it to `started` once it runs. A port picked free
+ * can be taken before the server binds it (a client's ephemeral port, another test's server), so a
+ * start that fails with "address already in use" is tried again on other ports and a clean data
+ * directory, up to three times.
+ */
+async function startOnFreePorts<T extends { start(): Promise<void>; stop(): Promise<void> }>(
+  dataDir: string,
+  make: () => Promise<T>,
+  started: { stop(): Promise<void> }[],
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const server = await make();
+    try {
+      await server.start();
+      started.push(server);
+      return server;
+    } catch (err: unknown) {
+      await server.stop().catch(() => undefined);
+      if (attempt >= 3 || !/address already in use/i.test(err instanceof Error ? err.message : String(err))) throw err;
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
  * Provisions the binaries (building them on the first run), starts every server and waits until
  * each is healthy. On any failure it stops what it started before rethrowing.
  */
@@ -242,24 +267,13 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
   try {
     const pki = await createPki(toolchain.openssl, await mkdirp(join(dir, 'pki')));
 
-    const apiserverEtcd = new EtcdServer(
-      toolchain.etcd,
-      'apiserver-etcd',
-      join(dir, 'apiserver-etcd'),
-      await freePort(),
-      await freePort(),
-      join(logs, 'apiserver-etcd.log'),
-    );
-    const registryEtcd = new EtcdServer(
-      toolchain.etcd,
-      'registry-etcd',
-      join(dir, 'registry-etcd'),
-      await freePort(),
-      await freePort(),
-      join(logs, 'registry-etcd.log'),
-    );
-    started.push(apiserverEtcd, registryEtcd);
-    await Promise.all([apiserverEtcd.start(), registryEtcd.start()]);
+    const etcd = async (name: string): Promise<EtcdServer> =>
+      startOnFreePorts(
+        join(dir, name),
+        async () => new EtcdServer(toolchain.etcd, name, join(dir, name), await freePort(), await freePort(), join(logs, `${name}.log`)),
+        started,
+      );
+    const [apiserverEtcd, registryEtcd] = await Promise.all([etcd('apiserver-etcd'), etcd('registry-etcd')]);
 
     const apiserverPort = await freePort();
     const apiserverUrl = `https://127.0.0.1:${apiserverPort}`;
@@ -304,15 +318,18 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     const consulToken = consul.token;
     const consulHeaders: Record<string, string> = consulToken ? { 'X-Consul-Token': consulToken } : {};
 
-    const zookeeper = new ZooKeeperServer(
-      { java: toolchain.java, classpath: toolchain.zookeeperClasspath },
-      'zookeeper',
+    const zookeeper = await startOnFreePorts(
       join(dir, 'zookeeper'),
-      await freePort(),
-      join(logs, 'zookeeper.log'),
+      async () =>
+        new ZooKeeperServer(
+          { java: toolchain.java, classpath: toolchain.zookeeperClasspath },
+          'zookeeper',
+          join(dir, 'zookeeper'),
+          await freePort(),
+          join(logs, 'zookeeper.log'),
+        ),
+      started,
     );
-    started.push(zookeeper);
-    await zookeeper.start();
 
     const kubeVersion =
       (JSON.parse((await apiserverGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
