@@ -9,9 +9,11 @@ import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION } from './api/
 import { ConfigError, loadConfig, parseAddress, usage, type Config } from './config.ts';
 import { LeaderElector } from './controller/leader.ts';
 import { GarbageCollector } from './controller/garbage-collector.ts';
+import { REGISTRY_STATUS_DELAY_MS } from './controller/event-routing.ts';
 import { ControllerManager } from './controller/manager.ts';
 import { RegistryReconciler } from './controller/registry-reconciler.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
+import { WriteBehind } from './controller/write-behind.ts';
 import { CustomObjectWriter } from './kube/custom-objects.ts';
 import { KubeEventRecorder } from './kube/events.ts';
 import { OperatorKubeConfig } from './kube/kube-config.ts';
@@ -127,16 +129,24 @@ async function main(): Promise<void> {
       },
     },
   });
+  // Finalizers and statuses are written behind the reconciler: entries never wait for the apiserver.
+  const writeBehind = new WriteBehind({
+    api: new CustomObjectWriter(kc, { group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL }),
+    lookup: (key) => manager.serviceInstance(key),
+    logger,
+    concurrency: cfg.concurrency,
+  });
   const reconciler = new ServiceInstanceReconciler({
     health,
     clusterId,
     caches: manager,
     backends,
-    writer: new CustomObjectWriter(kc, { group: GROUP, version: VERSION, plural: SERVICE_INSTANCE_PLURAL }),
+    writer: writeBehind,
     events,
     logger,
     now: () => new Date(),
     resyncMs: cfg.resyncSeconds * 1000,
+    onLeaseChanged: (registry) => manager.requeueRegistry(registry, REGISTRY_STATUS_DELAY_MS),
   });
 
   const collector = new GarbageCollector({
@@ -208,6 +218,7 @@ async function main(): Promise<void> {
     logger.info({ reason }, 'shutting down; registry leases are left for the next process to adopt');
     await collector.stop();
     await manager.stop();
+    await writeBehind.shutdown();
     await health.stop();
     await elector?.stop();
     await backends.close();

@@ -88,6 +88,11 @@ export class ControllerManager implements ReconcilerCaches {
     this.#queue?.add(key);
   }
 
+  /** Queues a Registry for reconciling after `delayMs` (once reconciling started); later calls within the delay share it. */
+  requeueRegistry(name: string, delayMs: number): void {
+    this.#registryQueue?.addAfter(name, delayMs);
+  }
+
   /** Queue depth (for metrics). */
   get queueDepth(): number {
     return this.#queue?.depth ?? 0;

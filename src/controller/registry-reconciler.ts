@@ -8,11 +8,12 @@ import {
   ConditionReason,
   RegistryConditionType,
   type Registry as RegistryResource,
+  type RegistryLease,
   type RegistryStatus,
   type ServiceInstance,
 } from '../api/v1alpha1/types.ts';
 import type { EventRecorder } from '../kube/events.ts';
-import { RegistryConfigError, type BackendProvider } from '../registry/provider.ts';
+import { RegistryConfigError, type BackendProvider, type Backend } from '../registry/provider.ts';
 import { setCondition } from './conditions.ts';
 import type { ReconcileResult } from './queue.ts';
 
@@ -45,6 +46,33 @@ function messageOf(err: unknown): string {
   return String(err);
 }
 
+/** The lease of each registry namespace ServiceInstances write through this Registry, sorted. */
+function leasesOf(backend: Backend, namespaces: ReadonlySet<string>): RegistryLease[] {
+  const leases: RegistryLease[] = [];
+  for (const namespace of [...namespaces].sort()) {
+    const leaseID = backend.leaseId?.(namespace);
+    if (leaseID) leases.push({ namespace, leaseID });
+  }
+  return leases;
+}
+
+/**
+ * Whether `registry`'s status.leases names another lease for `namespace` than `leaseID`: the
+ * Registry's status is due for a write. Cheap enough to ask on every reconcile.
+ */
+export function leaseOutdated(registry: RegistryResource, namespace: string, leaseID: string | undefined): boolean {
+  if (leaseID === undefined) return false;
+  let byNamespace = recordedLeases.get(registry);
+  if (!byNamespace) {
+    byNamespace = new Map((registry.status?.leases ?? []).map((l) => [l.namespace, l.leaseID]));
+    recordedLeases.set(registry, byNamespace);
+  }
+  return byNamespace.get(namespace) !== leaseID;
+}
+
+/** status.leases of each cached Registry object by namespace (objects are replaced, never changed, on update). */
+const recordedLeases = new WeakMap<RegistryResource, ReadonlyMap<string, string>>();
+
 /** Reconciles Registry status. */
 export class RegistryReconciler {
   readonly #d: RegistryReconcilerDeps;
@@ -59,13 +87,20 @@ export class RegistryReconciler {
     const reg = d.caches.registry(name);
     if (!reg) return undefined;
     let entries = 0;
+    const namespaces = new Set<string>();
     for (const si of d.caches.allServiceInstances()) {
-      for (const r of si.status?.registrations ?? []) if (r.registry === name) entries += r.entries;
+      for (const r of si.status?.registrations ?? [])
+        if (r.registry === name) {
+          entries += r.entries;
+          if (r.namespace) namespaces.add(r.namespace);
+        }
     }
     d.onEntries?.(name, entries);
     let ready: { status: 'True' | 'False'; reason: string; message: string };
+    let leases: RegistryLease[] = [];
     try {
       const backend = await d.backends.get(reg);
+      leases = leasesOf(backend, namespaces);
       const failing = backend.failing?.();
       ready = failing
         ? { status: 'False', reason: ConditionReason.Unreachable, message: failing }
@@ -92,7 +127,7 @@ export class RegistryReconciler {
     const gen = generation === undefined ? {} : { observedGeneration: generation };
     const previous = reg.status?.conditions?.find((c) => c.type === RegistryConditionType.Ready);
     const conditions = setCondition(reg.status?.conditions, { type: RegistryConditionType.Ready, ...ready, ...gen }, d.now());
-    const status: RegistryStatus = { ...gen, conditions, entries };
+    const status: RegistryStatus = { ...gen, conditions, entries, ...(leases.length > 0 ? { leases } : {}) };
     if (JSON.stringify(status) !== JSON.stringify(reg.status ?? {})) {
       await d.writer.patchStatus(reg, status);
       if (previous?.status !== ready.status) {

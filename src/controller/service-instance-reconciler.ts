@@ -5,6 +5,7 @@
  *
  *   registry.records() → source.endpoints() → plan.calculate() → registry.applyChanges()
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   ConditionReason,
@@ -25,6 +26,8 @@ import { desiredEndpoints, type SourceResult } from '../source/endpoints.ts';
 import type { SlimPod } from '../source/pods.ts';
 import { setCondition, type Condition } from './conditions.ts';
 import { TerminalError, type ReconcileResult } from './queue.ts';
+import { leaseOutdated } from './registry-reconciler.ts';
+import { statusFingerprint } from './write-behind.ts';
 import { resolveTargets, type Refusal } from './targets.ts';
 import { RegistryConfigError, type BackendProvider } from '../registry/provider.ts';
 import { EtcdKeyError } from '../registry/etcd/keys.ts';
@@ -74,11 +77,15 @@ interface HealthPass {
   readonly invalid?: string;
 }
 
-/** Writes to ServiceInstances (finalizers and status). */
+/**
+ * Writes to ServiceInstances (finalizers and status). A writer may do them later (write-behind.ts):
+ * then `intendedStatus` says what a status is about to be.
+ */
 export interface ServiceInstanceWriter {
   addFinalizer(si: ServiceInstance, finalizer: string): Promise<unknown>;
   removeFinalizer(si: ServiceInstance, finalizer: string): Promise<void>;
   patchStatus(si: ServiceInstance, status: ServiceInstanceStatus): Promise<void>;
+  intendedStatus?(si: ServiceInstance): ServiceInstanceStatus | undefined;
 }
 
 /** Read access to the informer caches the reconciler needs. */
@@ -103,6 +110,8 @@ export interface ReconcilerDeps {
   readonly random?: () => number;
   /** Probes the static endpoints of ServiceInstances with spec.healthCheck; without it, health checks are not run. */
   readonly health?: HealthTracker;
+  /** A registry namespace's lease is not the one its Registry's status.leases names: that status is due for a write. */
+  readonly onLeaseChanged?: (registry: string) => void;
 }
 
 interface TargetOutcome {
@@ -149,11 +158,6 @@ function registrationKey(r: { registry: string; namespace: string; service?: str
   return JSON.stringify([r.registry, r.namespace, r.service ?? '']);
 }
 
-/** A stable string of a status for change detection (ignores nothing: timestamps are kept stable upstream). */
-function statusFingerprint(status: ServiceInstanceStatus | undefined): string {
-  return JSON.stringify(status ?? {});
-}
-
 /** Slack on top of a registry's expiry before an unreachable registry's entries count as gone. */
 const LAPSE_MARGIN_MS = 5000;
 
@@ -174,6 +178,14 @@ export class ServiceInstanceReconciler {
   readonly #d: ReconcilerDeps;
   /** Nothing of this process renewed any registry lease before this moment. */
   readonly #startedAt: number;
+  /**
+   * Scopes written for ServiceInstances whose finalizer the cache does not show yet (it is added
+   * behind the reconciler's back): if one goes away before its finalizer lands, these are where its
+   * entries are removed from. Owner-wide garbage collection covers a restart in between.
+   */
+  readonly #unfinalized = new Map<string, Map<string, { registry: string; scope: Scope }>>();
+  /** Per ServiceInstance key and scope: a fingerprint of the endpoints last written there. */
+  readonly #written = new Map<string, Map<string, string>>();
 
   constructor(deps: ReconcilerDeps) {
     this.#d = deps;
@@ -204,17 +216,60 @@ export class ServiceInstanceReconciler {
   async reconcile(key: string): Promise<ReconcileResult> {
     const si = this.#d.caches.serviceInstance(key);
     if (!si || si.metadata?.deletionTimestamp) this.#d.health?.untrack(key);
-    if (!si) return undefined;
+    if (!si) {
+      await this.#removeUnfinalized(key, undefined);
+      this.#forgetWritten(key);
+      return undefined;
+    }
     const finalizers = si.metadata?.finalizers ?? [];
     if (si.metadata?.deletionTimestamp) {
       if (finalizers.includes(FINALIZER)) await this.#finalize(si);
+      else await this.#removeUnfinalized(key, si);
+      this.#forgetWritten(key);
       return undefined;
     }
-    if (!finalizers.includes(FINALIZER)) {
-      // Before anything is written, so that no entry can outlive its ServiceInstance.
-      await this.#d.writer.addFinalizer(si, FINALIZER);
-    }
+    if (finalizers.includes(FINALIZER)) this.#unfinalized.delete(key);
+    // Asked for before anything is written; a write-behind writer adds it later, and until the
+    // cache shows it the scopes written are remembered (#unfinalized), so that no entry can
+    // outlive its ServiceInstance either way.
+    else await this.#d.writer.addFinalizer(si, FINALIZER);
     return this.#sync(si, key);
+  }
+
+  /** Remembers that `reg`'s scope of an object without our finalizer (yet) is about to be written. */
+  #noteUnfinalized(key: string, si: ServiceInstance, reg: RegistryResource): void {
+    let registryNamespace: string;
+    try {
+      registryNamespace = renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', si.metadata?.namespace ?? '');
+    } catch {
+      return; // an unusable template writes nothing
+    }
+    const registry = reg.metadata?.name ?? '';
+    const scope: Scope = { registryNamespace, service: si.spec.service };
+    let scopes = this.#unfinalized.get(key);
+    if (!scopes) this.#unfinalized.set(key, (scopes = new Map<string, { registry: string; scope: Scope }>()));
+    scopes.set(registrationKey({ registry, namespace: registryNamespace, service: scope.service }), { registry, scope });
+  }
+
+  /**
+   * Removes the entries of a ServiceInstance that went (or is going) without our finalizer, from
+   * the scopes written while it had none.
+   */
+  async #removeUnfinalized(key: string, si: ServiceInstance | undefined): Promise<void> {
+    const scopes = this.#unfinalized.get(key);
+    if (!scopes) return;
+    const slash = key.indexOf('/');
+    const owner: Owner = { clusterId: this.#d.clusterId, namespace: key.slice(0, slash), name: key.slice(slash + 1) };
+    for (const [k, { registry, scope }] of scopes) {
+      await this.#cleanupScope(registry, scope, owner, si);
+      scopes.delete(k);
+    }
+    this.#unfinalized.delete(key);
+    this.#d.logger.info({ serviceInstance: key }, 'ServiceInstance went before its finalizer was added; entries removed');
+  }
+
+  #forgetWritten(key: string): void {
+    this.#written.delete(key);
   }
 
   #owner(si: ServiceInstance): Owner {
@@ -256,13 +311,17 @@ export class ServiceInstanceReconciler {
     const { targets, refusals } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
     // Static endpoints need no pods: skip copying the namespace's pod cache for them.
     const source = desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, si.spec.selector ? d.caches.pods(ns) : []);
-    const previous = new Map((si.status?.registrations ?? []).map((r) => [registrationKey(r), r]));
+    // What the status is about to be when a write of it is still on its way.
+    const known = d.writer.intendedStatus?.(si) ?? si.status;
+    const previous = new Map((known?.registrations ?? []).map((r) => [registrationKey(r), r]));
     const health = this.#healthPass(si, key, source);
+    const finalized = (si.metadata?.finalizers ?? []).includes(FINALIZER);
 
     const outcomes: TargetOutcome[] = [];
     const wanted = new Set<string>();
     for (const reg of targets) {
-      const outcome = await this.#syncTarget(si, reg, source, health?.gate, owner, previous, log);
+      if (!finalized) this.#noteUnfinalized(key, si, reg);
+      const outcome = await this.#syncTarget(si, known, reg, source, health?.gate, owner, previous, log);
       wanted.add(registrationKey(outcome.registration));
       outcomes.push(outcome);
     }
@@ -287,10 +346,10 @@ export class ServiceInstanceReconciler {
       }
     }
 
-    const status = this.#status(si, source, outcomes, refusals, targets.length, health);
+    const status = this.#status(si, known, source, outcomes, refusals, targets.length, health);
     const target = eventTarget(si);
     for (const r of refusals) d.events.warning(target, r.reason, r.message);
-    if (health) this.#healthEvents(si, health);
+    if (health) this.#healthEvents(si, known, health);
     for (const o of outcomes) {
       if (o.created > 0 || o.updated > 0)
         d.events.normal(
@@ -309,7 +368,7 @@ export class ServiceInstanceReconciler {
         d.events.warning(target, EventReason.RegistrationFailed, `Registry ${o.registration.registry}: ${errorMessage(o.error)}`);
     }
     for (const p of source.problems) d.events.warning(target, EventReason.InvalidEndpoints, p);
-    if (statusFingerprint(status) !== statusFingerprint(si.status)) await d.writer.patchStatus(si, status);
+    if (statusFingerprint(status) !== statusFingerprint(known)) await d.writer.patchStatus(si, status);
 
     const errors = [...outcomes.filter((o) => o.error !== undefined).map((o) => o.error), ...staleErrors];
     if (errors.length > 0) {
@@ -326,6 +385,7 @@ export class ServiceInstanceReconciler {
 
   async #syncTarget(
     si: ServiceInstance,
+    known: ServiceInstanceStatus | undefined,
     reg: RegistryResource,
     source: SourceResult,
     gate: HealthGate | undefined,
@@ -383,7 +443,22 @@ export class ServiceInstanceReconciler {
       }
       const refusedCreates = conflicts.filter((c) => c.operation !== 'delete').length;
       const registered = desired.length - refusedCreates;
-      const changed = !isEmptyPlan(changes);
+      const siKey = objectKeyOf(si);
+      const scopeKey = registrationKey({ registry: registryName, namespace: registryNamespace, service });
+      const fingerprint = endpointsFingerprint(endpoints);
+      let written = this.#written.get(siKey);
+      if (!written) this.#written.set(siKey, (written = new Map<string, string>()));
+      const lastWritten = written.get(scopeKey);
+      written.set(scopeKey, fingerprint);
+      // Putting back what the registry lost (an expired lease, a hand edit) changes nothing the
+      // ServiceInstance registers: no new lastSyncTime, so no status write per ServiceInstance
+      // after an outage, and no Registered event.
+      const repaired =
+        prev !== undefined &&
+        prev.entries === registered &&
+        (lastWritten === undefined ? known?.observedGeneration === si.metadata?.generation : lastWritten === fingerprint);
+      const changed = !isEmptyPlan(changes) && !repaired;
+      if (repaired && !isEmptyPlan(changes)) log.info({ registry: registryName, registryNamespace }, 'registry entries repaired');
       const lastSyncTime =
         changed || !prev?.lastSyncTime
           ? d
@@ -405,15 +480,16 @@ export class ServiceInstanceReconciler {
               ? 'dry run: changes are computed and logged, nothing is written'
               : 'in sync',
       };
-      const leaseId = backend.leaseId?.(registryNamespace);
-      if (leaseId) Object.assign(registration, { leaseID: leaseId });
+      // The lease is the registry namespace's, shown on the Registry's status (one write there
+      // when it changes, not one per ServiceInstance).
+      if (leaseOutdated(reg, registryNamespace, backend.leaseId?.(registryNamespace))) d.onLeaseChanged?.(registryName);
       return {
         registration,
         registered,
         conflicts,
-        created: changes.create.length - refusedCreates,
-        updated: changes.updateNew.length,
-        deleted: changes.delete.length,
+        created: repaired ? 0 : changes.create.length - refusedCreates,
+        updated: repaired ? 0 : changes.updateNew.length,
+        deleted: repaired ? 0 : changes.delete.length,
       };
     } catch (err: unknown) {
       log.warn({ err, registry: registryName }, 'registry sync failed');
@@ -424,7 +500,6 @@ export class ServiceInstanceReconciler {
           service,
           entries: prev?.entries ?? 0,
           ...(prev?.lastSyncTime ? { lastSyncTime: prev.lastSyncTime } : {}),
-          ...(prev?.leaseID ? { leaseID: prev.leaseID } : {}),
           message: errorMessage(err),
         },
         registered: 0,
@@ -439,6 +514,7 @@ export class ServiceInstanceReconciler {
 
   #status(
     si: ServiceInstance,
+    known: ServiceInstanceStatus | undefined,
     source: SourceResult,
     outcomes: readonly TargetOutcome[],
     refusals: readonly Refusal[],
@@ -456,7 +532,7 @@ export class ServiceInstanceReconciler {
       targetCount === 0
         ? 0
         : Math.min(...outcomes.filter((o) => o.error === undefined).map((o) => o.registered), failed.length > 0 ? 0 : Infinity);
-    let conditions: readonly Condition[] = si.status?.conditions ?? [];
+    let conditions: readonly Condition[] = known?.conditions ?? [];
     const gen = generation === undefined ? {} : { observedGeneration: generation };
     let registeredCond: { status: 'True' | 'False'; reason: string; message: string };
     if (failed.length > 0)
@@ -520,7 +596,7 @@ export class ServiceInstanceReconciler {
   }
 
   /** Events for the verdict changes since the last reconcile, and for panic mode starting or ending. */
-  #healthEvents(si: ServiceInstance, health: HealthPass): void {
+  #healthEvents(si: ServiceInstance, known: ServiceInstanceStatus | undefined, health: HealthPass): void {
     const { events } = this.#d;
     const target = eventTarget(si);
     const panic = health.gate.selection.panic;
@@ -540,7 +616,7 @@ export class ServiceInstanceReconciler {
           `endpoint ${where} passed its health check ${t.consecutive} time(s) in a row; it is registered`,
         );
     }
-    const wasPanic = si.status?.health?.panic === true;
+    const wasPanic = known?.health?.panic === true;
     if (panic && !wasPanic) events.warning(target, EventReason.PanicThreshold, panicMessage(health));
     else if (!panic && wasPanic)
       events.normal(
@@ -550,7 +626,7 @@ export class ServiceInstanceReconciler {
       );
   }
 
-  async #cleanupScope(registryName: string, scope: Scope, owner: Owner, si: ServiceInstance): Promise<number> {
+  async #cleanupScope(registryName: string, scope: Scope, owner: Owner, si: ServiceInstance | undefined): Promise<number> {
     const reg = this.#d.caches.registries().find((r) => r.metadata?.name === registryName);
     // A deleted Registry keeps nothing alive: its lease stops and the entries expire.
     if (!reg) return 0;
@@ -559,11 +635,12 @@ export class ServiceInstanceReconciler {
     const current = await owned.records(scope);
     if (current.length === 0) return 0;
     await owned.applyChanges({ create: [], updateOld: [], updateNew: [], delete: current });
-    this.#d.events.normal(
-      eventTarget(si),
-      EventReason.Deregistered,
-      `deregistered ${current.length} endpoint(s) from Registry ${registryName} (namespace ${scope.registryNamespace}, service ${scope.service})`,
-    );
+    if (si)
+      this.#d.events.normal(
+        eventTarget(si),
+        EventReason.Deregistered,
+        `deregistered ${current.length} endpoint(s) from Registry ${registryName} (namespace ${scope.registryNamespace}, service ${scope.service})`,
+      );
     return current.length;
   }
 
@@ -622,6 +699,16 @@ function panicMessage(health: HealthPass): string {
     `${unhealthy} of ${total} endpoint(s) fail their health check and only ${healthy} pass, below panicThresholdPercent ` +
     `${health.check?.panicThresholdPercent ?? 0}%: every endpoint is kept registered (fail open) until more pass their checks`
   );
+}
+
+/** `namespace/name` of a ServiceInstance (the queue's key). */
+function objectKeyOf(si: ServiceInstance): string {
+  return `${si.metadata?.namespace ?? ''}/${si.metadata?.name ?? ''}`;
+}
+
+/** A short digest of the endpoints a scope should hold, to tell a change from a repair. */
+function endpointsFingerprint(endpoints: readonly unknown[]): string {
+  return createHash('sha1').update(JSON.stringify(endpoints)).digest('base64');
 }
 
 /** RFC 3339 to the second, as Kubernetes writes times. */

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
-import { countServiceInstances, waitForResyncs } from '../support/faults.ts';
+import { countServiceInstances, getRegistry, waitForResyncs } from '../support/faults.ts';
 import {
   createNamespace,
   createPod,
@@ -127,7 +127,16 @@ describe('operator on etcd', () => {
     const reg = si.status?.registrations?.find((r) => r.registry === `main-${sfx}`);
     assert.equal(reg?.entries, 1);
     assert.equal(reg?.namespace, prod);
-    assert.ok(reg?.leaseID, 'status shows the lease id');
+    assert.equal(Object.hasOwn(reg ?? {}, 'leaseID'), false, 'the lease is not repeated on every ServiceInstance');
+    const registry = await eventually('the Registry status to name the lease', async () => {
+      const r = await getRegistry(kc, `main-${sfx}`);
+      return r?.status?.leases?.some((l) => l.namespace === prod) ? r : undefined;
+    });
+    assert.deepEqual(
+      registry.status?.leases?.find((l) => l.namespace === prod),
+      { namespace: prod, leaseID: BigInt(lease.kvs[0]?.lease ?? '0').toString(16) },
+      'the Registry status names the lease the entries hang on',
+    );
     assert.ok(si.metadata.finalizers?.includes('registrar.dev/finalizer'));
     const events = await eventsFor(kc, prod, 'users');
     assert.ok(

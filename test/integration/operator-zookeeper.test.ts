@@ -23,6 +23,7 @@ import {
   patchServiceInstance,
   setPodReady,
 } from '../support/kube.ts';
+import { getRegistry } from '../support/faults.ts';
 import { metricValue, startOperator, type OperatorProcess } from '../support/operator.ts';
 import { childrenOf } from '../../src/registry/zookeeper/reads.ts';
 import { NodeWatcher, removeTree } from '../support/zookeeper.ts';
@@ -124,7 +125,20 @@ describe('operator on ZooKeeper', () => {
       return s?.status?.registrations?.[0]?.entries === 2 ? s : undefined;
     });
     const node = await reader.getData(`${base}/${ns}/cart/10.3.0.1:8080`);
-    assert.equal(si.status?.registrations?.[0]?.leaseID, node.stat.ephemeralOwner, 'status names the session the entries hang on');
+    const registry = await eventually('the Registry status to name the session', async () => {
+      const r = await getRegistry(kc, registryName);
+      return r?.status?.leases?.some((l) => l.namespace === ns) ? r : undefined;
+    });
+    assert.deepEqual(
+      registry.status?.leases?.find((l) => l.namespace === ns),
+      { namespace: ns, leaseID: node.stat.ephemeralOwner },
+      'the Registry status names the session the entries hang on',
+    );
+    assert.equal(
+      Object.hasOwn(si.status?.registrations?.[0] ?? {}, 'leaseID'),
+      false,
+      'the lease is not repeated on every ServiceInstance',
+    );
     assert.equal(si.status?.conditions?.find((c) => c.type === 'Registered')?.status, 'True');
     const leader = operators[0];
     assert.ok(leader);

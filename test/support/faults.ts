@@ -524,7 +524,11 @@ export async function getRegistry(
 ): Promise<
   | {
       metadata: { name: string };
-      status?: { entries?: number; conditions?: { type: string; status: string; reason: string; message: string }[] };
+      status?: {
+        entries?: number;
+        conditions?: { type: string; status: string; reason: string; message: string }[];
+        leases?: { namespace: string; leaseID: string }[];
+      };
     }
   | undefined
 > {

@@ -171,7 +171,7 @@ export interface ServiceInstanceView {
     observedGeneration?: number;
     conditions?: { type: string; status: string; reason: string; message: string; observedGeneration?: number }[];
     endpoints?: { total: number; ready: number; registered: number };
-    registrations?: { registry: string; namespace: string; service?: string; entries: number; leaseID?: string; message?: string }[];
+    registrations?: { registry: string; namespace: string; service?: string; entries: number; message?: string }[];
   };
 }
 

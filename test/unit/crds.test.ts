@@ -34,6 +34,7 @@ import {
   REGISTRY_POLICIES,
   REGISTRY_SPEC_FIELDS,
   REGISTRY_STATUS_FIELDS,
+  REGISTRY_LEASE_FIELDS,
   REGISTRY_TYPES,
   ZOOKEEPER_REGISTRY_FIELDS,
   ZOOKEEPER_VALUE_FORMATS,
@@ -322,6 +323,7 @@ const FIELD_TABLE_CASES: readonly { name: string; crd: Crd; path: string; table:
   },
   { name: 'Registry spec.consul.tokenSecretRef', crd: REGISTRY_CRD, path: 'spec.consul.tokenSecretRef', table: SECRET_REFERENCE_FIELDS },
   { name: 'Registry status', crd: REGISTRY_CRD, path: 'status', table: REGISTRY_STATUS_FIELDS },
+  { name: 'Registry status.leases[]', crd: REGISTRY_CRD, path: 'status.leases[]', table: REGISTRY_LEASE_FIELDS },
   { name: 'Registry status.conditions[]', crd: REGISTRY_CRD, path: 'status.conditions[]', table: CONDITION_FIELDS },
 ];
 

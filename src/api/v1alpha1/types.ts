@@ -286,8 +286,6 @@ export interface Registration {
   /** spec.service the entries were written under, so a renamed service's old entries can be found. */
   readonly service: string;
   readonly entries: number;
-  /** etcd lease id in hex, the Consul TTL check id, or the ZooKeeper session id in hex. */
-  readonly leaseID?: string;
   /** RFC 3339 time of the last successful sync. */
   readonly lastSyncTime?: string;
   /** Last error or note; absent or empty when all is well. */
@@ -439,6 +437,19 @@ export interface RegistryStatus {
   readonly conditions?: readonly Condition[];
   /** Entries the operator holds in this registry. */
   readonly entries?: number;
+  /** The lease of each registry namespace the operator writes, sorted by namespace. */
+  readonly leases?: readonly RegistryLease[];
+}
+
+/**
+ * The lease one registry namespace's entries hang on (status.leases[]). It belongs to the
+ * namespace, not to each ServiceInstance: a new lease after an outage is one Registry status
+ * write, not one write per ServiceInstance.
+ */
+export interface RegistryLease {
+  readonly namespace: string;
+  /** etcd lease id in hex, the Consul TTL check id, or the ZooKeeper session id in hex. */
+  readonly leaseID: string;
 }
 
 /** A Registry as read from the apiserver. */
@@ -582,7 +593,6 @@ export const REGISTRATION_FIELDS = {
   namespace: 'required',
   service: 'required',
   entries: 'required',
-  leaseID: 'optional',
   lastSyncTime: 'optional',
   message: 'optional',
 } as const satisfies FieldTable<Registration>;
@@ -648,4 +658,11 @@ export const REGISTRY_STATUS_FIELDS = {
   observedGeneration: 'optional',
   conditions: 'optional',
   entries: 'optional',
+  leases: 'optional',
 } as const satisfies FieldTable<RegistryStatus>;
+
+/** Presence of each field of Registry status.leases[]. */
+export const REGISTRY_LEASE_FIELDS = {
+  namespace: 'required',
+  leaseID: 'required',
+} as const satisfies FieldTable<RegistryLease>;

@@ -1,0 +1,190 @@
+/**
+ * Write-behind of ServiceInstance finalizers and status: the reconciler hands them over and goes
+ * on to the next key, so registry entries never wait for apiserver writes (a cold start or the
+ * recovery after an outage writes entries at the registry's rate, statuses follow at the
+ * apiserver's).
+ *
+ * Per key only the newest status waits (an older one is replaced, never written), a key is never
+ * written twice at once, and a failed write is retried with backoff by the keyed work queue until
+ * it lands or is superseded. Each write reads the object from the cache when it runs, so the
+ * finalizer patch carries the newest resourceVersion and the status patch removes exactly the
+ * fields the stored status has and the new one lacks.
+ */
+import type { Logger } from 'pino';
+import type { ServiceInstance, ServiceInstanceStatus } from '../api/v1alpha1/types.ts';
+import { isConflict } from '../kube/custom-objects.ts';
+import { objectKey } from '../kube/informer.ts';
+import { WorkQueue, type QueueObserver } from './queue.ts';
+import type { ServiceInstanceWriter } from './service-instance-reconciler.ts';
+
+/** The writes behind: what the apiserver is actually sent. */
+export interface ServiceInstanceApi {
+  addFinalizer(si: ServiceInstance, finalizer: string): Promise<unknown>;
+  removeFinalizer(si: ServiceInstance, finalizer: string): Promise<void>;
+  patchStatus(si: ServiceInstance, status: ServiceInstanceStatus): Promise<void>;
+}
+
+/** Options of {@link WriteBehind}. */
+export interface WriteBehindOptions {
+  readonly api: ServiceInstanceApi;
+  /** The cached object of a key (undefined once it is gone). */
+  readonly lookup: (key: string) => ServiceInstance | undefined;
+  readonly logger: Logger;
+  /** Writes in flight at most. */
+  readonly concurrency: number;
+  readonly observer?: QueueObserver;
+}
+
+/** How long a written status stands in for the cached one at most. */
+const WRITTEN_MEMORY_MS = 30_000;
+
+interface Pending {
+  status?: ServiceInstanceStatus;
+  statusFingerprint?: string;
+  finalizer?: string;
+}
+
+/** A stable string of a status for change detection. */
+export function statusFingerprint(status: ServiceInstanceStatus | undefined): string {
+  return JSON.stringify(status ?? {});
+}
+
+/** Finalizer and status writes of ServiceInstances, done behind the reconciler's back. */
+export class WriteBehind implements ServiceInstanceWriter {
+  readonly #o: WriteBehindOptions;
+  readonly #pending = new Map<string, Pending>();
+  /** Statuses written that the cache may not show yet, so a reconcile in between does not write them again. */
+  readonly #written = new Map<string, { status: ServiceInstanceStatus; fingerprint: string; at: number }>();
+  readonly #queue: WorkQueue;
+
+  constructor(options: WriteBehindOptions) {
+    this.#o = options;
+    this.#queue = new WorkQueue((key) => this.#write(key), {
+      concurrency: options.concurrency,
+      baseBackoffMs: 500,
+      maxBackoffMs: 30_000,
+      observer: {
+        ...options.observer,
+        error: (key, err, retryInMs) => {
+          options.observer?.error?.(key, err, retryInMs);
+          options.logger.warn({ serviceInstance: key, err, retryInMs }, 'ServiceInstance write failed; retrying');
+        },
+      },
+    });
+  }
+
+  /** Writes waiting or running. */
+  get depth(): number {
+    return this.#queue.depth;
+  }
+
+  /** Queues the finalizer; resolves at once. */
+  addFinalizer(si: ServiceInstance, finalizer: string): Promise<unknown> {
+    this.#submit(objectKey(si), { finalizer });
+    return Promise.resolve(undefined);
+  }
+
+  /**
+   * Removes the finalizer now (the object is let go only after its entries are removed, so this
+   * one is not deferred); a queued status of the object is dropped, the object is going.
+   */
+  async removeFinalizer(si: ServiceInstance, finalizer: string): Promise<void> {
+    this.#pending.delete(objectKey(si));
+    this.#written.delete(objectKey(si));
+    await this.#o.api.removeFinalizer(si, finalizer);
+  }
+
+  /** Queues the status, replacing one still waiting; resolves at once. */
+  patchStatus(si: ServiceInstance, status: ServiceInstanceStatus): Promise<void> {
+    this.#submit(objectKey(si), { status, statusFingerprint: statusFingerprint(status) });
+    return Promise.resolve();
+  }
+
+  /** The status queued for the object and not yet written, if any: what its status is about to be. */
+  intendedStatus(si: ServiceInstance): ServiceInstanceStatus | undefined {
+    const key = objectKey(si);
+    const pending = this.#pending.get(key)?.status;
+    if (pending) return pending;
+    const written = this.#written.get(key);
+    if (!written) return undefined;
+    if (Date.now() - written.at <= WRITTEN_MEMORY_MS && written.fingerprint !== statusFingerprint(si.status)) return written.status;
+    this.#written.delete(key);
+    return undefined;
+  }
+
+  /** Stops taking writes and waits for the running ones; what still waits is dropped (a successor writes it again). */
+  async shutdown(): Promise<void> {
+    await this.#queue.shutdown();
+    this.#pending.clear();
+    this.#written.clear();
+  }
+
+  #submit(key: string, next: Pending): void {
+    const pending = this.#pending.get(key) ?? {};
+    if (next.finalizer !== undefined) pending.finalizer = next.finalizer;
+    if (next.status !== undefined) {
+      pending.status = next.status;
+      pending.statusFingerprint = next.statusFingerprint;
+    }
+    this.#pending.set(key, pending);
+    this.#queue.add(key);
+  }
+
+  async #write(key: string): Promise<undefined> {
+    const pending = this.#pending.get(key);
+    if (!pending) return undefined;
+    this.#pending.delete(key);
+    const si = this.#o.lookup(key);
+    if (!si) {
+      this.#written.delete(key);
+      return undefined;
+    }
+    try {
+      const finalizer = pending.finalizer;
+      if (finalizer !== undefined && !si.metadata?.deletionTimestamp && !(si.metadata?.finalizers ?? []).includes(finalizer)) {
+        try {
+          await this.#o.api.addFinalizer(si, finalizer);
+        } catch (err: unknown) {
+          // The cached object was stale: retry (with backoff) once the cache has the newer one.
+          if (isConflict(err))
+            throw new Error(`adding the finalizer to ServiceInstance ${key}: the object changed meanwhile`, { cause: err });
+          throw err;
+        }
+        pending.finalizer = undefined;
+      }
+      if (pending.status !== undefined && pending.statusFingerprint !== statusFingerprint(si.status)) {
+        await this.#o.api.patchStatus(si, pending.status);
+        this.#remember(key, pending.status, pending.statusFingerprint ?? '');
+      } else this.#written.delete(key);
+      pending.status = undefined;
+      return undefined;
+    } catch (err: unknown) {
+      this.#restore(key, pending);
+      throw err;
+    }
+  }
+
+  /**
+   * Remembers a written status until the cache shows it, for at most {@link WRITTEN_MEMORY_MS}
+   * (the cache is behind by milliseconds; the bound keeps the memory from growing with the objects).
+   */
+  #remember(key: string, status: ServiceInstanceStatus, fingerprint: string): void {
+    const now = Date.now();
+    this.#written.delete(key);
+    this.#written.set(key, { status, fingerprint, at: now });
+    for (const [oldest, { at }] of this.#written) {
+      if (now - at <= WRITTEN_MEMORY_MS) break;
+      this.#written.delete(oldest);
+    }
+  }
+
+  /** Puts back what a failed write did not do, unless something newer has been queued meanwhile. */
+  #restore(key: string, failed: Pending): void {
+    const newer = this.#pending.get(key);
+    if (!newer) {
+      this.#pending.set(key, failed);
+      return;
+    }
+    if (newer.finalizer === undefined && failed.finalizer !== undefined) newer.finalizer = failed.finalizer;
+  }
+}
