@@ -164,6 +164,12 @@ export interface BackendProviderOptions {
   readonly secretRefreshMs?: number;
   /** Clock of the Secret re-reads; defaults to the real clock. */
   readonly clock?: Clock;
+  /**
+   * How old an etcd backend's view of a registry namespace may get before a read reads the
+   * namespace again (one range read per namespace instead of one per ServiceInstance). Keep it
+   * below the resync period so hand edits are still repaired within one; undefined: the backend's default.
+   */
+  readonly etcdViewMaxAgeMs?: number;
 }
 
 interface CacheEntry {
@@ -543,6 +549,7 @@ export class KubeBackendProvider implements BackendProvider {
         logger,
         onKeepaliveFailure: () => this.#refused('etcd'),
         fence: this.#fence,
+        ...(this.#o.etcdViewMaxAgeMs !== undefined ? { viewMaxAgeMs: this.#o.etcdViewMaxAgeMs } : {}),
       });
       return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'etcd', this.#guardObserver);
     }

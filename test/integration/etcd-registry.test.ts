@@ -569,6 +569,97 @@ void describe('EtcdRegistry against a real etcd', () => {
     assert.equal((await rawGet(key(prefix, racedCreate)))?.value.toString(), foreignValue('10.0.0.2'));
   });
 
+  void it('with namespace views, every service of a namespace is read in one range read, and the backend’s own writes show at once', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const reads: string[][] = [];
+    const counting = (client: EtcdClient): EtcdClient => ({
+      ...client,
+      rangePrefixes(prefixes) {
+        reads.push([...prefixes]);
+        return client.rangePrefixes(prefixes);
+      },
+    });
+    const backend = registry({ prefix, clusterId: owner.clusterId, viewMaxAgeMs: 60_000, clientMiddleware: counting });
+    const services = ['a', 'b', 'c', 'd', 'e'];
+    await Promise.all(services.map((service) => sync(backend, owner, [entry(owner, '10.0.1.1', 80, { service })], 'sync', service)));
+    assert.deepEqual(
+      (await rawKeys(`${prefix}/${NS}/`)).sort(),
+      services.map((service) => `${prefix}/${NS}/${service}/10.0.1.1:80`),
+      'every service got its entry',
+    );
+    const namespaceReads = reads.filter((r) => r.includes(`${prefix}/${NS}/`));
+    assert.equal(namespaceReads.length, 1, `one read of the namespace served the five services: ${JSON.stringify(reads)}`);
+    assert.equal(
+      reads.filter((r) => r.some((p) => p.startsWith(`${prefix}/${NS}/`) && p !== `${prefix}/${NS}/`)).length,
+      0,
+      'no read of a single service',
+    );
+
+    // A second pass sees what the first wrote (from the view, without reading etcd again): nothing to do.
+    const before = reads.length;
+    const watch = await watchPrefix(prefix);
+    try {
+      for (const service of services) await sync(backend, owner, [entry(owner, '10.0.1.1', 80, { service })], 'sync', service);
+      assert.deepEqual(await watch.settle(), [], 'nothing was written again');
+    } finally {
+      await watch.close();
+    }
+    assert.equal(reads.length, before, `and nothing was read again: ${JSON.stringify(reads)}`);
+  });
+
+  void it('with namespace views, a foreign entry written after the view was read is neither overwritten nor deleted, and the retry sees it', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const foreign = ownerIn(`other-${randomUUID()}`);
+    const backend = registry({ prefix, clusterId: owner.clusterId, viewMaxAgeMs: 60_000 });
+    const mine = entry(owner, '10.0.2.1');
+    await sync(backend, owner, [mine]);
+    const wanted = entry(owner, '10.0.2.2');
+    const foreignValue = JSON.stringify({
+      serviceName: SERVICE,
+      address: '10.0.2.2',
+      port: 8080,
+      ip: '10.0.2.2',
+      tags: {},
+      weight: 1,
+      metadata: {},
+      namespace: NS,
+      owner: foreign,
+      source: 'elsewhere',
+    });
+    // Another cluster registers the same endpoint after our view of the namespace was read.
+    await etcd.put(key(prefix, wanted)).value(foreignValue);
+    await assert.rejects(
+      sync(backend, owner, [mine, wanted]),
+      (err: unknown) => err instanceof Error && err.cause instanceof EtcdEntryChangedError,
+      'the write planned on the outdated view is refused by its guard',
+    );
+    assert.equal((await rawGet(key(prefix, wanted)))?.value.toString(), foreignValue, 'the foreign entry is as it was');
+    const conflicts = await sync(backend, owner, [mine, wanted]);
+    assert.deepEqual(
+      conflicts.map((c) => c.operation),
+      ['create'],
+      'the retry reads the namespace again and reports the collision instead of writing',
+    );
+    assert.equal((await rawGet(key(prefix, wanted)))?.value.toString(), foreignValue);
+    assert.ok((await rawGet(key(prefix, mine))) !== undefined, 'our own entry stays');
+  });
+
+  void it('with namespace views, an entry deleted by hand is put back once the view is older than its age', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const backend = registry({ prefix, clusterId: owner.clusterId, viewMaxAgeMs: 1000 });
+    const mine = entry(owner, '10.0.3.1');
+    await sync(backend, owner, [mine]);
+    await etcd.delete().key(key(prefix, mine));
+    // Proves the view was read before the deletion: within its age a pass plans on it.
+    await sync(backend, owner, [mine]);
+    await sleep(1100);
+    await sync(backend, owner, [mine]);
+    assert.ok((await rawGet(key(prefix, mine))) !== undefined, 'the entry is back');
+  });
+
   void it('a value no format decodes is someone else’s: reported as a conflict, never overwritten', async () => {
     const prefix = freshPrefix();
     const owner = ownerIn(`c-${randomUUID()}`);

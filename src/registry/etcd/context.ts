@@ -22,4 +22,6 @@ export interface EtcdBackendContext {
   readonly logger: RegistryLogger;
   /** Milliseconds since the epoch. */
   readonly now: () => number;
+  /** Age after which a namespace's view is read again (see namespace-view.ts); 0 reads every scope afresh. */
+  readonly viewMaxAgeMs: number;
 }

@@ -67,6 +67,13 @@ export interface EtcdRegistryOptions {
   readonly fence?: WriteFence;
   /** Milliseconds since the epoch (default Date.now); injected by tests. */
   readonly now?: () => number;
+  /**
+   * How old a namespace's view may get before a scope read reads the namespace again (default
+   * {@link DEFAULT_VIEW_MAX_AGE_MS}; 0: every scope read goes to etcd). What others write shows
+   * within this time; the operator sets it below its resync period, so hand edits are still
+   * repaired within one.
+   */
+  readonly viewMaxAgeMs?: number;
   /** Wraps the etcd client, e.g. to cut a link at an exact step in fault-injection tests. */
   readonly clientMiddleware?: (client: EtcdClient) => EtcdClient;
 }
@@ -77,6 +84,7 @@ export const DEFAULT_CALL_TIMEOUT_MS = 5000;
 export const DEFAULT_LEASE_TTL_SECONDS = 30;
 /** etcd's default limit of operations in one transaction. */
 export const DEFAULT_MAX_TXN_OPS = 128;
+export const DEFAULT_VIEW_MAX_AGE_MS = 0;
 
 /** Registry backend for etcd v3. See the module comment for the layout and lease handling. */
 export class EtcdRegistry implements Registry {
@@ -117,6 +125,7 @@ export class EtcdRegistry implements Registry {
       ttlSeconds: ttl,
       dryRun: options.dryRun ?? false,
       maxTxnOps: maxOps,
+      viewMaxAgeMs: options.viewMaxAgeMs ?? DEFAULT_VIEW_MAX_AGE_MS,
       logger: options.logger ?? silentLogger,
       now,
     };

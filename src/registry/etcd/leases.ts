@@ -220,6 +220,7 @@ export class EtcdLeases {
   markLost(state: NamespaceState): void {
     if (state.lease !== undefined) this.#keepalive.delete(state.lease);
     state.lost = true;
+    state.view = undefined;
   }
 
   /** Stops the keepalive and every recovery not yet started. Leases are not revoked. */
@@ -238,7 +239,11 @@ export class EtcdLeases {
   }
 
   #use(state: NamespaceState, lease: bigint): void {
-    if (state.lease !== undefined && state.lease !== lease) this.#keepalive.delete(state.lease);
+    if (state.lease !== undefined && state.lease !== lease) {
+      this.#keepalive.delete(state.lease);
+      // Keys of the old lease may be gone with it: the next read looks at etcd again.
+      state.view = undefined;
+    }
     state.lease = lease;
     state.lost = false;
     state.renewedAt = this.#ctx.now();

@@ -11,6 +11,7 @@ import type { Owner, Scope } from '../types.ts';
 import type { StoredKeyValue, TxnGuard, TxnWrite } from './client.ts';
 import { decodeEntry } from './codec.ts';
 import type { EtcdKeyLayout } from './keys.ts';
+import type { NamespaceView } from './namespace-view.ts';
 import type { PendingWrites } from './writes.ts';
 
 /** One read of a service's entry keys and owner-index keys, as {@link NamespaceState.recordRead} takes it. */
@@ -54,6 +55,12 @@ export class NamespaceState {
   flushing = false;
   /** Counts transactions that landed, so a read knows whether writes landed while it ran. */
   epoch = 0;
+  /** The namespace as last read whole, with this backend's writes since; scope reads are served from it. */
+  view: NamespaceView | undefined = undefined;
+  /** The read of the namespace under way, which scope reads arriving meanwhile share. */
+  viewLoading: Promise<NamespaceView> | undefined = undefined;
+  /** Transactions that landed while the namespace was being read for a view. */
+  #viewBacklog: { writes: readonly TxnWrite[]; revision: string }[] | undefined = undefined;
   /** When etcd last confirmed the lease alive (granted, adopted or renewed), in ms since the epoch. */
   renewedAt = 0;
   /** When a read or write last asked for this namespace, in ms since the epoch. */
@@ -85,6 +92,8 @@ export class NamespaceState {
   /** Takes in the writes of a transaction that landed at `revision`. */
   remember(writes: readonly TxnWrite[], revision: string): void {
     this.epoch++;
+    this.view?.apply(writes, revision);
+    this.#viewBacklog?.push({ writes, revision });
     for (const w of writes) {
       const isIndex = w.key.startsWith(this.#indexPrefix);
       if (w.kind === 'put') {
@@ -101,6 +110,8 @@ export class NamespaceState {
 
   /** Records the revision of moved keys without touching the owned memory (still the old lease's). */
   rememberRevisions(puts: readonly TxnWrite[], revision: string): void {
+    // The moved keys' leases changed: the next read looks at etcd again.
+    if (puts.length > 0) this.view = undefined;
     for (const w of puts) if (!w.key.startsWith(this.#indexPrefix)) this.revisions.set(w.key, revision);
   }
 
@@ -110,6 +121,52 @@ export class NamespaceState {
     this.owned.clear();
     for (const kv of [...values, ...index]) if (kv.lease === dec) this.owned.set(kv.key, kv.value);
     for (const kv of index) this.indexKeys.add(kv.key);
+  }
+
+  /** Starts collecting the transactions that land while the namespace is read for a view. */
+  beginViewRead(): void {
+    this.#viewBacklog = [];
+  }
+
+  /** Makes `view` the namespace's view, with the transactions that landed while it was read applied. */
+  endViewRead(view: NamespaceView | undefined): void {
+    if (view) for (const { writes, revision } of this.#viewBacklog ?? []) view.apply(writes, revision);
+    this.#viewBacklog = undefined;
+    this.view = view;
+  }
+
+  /**
+   * Takes in a read of the whole namespace (entries under `<prefix>/<ns>/`, owner index under
+   * `indexPrefix`), as {@link recordRead} does for one service, in one pass. Returns the values
+   * this backend remembered writing at keys that now hold something else: a value edited by hand
+   * into something no format decodes is still ours to repair if we wrote the key.
+   */
+  recordNamespaceRead(
+    values: readonly StoredKeyValue[],
+    index: readonly StoredKeyValue[],
+    lease: string | undefined,
+    current: boolean,
+  ): Map<string, string> {
+    const remembered = new Map<string, string>();
+    for (const kv of values) {
+      const value = this.owned.get(kv.key);
+      if (value !== undefined && value !== kv.value) remembered.set(kv.key, value);
+    }
+    if (current) {
+      this.indexKeys.clear();
+      this.revisions.clear();
+    }
+    for (const kv of index) this.indexKeys.add(kv.key);
+    for (const kv of values) {
+      const known = current ? undefined : this.revisions.get(kv.key);
+      if (known === undefined || BigInt(known) < BigInt(kv.modRevision)) this.revisions.set(kv.key, kv.modRevision);
+    }
+    if (lease !== undefined && current) {
+      this.owned.clear();
+      for (const kv of values) if (kv.lease === lease) this.owned.set(kv.key, kv.value);
+      for (const kv of index) if (kv.lease === lease) this.owned.set(kv.key, kv.value);
+    }
+    return remembered;
   }
 
   /**

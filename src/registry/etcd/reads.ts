@@ -14,6 +14,7 @@ import { describe, EtcdRegistryError } from './errors.ts';
 import { EtcdKeyLayout, RESERVED_SEGMENT } from './keys.ts';
 import type { EtcdLeases } from './leases.ts';
 import type { NamespaceState } from './namespace-state.ts';
+import { NamespaceView } from './namespace-view.ts';
 
 /** An entry at a key whose value no format decodes: someone else's, so owned by nobody known. */
 function unknownEntry(scope: Scope, instanceId: string): RegistryEntry {
@@ -35,10 +36,8 @@ export async function readRecords(ctx: EtcdBackendContext, leases: EtcdLeases, s
   try {
     // With the lease settled, reads need not wait for the namespace's writes and lease work.
     if (state.lease !== undefined && !state.lost) return await readScope(ctx, state, scope, state.lease);
-    return await state.serial(async () => {
-      const lease = await leases.ensure(state, false);
-      return readScope(ctx, state, scope, lease);
-    });
+    const lease = await state.serial(() => leases.ensure(state, false));
+    return await readScope(ctx, state, scope, lease);
   } catch (err: unknown) {
     throw new EtcdRegistryError(`reading ${scope.registryNamespace}/${scope.service} from etcd failed: ${describe(err)}`, { cause: err });
   }
@@ -98,18 +97,84 @@ function rememberedEntry(
   return decoded?.entry.owner.clusterId === clusterId ? decoded.entry : undefined;
 }
 
-async function readScope(
+/**
+ * The namespace's view, read again when it is older than the backend's view age (a change of the
+ * namespace's lease drops it). Scope reads that arrive while it is being read share that read.
+ */
+async function namespaceView(ctx: EtcdBackendContext, state: NamespaceState, lease: bigint | undefined): Promise<NamespaceView> {
+  const fresh = (v: NamespaceView | undefined): v is NamespaceView => v !== undefined && ctx.now() - v.takenAt <= ctx.viewMaxAgeMs;
+  if (fresh(state.view)) return state.view;
+  if (state.viewLoading) {
+    const shared = await state.viewLoading;
+    if (fresh(shared)) return shared;
+  }
+  const loading = loadView(ctx, state, lease);
+  state.viewLoading = loading;
+  try {
+    return await loading;
+  } finally {
+    if (state.viewLoading === loading) state.viewLoading = undefined;
+  }
+}
+
+async function loadView(ctx: EtcdBackendContext, state: NamespaceState, lease: bigint | undefined): Promise<NamespaceView> {
+  const { client, keys } = ctx;
+  const valuePrefix = keys.namespacePrefix(state.registryNamespace);
+  const indexPrefix = keys.ownerIndexNamespacePrefix(state.registryNamespace);
+  const takenAt = ctx.now();
+  const epoch = state.epoch;
+  state.beginViewRead();
+  let view: NamespaceView | undefined;
+  try {
+    const [values = [], index = []] = await client.rangePrefixes([valuePrefix, indexPrefix]);
+    const current = state.epoch === epoch;
+    const remembered = state.recordNamespaceRead(values, index, lease?.toString(), current);
+    if (current && lease !== undefined) keepGarbledOwned(state, values, remembered, valuePrefix);
+    view = new NamespaceView(valuePrefix, indexPrefix, values, index, takenAt, remembered);
+    return view;
+  } finally {
+    state.endViewRead(view);
+  }
+}
+
+/**
+ * Keys of ours that someone overwrote with a value no format decodes stay ours until the repair
+ * lands, as a scope read keeps them: a later view must still know that the garbage sits where we
+ * wrote. A key someone else now claims with a value that decodes is not kept.
+ */
+function keepGarbledOwned(
+  state: NamespaceState,
+  values: readonly StoredKeyValue[],
+  remembered: ReadonlyMap<string, string>,
+  valuePrefix: string,
+): void {
+  if (remembered.size === 0) return;
+  for (const kv of values) {
+    const mine = remembered.get(kv.key);
+    if (mine === undefined || state.owned.has(kv.key)) continue;
+    const [service, instanceId, ...rest] = kv.key.slice(valuePrefix.length).split('/');
+    if (service === undefined || instanceId === undefined || rest.length > 0) continue;
+    if (decodeEntry(kv.value, undefined, { registryNamespace: state.registryNamespace, service, instanceId }) === undefined)
+      state.owned.set(kv.key, mine);
+  }
+}
+
+/** The keys of a scope and what this backend remembered writing there: from the namespace's view, or read afresh when views are off. */
+async function scopeKeys(
   ctx: EtcdBackendContext,
   state: NamespaceState,
   scope: Scope,
   lease: bigint | undefined,
-): Promise<RegistryEntry[]> {
-  const { client, keys, clusterId, format, logger } = ctx;
-  const valuePrefix = keys.servicePrefix(scope.registryNamespace, scope.service);
-  const indexPrefix = keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);
+): Promise<{ values: readonly StoredKeyValue[]; index: readonly StoredKeyValue[]; remembered: (key: string) => string | undefined }> {
+  if (ctx.viewMaxAgeMs > 0) {
+    const view = await namespaceView(ctx, state, lease);
+    const { values, index } = view.service(scope.service);
+    return { values, index, remembered: (key) => view.rememberedAt(key) };
+  }
+  const valuePrefix = ctx.keys.servicePrefix(scope.registryNamespace, scope.service);
+  const indexPrefix = ctx.keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);
   const epoch = state.epoch;
-  const [values = [], index = []] = await client.rangePrefixes([valuePrefix, indexPrefix]);
-  const leaseDec = lease?.toString();
+  const [values = [], index = []] = await ctx.client.rangePrefixes([valuePrefix, indexPrefix]);
   // What this backend wrote at each key, before the read replaces that memory: a value edited by
   // hand into something no format decodes is still ours to repair if we wrote the key.
   const remembered = new Map<string, string>();
@@ -120,7 +185,21 @@ async function readScope(
   // Writes that landed while the read ran are newer than what it saw: then the memory of owned
   // keys is left to those writes (it is kept current by every write that lands), so a stale read
   // neither forgets a key just written nor brings back one just deleted.
-  state.recordRead({ valuePrefix, indexPrefix, values, index, lease: leaseDec }, state.epoch === epoch);
+  state.recordRead({ valuePrefix, indexPrefix, values, index, lease: lease?.toString() }, state.epoch === epoch);
+  return { values, index, remembered: (key) => remembered.get(key) };
+}
+
+async function readScope(
+  ctx: EtcdBackendContext,
+  state: NamespaceState,
+  scope: Scope,
+  lease: bigint | undefined,
+): Promise<RegistryEntry[]> {
+  const { keys, clusterId, format, logger } = ctx;
+  const valuePrefix = keys.servicePrefix(scope.registryNamespace, scope.service);
+  const indexPrefix = keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);
+  const leaseDec = lease?.toString();
+  const { values, index, remembered } = await scopeKeys(ctx, state, scope, lease);
 
   const indexByInstance = new Map<string, StoredKeyValue>();
   for (const kv of index) {
@@ -134,11 +213,11 @@ async function readScope(
     const idx = indexByInstance.get(instanceId);
     const decoded = decodeEntry(kv.value, idx?.value, { registryNamespace: scope.registryNamespace, service: scope.service, instanceId });
     if (decoded === undefined) {
-      const ours = rememberedEntry(remembered.get(kv.key), idx?.value, scope, instanceId, clusterId);
+      const ours = rememberedEntry(remembered(kv.key), idx?.value, scope, instanceId, clusterId);
       if (ours !== undefined) {
         // Our entry, edited by hand into garbage: repaired like any other hand edit, and still
         // remembered as ours until the repair lands.
-        state.owned.set(kv.key, remembered.get(kv.key) ?? '');
+        state.owned.set(kv.key, remembered(kv.key) ?? '');
         entries.push({ ...ours, needsRewrite: true });
         continue;
       }

@@ -214,6 +214,8 @@ export class EtcdWrites {
           break;
         }
         const changed = (result?.failedGuards ?? []).filter((i) => i > 0).map((i) => batch[i - 1] as EntryWrites);
+        // Someone else wrote here since the namespace was read: the retries read it afresh.
+        if (changed.length > 0) state.view = undefined;
         for (const g of changed) {
           const key = g.guard.key;
           logger.warn({ etcdKey: key }, 'etcd entry changed since it was read; not writing it');

@@ -1,0 +1,114 @@
+/**
+ * A view of one registry namespace in etcd, from one range read of the whole namespace (entries
+ * and owner index), kept current by every write of this backend that lands, and read again once
+ * it is older than the backend's view age.
+ *
+ * Scope reads are served from it: a cold start or the recovery after an outage reads each
+ * namespace once instead of once per ServiceInstance, and resyncs cost one read per namespace
+ * per view age instead of one per ServiceInstance. What others wrote since the read (a hand edit,
+ * another cluster's entry) shows in the next view; until then every write is still guarded by the
+ * revision the view holds, so a write planned on an outdated view fails instead of overwriting or
+ * deleting what someone else wrote, and the view is dropped so the retry reads afresh.
+ */
+import type { StoredKeyValue, TxnWrite } from './client.ts';
+
+/** The keys of one service: entry keys and owner-index keys, by key. */
+interface ServiceKeys {
+  readonly values: Map<string, StoredKeyValue>;
+  readonly index: Map<string, StoredKeyValue>;
+}
+
+/** What a view hands a scope read: the keys under the service's entry and owner-index prefixes. */
+export interface ServiceSnapshot {
+  readonly values: readonly StoredKeyValue[];
+  readonly index: readonly StoredKeyValue[];
+}
+
+const EMPTY: ServiceSnapshot = { values: [], index: [] };
+
+/** The service a key under `prefix` belongs to, when the key is `<prefix><service>/<child>`. */
+function serviceOf(prefix: string, key: string): string | undefined {
+  if (!key.startsWith(prefix)) return undefined;
+  const rest = key.slice(prefix.length);
+  const slash = rest.indexOf('/');
+  if (slash <= 0 || slash === rest.length - 1 || rest.indexOf('/', slash + 1) !== -1) return undefined;
+  return rest.slice(0, slash);
+}
+
+/** One namespace's keys as last read, with this backend's writes since applied. */
+export class NamespaceView {
+  /** When the read was made, in ms since the epoch. */
+  readonly takenAt: number;
+  readonly #valuePrefix: string;
+  readonly #indexPrefix: string;
+  readonly #services = new Map<string, ServiceKeys>();
+  readonly #remembered: ReadonlyMap<string, string>;
+
+  /**
+   * `valuePrefix` is `<prefix>/<ns>/`, `indexPrefix` `<prefix>/_kube-registrar/owners/<ns>/`;
+   * `values` and `index` are what one read under each held.
+   */
+  constructor(
+    valuePrefix: string,
+    indexPrefix: string,
+    values: readonly StoredKeyValue[],
+    index: readonly StoredKeyValue[],
+    takenAt: number,
+    remembered: ReadonlyMap<string, string>,
+  ) {
+    this.#remembered = remembered;
+    this.#valuePrefix = valuePrefix;
+    this.#indexPrefix = indexPrefix;
+    this.takenAt = takenAt;
+    for (const kv of values) this.#put(kv);
+    for (const kv of index) this.#put(kv);
+  }
+
+  /** The keys of one service (empty when it has none). */
+  service(service: string): ServiceSnapshot {
+    const keys = this.#services.get(service);
+    return keys ? { values: [...keys.values.values()], index: [...keys.index.values()] } : EMPTY;
+  }
+
+  /**
+   * Takes in a transaction of this backend that landed at `revision`. A key the view holds at that
+   * revision or a later one is left alone, so a transaction that landed while the view was being
+   * read can be applied afterwards, whether the read saw it or not.
+   */
+  apply(writes: readonly TxnWrite[], revision: string): void {
+    const at = BigInt(revision);
+    for (const w of writes) {
+      const slot = this.#slot(w.key);
+      const held = slot?.keys.get(w.key);
+      if (!slot || (held !== undefined && BigInt(held.modRevision) >= at)) continue;
+      if (w.kind === 'put') slot.keys.set(w.key, { key: w.key, value: w.value, lease: w.lease.toString(), modRevision: revision });
+      else this.#delete(w.key);
+    }
+  }
+
+  /** The value this backend remembered writing at `key` when the view was read, where the key then held something else. */
+  rememberedAt(key: string): string | undefined {
+    return this.#remembered.get(key);
+  }
+
+  #slot(key: string): { keys: Map<string, StoredKeyValue>; service: string } | undefined {
+    const asIndex = serviceOf(this.#indexPrefix, key);
+    const service = asIndex ?? serviceOf(this.#valuePrefix, key);
+    if (service === undefined) return undefined;
+    let keys = this.#services.get(service);
+    if (!keys) this.#services.set(service, (keys = { values: new Map(), index: new Map() }));
+    return { keys: asIndex !== undefined ? keys.index : keys.values, service };
+  }
+
+  #put(kv: StoredKeyValue): void {
+    this.#slot(kv.key)?.keys.set(kv.key, kv);
+  }
+
+  #delete(key: string): void {
+    const slot = this.#slot(key);
+    if (!slot) return;
+    slot.keys.delete(key);
+    const keys = this.#services.get(slot.service);
+    if (keys && keys.values.size === 0 && keys.index.size === 0) this.#services.delete(slot.service);
+  }
+}
