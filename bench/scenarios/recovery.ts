@@ -77,6 +77,16 @@ export interface RecoveryRun {
   readonly finished: boolean;
 }
 
+/** Resources only the operator writes while the harness watches: the apiserver's own upkeep (leases, endpoints) is left out. */
+const OPERATOR_RESOURCES = new Set(['serviceinstances', 'registries', 'events']);
+
+/** The writes of a {@link writeRequests} map to {@link OPERATOR_RESOURCES}, subresources included. */
+function operatorWrites(writes: Readonly<Record<string, number>>): number {
+  let sum = 0;
+  for (const [k, v] of Object.entries(writes)) if (OPERATOR_RESOURCES.has((k.split(' ')[1] ?? '').split('/')[0] ?? '')) sum += v;
+  return sum;
+}
+
 function sizeName(n: number): string {
   return `static endpoints, ${n >= 1000 ? `${n / 1000}k` : n}`;
 }
@@ -299,9 +309,9 @@ export async function recovery(ctx: ScenarioContext): Promise<ScenarioResult> {
     { case: c, name: 'ServiceInstance status patches (restart → settled)', unit: 'patches', runs: runs.map((x) => x.statusPatches) },
     {
       case: c,
-      name: 'apiserver writes of every kind (restart → settled)',
+      name: 'apiserver writes to ServiceInstances, Registries and Events (restart → settled)',
       unit: 'requests',
-      runs: runs.map((x) => Object.values(x.apiserverWrites).reduce((a, b) => a + b, 0)),
+      runs: runs.map((x) => operatorWrites(x.apiserverWrites)),
     },
     { case: c, name: 'operator CPU time (restart → settled)', unit: 'CPU s', runs: runs.map((x) => x.operatorCpuSeconds) },
     { case: c, name: 'operator peak RSS (restart → settled)', unit: 'MB', runs: runs.map((x) => x.peakRssMB) },
@@ -314,7 +324,7 @@ export async function recovery(ctx: ScenarioContext): Promise<ScenarioResult> {
       "The operator converges (every entry in etcd, every status converged), is killed with SIGKILL (a crash: nothing deregistered), and stays down until every lease its entries hung on has expired: no key left under the prefix but the operator's lease-id bookkeeping (`<prefix>/_kube-registrar/leases/…`, stored without a lease by design so a successor can find its leases; checked to hang on none) and none of those leases listed by etcd (polled every 250 ms). The restarted operator finds those ids pointing at expired leases, as it would after a real outage.",
       'Then, in the same run, the raw limit: the same keys with identical values written straight through etcd3 on one lease, 128 puts per transaction, one transaction in flight; the lease is revoked and nothing of it is left (checked) before the operator starts again.',
       'Times are from spawning the second `node src/main.ts`; entries are timestamped by an etcd watch on the prefix. Registry-side rate = entries ÷ (last entry back − caches synced). "Settled" = every entry back and the work queue empty (polled every 250 ms), when every status write is done.',
-      "Status patches are the apiserver's own counter (apiserver_request_total, PATCH serviceinstances/status) from the restart until settled; a watch of ServiceInstances counting changes is kept beside it in the results JSON as a cross-check, with every write by verb and resource.",
+      "Status patches are the apiserver's own counter (apiserver_request_total, PATCH serviceinstances/status) from the restart until settled; a watch of ServiceInstances counting changes is kept beside it in the results JSON as a cross-check, with every write by verb and resource. The writes figure counts PATCH/POST/PUT/DELETE of ServiceInstances (and their status), Registries (status) and Events, which nothing but the operator writes meanwhile; the apiserver's own upkeep (its leases and endpoints) is in the JSON only.",
       'A fresh bed for every run.',
     ],
     figures,
