@@ -20,6 +20,7 @@ import { coldSync } from './scenarios/cold-sync.ts';
 import { consulColdSync } from './scenarios/consul-cold-sync.ts';
 import { healthChecks } from './scenarios/health-checks.ts';
 import { propagation } from './scenarios/propagation.ts';
+import { recovery } from './scenarios/recovery.ts';
 import { steadyState } from './scenarios/steady-state.ts';
 import { zookeeperScenario } from './scenarios/zookeeper.ts';
 
@@ -34,6 +35,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   'client-slow-backend': clientSlowBackend,
   'client-propagation': clientPropagation,
   zookeeper: zookeeperScenario,
+  recovery,
 };
 
 async function main(): Promise<number> {

@@ -48,3 +48,13 @@ export function requestDelta(a: RequestCounts, b: RequestCounts): Record<string,
   }
   return out;
 }
+
+/** Verbs of apiserver_request_total that only read. */
+const READ_VERBS = new Set(['GET', 'LIST', 'WATCH', 'CONNECT']);
+
+/** The writes (every verb but GET, LIST, WATCH and CONNECT) among the requests of a {@link requestDelta}. */
+export function writeRequests(delta: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(delta)) if (!READ_VERBS.has(k.slice(0, k.indexOf(' ')))) out[k] = v;
+  return out;
+}

@@ -128,3 +128,66 @@ export async function rawEtcdWrite(
   await client.leaseClient.leaseRevoke({ ID: lease });
   return { keys: entries.length, transactions, seconds, keysPerSecond: entries.length / seconds };
 }
+
+/** What lives under a prefix: its keys and the leases they are attached to. */
+export interface PrefixContents {
+  readonly keys: readonly string[];
+  /** Lease ids (decimal strings, as etcd3 gives them); keys without a lease are not in it. */
+  readonly leases: ReadonlySet<string>;
+}
+
+/** Reads every key under `prefix` and the leases they hang on. */
+export async function prefixContents(client: Etcd3, prefix: string): Promise<PrefixContents> {
+  const res = await client.getAll().prefix(prefix).exec();
+  const leases = new Set(res.kvs.map((kv) => kv.lease).filter((l) => l !== '0'));
+  return { keys: res.kvs.map((kv) => kv.key.toString()), leases };
+}
+
+/** Result of {@link waitUntilExpired}. */
+export interface ExpiryResult {
+  /** Whether the entries and the leases went within the time allowed. */
+  readonly expired: boolean;
+  /** Keys under the prefix at the last look, bookkeeping keys left out. */
+  readonly keysLeft: number;
+  /** Of the given leases, how many etcd still listed at the last look. */
+  readonly leasesLeft: number;
+  /** Bookkeeping keys at the last look (stored without a lease, so they outlive an outage). */
+  readonly bookkeepingKeys: number;
+  /** Of those, how many hang on a lease (0 unless the bookkeeping is not what it says). */
+  readonly bookkeepingKeysOnALease: number;
+  /** performance.now() of the look that found entries and leases at zero; NaN if none did. */
+  readonly at: number;
+}
+
+/**
+ * Waits until no key is left under `prefix` but the bookkeeping under `bookkeeping` (which the
+ * operator stores without a lease: the ids of its leases, so a successor can find them) and none
+ * of `leases` is listed by etcd any more: the state after an outage longer than the TTL, when
+ * every lease expired and took its keys with it.
+ */
+export async function waitUntilExpired(
+  client: Etcd3,
+  prefix: string,
+  bookkeeping: string,
+  leases: ReadonlySet<string>,
+  timeoutMs: number,
+): Promise<ExpiryResult> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const res = await client.getAll().prefix(prefix).exec();
+    const kept = res.kvs.filter((kv) => kv.key.toString().startsWith(bookkeeping));
+    const keysLeft = res.kvs.length - kept.length;
+    const listed = (await client.leaseClient.leaseLeases()).leases;
+    const leasesLeft = listed.filter((l) => leases.has(String(l.ID))).length;
+    const at = performance.now();
+    const state = {
+      keysLeft,
+      leasesLeft,
+      bookkeepingKeys: kept.length,
+      bookkeepingKeysOnALease: kept.filter((kv) => kv.lease !== '0').length,
+    };
+    if (keysLeft === 0 && leasesLeft === 0) return { expired: true, ...state, at };
+    if (at > deadline) return { expired: false, ...state, at: Number.NaN };
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

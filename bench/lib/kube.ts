@@ -186,16 +186,18 @@ export class BenchKube {
 
   /** Every ServiceInstance in the cluster (as plain objects). */
   async listServiceInstances(): Promise<{ items: ServiceInstanceView[]; resourceVersion: string }> {
-    return this.listAll(
-      (cont) =>
-        this.custom.listClusterCustomObject({
-          group: GROUP,
-          version: VERSION,
-          plural: 'serviceinstances',
-          limit: 500,
-          _continue: cont,
-        }) as Promise<{ items: ServiceInstanceView[]; metadata?: { _continue?: string; resourceVersion?: string } }>,
-    );
+    return this.listAll(async (cont) => {
+      // Custom objects come back as plain JSON, whose list metadata spells the token `continue`
+      // (the typed lists' `_continue` is the client's renaming): without this only the first page is read.
+      const page = (await this.custom.listClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: 'serviceinstances',
+        limit: 500,
+        _continue: cont,
+      })) as { items: ServiceInstanceView[]; metadata?: { continue?: string; resourceVersion?: string } };
+      return { items: page.items, metadata: { _continue: page.metadata?.continue, resourceVersion: page.metadata?.resourceVersion } };
+    });
   }
 
   /**

@@ -16,6 +16,7 @@ export const SCENARIOS = [
   'client-slow-backend',
   'client-propagation',
   'zookeeper',
+  'recovery',
 ] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
@@ -57,6 +58,8 @@ export interface BenchOptions {
     /** Resync passes watched after each restart, beyond the first reconcile of everything. */
     readonly resyncPasses: number;
   };
+  /** ServiceInstances (one static endpoint each) registered, lost to an outage longer than the TTL, and recovered. */
+  readonly recovery: { readonly serviceInstances: number };
   readonly churn: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
   readonly healthChecks: {
     readonly serviceInstances: number;
@@ -78,7 +81,8 @@ export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N]
   --profile        run the operator under --cpu-prof and summarise where its CPU time went
   --heap-snapshot  steady state: snapshot the operator's heap after the windows and summarise it
   --churn-seconds  length of the churn phase (default 300 at full scale, 30 at small)
-  --sizes          cold-sync and zookeeper sizes instead of the scale's (default 1000,10000 at full scale, 100,300 at small)
+  --sizes          cold-sync and zookeeper sizes instead of the scale's (default 1000,10000 at full scale, 100,300 at small);
+                   recovery runs the largest of them
   --steady-size    steady-state ServiceInstances (3 pods each) instead of the scale's (10000 / 300)
   --experiment     load bench/experiments/NAME.ts into the operator (node --import) to measure a
                    proposed fix without changing src/; reported in blocks of their own
@@ -87,6 +91,8 @@ export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N]
   --operator-flags extra operator flags, e.g. "--concurrency=32"; also reported as an experiment
   zookeeper        cold sync, idle keepalive window (60 s, 20 s at small) and restarts (SIGTERM, SIGKILL) on one
                    ZooKeeper Registry, per size
+  recovery         SIGKILL of a converged operator, an outage until every lease expired, the raw etcd rate, and
+                   the restart timed until every entry is back (10,000 ServiceInstances, 300 at small)
   --no-markdown    leave BENCHMARKS.md alone (results still go to bench/results/)`;
 
 /** Parses argv (without node and script). Throws with the usage text on a bad flag. */
@@ -159,6 +165,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
     propagation: { services: small ? 10 : 50, podsPerService: small ? 10 : 20, rate: 50, seconds: small ? 20 : 60 },
     steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
     consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
+    recovery: { serviceInstances: Math.max(...sizes) },
     zookeeper: { sizes, windowSeconds: small ? 20 : 60, resyncSeconds: small ? 10 : 30, resyncPasses: 2 },
     churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
     healthChecks: {

@@ -6,6 +6,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Machine } from './machine.ts';
+import { SCENARIOS } from './options.ts';
 import { judge, type Figure, type ScenarioResult } from './results.ts';
 
 /** A number as the report shows it: precision that fits its size, `n/a` when not measured. */
@@ -127,7 +128,7 @@ export function machineMarkdown(m: Machine, when: string): string {
     'npm ci',
     'npm run testbed -- provision           # builds/installs the servers once',
     'npm run bench                          # every scenario, full scale, 3 runs each (takes hours on 2 vCPU)',
-    'npm run bench -- --only=cold-sync      # one scenario (ids: cold-sync, propagation, steady-state, consul-cold-sync, churn, health-checks, client-selection, client-slow-backend, client-propagation, zookeeper)',
+    `npm run bench -- --only=cold-sync      # one scenario (ids: ${SCENARIOS.join(', ')})`,
     'npm run bench -- --scale=small         # 100s of objects, 1 run, churn 30 s: checks the harness in minutes',
     'npm run bench -- --only=cold-sync --profile   # also write and summarise a CPU profile of the operator',
     '```',

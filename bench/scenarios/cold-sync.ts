@@ -2,7 +2,8 @@
  * Scenario 1, cold sync: everything exists in the apiserver before the operator starts; how long
  * until every entry is in etcd and every status has converged, and how the operator's
  * registry-side write rate compares with the raw limit of the same etcd measured in the same run
- * (the same keys with identical values on one lease, in 128-operation transactions).
+ * (the same keys with identical values on one lease, in 128-operation transactions), and how its
+ * status-side rate compares with the raw rate at which the same apiserver takes status patches.
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -15,12 +16,21 @@ import { createLayout, etcdKey, podLayout, registryEntry, staticLayout, type Lay
 import { Sampler, startOperator } from '../lib/operator.ts';
 import { summariseProfiles } from '../lib/profile.ts';
 import type { Figure, ScenarioResult } from '../lib/results.ts';
-import { StatusTracker } from '../lib/status.ts';
+import { clearStatuses, rawStatusPatches, StatusTracker, type StatusTarget } from '../lib/status.ts';
 
 /** The registry prefix the operator writes under. */
 const PREFIX = '/bench';
 /** Same length as PREFIX, so raw keys and values have the operator's sizes. */
 const RAW_PREFIX = '/raw00';
+/** The operator's default --concurrency: its reconciles, and so its status patches, in flight at once. */
+const DEFAULT_CONCURRENCY = 16;
+
+/** Status patches in flight in the raw measurement: as many as the operator runs reconciles. */
+function statusConcurrency(operatorFlags: readonly string[]): number {
+  const flag = operatorFlags.findLast((f) => f.startsWith('--concurrency='));
+  const n = flag === undefined ? Number.NaN : Number(flag.slice('--concurrency='.length));
+  return Number.isInteger(n) && n > 0 ? n : DEFAULT_CONCURRENCY;
+}
 
 /** One cold sync run's measurements (seconds are from the operator's start unless named otherwise). */
 export interface ColdSyncRun {
@@ -29,6 +39,13 @@ export interface ColdSyncRun {
   readonly pods: number;
   readonly fixtureSeconds: number;
   readonly raw: { readonly seconds: number; readonly keysPerSecond: number; readonly transactions: number };
+  /** Raw status patches of the same ServiceInstances (undone before the operator starts). */
+  readonly rawStatus: {
+    readonly seconds: number;
+    readonly patchesPerSecond: number;
+    readonly patches: number;
+    readonly concurrency: number;
+  };
   readonly cachesSyncedSeconds: number;
   readonly firstEntrySeconds: number;
   readonly allEntriesSeconds: number;
@@ -36,6 +53,9 @@ export interface ColdSyncRun {
   readonly registrySideSeconds: number;
   readonly registrySideRate: number;
   readonly statusesSeconds: number;
+  /** From caches synced to the last status converged. */
+  readonly statusSideSeconds: number;
+  readonly statusSideRate: number;
   readonly entriesSeen: number;
   readonly statusesConverged: number;
   readonly operatorCpuSeconds: number;
@@ -77,6 +97,30 @@ async function runOnce(
     const podCount = [...layout.pods.values()].reduce((s, l) => s + l.length, 0);
     ctx.log(
       `cold-sync ${caseName(kind, n)} run ${run}: ${layout.expectedPerSi.size} ServiceInstances, ${podCount} pods created in ${fixtureSeconds.toFixed(1)} s`,
+    );
+
+    // The raw limit of the status side: the same objects patched with the operator's status, then
+    // that status removed again so the operator starts from what the fixtures created.
+    const listed = await kube.listServiceInstances();
+    const targets: StatusTarget[] = listed.items.flatMap((si) => {
+      const endpoints = layout.expectedPerSi.get(`${si.metadata.namespace}/${si.metadata.name}`);
+      return endpoints === undefined
+        ? []
+        : [
+            {
+              namespace: si.metadata.namespace,
+              name: si.metadata.name,
+              service: si.spec.service,
+              generation: si.metadata.generation ?? 1,
+              endpoints,
+            },
+          ];
+    });
+    const concurrency = statusConcurrency(o.operatorFlags);
+    const rawStatus = await rawStatusPatches(kube, targets, 'bench', concurrency);
+    await clearStatuses(kube, targets, concurrency);
+    ctx.log(
+      `  raw status patches: ${rawStatus.patches} in ${rawStatus.seconds.toFixed(2)} s, ${concurrency} in flight = ${rawStatus.patchesPerSecond.toFixed(0)} patches/s (undone again)`,
     );
 
     // The raw limit, right before the operator runs, on the same etcd with identical values.
@@ -125,18 +169,23 @@ async function runOnce(
       const s = (t: number): number => (t - t0) / 1000;
       // Unfinished: the rate of what did land, up to the last entry seen (a partial figure).
       const registrySideSeconds = ((Number.isNaN(allAt) ? lastAt : allAt) - op.readyAt) / 1000;
+      // Unfinished: NaN, as the tracker has no last time for statuses that never converged.
+      const statusSideSeconds = (statuses.convergedAt - op.readyAt) / 1000;
       const result: ColdSyncRun = {
         entries: expected.size,
         serviceInstances: layout.expectedPerSi.size,
         pods: podCount,
         fixtureSeconds,
         raw: { seconds: raw.seconds, keysPerSecond: raw.keysPerSecond, transactions: raw.transactions },
+        rawStatus,
         cachesSyncedSeconds: s(op.readyAt),
         firstEntrySeconds: s(firstAt),
         allEntriesSeconds: s(allAt),
         registrySideSeconds,
         registrySideRate: seen.size / registrySideSeconds,
         statusesSeconds: s(statuses.convergedAt),
+        statusSideSeconds,
+        statusSideRate: statuses.total / statusSideSeconds,
         entriesSeen: seen.size,
         statusesConverged: statuses.converged,
         operatorCpuSeconds: usage.cpuSeconds,
@@ -147,7 +196,7 @@ async function runOnce(
       };
       ctx.log(
         `  operator: caches ${result.cachesSyncedSeconds.toFixed(1)} s, first entry ${result.firstEntrySeconds.toFixed(1)} s, all ${seen.size}/${expected.size} entries ${result.allEntriesSeconds.toFixed(1)} s ` +
-          `(${result.registrySideRate.toFixed(0)} entries/s registry-side), statuses ${statuses.converged}/${statuses.total} ${result.statusesSeconds.toFixed(1)} s, CPU ${usage.cpuSeconds.toFixed(1)} s`,
+          `(${result.registrySideRate.toFixed(0)} entries/s registry-side), statuses ${statuses.converged}/${statuses.total} ${result.statusesSeconds.toFixed(1)} s (${result.statusSideRate.toFixed(0)} ServiceInstances/s status-side), CPU ${usage.cpuSeconds.toFixed(1)} s`,
       );
       ctx.log(`  calls: apiserver ${JSON.stringify(apiserverCalls)}; etcd ${JSON.stringify(etcdCalls)}`);
       return result;
@@ -200,6 +249,18 @@ export async function coldSync(ctx: ScenarioContext): Promise<ScenarioResult> {
           goal: { kind: 'ratio-at-least', threshold: 0.5, text: '≥ 0.5 × raw' },
         },
         { case: c, name: 'every status converged (from start)', unit: 's', runs: runs.map((x) => x.statusesSeconds) },
+        {
+          case: c,
+          name: 'status-side rate (caches synced → last status converged)',
+          unit: 'ServiceInstances/s',
+          runs: runs.map((x) => x.statusSideRate),
+          limit: {
+            name: `raw status merge patches, ${runs[0]?.rawStatus.concurrency ?? DEFAULT_CONCURRENCY} in flight`,
+            unit: 'patches/s',
+            runs: runs.map((x) => x.rawStatus.patchesPerSecond),
+          },
+          goal: { kind: 'ratio-at-least', threshold: 0.5, text: '≥ 0.5 × raw' },
+        },
         { case: c, name: 'operator CPU time until converged', unit: 'CPU s', runs: runs.map((x) => x.operatorCpuSeconds) },
         { case: c, name: 'operator peak RSS', unit: 'MB', runs: runs.map((x) => x.peakRssMB) },
       );
@@ -209,10 +270,11 @@ export async function coldSync(ctx: ScenarioContext): Promise<ScenarioResult> {
     id: 'cold-sync',
     title: '1. Cold sync (etcd)',
     setup: [
-      `Objects created in the apiserver before the operator starts, over ${o.namespaces} namespaces (each its own registry namespace and lease); one etcd Registry (json format, TTL 30 s), operator defaults (--concurrency=8).`,
+      `Objects created in the apiserver before the operator starts, over ${o.namespaces} namespaces (each its own registry namespace and lease); one etcd Registry (json format, TTL 30 s), operator defaults (--concurrency=${DEFAULT_CONCURRENCY}).`,
       `"static endpoints, N": N ServiceInstances with one static endpoint each. "pods behind selectors, N": N/${o.coldSync.podsPerService} ServiceInstances selecting ${o.coldSync.podsPerService} Ready pods each.`,
       'Times are from spawning `node src/main.ts`; entries are timestamped by an etcd watch on the prefix, statuses by a watch on ServiceInstances (observedGeneration current, Registered=True, the expected endpoint count).',
       'Registry-side rate = entries ÷ (last entry seen − caches synced). Raw limit, measured in the same run right before the operator starts: the same keys with identical values written straight through etcd3 on one lease, 128 puts per transaction, one transaction in flight.',
+      `Status-side rate = ServiceInstances ÷ (last status converged − caches synced). Raw limit, measured in the same run before the operator starts: one merge patch of the status subresource per ServiceInstance with the status the operator writes when it converged (two conditions, ready ratio, counts, one registration with lease id and sync time), ${DEFAULT_CONCURRENCY} in flight (the operator's --concurrency), through one connection pool; then every status is removed again (a merge patch of status: null, checked by a list) so the operator starts from objects without status. The same objects rather than a throwaway copy set: a copy set would double what the apiserver stores and what the operator's informers cache and reconcile. The operator also adds its finalizer to each ServiceInstance (a second patch) before it writes the status, which the raw limit does not: the status side pays two writes where the raw pays one.`,
       'A fresh bed for every run.',
     ],
     figures,
