@@ -74,9 +74,9 @@ export interface StatusTarget {
 /**
  * The status the operator writes for a converged ServiceInstance registered in one etcd Registry
  * (service-instance-reconciler's #status: two conditions, the ready ratio, the counts and one
- * registration with its lease and sync time), so raw patches have the operator's size and shape.
+ * registration with its sync time), so raw patches have the operator's size and shape.
  */
-export function convergedStatus(t: StatusTarget, registry: string, leaseId: string, now: Date): ServiceInstanceStatus {
+export function convergedStatus(t: StatusTarget, registry: string, now: Date): ServiceInstanceStatus {
   const at = now.toISOString().replace(/\.\d{3}Z$/, 'Z');
   const gen = { observedGeneration: t.generation };
   const n = t.endpoints;
@@ -102,9 +102,7 @@ export function convergedStatus(t: StatusTarget, registry: string, leaseId: stri
     ],
     readyRatio: `${n}/${n}`,
     endpoints: { total: n, ready: n, registered: n },
-    registrations: [
-      { registry, namespace: t.namespace, service: t.service, entries: n, lastSyncTime: at, message: 'in sync', leaseID: leaseId },
-    ],
+    registrations: [{ registry, namespace: t.namespace, service: t.service, entries: n, lastSyncTime: at, message: 'in sync' }],
   };
 }
 
@@ -137,14 +135,7 @@ export async function rawStatusPatches(
   registry: string,
   concurrency: number,
 ): Promise<RawStatusResult> {
-  // One lease id per registry namespace, as the operator's statuses carry.
-  const leases = new Map<string, string>();
-  const leaseOf = (ns: string): string => {
-    let id = leases.get(ns);
-    if (id === undefined) leases.set(ns, (id = (0x694d000000000000n + BigInt(leases.size)).toString(16)));
-    return id;
-  };
-  const bodies = targets.map((t) => convergedStatus(t, registry, leaseOf(t.namespace), new Date()));
+  const bodies = targets.map((t) => convergedStatus(t, registry, new Date()));
   // Connections opened before the clock starts: by the time the operator's caches have synced,
   // its own connections are open too (it has listed everything), so neither side pays handshakes.
   await mapBounded(
