@@ -38,10 +38,9 @@ export interface WriteBehindOptions {
 /** How long a written status stands in for the cached one at most. */
 const WRITTEN_MEMORY_MS = 30_000;
 
-interface Pending {
-  status?: ServiceInstanceStatus;
-  statusFingerprint?: string;
-  finalizer?: string;
+interface PendingStatus {
+  readonly status: ServiceInstanceStatus;
+  readonly fingerprint: string;
 }
 
 /** A stable string of a status for change detection. */
@@ -49,38 +48,52 @@ export function statusFingerprint(status: ServiceInstanceStatus | undefined): st
   return JSON.stringify(status ?? {});
 }
 
-/** Finalizer and status writes of ServiceInstances, done behind the reconciler's back. */
+/**
+ * Finalizer and status writes of ServiceInstances, done behind the reconciler's back, in two lanes:
+ * statuses (what users and the Registry's counts read) with the full concurrency, finalizers with a
+ * quarter of it, so a cold start converges statuses near the apiserver's rate while finalizers
+ * follow (until one lands, the reconciler remembers where it wrote).
+ */
 export class WriteBehind implements ServiceInstanceWriter {
   readonly #o: WriteBehindOptions;
-  readonly #pending = new Map<string, Pending>();
+  readonly #statuses = new Map<string, PendingStatus>();
+  readonly #finalizers = new Map<string, string>();
   /** Statuses written that the cache may not show yet, so a reconcile in between does not write them again. */
   readonly #written = new Map<string, { status: ServiceInstanceStatus; fingerprint: string; at: number }>();
-  readonly #queue: WorkQueue;
+  readonly #statusQueue: WorkQueue;
+  readonly #finalizerQueue: WorkQueue;
 
   constructor(options: WriteBehindOptions) {
     this.#o = options;
-    this.#queue = new WorkQueue((key) => this.#write(key), {
-      concurrency: options.concurrency,
+    const queueOptions = (concurrency: number) => ({
+      concurrency,
       baseBackoffMs: 500,
       maxBackoffMs: 30_000,
       observer: {
         ...options.observer,
-        error: (key, err, retryInMs) => {
+        error: (key: string, err: unknown, retryInMs: number | undefined) => {
           options.observer?.error?.(key, err, retryInMs);
           options.logger.warn({ serviceInstance: key, err, retryInMs }, 'ServiceInstance write failed; retrying');
         },
       },
     });
+    this.#statusQueue = new WorkQueue((key) => this.#writeStatus(key), queueOptions(options.concurrency));
+    this.#finalizerQueue = new WorkQueue(
+      (key) => this.#writeFinalizer(key),
+      queueOptions(Math.max(1, Math.floor(options.concurrency / 4))),
+    );
   }
 
   /** Writes waiting or running. */
   get depth(): number {
-    return this.#queue.depth;
+    return this.#statusQueue.depth + this.#finalizerQueue.depth;
   }
 
   /** Queues the finalizer; resolves at once. */
   addFinalizer(si: ServiceInstance, finalizer: string): Promise<unknown> {
-    this.#submit(objectKey(si), { finalizer });
+    const key = objectKey(si);
+    this.#finalizers.set(key, finalizer);
+    this.#finalizerQueue.add(key);
     return Promise.resolve(undefined);
   }
 
@@ -89,21 +102,25 @@ export class WriteBehind implements ServiceInstanceWriter {
    * one is not deferred); a queued status of the object is dropped, the object is going.
    */
   async removeFinalizer(si: ServiceInstance, finalizer: string): Promise<void> {
-    this.#pending.delete(objectKey(si));
-    this.#written.delete(objectKey(si));
+    const key = objectKey(si);
+    this.#statuses.delete(key);
+    this.#finalizers.delete(key);
+    this.#written.delete(key);
     await this.#o.api.removeFinalizer(si, finalizer);
   }
 
   /** Queues the status, replacing one still waiting; resolves at once. */
   patchStatus(si: ServiceInstance, status: ServiceInstanceStatus): Promise<void> {
-    this.#submit(objectKey(si), { status, statusFingerprint: statusFingerprint(status) });
+    const key = objectKey(si);
+    this.#statuses.set(key, { status, fingerprint: statusFingerprint(status) });
+    this.#statusQueue.add(key);
     return Promise.resolve();
   }
 
   /** The status queued for the object and not yet written, if any: what its status is about to be. */
   intendedStatus(si: ServiceInstance): ServiceInstanceStatus | undefined {
     const key = objectKey(si);
-    const pending = this.#pending.get(key)?.status;
+    const pending = this.#statuses.get(key)?.status;
     if (pending) return pending;
     const written = this.#written.get(key);
     if (!written) return undefined;
@@ -114,54 +131,51 @@ export class WriteBehind implements ServiceInstanceWriter {
 
   /** Stops taking writes and waits for the running ones; what still waits is dropped (a successor writes it again). */
   async shutdown(): Promise<void> {
-    await this.#queue.shutdown();
-    this.#pending.clear();
+    await Promise.all([this.#statusQueue.shutdown(), this.#finalizerQueue.shutdown()]);
+    this.#statuses.clear();
+    this.#finalizers.clear();
     this.#written.clear();
   }
 
-  #submit(key: string, next: Pending): void {
-    const pending = this.#pending.get(key) ?? {};
-    if (next.finalizer !== undefined) pending.finalizer = next.finalizer;
-    if (next.status !== undefined) {
-      pending.status = next.status;
-      pending.statusFingerprint = next.statusFingerprint;
+  async #writeFinalizer(key: string): Promise<undefined> {
+    const finalizer = this.#finalizers.get(key);
+    if (finalizer === undefined) return undefined;
+    this.#finalizers.delete(key);
+    const si = this.#o.lookup(key);
+    if (!si || si.metadata?.deletionTimestamp || (si.metadata?.finalizers ?? []).includes(finalizer)) return undefined;
+    try {
+      await this.#o.api.addFinalizer(si, finalizer);
+      return undefined;
+    } catch (err: unknown) {
+      if (!this.#finalizers.has(key)) this.#finalizers.set(key, finalizer);
+      // The cached object was stale: retry (with backoff) once the cache has the newer one.
+      if (isConflict(err)) throw new Error(`adding the finalizer to ServiceInstance ${key}: the object changed meanwhile`, { cause: err });
+      throw err;
     }
-    this.#pending.set(key, pending);
-    this.#queue.add(key);
   }
 
-  async #write(key: string): Promise<undefined> {
-    const pending = this.#pending.get(key);
+  async #writeStatus(key: string): Promise<undefined> {
+    const pending = this.#statuses.get(key);
     if (!pending) return undefined;
-    this.#pending.delete(key);
+    this.#statuses.delete(key);
     const si = this.#o.lookup(key);
     if (!si) {
       this.#written.delete(key);
       return undefined;
     }
-    try {
-      const finalizer = pending.finalizer;
-      if (finalizer !== undefined && !si.metadata?.deletionTimestamp && !(si.metadata?.finalizers ?? []).includes(finalizer)) {
-        try {
-          await this.#o.api.addFinalizer(si, finalizer);
-        } catch (err: unknown) {
-          // The cached object was stale: retry (with backoff) once the cache has the newer one.
-          if (isConflict(err))
-            throw new Error(`adding the finalizer to ServiceInstance ${key}: the object changed meanwhile`, { cause: err });
-          throw err;
-        }
-        pending.finalizer = undefined;
-      }
-      if (pending.status !== undefined && pending.statusFingerprint !== statusFingerprint(si.status)) {
-        await this.#o.api.patchStatus(si, pending.status);
-        this.#remember(key, pending.status, pending.statusFingerprint ?? '');
-      } else this.#written.delete(key);
-      pending.status = undefined;
+    if (pending.fingerprint === statusFingerprint(si.status)) {
+      this.#written.delete(key);
       return undefined;
+    }
+    try {
+      await this.#o.api.patchStatus(si, pending.status);
     } catch (err: unknown) {
-      this.#restore(key, pending);
+      // Put back unless a newer status was queued meanwhile.
+      if (!this.#statuses.has(key)) this.#statuses.set(key, pending);
       throw err;
     }
+    this.#remember(key, pending.status, pending.fingerprint);
+    return undefined;
   }
 
   /**
@@ -176,15 +190,5 @@ export class WriteBehind implements ServiceInstanceWriter {
       if (now - at <= WRITTEN_MEMORY_MS) break;
       this.#written.delete(oldest);
     }
-  }
-
-  /** Puts back what a failed write did not do, unless something newer has been queued meanwhile. */
-  #restore(key: string, failed: Pending): void {
-    const newer = this.#pending.get(key);
-    if (!newer) {
-      this.#pending.set(key, failed);
-      return;
-    }
-    if (newer.finalizer === undefined && failed.finalizer !== undefined) newer.finalizer = failed.finalizer;
   }
 }

@@ -57,12 +57,12 @@ function byKey(objects: readonly ServiceInstance[], key: string): ServiceInstanc
   return objects.find((o) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}` === key);
 }
 
-async function until(what: string, check: () => boolean): Promise<void> {
+async function until(what: string | (() => string), check: () => boolean): Promise<void> {
   for (let i = 0; i < 500; i++) {
     if (check()) return;
     await sleep(20);
   }
-  assert.fail(`timed out waiting for ${what}`);
+  assert.fail(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
 }
 
 void describe('WriteBehind', () => {
@@ -70,7 +70,8 @@ void describe('WriteBehind', () => {
     const api = new RecordingApi();
     const si = staticServiceInstance('prod', 'api', 'api');
     const other = staticServiceInstance('prod', 'web', 'web');
-    const writer = new WriteBehind({ api, lookup: (key) => byKey([si, other], key), logger: pino({ level: 'silent' }), concurrency: 4 });
+    // One status in flight at a time: the first object's write holds the lane while the second's are queued.
+    const writer = new WriteBehind({ api, lookup: (key) => byKey([si, other], key), logger: pino({ level: 'silent' }), concurrency: 1 });
     api.hold();
     await writer.patchStatus(other, status(9));
     await until('the first write to be under way', () => writer.depth === 1);
@@ -80,8 +81,11 @@ void describe('WriteBehind', () => {
     await writer.patchStatus(si, status(2));
     assert.deepEqual(writer.intendedStatus(si), status(2), 'the status on its way is what the reconciler compares against');
     api.release();
-    await until('both objects to be written', () => api.writes.length === 3);
-    assert.deepEqual(api.writes, ['status web 9', 'finalizer api', 'status api 2']);
+    await until(
+      () => `both objects to be written (${api.writes.join(', ')})`,
+      () => api.writes.length === 3,
+    );
+    assert.deepEqual([...api.writes].sort(), ['finalizer api', 'status api 2', 'status web 9']);
     assert.equal(writer.intendedStatus(si)?.endpoints?.registered, 2, 'until the cache shows it, the written status stands in');
     await writer.shutdown();
   });
