@@ -133,6 +133,7 @@ export class ConsulHeartbeats {
     state.ensuring ??= (async () => {
       try {
         await calls.call(() => calls.client.register(body, state.consulNamespace));
+        this.#ctx.views.of(state.consulNamespace).registered(body);
         state.registrations++;
         state.present = true;
         state.current = true;
@@ -165,6 +166,7 @@ export class ConsulHeartbeats {
       if (services.some((s) => !isHeartbeat(s))) continue; // instances still alias the heartbeat
       this.#keeper.delete(ns);
       await calls.call(() => calls.client.deregister(state.heartbeatServiceId, state.consulNamespace));
+      this.#ctx.views.of(state.consulNamespace).deregistered(state.heartbeatServiceId);
       namespaces.delete(ns);
       this.#passedAt.delete(ns);
       released.push(ns);
@@ -197,6 +199,7 @@ export class ConsulHeartbeats {
       if (err instanceof ConsulHttpError && err.status === 404) {
         // Reaped between our read and the pass.
         state.present = false;
+        this.#ctx.views.invalidateAll();
         return;
       }
       state.present = wasPresent;
@@ -231,6 +234,9 @@ export class ConsulHeartbeats {
     if (calls.closed) return;
     const state = this.#ctx.namespaces.get(registryNamespace);
     if (state === undefined) return;
+    // Unreachable, or the agent lost the heartbeat (a restarted dev agent comes back empty): what
+    // the view holds may be gone too, so the next read waits for the agent's own account.
+    this.#ctx.views.invalidateAll();
     if (err instanceof ConsulHttpError && err.status === 404) {
       // The agent lost the heartbeat (restarted without its data, or someone deregistered it):
       // register it again at once so that instances still aliasing it recover.
