@@ -247,7 +247,10 @@ export class ConsulRegistry implements Registry {
     return this.#ctx.calls.track(() => applyConsulChanges(this.#ctx, this.#heartbeats, changes));
   }
 
-  /** Stops passing heartbeats and waits for calls under way. Deregisters nothing: instances expire on their own. */
+  /**
+   * Passes every heartbeat a last time, stops passing them and waits for calls under way.
+   * Deregisters nothing: instances expire on their own, a TTL after the last pass.
+   */
   async close(): Promise<void> {
     if (this.#ctx.calls.closed) return;
     const settled = this.#ctx.calls.close();

@@ -176,9 +176,27 @@ export class ConsulHeartbeats {
     return released;
   }
 
-  /** Stops the keeper and waits for passes under way. */
-  close(): Promise<void> {
-    return this.#keeper.close();
+  /**
+   * Passes every heartbeat once more, then stops the keeper and waits for passes under way. The last
+   * pass leaves a successor (a restarted process, a new leader) a whole TTL to adopt the heartbeats
+   * rather than what was left of the interval; a closed fence (leadership lost) refuses it, and a
+   * failure is only logged.
+   */
+  async close(): Promise<void> {
+    const { calls, namespaces, dryRun, logger } = this.#ctx;
+    if (!dryRun) {
+      const kept = [...namespaces.values()].filter((state) => this.#keeper.has(state.registryNamespace));
+      await Promise.all(
+        kept.map(async (state) => {
+          try {
+            await calls.client.passTtl(state.heartbeatCheckId, this.#note(), state.consulNamespace);
+          } catch (err: unknown) {
+            logger.debug({ err, registryNamespace: state.registryNamespace }, 'last Consul heartbeat pass before closing failed');
+          }
+        }),
+      );
+    }
+    await this.#keeper.close();
   }
 
   /** Takes over a heartbeat found on the agent: passes it now and on every interval. */
