@@ -17,7 +17,7 @@ import type { BenchKube } from '../lib/kube.ts';
 import { createLayout, etcdKey, podLayout, registryEntry, type ExpectedEntry, type Layout } from '../lib/layout.ts';
 import { describeWindow, reconcileWindow, startOperator, type BenchOperator, type ReconcileWindow } from '../lib/operator.ts';
 import type { Figure, ScenarioResult } from '../lib/results.ts';
-import { distribution, type Distribution } from '../lib/stats.ts';
+import { distribution, mapBounded, type Distribution } from '../lib/stats.ts';
 import { StatusTracker } from '../lib/status.ts';
 
 const PREFIX = '/bench';
@@ -206,14 +206,15 @@ async function rawFlipPhase(pool: RawConsulPool, rate: number, seconds: number, 
     await Promise.all(inFlight);
     await waitFor(() => changes.every((c) => !Number.isNaN(c.visibleAt)), UNSEEN_AFTER_MS, 100);
     if (errors.length > 0) throw new Error(`${errors.length} raw agent call(s) failed, e.g. ${String(errors[0])}`);
-    // Leave every instance registered again, so the next round starts from the same state.
-    await Promise.all(
-      [...registered.entries()]
-        .filter(([, r]) => !r)
-        .map(async ([key]) => {
-          registered.set(key, true);
-          await pool.set(key, true);
-        }),
+    // Leave every instance registered again, so the next round starts from the same state (16 calls
+    // in flight: the agent refuses more than 200 connections from one address).
+    await mapBounded(
+      [...registered.entries()].filter(([, r]) => !r).map(([key]) => key),
+      16,
+      async (key) => {
+        registered.set(key, true);
+        await pool.set(key, true);
+      },
     );
     return {
       changes: changes.length,
