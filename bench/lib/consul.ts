@@ -238,3 +238,70 @@ export class ConsulCallCounter {
     await this.#loop;
   }
 }
+
+/**
+ * The raw limit of scenario 2 for Consul: a pool of instances registered straight through the agent
+ * with exactly the operator's bodies (alias check on a heartbeat of their own, whose TTL outlasts the
+ * benchmark), each of which can be registered or deregistered one call at a time.
+ */
+export class RawConsulPool {
+  /** Consul service names of the pool, for a {@link PassingWatch}. */
+  readonly names: readonly string[];
+  readonly #addr: string;
+  readonly #bodies: ReadonlyMap<string, ReturnType<typeof instanceRegistration>>;
+
+  private constructor(addr: string, bodies: ReadonlyMap<string, ReturnType<typeof instanceRegistration>>) {
+    this.#addr = addr;
+    this.#bodies = bodies;
+    this.names = [...new Set([...bodies.values()].map((b) => b.Name))];
+  }
+
+  /**
+   * Registers the heartbeat and every entry (`concurrency` calls in flight). Keys are
+   * `<Consul name>|<address>`, what a {@link PassingWatch} event names.
+   */
+  static async create(
+    addr: string,
+    entries: readonly RegistryEntry[],
+    o: { clusterId: string; registryNamespace: string; name: (e: RegistryEntry) => string; concurrency: number },
+  ): Promise<RawConsulPool> {
+    const hbId = heartbeatServiceId(o.clusterId, o.registryNamespace);
+    const hb = heartbeatRegistration({
+      clusterId: o.clusterId,
+      registryNamespace: o.registryNamespace,
+      name: `${o.registryNamespace}-kube-registrar-heartbeat`,
+      ttlSeconds: 3600,
+      deregisterAfterSeconds: 3720,
+    });
+    await consulPut(addr, '/v1/agent/service/register?replace-existing-checks=true', hb);
+    await consulPut(addr, `/v1/agent/check/pass/${encodeURIComponent(heartbeatCheckId(hbId))}`);
+    const bodies = new Map(
+      entries.map((e) => {
+        const body = instanceRegistration(e, {
+          clusterId: o.clusterId,
+          name: o.name(e),
+          heartbeatServiceId: hbId,
+          deregisterAfterSeconds: 90,
+        });
+        return [`${body.Name}|${body.Address}`, body] as const;
+      }),
+    );
+    await mapBounded([...bodies.values()], o.concurrency, (b) =>
+      consulPut(addr, '/v1/agent/service/register?replace-existing-checks=true', b),
+    );
+    return new RawConsulPool(addr, bodies);
+  }
+
+  /** Every key of the pool. */
+  keys(): string[] {
+    return [...this.#bodies.keys()];
+  }
+
+  /** One agent call: registers the instance `key` (the operator's body) or deregisters it. */
+  async set(key: string, registered: boolean): Promise<void> {
+    const body = this.#bodies.get(key);
+    if (body === undefined) throw new Error(`no instance ${key} in the raw pool`);
+    if (registered) await consulPut(this.#addr, '/v1/agent/service/register?replace-existing-checks=true', body);
+    else await consulPut(this.#addr, `/v1/agent/service/deregister/${encodeURIComponent(body.ID)}`);
+  }
+}

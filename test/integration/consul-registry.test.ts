@@ -327,9 +327,9 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     );
   });
 
-  void it('an owned service deleted or edited by hand is repaired by the next reconcile', async () => {
+  void it('an owned service deleted or edited by hand is repaired by the first reconcile after the view of the agent is refreshed', async () => {
     const f = fixture();
-    const backend = registry({ clusterId: f.clusterId });
+    const backend = registry({ clusterId: f.clusterId, viewRefreshSeconds: 1 });
     const desired = [entry(f, '10.8.0.1'), entry(f, '10.8.0.2')];
     await sync(backend, f, desired);
     const [one, two] = (await everything(f.name)).map((e) => e.Service).sort((a, b) => (a.Address < b.Address ? -1 : 1));
@@ -349,8 +349,15 @@ void describe('ConsulRegistry against a real Consul agent', () => {
       }),
     });
 
-    await sync(backend, f, desired);
-    await waitFor('both repaired', async () => JSON.stringify(view(await passing(f.name)).map((e) => e.weight)) === '[2,2]', 10_000);
+    // Reconciles read a copy of the agent that is read again in bulk once older than a second.
+    await waitFor(
+      'both repaired',
+      async () => {
+        await sync(backend, f, desired);
+        return JSON.stringify(view(await passing(f.name)).map((e) => e.weight)) === '[2,2]';
+      },
+      20_000,
+    );
     const checks = await consul<Record<string, { Type: string; ServiceID: string }>>(
       `/v1/agent/checks?filter=${encodeURIComponent(`ServiceName == "${f.name}"`)}`,
     );
@@ -358,6 +365,48 @@ void describe('ConsulRegistry against a real Consul agent', () => {
       Object.values(checks).map((c) => c.Type),
       ['alias', 'alias'],
     );
+  });
+
+  void it('reconciles read the agent in bulk once per refresh period, and a foreign service registered meanwhile is reported once read', async () => {
+    const f = fixture();
+    const backend = registry({ clusterId: f.clusterId, viewRefreshSeconds: 2 });
+    await sync(backend, f, [entry(f, '10.12.0.1')]);
+    const readsAfterFirst = backend.bulkReads;
+    await sync(backend, f, [entry(f, '10.12.0.1'), entry(f, '10.12.0.3')]);
+    await sync(backend, f, [entry(f, '10.12.0.3')]);
+    assert.equal(backend.bulkReads, readsAfterFirst, 'reconciles within the refresh period read no more than the first did');
+    assert.deepEqual(
+      view(await passing(f.name)).map((e) => e.address),
+      ['10.12.0.3'],
+    );
+
+    const foreignId = `foreign-${suffix()}`;
+    await consul('/v1/agent/service/register', {
+      method: 'PUT',
+      body: JSON.stringify({ ID: foreignId, Name: f.name, Address: '10.12.0.2', Port: 8080 }),
+    });
+    const hash = async (): Promise<string> => (await consul<{ ContentHash: string }>(`/v1/agent/service/${foreignId}`)).ContentHash;
+    const before = await hash();
+    const readsAtForeign = backend.bulkReads;
+    try {
+      // Bulk reads run one at a time: the second to end after the registration began after it.
+      await waitFor(
+        'a bulk read begun after the foreign registration',
+        async () => {
+          await sync(backend, f, [entry(f, '10.12.0.3')]);
+          return backend.bulkReads >= readsAtForeign + 2;
+        },
+        20_000,
+      );
+      const conflicts = await sync(backend, f, [entry(f, '10.12.0.2'), entry(f, '10.12.0.3')]);
+      assert.deepEqual(
+        conflicts.map((c) => [c.operation, c.entry.endpoint.instanceId]),
+        [['create', '10.12.0.2:8080']],
+      );
+      assert.equal(await hash(), before);
+    } finally {
+      await consul(`/v1/agent/service/deregister/${foreignId}`, { method: 'PUT' });
+    }
   });
 
   void it('a heartbeat deregistered by hand is registered again on the next interval and its instances recover', async () => {

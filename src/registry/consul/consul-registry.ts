@@ -25,10 +25,12 @@
  * what landed stays, the error names what did not, and since every call is idempotent the caller
  * just retries. The cost is one call per changed instance, never per instance per interval.
  *
- * Reads go to the agent (`/v1/agent/services` and `/v1/agent/checks` with filters), which is
- * authoritative for what it registered and needs no catalog round-trip. `address` must therefore
- * always reach the same agent: a dedicated agent or a client agent, not a load balancer over
- * several servers.
+ * Reads come from the agent, which is authoritative for what it registered and needs no catalog
+ * round-trip, through a copy of its services and checks (`agent-view.ts`): read in bulk, kept
+ * current by this backend's own writes, and read again in bulk every `viewRefreshSeconds` or after
+ * any trouble. A reconcile therefore reads its scope from memory, and a change costs the agent one
+ * call. `address` must always reach the same agent: a dedicated agent or a client agent, not a
+ * load balancer over several servers.
  *
  * Health marks. An endpoint failing its active health check (Endpoint.health) is not deregistered
  * but registered with one more check, held critical with the probe's output (Notes at once, Output
@@ -50,6 +52,7 @@ import { silentLogger } from '../logger.ts';
 import type { RegistryLogger } from '../logger.ts';
 import type { Changes, Registry, RegistryEntry, Scope } from '../types.ts';
 import { AgentCalls } from './agent-calls.ts';
+import { AgentViews, DEFAULT_VIEW_REFRESH_SECONDS } from './agent-view.ts';
 import { createConsulAgentClient } from './client.ts';
 import type { ConsulBackendContext } from './context.ts';
 import { ConsulHeartbeats } from './heartbeats.ts';
@@ -92,6 +95,12 @@ export interface ConsulRegistryOptions {
   readonly callTimeoutMs?: number;
   /** Agent calls in flight at once while applying changes (default 16). */
   readonly maxConcurrentCalls?: number;
+  /**
+   * Age in seconds after which the copy of the agent's services is read again in bulk (default 30):
+   * how soon a foreign service or a hand edit shows, and so how long after the resync period a hand
+   * edit may wait for its repair.
+   */
+  readonly viewRefreshSeconds?: number;
   readonly logger?: RegistryLogger;
   /** Called whenever a heartbeat pass fails (for metrics). */
   readonly onHeartbeatFailure?: () => void;
@@ -130,6 +139,8 @@ export class ConsulRegistry implements Registry {
     if (!Number.isInteger(concurrency) || concurrency < 1)
       throw new RangeError(`maxConcurrentCalls must be a positive integer, got ${concurrency}`);
     if (options.clusterId === '') throw new RangeError('clusterId must not be empty');
+    const refresh = options.viewRefreshSeconds ?? DEFAULT_VIEW_REFRESH_SECONDS;
+    if (!(refresh >= 0)) throw new RangeError(`viewRefreshSeconds must not be negative, got ${refresh}`);
     const naming = new ConsulNaming({
       clusterId: options.clusterId,
       serviceNameTemplate: options.serviceNameTemplate ?? '{service}',
@@ -144,8 +155,10 @@ export class ConsulRegistry implements Registry {
       ...(options.fence ? { fence: options.fence } : {}),
     });
     const logger = options.logger ?? silentLogger;
+    const calls = new AgentCalls({ client, address: options.address, datacenter: options.datacenter ?? '', logger });
     this.#ctx = {
-      calls: new AgentCalls({ client, address: options.address, datacenter: options.datacenter ?? '', logger }),
+      calls,
+      views: new AgentViews({ calls, refreshMs: refresh * 1000, logger }),
       naming,
       namespaces: new ConsulNamespaces(naming),
       clusterId: options.clusterId,
@@ -191,6 +204,11 @@ export class ConsulRegistry implements Registry {
     return this.#ctx.calls.track(() => this.#heartbeats.release(wanted, idleMs));
   }
 
+  /** Bulk reads of the agent's services and checks made so far (every other read is served from memory). */
+  get bulkReads(): number {
+    return this.#ctx.views.bulkReads;
+  }
+
   /** Heartbeats this backend passes right now (one per registry namespace in use). */
   keepalives(): number {
     return this.#heartbeats.size;
@@ -229,7 +247,10 @@ export class ConsulRegistry implements Registry {
     return this.#ctx.calls.track(() => applyConsulChanges(this.#ctx, this.#heartbeats, changes));
   }
 
-  /** Stops passing heartbeats and waits for calls under way. Deregisters nothing: instances expire on their own. */
+  /**
+   * Passes every heartbeat a last time, stops passing them and waits for calls under way.
+   * Deregisters nothing: instances expire on their own, a TTL after the last pass.
+   */
   async close(): Promise<void> {
     if (this.#ctx.calls.closed) return;
     const settled = this.#ctx.calls.close();

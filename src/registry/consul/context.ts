@@ -1,6 +1,7 @@
 /** What the parts of one Consul backend (heartbeats, writes, reads) share. */
 import type { RegistryLogger } from '../logger.ts';
 import type { AgentCalls } from './agent-calls.ts';
+import type { AgentViews } from './agent-view.ts';
 import type { ConsulNaming } from './naming.ts';
 import type { ConsulNamespaces } from './namespace-state.ts';
 
@@ -9,6 +10,8 @@ export interface ConsulBackendContext {
   readonly calls: AgentCalls;
   readonly naming: ConsulNaming;
   readonly namespaces: ConsulNamespaces;
+  /** What the agent holds, per Consul namespace: what reads are served from. */
+  readonly views: AgentViews;
   /** This cluster's id; part of every owner and of every service id. */
   readonly clusterId: string;
   /** Name of the Registry resource, recorded on heartbeats; undefined when not given. */

@@ -133,6 +133,7 @@ export class ConsulHeartbeats {
     state.ensuring ??= (async () => {
       try {
         await calls.call(() => calls.client.register(body, state.consulNamespace));
+        this.#ctx.views.of(state.consulNamespace).registered(body);
         state.registrations++;
         state.present = true;
         state.current = true;
@@ -165,6 +166,7 @@ export class ConsulHeartbeats {
       if (services.some((s) => !isHeartbeat(s))) continue; // instances still alias the heartbeat
       this.#keeper.delete(ns);
       await calls.call(() => calls.client.deregister(state.heartbeatServiceId, state.consulNamespace));
+      this.#ctx.views.of(state.consulNamespace).deregistered(state.heartbeatServiceId);
       namespaces.delete(ns);
       this.#passedAt.delete(ns);
       released.push(ns);
@@ -174,9 +176,27 @@ export class ConsulHeartbeats {
     return released;
   }
 
-  /** Stops the keeper and waits for passes under way. */
-  close(): Promise<void> {
-    return this.#keeper.close();
+  /**
+   * Passes every heartbeat once more, then stops the keeper and waits for passes under way. The last
+   * pass leaves a successor (a restarted process, a new leader) a whole TTL to adopt the heartbeats
+   * rather than what was left of the interval; a closed fence (leadership lost) refuses it, and a
+   * failure is only logged.
+   */
+  async close(): Promise<void> {
+    const { calls, namespaces, dryRun, logger } = this.#ctx;
+    if (!dryRun) {
+      const kept = [...namespaces.values()].filter((state) => this.#keeper.has(state.registryNamespace));
+      await Promise.all(
+        kept.map(async (state) => {
+          try {
+            await calls.client.passTtl(state.heartbeatCheckId, this.#note(), state.consulNamespace);
+          } catch (err: unknown) {
+            logger.debug({ err, registryNamespace: state.registryNamespace }, 'last Consul heartbeat pass before closing failed');
+          }
+        }),
+      );
+    }
+    await this.#keeper.close();
   }
 
   /** Takes over a heartbeat found on the agent: passes it now and on every interval. */
@@ -197,6 +217,7 @@ export class ConsulHeartbeats {
       if (err instanceof ConsulHttpError && err.status === 404) {
         // Reaped between our read and the pass.
         state.present = false;
+        this.#ctx.views.invalidateAll();
         return;
       }
       state.present = wasPresent;
@@ -231,6 +252,9 @@ export class ConsulHeartbeats {
     if (calls.closed) return;
     const state = this.#ctx.namespaces.get(registryNamespace);
     if (state === undefined) return;
+    // Unreachable, or the agent lost the heartbeat (a restarted dev agent comes back empty): what
+    // the view holds may be gone too, so the next read waits for the agent's own account.
+    this.#ctx.views.invalidateAll();
     if (err instanceof ConsulHttpError && err.status === 404) {
       // The agent lost the heartbeat (restarted without its data, or someone deregistered it):
       // register it again at once so that instances still aliasing it recover.

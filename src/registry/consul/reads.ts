@@ -1,6 +1,6 @@
 /**
  * Reads of the Consul backend, from the agent (authoritative for what it registered): the services
- * of a scope, with this cluster's services that differ from what would be written now marked
+ * of a scope, served from the backend's view of the agent (agent-view.ts), with this cluster's services that differ from what would be written now marked
  * `needsRewrite`; and every instance of this cluster. An instance marked critical by its health
  * check reads back with that mark (from Meta) and counts as any other: it is neither dead nor foreign.
  */
@@ -49,18 +49,14 @@ export async function readRecords(ctx: ConsulBackendContext, heartbeats: ConsulH
   await calls.checkAgent();
   const state = ctx.namespaces.use(scope.registryNamespace);
   const name = naming.serviceName(scope.registryNamespace, scope.service);
-  const serviceFilter =
-    `Service == ${lit(name)} or ID == ${lit(state.heartbeatServiceId)} or ` +
-    // Our services under a name from an earlier serviceName template, so they are renamed, not orphaned.
-    `(Meta[${lit(META.registryNamespace)}] == ${lit(scope.registryNamespace)} and Meta[${lit(META.service)}] == ${lit(scope.service)})`;
+  const view = ctx.views.of(state.consulNamespace);
   let services: AgentServiceRecord[];
-  let checks: AgentCheckRecord[];
+  let checksOf: ReadonlyMap<string, readonly AgentCheckRecord[]>;
   try {
     const registrations = state.registrations;
-    [services, checks] = await Promise.all([
-      calls.call(() => calls.client.services(serviceFilter, state.consulNamespace)),
-      calls.call(() => calls.client.checks(`ServiceName == ${lit(name)}`, state.consulNamespace)),
-    ]);
+    await view.ready();
+    // Our services under a name from an earlier serviceName template come along, so they are renamed, not orphaned.
+    ({ services, checks: checksOf } = view.scope(name, state.heartbeatServiceId, scope.registryNamespace, scope.service));
     const heartbeat = services.find((s) => s.ID === state.heartbeatServiceId && isHeartbeat(s));
     await heartbeats.applyRead(state, heartbeat, registrations);
   } catch (err: unknown) {
@@ -70,8 +66,6 @@ export async function readRecords(ctx: ConsulBackendContext, heartbeats: ConsulH
     );
   }
 
-  const checksOf = new Map<string, AgentCheckRecord[]>();
-  for (const check of checks) checksOf.set(check.ServiceID, [...(checksOf.get(check.ServiceID) ?? []), check]);
   const foreign: RegistryEntry[] = [];
   const own: RegistryEntry[] = [];
   for (const record of services) {

@@ -2,7 +2,8 @@
  * Writes of the Consul backend: changes applied as agent calls with bounded concurrency, each
  * retried on transient failures, in a fixed order: heartbeat, then registrations, then
  * deregistrations (make before break). A failed call does not stop the others; what landed stays,
- * and the error names what did not. An endpoint failing its health check takes two calls: its
+ * and the error names what did not. Every call the agent acknowledges is written through to the
+ * backend's view of the agent; a failed one makes the next read wait for a bulk read. An endpoint failing its health check takes two calls: its
  * registration (already critical) and the update that gives its health check the probe's output.
  */
 import type { Changes, RegistryEntry } from '../types.ts';
@@ -38,7 +39,7 @@ async function forEachBounded<T>(items: readonly T[], limit: number, work: (item
  * @throws {RangeError} for entries of another cluster: this backend never touches those.
  */
 export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: ConsulHeartbeats, changes: Changes): Promise<void> {
-  const { calls, naming, namespaces, clusterId, dryRun, maxConcurrentCalls, logger } = ctx;
+  const { calls, views, naming, namespaces, clusterId, dryRun, maxConcurrentCalls, logger } = ctx;
   if (changes.updateOld.length !== changes.updateNew.length) {
     throw new RangeError(`invalid changes: ${changes.updateOld.length} updateOld but ${changes.updateNew.length} updateNew entries`);
   }
@@ -101,14 +102,19 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
           return;
         }
         const registration = body;
+        const view = views.of(state.consulNamespace);
         await calls.call(() => calls.client.register(registration, state.consulNamespace));
+        view.registered(registration);
         if (update !== undefined) {
           // Registering cannot set a check's output, and keeps the status and output of a check it
           // registers again: this call sets both, so the output shows and a hand-passed check turns critical.
           step = `setting the probe output on health check ${update.checkId} after registering`;
           await calls.call(() => calls.client.updateTtl(update.checkId, update.status, update.output, state.consulNamespace));
+          view.registered(registration, update);
         }
       } catch (err: unknown) {
+        // Whether the call landed is unknown: the next read waits for the agent's own account.
+        if (body !== undefined) views.invalidateAll();
         failures.push({ what: `${step} ${place(entry)} as Consul service ${body?.Name ?? '?'} (ID ${naming.serviceId(entry)})`, err });
       }
     },
@@ -125,8 +131,10 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
         return;
       }
       const existed = await calls.call(() => calls.client.deregister(id, state.consulNamespace));
+      views.of(state.consulNamespace).deregistered(id);
       if (!existed) logger.debug({ serviceId: id }, 'Consul service to deregister was already gone');
     } catch (err: unknown) {
+      views.invalidateAll();
       failures.push({ what: `deregistering ${place(entry)} (Consul service ID ${id})`, err });
     }
   });
