@@ -43,9 +43,24 @@ interface PendingStatus {
   readonly fingerprint: string;
 }
 
-/** A stable string of a status for change detection. */
-export function statusFingerprint(status: ServiceInstanceStatus | undefined): string {
-  return JSON.stringify(status ?? {});
+/**
+ * A string of a status for change detection that does not depend on the order of keys: the
+ * apiserver hands objects back with their keys sorted, the reconciler builds them in its own order.
+ */
+export function statusFingerprint(status: unknown): string {
+  return JSON.stringify(canonical(status ?? {}));
+}
+
+/** `value` with the keys of every object sorted (and undefined fields dropped, as JSON would). */
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (typeof value !== 'object' || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value).sort()) {
+    const v = (value as Record<string, unknown>)[key];
+    if (v !== undefined) out[key] = canonical(v);
+  }
+  return out;
 }
 
 /**

@@ -16,6 +16,17 @@ import { registryResource, staticServiceInstance } from '../support/resources.ts
 const registry = registryResource('main');
 const scope = { registryNamespace: 'prod', service: 'api' };
 
+/** `value` as the apiserver returns it: every object's keys in alphabetical order. */
+function sortedKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortedKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((k) => [k, sortedKeys((value as Record<string, unknown>)[k])]),
+  );
+}
+
 /** A reconciler over one cached object (`cache.si`), whose finalizer and status writes are only recorded. */
 function setUp(): {
   reconciler: ServiceInstanceReconciler;
@@ -84,6 +95,19 @@ void describe('ServiceInstanceReconciler with write-behind', () => {
     await reconciler.reconcile('prod/api');
     assert.deepEqual(await backend.records(scope), []);
     assert.deepEqual(writes, ['addFinalizer'], 'nothing removes a finalizer that is not ours');
+  });
+
+  void it('writes no status when nothing changed, though the apiserver hands the status back with its keys sorted', async () => {
+    const { reconciler, cache, statuses } = setUp();
+    const si = staticServiceInstance('prod', 'api', 'api', { uid: 'u1', generation: 1, finalizers: [FINALIZER] });
+    cache.si = si;
+    await reconciler.reconcile('prod/api');
+    assert.equal(statuses.length, 1);
+    cache.si = { ...si, status: sortedKeys(statuses[0]) as ServiceInstanceStatus };
+    assert.notEqual(JSON.stringify(cache.si.status), JSON.stringify(statuses[0]), 'the stored status reads back in another key order');
+    await reconciler.reconcile('prod/api');
+    await reconciler.reconcile('prod/api');
+    assert.equal(statuses.length, 1, 'resyncs of an unchanged object write nothing');
   });
 
   void it('puts back entries the registry lost without a new status or a Registered event', async () => {
