@@ -81,8 +81,8 @@ async function main(): Promise<void> {
     dryRun: cfg.dryRun,
     secretRefreshMs: Math.min(cfg.resyncSeconds, 30) * 1000, // rotated Secrets are picked up within this
     // A tenth of the resync period: a hand edit shows in the next view well before the edited
-    // entry's ServiceInstance resyncs, at ten range reads per registry namespace per period.
-    etcdViewMaxAgeMs: Math.min(cfg.resyncSeconds * 100, 30_000),
+    // entry's ServiceInstance resyncs, at ten bulk reads per etcd namespace or Consul agent per period.
+    viewMaxAgeMs: Math.min(cfg.resyncSeconds * 100, 30_000),
     observer: {
       operation: (backend, operation, outcome, seconds) => {
         metrics.registryOperations.inc({ backend, operation, outcome });

@@ -165,11 +165,12 @@ export interface BackendProviderOptions {
   /** Clock of the Secret re-reads; defaults to the real clock. */
   readonly clock?: Clock;
   /**
-   * How old an etcd backend's view of a registry namespace may get before a read reads the
-   * namespace again (one range read per namespace instead of one per ServiceInstance). Keep it
-   * below the resync period so hand edits are still repaired within one; undefined: the backend's default.
+   * How old a backend's view of the registry may get before a read reads it again: an etcd
+   * namespace in one range read, a Consul agent's services and checks in one bulk read, instead
+   * of one read per ServiceInstance. Keep it well below the resync period so hand edits are still
+   * repaired within about one; undefined: each backend's default.
    */
-  readonly etcdViewMaxAgeMs?: number;
+  readonly viewMaxAgeMs?: number;
 }
 
 interface CacheEntry {
@@ -549,7 +550,7 @@ export class KubeBackendProvider implements BackendProvider {
         logger,
         onKeepaliveFailure: () => this.#refused('etcd'),
         fence: this.#fence,
-        ...(this.#o.etcdViewMaxAgeMs !== undefined ? { viewMaxAgeMs: this.#o.etcdViewMaxAgeMs } : {}),
+        ...(this.#o.viewMaxAgeMs !== undefined ? { viewMaxAgeMs: this.#o.viewMaxAgeMs } : {}),
       });
       return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'etcd', this.#guardObserver);
     }
@@ -578,6 +579,7 @@ export class KubeBackendProvider implements BackendProvider {
         logger,
         onHeartbeatFailure: () => this.#refused('consul'),
         fence: this.#fence,
+        ...(this.#o.viewMaxAgeMs !== undefined ? { viewRefreshSeconds: this.#o.viewMaxAgeMs / 1000 } : {}),
       });
       return guardBackend(await this.#adopt(backend, logger, dryRun, (ns) => backend.leaseIdFor(ns)), name, 'consul', this.#guardObserver);
     }
