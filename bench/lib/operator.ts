@@ -124,8 +124,13 @@ export class BenchOperator {
 
   /** Several metrics from one scrape, each summed over its label sets. */
   async metrics(names: readonly string[]): Promise<Record<string, number>> {
+    return sumMetrics(await this.metricsText(), names);
+  }
+
+  /** The whole /metrics exposition. */
+  async metricsText(): Promise<string> {
     const res = await fetch(this.metricsUrl, { signal: AbortSignal.timeout(5000) });
-    return sumMetrics(await res.text(), names);
+    return res.text();
   }
 
   /** Reconcile and queue-wait totals from /metrics; subtract two readings for a window. */
