@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { RUNTIME_ENV } from '../src/runtime-settings.ts';
+import { RUNTIME_ENV, RUNTIME_NODE_FLAGS } from '../src/runtime-settings.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 
@@ -53,7 +53,7 @@ interface Cost {
 
 function measure(specs: readonly string[]): Cost {
   const nodeOptions = [RUNTIME_ENV['NODE_OPTIONS'] ?? '', '--expose-gc'].join(' ').trim();
-  const out = execFileSync(process.execPath, ['--input-type=module', '-e', PROBE], {
+  const out = execFileSync(process.execPath, [...RUNTIME_NODE_FLAGS, '--input-type=module', '-e', PROBE], {
     cwd: ROOT,
     env: { ...process.env, ...RUNTIME_ENV, NODE_OPTIONS: nodeOptions, IMPORT_COST_SPECS: JSON.stringify(specs) },
     encoding: 'utf8',

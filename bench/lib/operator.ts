@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
-import { RUNTIME_ENV } from '../../src/runtime-settings.ts';
+import { RUNTIME_ENV, RUNTIME_NODE_FLAGS } from '../../src/runtime-settings.ts';
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ; 100 on every Linux the bed runs on). */
 const CLOCK_TICKS = 100;
@@ -208,6 +208,8 @@ export async function startOperator(o: OperatorOptions): Promise<BenchOperator> 
     'kube-registrar',
     process.execPath,
     [
+      // As the container image runs it; a run's --node-options come after, so they win.
+      ...RUNTIME_NODE_FLAGS,
       ...(o.nodeFlags ?? []),
       join(REPO_ROOT, 'src', 'main.ts'),
       `--kubeconfig=${o.kubeconfig}`,
