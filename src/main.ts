@@ -4,7 +4,7 @@
  * entries stay in the registries for the next process (or leader) to adopt.
  */
 import type { Server } from 'node:http';
-import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { V1Namespace, V1Secret } from '@kubernetes/client-node';
 import { GROUP, REGISTRY_PLURAL, SERVICE_INSTANCE_PLURAL, VERSION } from './api/v1alpha1/types.ts';
 import { ConfigError, loadConfig, parseAddress, usage, type Config } from './config.ts';
 import { LeaderElector } from './controller/leader.ts';
@@ -14,6 +14,8 @@ import { ControllerManager } from './controller/manager.ts';
 import { RegistryReconciler } from './controller/registry-reconciler.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
 import { WriteBehind } from './controller/write-behind.ts';
+import { kubeRequest, seg } from './kube/api.ts';
+import type { KubeConfig } from './kube/client.ts';
 import { CustomObjectWriter } from './kube/custom-objects.ts';
 import { KubeEventRecorder } from './kube/events.ts';
 import { OperatorKubeConfig } from './kube/kube-config.ts';
@@ -31,10 +33,10 @@ function loadKubeConfig(cfg: Config): KubeConfig {
   return kc;
 }
 
-async function clusterIdOf(core: CoreV1Api, cfg: Config): Promise<string> {
+async function clusterIdOf(kc: KubeConfig, cfg: Config): Promise<string> {
   if (cfg.clusterId) return cfg.clusterId;
   try {
-    const ns = await core.readNamespace({ name: 'kube-system' });
+    const ns = await kubeRequest<V1Namespace>(kc, { method: 'GET', path: '/api/v1/namespaces/kube-system' });
     if (ns.metadata?.uid) return ns.metadata.uid;
   } catch (err: unknown) {
     throw new Error('cannot read namespace kube-system to derive the cluster id: grant get on namespaces, or set --cluster-id', {
@@ -65,8 +67,7 @@ async function main(): Promise<void> {
   let onSignal = (_signal: string): Promise<void> => Promise.resolve();
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, (s) => void onSignal(s).finally(() => process.exit(0)));
   const kc = loadKubeConfig(cfg);
-  const core = kc.makeApiClient(CoreV1Api);
-  const clusterId = await clusterIdOf(core, cfg);
+  const clusterId = await clusterIdOf(kc, cfg);
   logger.info(
     { clusterId, watchNamespaces: cfg.watchNamespaces, dryRun: cfg.dryRun, server: kc.getCurrentCluster()?.server },
     'kube-registrar starting',
@@ -96,7 +97,7 @@ async function main(): Promise<void> {
       },
     },
     readSecret: async (namespace, name) => {
-      const secret = await core.readNamespacedSecret({ namespace, name });
+      const secret = await kubeRequest<V1Secret>(kc, { method: 'GET', path: `/api/v1/namespaces/${seg(namespace)}/secrets/${seg(name)}` });
       return Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64')]));
     },
   });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
-import { RUNTIME_ENV } from '../../src/runtime-settings.ts';
+import { RUNTIME_ENV, RUNTIME_NODE_FLAGS } from '../../src/runtime-settings.ts';
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ; 100 on every Linux the bed runs on). */
 const CLOCK_TICKS = 100;
@@ -124,8 +124,13 @@ export class BenchOperator {
 
   /** Several metrics from one scrape, each summed over its label sets. */
   async metrics(names: readonly string[]): Promise<Record<string, number>> {
+    return sumMetrics(await this.metricsText(), names);
+  }
+
+  /** The whole /metrics exposition. */
+  async metricsText(): Promise<string> {
     const res = await fetch(this.metricsUrl, { signal: AbortSignal.timeout(5000) });
-    return sumMetrics(await res.text(), names);
+    return res.text();
   }
 
   /** Reconcile and queue-wait totals from /metrics; subtract two readings for a window. */
@@ -203,6 +208,8 @@ export async function startOperator(o: OperatorOptions): Promise<BenchOperator> 
     'kube-registrar',
     process.execPath,
     [
+      // As the container image runs it; a run's --node-options come after, so they win.
+      ...RUNTIME_NODE_FLAGS,
       ...(o.nodeFlags ?? []),
       join(REPO_ROOT, 'src', 'main.ts'),
       `--kubeconfig=${o.kubeconfig}`,

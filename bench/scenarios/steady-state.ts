@@ -13,6 +13,7 @@ import { counterDelta, etcdCounters, EtcdPrefixWatch } from '../lib/etcd.ts';
 import { createLayout, etcdKey, podLayout } from '../lib/layout.ts';
 import { Sampler, startOperator } from '../lib/operator.ts';
 import { summariseHeapSnapshots } from '../lib/heap.ts';
+import { describeMemory, readMemoryComposition, v8Figures, type MemoryComposition, type V8Figures } from '../lib/memory.ts';
 import { summariseProfiles } from '../lib/profile.ts';
 import type { Figure, ScenarioResult } from '../lib/results.ts';
 import { StatusTracker } from '../lib/status.ts';
@@ -38,6 +39,9 @@ export interface SteadyWindow {
   readonly heapUsedMB: number;
   readonly heapTotalMB: number;
   readonly externalMB: number;
+  /** RSS by kind and the V8 heap by space, at the end of the window. */
+  readonly memory: MemoryComposition;
+  readonly v8: V8Figures;
 }
 
 /** Runs scenario 3 on one bed; each repeat is one measurement window. */
@@ -96,6 +100,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     const syncSampler = new Sampler(op, 2000, false);
     try {
       await op.waitReady();
+      ctx.log(`steady-state: caches synced: ${describeMemory(await readMemoryComposition(op.pid), v8Figures(await op.metricsText()))}`);
       const converged = await waitFor(() => !Number.isNaN(allAt) && !Number.isNaN(statuses.convergedAt), 1_800_000, 500);
       sync.entriesSeconds = (allAt - op.startedAt) / 1000;
       sync.statusesSeconds = (statuses.convergedAt - op.startedAt) / 1000;
@@ -115,6 +120,9 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
       const afterSync = await op.sample();
       sync.rssAfterSyncMB = afterSync.rssMiB * 1.048576;
       sync.cpuSeconds = afterSync.cpuSeconds;
+      ctx.log(
+        `steady-state: converged, queue empty: ${describeMemory(await readMemoryComposition(op.pid), v8Figures(await op.metricsText()))}`,
+      );
 
       for (let r = 1; r <= o.repeats; r++) {
         const before = await etcdCounters(bed.registryEtcd.clientUrl);
@@ -138,11 +146,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
         await sampler.stop();
         const sampleAfter = await op.sample();
         const d = counterDelta(before, await etcdCounters(bed.registryEtcd.clientUrl));
-        const heap = await op.metrics([
-          'kube_registrar_nodejs_heap_size_used_bytes',
-          'kube_registrar_nodejs_heap_size_total_bytes',
-          'kube_registrar_nodejs_external_memory_bytes',
-        ]);
+        const [memory, v8] = await Promise.all([readMemoryComposition(op.pid), op.metricsText().then(v8Figures)]);
         const seconds = (sampleAfter.at - sampleBefore.at) / 1000;
         const rss = sampler.samples.map((x) => x.rssMiB * 1.048576).sort((a, b) => a - b);
         const w: SteadyWindow = {
@@ -157,15 +161,18 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
           rssMaxMB: rss[rss.length - 1] ?? Number.NaN,
           rssMedianMB: rss[Math.floor(rss.length / 2)] ?? Number.NaN,
           maxQueueDepth: Math.max(0, ...sampler.depths.map((x) => x.depth)),
-          heapUsedMB: (heap['kube_registrar_nodejs_heap_size_used_bytes'] ?? Number.NaN) / 1e6,
-          heapTotalMB: (heap['kube_registrar_nodejs_heap_size_total_bytes'] ?? Number.NaN) / 1e6,
-          externalMB: (heap['kube_registrar_nodejs_external_memory_bytes'] ?? Number.NaN) / 1e6,
+          heapUsedMB: v8.heapUsedMB,
+          heapTotalMB: v8.heapTotalMB,
+          externalMB: v8.externalMB,
+          memory,
+          v8,
         };
         windows.push(w);
         ctx.log(
           `  window ${r}: ${w.writesPerMinute.toFixed(1)} writes/min, ${w.readsPerMinute.toFixed(0)} reads/min, ${w.keepalivesPerInterval.toFixed(1)} keepalives/interval for ${w.registryNamespaces} namespaces, ` +
             `CPU ${w.cpuPercent.toFixed(1)} %, RSS max ${w.rssMaxMB.toFixed(0)} MB, queue max ${w.maxQueueDepth}`,
         );
+        ctx.log(`  window ${r} memory at its end: ${describeMemory(memory, v8)}`);
       }
       if (heapDir) {
         op.process.signal('SIGUSR2');
@@ -216,6 +223,12 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     },
     { case: c, name: '… of which V8 heap in use', unit: 'MB', runs: windows.map((w) => w.heapUsedMB) },
     { case: c, name: '… V8 heap reserved', unit: 'MB', runs: windows.map((w) => w.heapTotalMB) },
+    {
+      case: c,
+      name: '… outside the V8 heap (RSS − heap reserved, at the window end)',
+      unit: 'MB',
+      runs: windows.map((w) => w.memory.rssMB - w.heapTotalMB),
+    },
     { case: c, name: 'queue depth, max over the window', unit: 'keys', runs: windows.map((w) => w.maxQueueDepth) },
     { case: c, name: 'initial sync: every entry in etcd (from start)', unit: 's', runs: [sync.entriesSeconds] },
     { case: c, name: 'initial sync: every status converged (from start)', unit: 's', runs: [sync.statusesSeconds] },

@@ -3,7 +3,9 @@
  * namespace, or cluster-wide), Registries and Namespaces, and the cache reads the reconcilers use.
  * Which events queue which keys is event-routing.ts's business; this file only lists and watches.
  */
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Namespace, type V1Pod } from '@kubernetes/client-node';
+import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
+import { kubeRequest } from '../kube/api.ts';
+import type { KubeConfig } from '../kube/client.ts';
 import type { Logger } from 'pino';
 import {
   GROUP,
@@ -62,65 +64,46 @@ export class ClusterCaches implements ReconcilerCaches {
   constructor(options: CachesOptions) {
     this.#logger = options.logger;
     const kc = options.kubeConfig;
-    const core = kc.makeApiClient(CoreV1Api);
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const page = <T>(p: Promise<unknown>): Promise<ListPage<T>> => p as Promise<ListPage<T>>;
+    // One page of a list, as plain JSON (the watch delivers the same shape).
+    const page =
+      <T>(path: string) =>
+      (limit: number, cont: string | undefined): Promise<ListPage<T>> =>
+        kubeRequest<ListPage<T>>(kc, { method: 'GET', path, query: { limit, continue: cont } });
     const scopes: (string | undefined)[] = options.watchNamespaces.length > 0 ? [...options.watchNamespaces] : [undefined];
     for (const ns of scopes) {
+      const siPath = ns
+        ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${SERVICE_INSTANCE_PLURAL}`
+        : `/apis/${GROUP}/${VERSION}/${SERVICE_INSTANCE_PLURAL}`;
       this.siInformers.push(
         new Informer<ServiceInstance, ServiceInstance>({
           name: `serviceinstances${ns ? `/${ns}` : ''}`,
           kubeConfig: kc,
-          path: ns
-            ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${SERVICE_INSTANCE_PLURAL}`
-            : `/apis/${GROUP}/${VERSION}/${SERVICE_INSTANCE_PLURAL}`,
-          list: (limit, cont) =>
-            page(
-              ns
-                ? custom.listNamespacedCustomObject({
-                    group: GROUP,
-                    version: VERSION,
-                    plural: SERVICE_INSTANCE_PLURAL,
-                    namespace: ns,
-                    limit,
-                    _continue: cont,
-                  })
-                : custom.listClusterCustomObject({
-                    group: GROUP,
-                    version: VERSION,
-                    plural: SERVICE_INSTANCE_PLURAL,
-                    limit,
-                    _continue: cont,
-                  }),
-            ),
+          path: siPath,
+          list: page<ServiceInstance>(siPath),
           transform: slimServiceInstance,
           logger: options.logger,
           onError: () => options.onInformerError?.(ns ? `serviceinstances/${ns}` : 'serviceinstances'),
         }),
       );
+      const podPath = ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods';
       this.podInformers.push(
         new Informer<V1Pod, SlimPod>({
           name: `pods${ns ? `/${ns}` : ''}`,
           kubeConfig: kc,
-          path: ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods',
-          list: (limit, cont) =>
-            page(
-              ns
-                ? core.listNamespacedPod({ namespace: ns, limit, _continue: cont })
-                : core.listPodForAllNamespaces({ limit, _continue: cont }),
-            ),
+          path: podPath,
+          list: page<V1Pod>(podPath),
           transform: slimPod,
           logger: options.logger,
           onError: () => options.onInformerError?.(ns ? `pods/${ns}` : 'pods'),
         }),
       );
     }
+    const registryPath = `/apis/${GROUP}/${VERSION}/${REGISTRY_PLURAL}`;
     this.registryInformer = new Informer<RegistryResource, RegistryResource>({
       name: 'registries',
       kubeConfig: kc,
-      path: `/apis/${GROUP}/${VERSION}/${REGISTRY_PLURAL}`,
-      list: (limit, cont) =>
-        page(custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: REGISTRY_PLURAL, limit, _continue: cont })),
+      path: registryPath,
+      list: page<RegistryResource>(registryPath),
       transform: (r) => r,
       logger: options.logger,
       onError: () => options.onInformerError?.('registries'),
@@ -129,7 +112,7 @@ export class ClusterCaches implements ReconcilerCaches {
       name: 'namespaces',
       kubeConfig: kc,
       path: '/api/v1/namespaces',
-      list: (limit, cont) => page(core.listNamespace({ limit, _continue: cont })),
+      list: page<V1Namespace>('/api/v1/namespaces'),
       transform: (n) => ({
         metadata: {
           name: n.metadata?.name ?? '',

@@ -13,15 +13,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import {
-  CoordinationV1Api,
-  Observable,
-  V1MicroTime,
-  type ConfigurationOptions,
-  type KubeConfig,
-  type ObservableMiddleware,
-  type V1Lease,
-} from '@kubernetes/client-node';
+import type { KubeConfig, V1Lease } from '@kubernetes/client-node';
+import { V1MicroTime } from '@kubernetes/client-node/dist/types.js';
+import { kubeRequest, seg } from '../kube/api.ts';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.ts';
 
@@ -57,27 +51,15 @@ export interface LeaderElectionOptions {
   readonly random?: () => number;
 }
 
-/** A client-node middleware that makes the request also end when `signal` aborts. */
-function abortOn(signal: AbortSignal): ObservableMiddleware {
-  return {
-    pre: (context) => {
-      // Keeps the request deadline OperatorKubeConfig sets, if any.
-      const own = context.getSignal();
-      context.setSignal(own ? AbortSignal.any([own, signal]) : signal);
-      return new Observable(Promise.resolve(context));
-    },
-    post: (response) => new Observable(Promise.resolve(response)),
-  };
-}
-
 /** The {@link LeaseApi} of an apiserver, through client-node; aborting a call aborts its request. */
 export function kubeLeaseApi(kubeConfig: KubeConfig): LeaseApi {
-  const api = kubeConfig.makeApiClient(CoordinationV1Api);
-  const options = (signal: AbortSignal): ConfigurationOptions => ({ middleware: [abortOn(signal)], middlewareMergeStrategy: 'append' });
+  const path = (namespace: string, name?: string): string =>
+    `/apis/coordination.k8s.io/v1/namespaces/${seg(namespace)}/leases${name === undefined ? '' : `/${seg(name)}`}`;
   return {
-    read: (namespace, name, signal) => api.readNamespacedLease({ namespace, name }, options(signal)),
-    create: (namespace, body, signal) => api.createNamespacedLease({ namespace, body }, options(signal)),
-    replace: (namespace, name, body, signal) => api.replaceNamespacedLease({ namespace, name, body }, options(signal)),
+    read: (namespace, name, signal) => kubeRequest<V1Lease>(kubeConfig, { method: 'GET', path: path(namespace, name), signal }),
+    create: (namespace, body, signal) => kubeRequest<V1Lease>(kubeConfig, { method: 'POST', path: path(namespace), body, signal }),
+    replace: (namespace, name, body, signal) =>
+      kubeRequest<V1Lease>(kubeConfig, { method: 'PUT', path: path(namespace, name), body, signal }),
   };
 }
 

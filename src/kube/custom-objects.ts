@@ -2,7 +2,8 @@
  * Writes to our custom objects: finalizers with optimistic concurrency, and status through the
  * status subresource (so the write never bumps metadata.generation or retriggers a reconcile).
  */
-import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
+import { kubeRequest, PatchType, seg } from './api.ts';
+import type { KubeConfig } from './client.ts';
 
 /** Identifies a custom resource type. */
 export interface ResourceType {
@@ -35,25 +36,22 @@ export function isConflict(err: unknown): boolean {
 
 /** Finalizer and status writes for one namespaced or cluster-scoped custom resource type. */
 export class CustomObjectWriter {
-  readonly #api: CustomObjectsApi;
+  readonly #kc: KubeConfig;
   readonly #type: ResourceType;
 
   constructor(kc: KubeConfig, type: ResourceType) {
-    this.#api = kc.makeApiClient(CustomObjectsApi);
+    this.#kc = kc;
     this.#type = type;
   }
 
+  /** A merge patch of the object, or of its status subresource. */
   async #patch(obj: WritableObject, body: unknown, status: boolean): Promise<unknown> {
-    const name = obj.metadata?.name ?? '';
+    const { group, version, plural } = this.#type;
     const ns = obj.metadata?.namespace;
-    const opts = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-    const base = { ...this.#type, name, body };
-    if (ns) {
-      return status
-        ? this.#api.patchNamespacedCustomObjectStatus({ ...base, namespace: ns }, opts)
-        : this.#api.patchNamespacedCustomObject({ ...base, namespace: ns }, opts);
-    }
-    return status ? this.#api.patchClusterCustomObjectStatus(base, opts) : this.#api.patchClusterCustomObject(base, opts);
+    const path =
+      `/apis/${seg(group)}/${seg(version)}/${ns ? `namespaces/${seg(ns)}/` : ''}${seg(plural)}/${seg(obj.metadata?.name ?? '')}` +
+      (status ? '/status' : '');
+    return kubeRequest(this.#kc, { method: 'PATCH', path, body, contentType: PatchType.Merge });
   }
 
   /**

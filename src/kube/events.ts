@@ -4,7 +4,9 @@
  * so a retrying failure does not flood the API server.
  */
 import PQueue from 'p-queue';
-import { CoreV1Api, PatchStrategy, setHeaderOptions, type CoreV1Event, type KubeConfig } from '@kubernetes/client-node';
+import type { CoreV1Event } from '@kubernetes/client-node';
+import { kubeRequest, PatchType, seg } from './api.ts';
+import type { KubeConfig } from './client.ts';
 import type { Logger } from 'pino';
 
 /** The object an event is about. */
@@ -42,14 +44,14 @@ const MAX_BACKLOG = 1000;
 
 /** An {@link EventRecorder} writing to the API server; failures are logged, never thrown. */
 export class KubeEventRecorder implements EventRecorder {
-  readonly #core: CoreV1Api;
+  readonly #kc: KubeConfig;
   readonly #logger: Logger;
   readonly #folded = new Map<string, Folded>();
   readonly #queue = new PQueue({ concurrency: SEND_CONCURRENCY });
   #dropped = 0;
 
   constructor(kc: KubeConfig, logger: Logger) {
-    this.#core = kc.makeApiClient(CoreV1Api);
+    this.#kc = kc;
     this.#logger = logger;
   }
 
@@ -96,17 +98,15 @@ export class KubeEventRecorder implements EventRecorder {
     if (folded && now.getTime() - folded.lastSent < FOLD_WINDOW_MS) {
       folded.count++;
       folded.lastSent = now.getTime();
-      await this.#core.patchNamespacedEvent(
-        {
-          name: folded.name,
-          namespace: folded.namespace,
-          body: [
-            { op: 'replace', path: '/count', value: folded.count },
-            { op: 'replace', path: '/lastTimestamp', value: now.toISOString() },
-          ],
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
-      );
+      await kubeRequest(this.#kc, {
+        method: 'PATCH',
+        path: `/api/v1/namespaces/${seg(folded.namespace)}/events/${seg(folded.name)}`,
+        body: [
+          { op: 'replace', path: '/count', value: folded.count },
+          { op: 'replace', path: '/lastTimestamp', value: now.toISOString() },
+        ],
+        contentType: PatchType.Json,
+      });
       return;
     }
     const event: CoreV1Event = {
@@ -129,7 +129,11 @@ export class KubeEventRecorder implements EventRecorder {
       lastTimestamp: now,
       count: 1,
     };
-    const created = await this.#core.createNamespacedEvent({ namespace, body: event });
+    const created = await kubeRequest<CoreV1Event>(this.#kc, {
+      method: 'POST',
+      path: `/api/v1/namespaces/${seg(namespace)}/events`,
+      body: event,
+    });
     if (this.#folded.size >= MAX_FOLDED) this.#folded.clear();
     this.#folded.set(foldKey, { name: created.metadata?.name ?? '', namespace, count: 1, lastSent: now.getTime() });
   }

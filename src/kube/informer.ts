@@ -10,7 +10,8 @@
  * delay, which starts over once a watch has been healthy again. Without that, a server that closes
  * every watch at once, or answers it with an error status, would be asked again in a tight loop.
  */
-import { Watch, type KubeConfig } from '@kubernetes/client-node';
+import { Watch } from '@kubernetes/client-node/dist/watch.js';
+import type { KubeConfig } from './client.ts';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.ts';
 

@@ -14,7 +14,8 @@
  *   Watches keep client-node's idle timeout instead (they pass their own signal).
  */
 import type { AgentOptions } from 'node:https';
-import { KubeConfig, type Cluster, type DispatcherOptions, type RequestContext } from '@kubernetes/client-node';
+import type { Cluster, DispatcherOptions, RequestContext } from '@kubernetes/client-node';
+import { KubeConfig } from './client.ts';
 
 /** Deadline of every Kubernetes API request other than watches. */
 export const KUBE_REQUEST_TIMEOUT_MS = 30_000;

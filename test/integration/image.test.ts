@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
-import { RUNTIME_ENV } from '../../src/runtime-settings.ts';
+import { RUNTIME_ENV, RUNTIME_NODE_FLAGS } from '../../src/runtime-settings.ts';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import {
   createNamespace,
@@ -48,6 +48,12 @@ test('the Dockerfile passes hadolint', async () => {
   );
   for (const [name, value] of Object.entries(RUNTIME_ENV))
     assert.equal(env.get(name), value, `the image sets ${name} as src/runtime-settings.ts says`);
+  const entrypoint = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(dockerfile)?.[1] ?? '[]') as string[];
+  assert.deepEqual(
+    entrypoint,
+    ['/nodejs/bin/node', ...RUNTIME_NODE_FLAGS, 'dist/main.js'],
+    'the image passes node the flags src/runtime-settings.ts says',
+  );
 });
 
 test('the operator built to dist/ runs a lifecycle from production dependencies only', async () => {
@@ -92,6 +98,7 @@ test('the operator built to dist/ runs a lifecycle from production dependencies 
     'kube-registrar-dist',
     process.execPath,
     [
+      ...RUNTIME_NODE_FLAGS,
       join(app, 'dist', 'main.js'),
       `--kubeconfig=${bedEnv('KUBECONFIG')}`,
       `--health-address=127.0.0.1:${health}`,
