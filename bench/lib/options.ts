@@ -163,7 +163,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
     namespaces: small ? 4 : 10,
     coldSync: { sizes, podsPerService: 10 },
     propagation: { services: small ? 10 : 50, podsPerService: small ? 10 : 20, rate: 50, seconds: small ? 20 : 60 },
-    steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 120, resyncSeconds: small ? 20 : 60 },
+    steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 330, resyncSeconds: small ? 20 : 300 },
     consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
     recovery: { serviceInstances: Math.max(...sizes) },
     zookeeper: { sizes, windowSeconds: small ? 20 : 60, resyncSeconds: small ? 10 : 30, resyncPasses: 2 },
