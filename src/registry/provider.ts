@@ -6,9 +6,10 @@
  * Secret data (rotated credentials, see credentials.ts) builds a replacement first and closes the
  * old backend only once the replacement runs.
  */
-import { BrokenCircuitError, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleAll } from 'cockatiel';
+import { BrokenCircuitError, ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Registry as RegistryResource } from '../api/v1alpha1/types.ts';
+import { ConsulHttpError } from './consul/client.ts';
 import { ConsulRegistry } from './consul/consul-registry.ts';
 import {
   DEFAULT_SECRET_REFRESH_MS,
@@ -86,6 +87,26 @@ export interface BackendObserver {
   circuit?(registry: string, open: boolean): void;
 }
 
+/**
+ * Whether an error only says that the registry refused some input (Consul's 400 Bad Request, e.g.
+ * an address it does not take), every part of it if it is several: the registry is up and
+ * answering, and other writes go through.
+ */
+export function refusedInput(err: unknown): boolean {
+  const parts: unknown[] = [];
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof AggregateError) {
+      parts.push(...(e.errors as unknown[]));
+      break;
+    }
+    if (e instanceof ConsulHttpError) {
+      parts.push(e);
+      break;
+    }
+  }
+  return parts.length > 0 && parts.every((p) => p instanceof ConsulHttpError && p.status === 400);
+}
+
 /** Consecutive failed calls that open a Registry's circuit. */
 export const CIRCUIT_FAILURE_THRESHOLD = 5;
 
@@ -96,10 +117,15 @@ export const CIRCUIT_FAILURE_THRESHOLD = 5;
  * queue, until a trial call after an exponentially growing pause (1 s to 30 s) succeeds.
  */
 export function guardBackend(backend: Backend, registryName: string, type: string, observer: BackendObserver | undefined): Backend {
-  const breaker = circuitBreaker(handleAll, {
-    halfOpenAfter: new ExponentialBackoff({ initialDelay: 1000, maxDelay: 30_000 }),
-    breaker: new ConsecutiveBreaker(CIRCUIT_FAILURE_THRESHOLD),
-  });
+  // A registry that answers and refuses one ServiceInstance's input is not failing: that must not
+  // open the circuit for every other ServiceInstance (cockatiel counts an unhandled error as a success).
+  const breaker = circuitBreaker(
+    handleWhen((err) => !refusedInput(err)),
+    {
+      halfOpenAfter: new ExponentialBackoff({ initialDelay: 1000, maxDelay: 30_000 }),
+      breaker: new ConsecutiveBreaker(CIRCUIT_FAILURE_THRESHOLD),
+    },
+  );
   let lastFailure = '';
   let open = false;
   breaker.onBreak(() => {
