@@ -27,6 +27,7 @@ import type { SlimPod } from '../source/pods.ts';
 import { setCondition, type Condition } from './conditions.ts';
 import { TerminalError, type ReconcileResult } from './queue.ts';
 import { leaseOutdated } from './registry-reconciler.ts';
+import { objectKey } from '../kube/informer.ts';
 import { statusFingerprint } from './write-behind.ts';
 import { resolveTargets, type Refusal } from './targets.ts';
 import { RegistryConfigError, type BackendProvider } from '../registry/provider.ts';
@@ -218,14 +219,14 @@ export class ServiceInstanceReconciler {
     if (!si || si.metadata?.deletionTimestamp) this.#d.health?.untrack(key);
     if (!si) {
       await this.#removeUnfinalized(key, undefined);
-      this.#forgetWritten(key);
+      this.#written.delete(key);
       return undefined;
     }
     const finalizers = si.metadata?.finalizers ?? [];
     if (si.metadata?.deletionTimestamp) {
       if (finalizers.includes(FINALIZER)) await this.#finalize(si);
       else await this.#removeUnfinalized(key, si);
-      this.#forgetWritten(key);
+      this.#written.delete(key);
       return undefined;
     }
     if (finalizers.includes(FINALIZER)) this.#unfinalized.delete(key);
@@ -266,10 +267,6 @@ export class ServiceInstanceReconciler {
     }
     this.#unfinalized.delete(key);
     this.#d.logger.info({ serviceInstance: key }, 'ServiceInstance went before its finalizer was added; entries removed');
-  }
-
-  #forgetWritten(key: string): void {
-    this.#written.delete(key);
   }
 
   #owner(si: ServiceInstance): Owner {
@@ -443,7 +440,7 @@ export class ServiceInstanceReconciler {
       }
       const refusedCreates = conflicts.filter((c) => c.operation !== 'delete').length;
       const registered = desired.length - refusedCreates;
-      const siKey = objectKeyOf(si);
+      const siKey = objectKey(si);
       const scopeKey = registrationKey({ registry: registryName, namespace: registryNamespace, service });
       const fingerprint = endpointsFingerprint(endpoints);
       let written = this.#written.get(siKey);
@@ -699,11 +696,6 @@ function panicMessage(health: HealthPass): string {
     `${unhealthy} of ${total} endpoint(s) fail their health check and only ${healthy} pass, below panicThresholdPercent ` +
     `${health.check?.panicThresholdPercent ?? 0}%: every endpoint is kept registered (fail open) until more pass their checks`
   );
-}
-
-/** `namespace/name` of a ServiceInstance (the queue's key). */
-function objectKeyOf(si: ServiceInstance): string {
-  return `${si.metadata?.namespace ?? ''}/${si.metadata?.name ?? ''}`;
 }
 
 /** A short digest of the endpoints a scope should hold, to tell a change from a repair. */

@@ -86,6 +86,22 @@ async function sync(
   return reconcileOnce(backend, owner, { registryNamespace: NS, service }, desired, policy);
 }
 
+/** The json value another cluster (`owner`) writes for `address`:8080. */
+function foreignJson(owner: Owner, address: string): string {
+  return JSON.stringify({
+    serviceName: SERVICE,
+    address,
+    port: 8080,
+    ip: address,
+    tags: {},
+    weight: 1,
+    metadata: {},
+    namespace: NS,
+    owner,
+    source: 'elsewhere',
+  });
+}
+
 function byInstance(entries: readonly RegistryEntry[]): RegistryEntry[] {
   return [...entries].sort((a, b) => (a.endpoint.instanceId < b.endpoint.instanceId ? -1 : 1));
 }
@@ -532,19 +548,7 @@ void describe('EtcdRegistry against a real etcd', () => {
     assert.equal(changes.create.length, 1);
     assert.equal(changes.delete.length, 1);
     // ... while another cluster writes both keys.
-    const foreignValue = (address: string): string =>
-      JSON.stringify({
-        serviceName: SERVICE,
-        address,
-        port: 8080,
-        ip: address,
-        tags: {},
-        weight: 1,
-        metadata: {},
-        namespace: NS,
-        owner: foreign,
-        source: 'elsewhere',
-      });
+    const foreignValue = (address: string): string => foreignJson(foreign, address);
     await etcd.put(key(prefix, racedCreate)).value(foreignValue('10.0.0.2'));
     await etcd.put(key(prefix, mine)).value(foreignValue('10.0.0.1'));
 
@@ -616,18 +620,7 @@ void describe('EtcdRegistry against a real etcd', () => {
     const mine = entry(owner, '10.0.2.1');
     await sync(backend, owner, [mine]);
     const wanted = entry(owner, '10.0.2.2');
-    const foreignValue = JSON.stringify({
-      serviceName: SERVICE,
-      address: '10.0.2.2',
-      port: 8080,
-      ip: '10.0.2.2',
-      tags: {},
-      weight: 1,
-      metadata: {},
-      namespace: NS,
-      owner: foreign,
-      source: 'elsewhere',
-    });
+    const foreignValue = foreignJson(foreign, '10.0.2.2');
     // Another cluster registers the same endpoint after our view of the namespace was read.
     await etcd.put(key(prefix, wanted)).value(foreignValue);
     await assert.rejects(
