@@ -183,7 +183,13 @@ async function main(): Promise<void> {
     resyncMs: cfg.resyncSeconds * 1000,
     onEntries: (registry, entries) => metrics.registryEntries.set({ registry }, entries),
   });
-  const startReconciling = (): void => {
+  const startReconciling = async (): Promise<void> => {
+    // Entries first, in bulk where a backend batches writes; then every ServiceInstance is
+    // reconciled as usual (statuses, finalizers, events, what the first pass left).
+    await reconciler
+      .prime(manager.allServiceInstances())
+      .catch((err: unknown) => logger.warn({ err }, 'first pass failed; the reconciles do its work'));
+    if (stopping) return;
     manager.startReconciling(
       (key) => reconciler.reconcile(key),
       (name) => registryReconciler.reconcile(name),
@@ -201,7 +207,7 @@ async function main(): Promise<void> {
         logger,
         onStartedLeading: () => {
           metrics.leader.set(1);
-          startReconciling();
+          void startReconciling();
         },
         // As controller-runtime does: a process that lost leadership exits and restarts as a
         // standby, leaving its registry leases to the new leader (nothing is revoked or deleted).
@@ -235,7 +241,7 @@ async function main(): Promise<void> {
   await manager.startCaches();
   if (!elector) {
     metrics.leader.set(1);
-    startReconciling();
+    await startReconciling();
     return;
   }
   metrics.leader.set(0);

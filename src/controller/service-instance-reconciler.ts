@@ -30,7 +30,7 @@ import { leaseOutdated } from './registry-reconciler.ts';
 import { objectKey } from '../kube/informer.ts';
 import { statusFingerprint } from './write-behind.ts';
 import { resolveTargets, type Refusal } from './targets.ts';
-import { RegistryConfigError, type BackendProvider } from '../registry/provider.ts';
+import { RegistryConfigError, type Backend, type BackendProvider } from '../registry/provider.ts';
 import { EtcdKeyError } from '../registry/etcd/keys.ts';
 import { TemplateError } from '../registry/template.ts';
 import type { EventRecorder, EventTarget } from '../kube/events.ts';
@@ -115,6 +115,25 @@ export interface ReconcilerDeps {
   readonly onLeaseChanged?: (registry: string) => void;
 }
 
+/** What {@link ServiceInstanceReconciler.prime} wrote to one scope of one ServiceInstance. */
+interface PrimedWrites {
+  readonly created: number;
+  readonly updated: number;
+  readonly deleted: number;
+}
+
+/** What {@link ServiceInstanceReconciler.prime} did. */
+export interface PrimeSummary {
+  readonly serviceInstances: number;
+  /** Scopes with changes handed to a backend. */
+  readonly scopes: number;
+  /** Entries created, updated and deleted. */
+  readonly entries: number;
+  /** Scope reads and writes that failed (left to the reconciles). */
+  readonly failed: number;
+  readonly ms: number;
+}
+
 interface TargetOutcome {
   readonly registration: Registration;
   readonly registered: number;
@@ -187,6 +206,11 @@ export class ServiceInstanceReconciler {
   readonly #unfinalized = new Map<string, Map<string, { registry: string; scope: Scope }>>();
   /** Per ServiceInstance key and scope: a fingerprint of the endpoints last written there. */
   readonly #written = new Map<string, Map<string, string>>();
+  /**
+   * Per ServiceInstance key and scope: what {@link prime} wrote there, for the reconcile that
+   * follows to report (events, lastSyncTime) as if it had written it itself.
+   */
+  readonly #primed = new Map<string, Map<string, PrimedWrites>>();
 
   constructor(deps: ReconcilerDeps) {
     this.#d = deps;
@@ -220,6 +244,7 @@ export class ServiceInstanceReconciler {
     if (!si) {
       await this.#removeUnfinalized(key, undefined);
       this.#written.delete(key);
+      this.#primed.delete(key);
       return undefined;
     }
     const finalizers = si.metadata?.finalizers ?? [];
@@ -227,6 +252,7 @@ export class ServiceInstanceReconciler {
       if (finalizers.includes(FINALIZER)) await this.#finalize(si);
       else await this.#removeUnfinalized(key, si);
       this.#written.delete(key);
+      this.#primed.delete(key);
       return undefined;
     }
     if (finalizers.includes(FINALIZER)) this.#unfinalized.delete(key);
@@ -237,6 +263,119 @@ export class ServiceInstanceReconciler {
     return this.#sync(si, key);
   }
 
+  /**
+   * The first pass after the caches synced, before the work queue starts: plans the entries of
+   * every ServiceInstance and hands all their writes to the backends at once, so that a cold start,
+   * or a restart after an outage that let every lease expire, fills a registry at the backend's
+   * batch rate (etcd: 128-operation transactions) instead of one reconcile at a time.
+   *
+   * Only entries, and only where nothing else has to come first: backends that merge concurrent
+   * writes ({@link Registry.batchesWrites}), no dry run, no health check (its endpoints wait for
+   * probes), no deletion under way. Ownership is checked as in a reconcile (foreign entries are
+   * never touched), unfinalized scopes are remembered, and every ServiceInstance is reconciled right
+   * after as usual: that reconcile finds its entries in place, reports what this pass wrote, and
+   * writes the status and finalizer. A failure here only leaves the work to that reconcile.
+   */
+  async prime(serviceInstances: readonly ServiceInstance[]): Promise<PrimeSummary> {
+    const d = this.#d;
+    const started = performance.now();
+    const writes: Promise<void>[] = [];
+    const backends = new Map<string, Promise<Backend | undefined>>();
+    const backendOf = (reg: RegistryResource): Promise<Backend | undefined> => {
+      const name = reg.metadata?.name ?? '';
+      let backend = backends.get(name);
+      if (!backend)
+        backends.set(
+          name,
+          (backend = d.backends.get(reg).then(
+            (b) => (b.batchesWrites === true && b.dryRun !== true && reg.spec.dryRun !== true ? b : undefined),
+            () => undefined, // the reconcile reports it
+          )),
+        );
+      return backend;
+    };
+    let entries = 0;
+    let failed = 0;
+    let planned = 0;
+    // Kubernetes namespaces side by side: each reads its registry namespaces' views meanwhile.
+    const byNamespace = new Map<string, ServiceInstance[]>();
+    for (const si of serviceInstances) {
+      const ns = si.metadata?.namespace ?? '';
+      let list = byNamespace.get(ns);
+      if (!list) byNamespace.set(ns, (list = []));
+      list.push(si);
+    }
+    const primeOne = async (si: ServiceInstance): Promise<void> => {
+      if (si.metadata?.deletionTimestamp || si.spec.healthCheck) return;
+      const key = objectKey(si);
+      const ns = si.metadata?.namespace ?? '';
+      const owner = this.#owner(si);
+      const finalized = (si.metadata?.finalizers ?? []).includes(FINALIZER);
+      const { targets } = resolveTargets(si.spec.registries, ns, d.caches.namespaceLabels(ns) ?? {}, d.caches.registries());
+      let source: SourceResult | undefined;
+      for (const reg of targets) {
+        const backend = await backendOf(reg);
+        if (!backend) continue;
+        let registryNamespace: string;
+        try {
+          registryNamespace = renderRegistryNamespace(reg.spec.namespace ?? '{namespace}', ns);
+        } catch {
+          continue;
+        }
+        source ??= desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, si.spec.selector ? d.caches.pods(ns) : []);
+        const scope: Scope = { registryNamespace, service: si.spec.service };
+        const owned = new OwnedRegistry(backend, owner);
+        let current: RegistryEntry[];
+        try {
+          current = await owned.records(scope);
+        } catch {
+          failed++;
+          continue;
+        }
+        const desired: RegistryEntry[] = gateEndpoints(source.endpoints, undefined, current, backend.marksUnhealthy === true).map(
+          (endpoint) => ({ registryNamespace, k8sNamespace: ns, owner, endpoint }),
+        );
+        const changes = calculatePlan({ current, desired, owner, policy: reg.spec.policy ?? 'sync' });
+        if (isEmptyPlan(changes)) continue;
+        planned++;
+        if (!finalized) this.#noteScope(key, reg.metadata?.name ?? '', scope);
+        const scopeKey = registrationKey({ registry: reg.metadata?.name ?? '', namespace: registryNamespace, service: scope.service });
+        writes.push(
+          owned.applyChanges(changes).then(
+            ({ applied }) => {
+              entries += applied.create.length + applied.updateNew.length + applied.delete.length;
+              let primed = this.#primed.get(key);
+              if (!primed) this.#primed.set(key, (primed = new Map<string, PrimedWrites>()));
+              primed.set(scopeKey, { created: applied.create.length, updated: applied.updateNew.length, deleted: applied.delete.length });
+            },
+            () => {
+              failed++;
+            },
+          ),
+        );
+      }
+    };
+    await Promise.all(
+      [...byNamespace.values()].map(async (list) => {
+        for (const si of list) await primeOne(si);
+      }),
+    );
+    await Promise.all(writes);
+    const summary: PrimeSummary = {
+      serviceInstances: serviceInstances.length,
+      scopes: planned,
+      entries,
+      failed,
+      ms: performance.now() - started,
+    };
+    if (planned > 0 || failed > 0)
+      d.logger.info(
+        { ...summary, ms: Math.round(summary.ms) },
+        failed > 0 ? 'first pass wrote entries in bulk; the reconciles retry what failed' : 'first pass wrote entries in bulk',
+      );
+    return summary;
+  }
+
   /** Remembers that `reg`'s scope of an object without our finalizer (yet) is about to be written. */
   #noteUnfinalized(key: string, si: ServiceInstance, reg: RegistryResource): void {
     let registryNamespace: string;
@@ -245,8 +384,11 @@ export class ServiceInstanceReconciler {
     } catch {
       return; // an unusable template writes nothing
     }
-    const registry = reg.metadata?.name ?? '';
-    const scope: Scope = { registryNamespace, service: si.spec.service };
+    this.#noteScope(key, reg.metadata?.name ?? '', { registryNamespace, service: si.spec.service });
+  }
+
+  #noteScope(key: string, registry: string, scope: Scope): void {
+    const { registryNamespace } = scope;
     let scopes = this.#unfinalized.get(key);
     if (!scopes) this.#unfinalized.set(key, (scopes = new Map<string, { registry: string; scope: Scope }>()));
     scopes.set(registrationKey({ registry, namespace: registryNamespace, service: scope.service }), { registry, scope });
@@ -343,6 +485,8 @@ export class ServiceInstanceReconciler {
       }
     }
 
+    // What the first pass wrote to a scope no longer targeted has nobody left to report it.
+    this.#primed.delete(key);
     const status = this.#status(si, known, source, outcomes, refusals, targets.length, health);
     const target = eventTarget(si);
     for (const r of refusals) d.events.warning(target, r.reason, r.message);
@@ -423,6 +567,11 @@ export class ServiceInstanceReconciler {
       const endpoints = gateEndpoints(source.endpoints, gate, current, backend.marksUnhealthy === true);
       const desired: RegistryEntry[] = endpoints.map((endpoint) => ({ registryNamespace, k8sNamespace: ns, owner, endpoint }));
       const changes = calculatePlan({ current, desired, owner, policy: reg.spec.policy ?? 'sync' });
+      const siKey = objectKey(si);
+      const scopeKey = registrationKey({ registry: registryName, namespace: registryNamespace, service });
+      // What the first pass wrote here is reported by this reconcile, once.
+      const primed = this.#primed.get(siKey)?.get(scopeKey);
+      this.#primed.get(siKey)?.delete(scopeKey);
       let conflicts: readonly ForeignEntryConflict[] = [];
       if (!isEmptyPlan(changes)) {
         log.info(
@@ -440,8 +589,7 @@ export class ServiceInstanceReconciler {
       }
       const refusedCreates = conflicts.filter((c) => c.operation !== 'delete').length;
       const registered = desired.length - refusedCreates;
-      const siKey = objectKey(si);
-      const scopeKey = registrationKey({ registry: registryName, namespace: registryNamespace, service });
+      const wrote = !isEmptyPlan(changes) || primed !== undefined;
       const fingerprint = endpointsFingerprint(endpoints);
       let written = this.#written.get(siKey);
       if (!written) this.#written.set(siKey, (written = new Map<string, string>()));
@@ -454,8 +602,8 @@ export class ServiceInstanceReconciler {
         prev !== undefined &&
         prev.entries === registered &&
         (lastWritten === undefined ? known?.observedGeneration === si.metadata?.generation : lastWritten === fingerprint);
-      const changed = !isEmptyPlan(changes) && !repaired;
-      if (repaired && !isEmptyPlan(changes)) log.info({ registry: registryName, registryNamespace }, 'registry entries repaired');
+      const changed = wrote && !repaired;
+      if (repaired && wrote) log.info({ registry: registryName, registryNamespace }, 'registry entries repaired');
       const lastSyncTime =
         changed || !prev?.lastSyncTime
           ? d
@@ -484,9 +632,9 @@ export class ServiceInstanceReconciler {
         registration,
         registered,
         conflicts,
-        created: repaired ? 0 : changes.create.length - refusedCreates,
-        updated: repaired ? 0 : changes.updateNew.length,
-        deleted: repaired ? 0 : changes.delete.length,
+        created: repaired ? 0 : changes.create.length - refusedCreates + (primed?.created ?? 0),
+        updated: repaired ? 0 : changes.updateNew.length + (primed?.updated ?? 0),
+        deleted: repaired ? 0 : changes.delete.length + (primed?.deleted ?? 0),
       };
     } catch (err: unknown) {
       log.warn({ err, registry: registryName }, 'registry sync failed');

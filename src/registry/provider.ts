@@ -169,6 +169,7 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     ...(backend.retainNamespaces ? { retainNamespaces: backend.retainNamespaces.bind(backend) } : {}),
     ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
     ...(backend.marksUnhealthy === true ? { marksUnhealthy: true } : {}),
+    ...(backend.batchesWrites === true ? { batchesWrites: true } : {}),
   };
 }
 

@@ -96,10 +96,10 @@ export function renderTemplate(template: string, values: TemplateValues, options
     }
     return value;
   });
-  const context = Object.entries(values)
-    .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
-    .join(', ');
   const fail = (problem: string, advice: string): never => {
+    const context = Object.entries(values)
+      .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+      .join(', ');
     throw new TemplateError(
       field,
       template,
@@ -137,8 +137,26 @@ export const SERVICE_NAME_TEMPLATE_PLACEHOLDERS: readonly string[] = ['namespace
  * @throws {TemplateError} when the template or its result is unusable.
  */
 export function renderRegistryNamespace(template: string, k8sNamespace: string): string {
-  return renderTemplate(template, { namespace: k8sNamespace }, { field: 'spec.namespace', allowed: NAMESPACE_TEMPLATE_PLACEHOLDERS });
+  const key = `${template}\u0000${k8sNamespace}`;
+  const known = renderedNamespaces.get(key);
+  if (known !== undefined) return known;
+  const rendered = renderTemplate(
+    template,
+    { namespace: k8sNamespace },
+    { field: 'spec.namespace', allowed: NAMESPACE_TEMPLATE_PLACEHOLDERS },
+  );
+  if (renderedNamespaces.size >= RENDERED_NAMESPACES_MAX) renderedNamespaces.clear();
+  renderedNamespaces.set(key, rendered);
+  return rendered;
 }
+
+/**
+ * Registry namespaces rendered before, by template and Kubernetes namespace: every reconcile
+ * renders one, and there are only as many as templates times namespaces. Failures are not kept.
+ */
+const renderedNamespaces = new Map<string, string>();
+/** Bound of {@link renderedNamespaces}: past it, it starts over. */
+const RENDERED_NAMESPACES_MAX = 4096;
 
 /**
  * Renders a Registry's `spec.consul.serviceName` template, e.g. "{namespace}-{service}" with

@@ -97,4 +97,10 @@ export interface Registry {
    * without it are handed healthy endpoints only; a failing endpoint is deleted from them.
    */
   readonly marksUnhealthy?: boolean;
+  /**
+   * True when applyChanges calls that arrive together are merged into few large writes, and scope
+   * reads are served from a view of the whole namespace: a first pass may then hand the backend
+   * every ServiceInstance's changes at once instead of one reconcile at a time (etcd).
+   */
+  readonly batchesWrites?: boolean;
 }

@@ -92,6 +92,8 @@ export class EtcdRegistry implements Registry {
   readonly #leases: EtcdLeases;
   readonly #writes: EtcdWrites;
   #closed = false;
+  /** Concurrent applyChanges calls are merged per namespace (writes.ts), scope reads served from namespace views. */
+  readonly batchesWrites = true;
 
   /** Validates the options and creates the client; connections open lazily on the first call. */
   constructor(options: EtcdRegistryOptions) {
