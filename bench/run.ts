@@ -4,12 +4,13 @@
  * blocks of BENCHMARKS.md. Timing lives here and never in the tests.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { REPO_ROOT } from '../testbed/provision.ts';
 import type { BedVersions } from '../testbed/bed.ts';
 import type { ScenarioContext } from './lib/context.ts';
 import { describeMachine } from './lib/machine.ts';
 import { parseOptions, SCENARIOS, USAGE, type ScenarioId } from './lib/options.ts';
+import { compileOperator } from './lib/operator.ts';
 import { textTable, updateBenchmarksMd } from './lib/report.ts';
 import type { ScenarioResult } from './lib/results.ts';
 import { churn } from './scenarios/churn.ts';
@@ -70,6 +71,7 @@ async function main(): Promise<number> {
       ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
     ],
   };
+  log(`operator compiled as the image builds it: ${relative(REPO_ROOT, await compileOperator())}`);
   log(`scale ${options.scale}, ${options.repeats} run(s) per case, scenarios: ${[...options.only].join(', ')}; artefacts in ${runDir}`);
 
   const results: ScenarioResult[] = [];

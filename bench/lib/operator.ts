@@ -3,10 +3,12 @@
  * that its CPU time and RSS can be read from /proc and its queue depth from /metrics without the
  * harness's own work mixing in.
  */
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
 import { RUNTIME_ENV, RUNTIME_NODE_FLAGS } from '../../src/runtime-settings.ts';
@@ -197,6 +199,20 @@ export function sumMetrics(text: string, names: readonly string[]): Record<strin
   return out;
 }
 
+/** The script the benchmarks run: src/main.ts until {@link compileOperator} built dist/. */
+let entryPoint = join(REPO_ROOT, 'src', 'main.ts');
+
+/**
+ * Compiles src/ into dist/ with tsc, as the image's build stage does, and runs the operator from
+ * there from now on: what the image runs, without type stripping at load time.
+ */
+export async function compileOperator(): Promise<string> {
+  const tsc = join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  await promisify(execFile)(process.execPath, [tsc, '-p', join(REPO_ROOT, 'tsconfig.build.json')], { cwd: REPO_ROOT });
+  entryPoint = join(REPO_ROOT, 'dist', 'main.js');
+  return entryPoint;
+}
+
 /** Starts the operator against a bed; resolves once spawned (call waitReady to wait for its caches). */
 export async function startOperator(o: OperatorOptions): Promise<BenchOperator> {
   const metricsPort = await freePort();
@@ -211,7 +227,7 @@ export async function startOperator(o: OperatorOptions): Promise<BenchOperator> 
       // As the container image runs it; a run's --node-options come after, so they win.
       ...RUNTIME_NODE_FLAGS,
       ...(o.nodeFlags ?? []),
-      join(REPO_ROOT, 'src', 'main.ts'),
+      entryPoint,
       `--kubeconfig=${o.kubeconfig}`,
       `--metrics-address=127.0.0.1:${metricsPort}`,
       `--health-address=127.0.0.1:${healthPort}`,
@@ -220,7 +236,7 @@ export async function startOperator(o: OperatorOptions): Promise<BenchOperator> 
     ],
     join(logDir, 'operator.log'),
     // As the container image runs it; a run's --node-options come on top.
-    { ...process.env, ...RUNTIME_ENV },
+    { ...process.env, NODE_ENV: 'production', ...RUNTIME_ENV },
   );
   return new BenchOperator(proc, `http://127.0.0.1:${metricsPort}/metrics`, `http://127.0.0.1:${healthPort}`, startedAt);
 }

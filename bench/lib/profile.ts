@@ -25,9 +25,9 @@ interface CpuProfile {
   readonly timeDeltas: readonly number[];
 }
 
-/** Code of this repository (src/), as opposed to a package's own `src/` folder. */
+/** Code of this repository (src/, or dist/ compiled from it), as opposed to a package's own `src/` folder. */
 function isOperatorCode(frame: CallFrame): boolean {
-  return frame.url.includes('/src/') && !frame.url.includes('/node_modules/');
+  return (frame.url.includes('/src/') || frame.url.includes('/dist/')) && !frame.url.includes('/node_modules/');
 }
 
 function moduleOf(frame: CallFrame): string {
@@ -35,7 +35,7 @@ function moduleOf(frame: CallFrame): string {
   if (url === '') return frame.functionName.startsWith('(') ? frame.functionName : '(native)';
   const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (pkg) return pkg[1] as string;
-  const src = /\/(src\/.*)$/.exec(url);
+  const src = /\/((?:src|dist)\/.*)$/.exec(url);
   if (src && isOperatorCode(frame)) return `src/${(src[1] as string).split('/')[1] ?? ''}`;
   if (url.startsWith('node:')) return 'node internals';
   return url;
@@ -43,7 +43,7 @@ function moduleOf(frame: CallFrame): string {
 
 function label(frame: CallFrame): string {
   const where =
-    frame.url === '' ? '' : ` ${frame.url.replace(/^.*\/(node_modules|src)\//, '$1/').replace(/^file:\/\//, '')}:${frame.lineNumber + 1}`;
+    frame.url === '' ? '' : ` ${frame.url.replace(/^.*\/(node_modules|src|dist)\//, '$1/').replace(/^file:\/\//, '')}:${frame.lineNumber + 1}`;
   return `${frame.functionName || '(anonymous)'}${where}`;
 }
 
