@@ -305,6 +305,30 @@ export class ServiceInstanceReconciler {
       if (!list) byNamespace.set(ns, (list = []));
       list.push(si);
     }
+    // Each namespace's pods indexed by label once, so that a selector looks at its candidates
+    // only (desiredEndpoints checks the whole selector on them), not at every pod of the namespace.
+    const podIndexes = new Map<string, { all: readonly SlimPod[]; byLabel: Map<string, SlimPod[]> }>();
+    const podsOf = (ns: string, selector: NonNullable<ServiceInstance['spec']['selector']>): readonly SlimPod[] => {
+      let index = podIndexes.get(ns);
+      if (!index) {
+        const all = d.caches.pods(ns);
+        const byLabel = new Map<string, SlimPod[]>();
+        for (const pod of all)
+          for (const [k, v] of Object.entries(pod.metadata.labels)) {
+            const label = `${k}=${v}`;
+            let list = byLabel.get(label);
+            if (!list) byLabel.set(label, (list = []));
+            list.push(pod);
+          }
+        podIndexes.set(ns, (index = { all, byLabel }));
+      }
+      let candidates = index.all;
+      for (const [k, v] of Object.entries(selector.matchLabels ?? {})) {
+        const list = index.byLabel.get(`${k}=${v}`) ?? [];
+        if (list.length < candidates.length) candidates = list;
+      }
+      return candidates;
+    };
     const primeOne = async (si: ServiceInstance): Promise<void> => {
       if (si.metadata?.deletionTimestamp || si.spec.healthCheck) return;
       const key = objectKey(si);
@@ -322,7 +346,10 @@ export class ServiceInstanceReconciler {
         } catch {
           continue;
         }
-        source ??= desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, si.spec.selector ? d.caches.pods(ns) : []);
+        source ??= desiredEndpoints(
+          { namespace: ns, name: owner.name, spec: si.spec },
+          si.spec.selector ? podsOf(ns, si.spec.selector) : [],
+        );
         const scope: Scope = { registryNamespace, service: si.spec.service };
         const owned = new OwnedRegistry(backend, owner);
         let current: RegistryEntry[];

@@ -12,6 +12,7 @@ import { ServiceInstanceReconciler } from '../../src/controller/service-instance
 import { InMemoryRegistry } from '../../src/registry/inmemory/inmemory-registry.ts';
 import type { Backend } from '../../src/registry/provider.ts';
 import type { Changes, RegistryEntry, Scope } from '../../src/registry/types.ts';
+import type { SlimPod } from '../../src/source/pods.ts';
 import { registryResource, staticServiceInstance } from '../support/resources.ts';
 
 /** The in-memory registry, counting the applyChanges calls it got and able to claim it batches them. */
@@ -40,6 +41,7 @@ function setUp(
   backend: Backend,
   objects: readonly ServiceInstance[],
   registry = registryResource('main'),
+  pods: readonly SlimPod[] = [],
 ): {
   reconciler: ServiceInstanceReconciler;
   cache: Map<string, ServiceInstance>;
@@ -52,7 +54,12 @@ function setUp(
   const keyOf = (t: { namespace?: string; name: string }): string => `${t.namespace ?? ''}/${t.name}`;
   const reconciler = new ServiceInstanceReconciler({
     clusterId: 'cluster-a',
-    caches: { serviceInstance: (key) => cache.get(key), pods: () => [], registries: () => [registry], namespaceLabels: () => ({}) },
+    caches: {
+      serviceInstance: (key) => cache.get(key),
+      pods: (ns) => pods.filter((p) => p.metadata.namespace === ns),
+      registries: () => [registry],
+      namespaceLabels: () => ({}),
+    },
     backends: { get: () => Promise.resolve(backend) },
     writer: {
       addFinalizer: () => Promise.resolve(),
@@ -198,5 +205,37 @@ void describe('ServiceInstanceReconciler.prime', () => {
     await reconciler.reconcile('ns0/si0');
     assert.deepEqual(await entriesOf(backend, gone), [], 'no entry outlives its ServiceInstance');
     assert.equal((await entriesOf(backend, kept)).length, 1);
+  });
+
+  void it('registers the ready pods each selector matches, matchLabels and matchExpressions alike', async () => {
+    const pod = (name: string, labels: Record<string, string>, ip: string, ready = true): SlimPod => ({
+      metadata: { name, namespace: 'ns0', labels, terminating: false },
+      ip,
+      ready,
+      finished: false,
+      ports: [{ name: 'http', containerPort: 8080, protocol: 'TCP' }],
+    });
+    const pods = [
+      pod('a-1', { app: 'a', tier: 'web' }, '10.1.0.1'),
+      pod('a-2', { app: 'a', tier: 'db' }, '10.1.0.2'),
+      pod('a-3', { app: 'a', tier: 'web' }, '10.1.0.3', false),
+      pod('b-1', { app: 'b', tier: 'web' }, '10.1.0.4'),
+    ];
+    const selecting = (name: string, selector: NonNullable<ServiceInstance['spec']['selector']>): ServiceInstance => ({
+      apiVersion: 'registrar.dev/v1alpha1',
+      kind: 'ServiceInstance',
+      metadata: { namespace: 'ns0', name, uid: name, generation: 1, finalizers: [FINALIZER] },
+      spec: { service: name, selector, port: 'http', weight: 1 },
+    });
+    const objects = [
+      selecting('web-a', { matchLabels: { app: 'a', tier: 'web' } }),
+      selecting('not-db', { matchExpressions: [{ key: 'tier', operator: 'NotIn', values: ['db'] }] }),
+    ];
+    const backend = new CountingRegistry(true);
+    await setUp(backend, objects, registryResource('main'), pods).reconciler.prime(objects);
+    const addresses = async (service: string): Promise<string[]> =>
+      (await backend.records({ registryNamespace: 'ns0', service })).map((e) => e.endpoint.instanceId).sort();
+    assert.deepEqual(await addresses('web-a'), ['10.1.0.1:8080'], 'both labels must match, and only ready pods count');
+    assert.deepEqual(await addresses('not-db'), ['10.1.0.1:8080', '10.1.0.4:8080']);
   });
 });
