@@ -43,7 +43,9 @@ function moduleOf(frame: CallFrame): string {
 
 function label(frame: CallFrame): string {
   const where =
-    frame.url === '' ? '' : ` ${frame.url.replace(/^.*\/(node_modules|src|dist)\//, '$1/').replace(/^file:\/\//, '')}:${frame.lineNumber + 1}`;
+    frame.url === ''
+      ? ''
+      : ` ${frame.url.replace(/^.*\/(node_modules|src|dist)\//, '$1/').replace(/^file:\/\//, '')}:${frame.lineNumber + 1}`;
   return `${frame.functionName || '(anonymous)'}${where}`;
 }
 

@@ -16,6 +16,8 @@ import {
   type ServiceInstance,
 } from '../api/v1alpha1/types.ts';
 import { Informer, type ListPage } from '../kube/informer.ts';
+import type { LabelSelectorLike } from '../source/endpoints.ts';
+import { PodLabelIndex } from '../source/pod-index.ts';
 import { slimPod, type SlimPod } from '../source/pods.ts';
 import type { ReconcilerCaches } from './service-instance-reconciler.ts';
 
@@ -60,6 +62,8 @@ export class ClusterCaches implements ReconcilerCaches {
   readonly registryInformer: Informer<RegistryResource, RegistryResource>;
   readonly namespaceInformer: Informer<V1Namespace, SlimNamespace>;
   readonly #logger: Logger;
+  /** Per namespace: its pods by label, built on first use after a pod there changed. */
+  readonly #podIndexes = new Map<string, PodLabelIndex>();
 
   constructor(options: CachesOptions) {
     this.#logger = options.logger;
@@ -86,17 +90,18 @@ export class ClusterCaches implements ReconcilerCaches {
         }),
       );
       const podPath = ns ? `/api/v1/namespaces/${ns}/pods` : '/api/v1/pods';
-      this.podInformers.push(
-        new Informer<V1Pod, SlimPod>({
-          name: `pods${ns ? `/${ns}` : ''}`,
-          kubeConfig: kc,
-          path: podPath,
-          list: page<V1Pod>(podPath),
-          transform: slimPod,
-          logger: options.logger,
-          onError: () => options.onInformerError?.(ns ? `pods/${ns}` : 'pods'),
-        }),
-      );
+      const pods = new Informer<V1Pod, SlimPod>({
+        name: `pods${ns ? `/${ns}` : ''}`,
+        kubeConfig: kc,
+        path: podPath,
+        list: page<V1Pod>(podPath),
+        transform: slimPod,
+        logger: options.logger,
+        onError: () => options.onInformerError?.(ns ? `pods/${ns}` : 'pods'),
+      });
+      const stale = (pod: SlimPod): void => void this.#podIndexes.delete(pod.metadata.namespace);
+      pods.on({ add: stale, update: stale, delete: stale });
+      this.podInformers.push(pods);
     }
     const registryPath = `/apis/${GROUP}/${VERSION}/${REGISTRY_PLURAL}`;
     this.registryInformer = new Informer<RegistryResource, RegistryResource>({
@@ -135,6 +140,13 @@ export class ClusterCaches implements ReconcilerCaches {
 
   pods(namespace: string): readonly SlimPod[] {
     return this.podInformers.flatMap((inf) => inf.list(namespace));
+  }
+
+  /** The pods of `namespace` that `selector` can match (a superset: check the selector on them). */
+  podsMatching(namespace: string, selector: LabelSelectorLike): readonly SlimPod[] {
+    let index = this.#podIndexes.get(namespace);
+    if (!index) this.#podIndexes.set(namespace, (index = new PodLabelIndex(this.pods(namespace))));
+    return index.candidates(selector);
   }
 
   registries(): readonly RegistryResource[] {

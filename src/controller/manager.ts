@@ -9,6 +9,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Registry as RegistryResource, ServiceInstance } from '../api/v1alpha1/types.ts';
 import { objectKey } from '../kube/informer.ts';
+import type { LabelSelectorLike } from '../source/endpoints.ts';
 import type { SlimPod } from '../source/pods.ts';
 import { ClusterCaches } from './caches.ts';
 import { routeEvents } from './event-routing.ts';
@@ -58,6 +59,10 @@ export class ControllerManager implements ReconcilerCaches {
 
   pods(namespace: string): readonly SlimPod[] {
     return this.#caches.pods(namespace);
+  }
+
+  podsMatching(namespace: string, selector: LabelSelectorLike): readonly SlimPod[] {
+    return this.#caches.podsMatching(namespace, selector);
   }
 
   registries(): readonly RegistryResource[] {

@@ -22,7 +22,7 @@ import { calculatePlan, isEmptyPlan } from '../plan/plan.ts';
 import { OwnedRegistry, type ForeignEntryConflict } from '../registry/owner.ts';
 import { renderRegistryNamespace } from '../registry/template.ts';
 import type { Owner, RegistryEntry, Scope } from '../registry/types.ts';
-import { desiredEndpoints, type SourceResult } from '../source/endpoints.ts';
+import { desiredEndpoints, type LabelSelectorLike, type SourceResult } from '../source/endpoints.ts';
 import type { SlimPod } from '../source/pods.ts';
 import { setCondition, type Condition } from './conditions.ts';
 import { TerminalError, type ReconcileResult } from './queue.ts';
@@ -93,6 +93,8 @@ export interface ServiceInstanceWriter {
 export interface ReconcilerCaches {
   serviceInstance(key: string): ServiceInstance | undefined;
   pods(namespace: string): readonly SlimPod[];
+  /** The pods of `namespace` that `selector` can match, when the caches index them (else: pods()). */
+  podsMatching?(namespace: string, selector: LabelSelectorLike): readonly SlimPod[];
   registries(): readonly RegistryResource[];
   namespaceLabels(namespace: string): Readonly<Record<string, string>> | undefined;
 }
@@ -114,6 +116,9 @@ export interface ReconcilerDeps {
   /** A registry namespace's lease is not the one its Registry's status.leases names: that status is due for a write. */
   readonly onLeaseChanged?: (registry: string) => void;
 }
+
+/** Scopes whose writes the first pass has handed to backends and not yet seen land, at most. */
+const PRIME_IN_FLIGHT = 512;
 
 /** What {@link ServiceInstanceReconciler.prime} wrote to one scope of one ServiceInstance. */
 interface PrimedWrites {
@@ -280,6 +285,8 @@ export class ServiceInstanceReconciler {
     const d = this.#d;
     const started = performance.now();
     const writes: Promise<void>[] = [];
+    let inFlight = 0;
+    const waiting: (() => void)[] = [];
     const backends = new Map<string, Promise<Backend | undefined>>();
     const backendOf = (reg: RegistryResource): Promise<Backend | undefined> => {
       const name = reg.metadata?.name ?? '';
@@ -305,30 +312,6 @@ export class ServiceInstanceReconciler {
       if (!list) byNamespace.set(ns, (list = []));
       list.push(si);
     }
-    // Each namespace's pods indexed by label once, so that a selector looks at its candidates
-    // only (desiredEndpoints checks the whole selector on them), not at every pod of the namespace.
-    const podIndexes = new Map<string, { all: readonly SlimPod[]; byLabel: Map<string, SlimPod[]> }>();
-    const podsOf = (ns: string, selector: NonNullable<ServiceInstance['spec']['selector']>): readonly SlimPod[] => {
-      let index = podIndexes.get(ns);
-      if (!index) {
-        const all = d.caches.pods(ns);
-        const byLabel = new Map<string, SlimPod[]>();
-        for (const pod of all)
-          for (const [k, v] of Object.entries(pod.metadata.labels)) {
-            const label = `${k}=${v}`;
-            let list = byLabel.get(label);
-            if (!list) byLabel.set(label, (list = []));
-            list.push(pod);
-          }
-        podIndexes.set(ns, (index = { all, byLabel }));
-      }
-      let candidates = index.all;
-      for (const [k, v] of Object.entries(selector.matchLabels ?? {})) {
-        const list = index.byLabel.get(`${k}=${v}`) ?? [];
-        if (list.length < candidates.length) candidates = list;
-      }
-      return candidates;
-    };
     const primeOne = async (si: ServiceInstance): Promise<void> => {
       if (si.metadata?.deletionTimestamp || si.spec.healthCheck) return;
       const key = objectKey(si);
@@ -348,7 +331,7 @@ export class ServiceInstanceReconciler {
         }
         source ??= desiredEndpoints(
           { namespace: ns, name: owner.name, spec: si.spec },
-          si.spec.selector ? podsOf(ns, si.spec.selector) : [],
+          si.spec.selector ? this.#podsFor(ns, si.spec.selector) : [],
         );
         const scope: Scope = { registryNamespace, service: si.spec.service };
         const owned = new OwnedRegistry(backend, owner);
@@ -367,18 +350,28 @@ export class ServiceInstanceReconciler {
         planned++;
         if (!finalized) this.#noteScope(key, reg.metadata?.name ?? '', scope);
         const scopeKey = registrationKey({ registry: reg.metadata?.name ?? '', namespace: registryNamespace, service: scope.service });
+        // Enough in flight to fill the backend's batches, not so much that the pass holds every
+        // ServiceInstance's writes in memory at once.
+        while (inFlight >= PRIME_IN_FLIGHT) await new Promise<void>((resolve) => waiting.push(resolve));
+        inFlight++;
         writes.push(
-          owned.applyChanges(changes).then(
-            ({ applied }) => {
-              entries += applied.create.length + applied.updateNew.length + applied.delete.length;
-              let primed = this.#primed.get(key);
-              if (!primed) this.#primed.set(key, (primed = new Map<string, PrimedWrites>()));
-              primed.set(scopeKey, { created: applied.create.length, updated: applied.updateNew.length, deleted: applied.delete.length });
-            },
-            () => {
-              failed++;
-            },
-          ),
+          owned
+            .applyChanges(changes)
+            .then(
+              ({ applied }) => {
+                entries += applied.create.length + applied.updateNew.length + applied.delete.length;
+                let primed = this.#primed.get(key);
+                if (!primed) this.#primed.set(key, (primed = new Map<string, PrimedWrites>()));
+                primed.set(scopeKey, { created: applied.create.length, updated: applied.updateNew.length, deleted: applied.delete.length });
+              },
+              () => {
+                failed++;
+              },
+            )
+            .finally(() => {
+              inFlight--;
+              waiting.shift()?.();
+            }),
         );
       }
     };
@@ -438,6 +431,12 @@ export class ServiceInstanceReconciler {
     this.#d.logger.info({ serviceInstance: key }, 'ServiceInstance went before its finalizer was added; entries removed');
   }
 
+  /** The pods a selector can match in `ns` (desiredEndpoints checks the selector on each). */
+  #podsFor(ns: string, selector: LabelSelectorLike): readonly SlimPod[] {
+    const caches = this.#d.caches;
+    return caches.podsMatching ? caches.podsMatching(ns, selector) : caches.pods(ns);
+  }
+
   #owner(si: ServiceInstance): Owner {
     return { clusterId: this.#d.clusterId, namespace: si.metadata?.namespace ?? '', name: si.metadata?.name ?? '' };
   }
@@ -476,7 +475,10 @@ export class ServiceInstanceReconciler {
     const labels = d.caches.namespaceLabels(ns) ?? {};
     const { targets, refusals } = resolveTargets(si.spec.registries, ns, labels, d.caches.registries());
     // Static endpoints need no pods: skip copying the namespace's pod cache for them.
-    const source = desiredEndpoints({ namespace: ns, name: owner.name, spec: si.spec }, si.spec.selector ? d.caches.pods(ns) : []);
+    const source = desiredEndpoints(
+      { namespace: ns, name: owner.name, spec: si.spec },
+      si.spec.selector ? this.#podsFor(ns, si.spec.selector) : [],
+    );
     // What the status is about to be when a write of it is still on its way.
     const known = d.writer.intendedStatus?.(si) ?? si.status;
     const previous = new Map((known?.registrations ?? []).map((r) => [registrationKey(r), r]));
