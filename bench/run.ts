@@ -18,6 +18,7 @@ import { clientPropagation } from './scenarios/client-propagation.ts';
 import { clientSelection } from './scenarios/client-selection.ts';
 import { clientSlowBackend } from './scenarios/client-slow-backend.ts';
 import { coldSync } from './scenarios/cold-sync.ts';
+import { consulCapacity } from './scenarios/consul-capacity.ts';
 import { consulColdSync } from './scenarios/consul-cold-sync.ts';
 import { healthChecks } from './scenarios/health-checks.ts';
 import { propagation } from './scenarios/propagation.ts';
@@ -37,6 +38,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   'client-propagation': clientPropagation,
   zookeeper: zookeeperScenario,
   recovery,
+  'consul-capacity': consulCapacity,
 };
 
 async function main(): Promise<number> {

@@ -3,7 +3,9 @@
  * instances become visible (the benchmarks' clock for Consul), the raw agent registration rate
  * with the very bodies the operator sends, and the agent's own count of HTTP calls by path.
  */
+import { readdir, readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ServiceRegistration } from '../../src/registry/consul/client.ts';
 import { heartbeatRegistration, heartbeatServiceId, heartbeatCheckId, instanceRegistration } from '../../src/registry/consul/codec.ts';
 import type { RegistryEntry } from '../../src/registry/types.ts';
 import { mapBounded } from './stats.ts';
@@ -304,4 +306,28 @@ export class RawConsulPool {
     if (registered) await consulPut(this.#addr, '/v1/agent/service/register?replace-existing-checks=true', body);
     else await consulPut(this.#addr, `/v1/agent/service/deregister/${encodeURIComponent(body.ID)}`);
   }
+}
+
+/** One agent registration with the operator's query (`replace-existing-checks`), as the backend sends it. */
+export async function agentRegister(addr: string, body: ServiceRegistration): Promise<void> {
+  await consulPut(addr, '/v1/agent/service/register?replace-existing-checks=true', body);
+}
+
+/** Passes the TTL check `checkId`, as the operator's heartbeat does. */
+export async function agentPassCheck(addr: string, checkId: string): Promise<void> {
+  await consulPut(addr, `/v1/agent/check/pass/${encodeURIComponent(checkId)}`);
+}
+
+/**
+ * Pid of the Consul agent started with `-node=<nodeName>` (the bed names its agent after its
+ * directory), found in /proc because the bed does not hand its processes out; undefined when none is.
+ */
+export async function findConsulAgentPid(nodeName: string): Promise<number | undefined> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    // A process may exit between the listing and the read.
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (argv[1] === 'agent' && argv.includes(`-node=${nodeName}`)) return Number(entry);
+  }
+  return undefined;
 }

@@ -17,6 +17,7 @@ export const SCENARIOS = [
   'client-propagation',
   'zookeeper',
   'recovery',
+  'consul-capacity',
 ] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
@@ -60,6 +61,8 @@ export interface BenchOptions {
   };
   /** ServiceInstances (one static endpoint each) registered, lost to an outage longer than the TTL, and recovered. */
   readonly recovery: { readonly serviceInstances: number };
+  /** Instance counts one Consul agent is filled to, and the paced updates timed at each. */
+  readonly consulCapacity: { readonly sizes: readonly number[]; readonly updates: number; readonly rate: number };
   readonly churn: { readonly services: number; readonly podsPerService: number; readonly rate: number; readonly seconds: number };
   readonly healthChecks: {
     readonly serviceInstances: number;
@@ -93,6 +96,8 @@ export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N]
                    ZooKeeper Registry, per size
   recovery         SIGKILL of a converged operator, an outage until every lease expired, the raw etcd rate, and
                    the restart timed until every entry is back (10,000 ServiceInstances, 300 at small)
+  consul-capacity  one Consul agent filled to 1,000 / 2,000 / 5,000 / 10,000 / 20,000 instances (200 / 500 / 1,000 at
+                   small), 500 updates at 50/s timed at each: the largest count with registration p99 < 1 s
   --no-markdown    leave BENCHMARKS.md alone (results still go to bench/results/)`;
 
 /** Parses argv (without node and script). Throws with the usage text on a bad flag. */
@@ -166,6 +171,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
     steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 330, resyncSeconds: small ? 20 : 300 },
     consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
     recovery: { serviceInstances: Math.max(...sizes) },
+    consulCapacity: { sizes: small ? [200, 500, 1000] : [1000, 2000, 5000, 10_000, 20_000], updates: 500, rate: 50 },
     zookeeper: { sizes, windowSeconds: small ? 20 : 60, resyncSeconds: small ? 10 : 30, resyncPasses: 2 },
     churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
     healthChecks: {
