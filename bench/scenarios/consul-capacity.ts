@@ -51,8 +51,8 @@ export interface CapacityRun {
   readonly steps: CapacityStep[];
   /** Largest step with p99 < 1 s below the first step over it; 0 when none. */
   readonly ceiling: number;
-  /** The step whose p99 was over 2 s, when climbing stopped there. */
-  readonly stoppedAt: number | undefined;
+  /** Where and why climbing stopped before the top of the ladder: a p99 over 2 s, or a fill that failed. */
+  readonly stopped: { readonly at: number; readonly why: string } | undefined;
   readonly heartbeatPassFailures: number;
 }
 
@@ -139,14 +139,22 @@ async function runOnce(ctx: ScenarioContext, run: number): Promise<CapacityRun> 
     }
     const heartbeats = passHeartbeats(addr, [...heartbeatIds.values()].map(heartbeatCheckId));
     const steps: CapacityStep[] = [];
-    let stoppedAt: number | undefined;
+    let stopped: CapacityRun['stopped'];
     try {
       let filled = 0;
       for (const n of [...sizes].sort((a, b) => a - b)) {
         const batch = layout.entries.slice(filled, n);
         const names = new Set(layout.entries.slice(0, n).map((e) => `${e.namespace}-${e.service}`));
         const fillStarted = performance.now();
-        await mapBounded(batch, DEFAULT_MAX_CONCURRENT_CALLS, (e) => agentRegister(addr, body(e, '0')));
+        // An agent that cannot even be filled to this step is past its capacity: the steps measured so far still count.
+        const fillError = await mapBounded(batch, DEFAULT_MAX_CONCURRENT_CALLS, (e) => agentRegister(addr, body(e, '0'))).then(
+          () => undefined,
+          (err: unknown) => (err instanceof Error ? err.message : String(err)),
+        );
+        if (fillError !== undefined) {
+          stopped = { at: n, why: `filling the agent failed: ${fillError}` };
+          break;
+        }
         const fillPerSecond = batch.length / ((performance.now() - fillStarted) / 1000);
         filled = n;
         // Measure only once the agent's sync has carried the fill into its catalog. Watched only now,
@@ -154,8 +162,10 @@ async function runOnce(ctx: ScenarioContext, run: number): Promise<CapacityRun> 
         const catalog = new CatalogWatch(addr, (name) => names.has(name));
         const synced = await waitFor(() => catalog.appeared.size === names.size, 120_000, 100);
         await catalog.stop();
-        if (!synced)
-          throw new Error(`${names.size - catalog.appeared.size} service names of the ${n}-instance step never reached the catalog`);
+        if (!synced) {
+          stopped = { at: n, why: `${names.size - catalog.appeared.size} service names were not in the catalog 2 min after the fill` };
+          break;
+        }
         // A shuffled order of the step's instances, cycled through when there are fewer than updates.
         const order = layout.entries.slice(0, n).sort(() => Math.random() - 0.5);
         const bodies = Array.from({ length: updates }, (_, i) => body(order[i % n] as ExpectedEntry, `${n}-${i}`));
@@ -176,7 +186,7 @@ async function runOnce(ctx: ScenarioContext, run: number): Promise<CapacityRun> 
           `consul-capacity run ${run}, ${n} instances: filled at ${fillPerSecond.toFixed(0)}/s; ${updates} updates at ${u.achievedRate.toFixed(1)}/s, p50/p99/max ${step.latency.p50.toFixed(0)}/${step.latency.p99.toFixed(0)}/${step.latency.max.toFixed(0)} ms, ${u.failed} failed; agent RSS ${agentRssMB.toFixed(0)} MB`,
         );
         if (step.latency.p99 > STOP_ABOVE_MS) {
-          stoppedAt = n;
+          stopped = { at: n, why: `its p99 was over ${STOP_ABOVE_MS / 1000} s` };
           break;
         }
       }
@@ -186,7 +196,7 @@ async function runOnce(ctx: ScenarioContext, run: number): Promise<CapacityRun> 
     // The step before the first one over 1 s: a larger step that happened to pass again is noise, not capacity.
     const firstOver = steps.findIndex((s) => !(s.latency.p99 < P99_LIMIT_MS));
     const ceiling = (firstOver === -1 ? steps.at(-1) : steps[firstOver - 1])?.instances ?? 0;
-    return { steps, ceiling, stoppedAt, heartbeatPassFailures: heartbeats.failures() };
+    return { steps, ceiling, stopped, heartbeatPassFailures: heartbeats.failures() };
   });
 }
 
@@ -211,7 +221,7 @@ export async function consulCapacity(ctx: ScenarioContext): Promise<ScenarioResu
     figures.push(
       { case: c, name: 'registration call p50', unit: 'ms', runs: at((s) => s.latency.p50) },
       { case: c, name: 'registration call p99 (capacity criterion: < 1 s)', unit: 'ms', runs: at((s) => s.latency.p99) },
-      { case: c, name: 'fill rate up to this step', unit: 'instances/s', runs: at((s) => s.fillPerSecond) },
+      { case: c, name: 'fill rate, previous step → this one', unit: 'instances/s', runs: at((s) => s.fillPerSecond) },
       { case: c, name: 'agent RSS', unit: 'MB', runs: at((s) => s.agentRssMB) },
     );
   }
@@ -226,8 +236,7 @@ export async function consulCapacity(ctx: ScenarioContext): Promise<ScenarioResu
   const notes: string[] = [];
   for (const [i, x] of runs.entries()) {
     const where = `run ${i + 1}`;
-    if (x.stoppedAt !== undefined)
-      notes.push(`${where}: climbing stopped at ${count(x.stoppedAt)} instances, whose p99 was over ${STOP_ABOVE_MS / 1000} s.`);
+    if (x.stopped !== undefined) notes.push(`${where}: climbing stopped at ${count(x.stopped.at)} instances: ${x.stopped.why}.`);
     else if (x.ceiling === Math.max(...sizes))
       notes.push(`${where}: every step stayed under 1 s; the ceiling lies above the largest step tried (${count(x.ceiling)}).`);
     if (x.ceiling === 0) notes.push(`${where}: no step kept its p99 under 1 s.`);
