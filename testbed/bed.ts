@@ -108,7 +108,9 @@ export interface ConsulAgent {
 
 /**
  * Arguments of a Consul dev agent named `name` on loopback: HTTP on `httpPort`, its other ports
- * free ones, DNS and gRPC off, and `hcl` as extra configuration.
+ * free ones, DNS and gRPC off, and `hcl` as extra configuration. Every client of the bed (operator,
+ * tests, benchmark watches) connects from 127.0.0.1, so the agent's limit of 200 connections per
+ * client address, meant for one client per address, is raised.
  */
 export async function consulDevAgentArgs(name: string, httpPort: number, hcl: readonly string[] = []): Promise<string[]> {
   const [serverPort, serfLanPort, serfWanPort] = await freePorts(3, [httpPort]);
@@ -125,7 +127,7 @@ export async function consulDevAgentArgs(name: string, httpPort: number, hcl: re
     `-serf-lan-port=${serfLanPort}`,
     `-serf-wan-port=${serfWanPort}`,
     '-log-level=warn',
-    ...['ports { grpc_tls = -1 }', ...hcl].map((h) => `-hcl=${h}`),
+    ...['ports { grpc_tls = -1 }', 'limits { http_max_conns_per_client = 4096 }', ...hcl].map((h) => `-hcl=${h}`),
   ];
 }
 

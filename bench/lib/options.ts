@@ -96,7 +96,7 @@ export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N]
                    ZooKeeper Registry, per size
   recovery         SIGKILL of a converged operator, an outage until every lease expired, the raw etcd rate, and
                    the restart timed until every entry is back (10,000 ServiceInstances, 300 at small)
-  consul-capacity  one Consul agent filled to 1,000 / 2,000 / 5,000 / 10,000 instances (200 / 500 / 1,000 at
+  consul-capacity  one Consul agent filled to 1,000 / 2,000 / 3,000 / 4,000 / 5,000 / 10,000 instances (200 / 500 / 1,000 at
                    small), 500 updates at 50/s timed at each: the largest count with registration p99 < 1 s
   --no-markdown    leave BENCHMARKS.md alone (results still go to bench/results/)`;
 
@@ -171,7 +171,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | undefined 
     steady: { serviceInstances: steadySize, podsPerInstance: 3, windowSeconds: small ? 40 : 330, resyncSeconds: small ? 20 : 300 },
     consulColdSync: { sizes, idleSeconds: small ? 40 : 60 },
     recovery: { serviceInstances: Math.max(...sizes) },
-    consulCapacity: { sizes: small ? [200, 500, 1000] : [1000, 2000, 5000, 10_000], updates: 500, rate: 50 },
+    consulCapacity: { sizes: small ? [200, 500, 1000] : [1000, 2000, 3000, 4000, 5000, 10_000], updates: 500, rate: 50 },
     zookeeper: { sizes, windowSeconds: small ? 20 : 60, resyncSeconds: small ? 10 : 30, resyncPasses: 2 },
     churn: { services: small ? 30 : 200, podsPerService: 10, rate: 100, seconds: churnSeconds },
     healthChecks: {
