@@ -1,5 +1,5 @@
 /**
- * The operator as a separate process, started the way a user starts it (`node src/main.ts`), so
+ * The operator as a separate process, started the way the image starts it (`node dist/main.js`, compiled by compileOperator), so
  * that its CPU time and RSS can be read from /proc and its queue depth from /metrics without the
  * harness's own work mixing in.
  */

@@ -120,7 +120,7 @@ export function machineMarkdown(m: Machine, when: string): string {
       `; commit ${m.commit}` +
       `. Load average when the run started: ${m.loadAverageAtStart} (the machine is shared: other jobs run meanwhile, which is why every figure with a limit is also given as a ratio to that limit measured in the same run).`,
     '',
-    'Everything runs on this one machine: the test bed (kube-apiserver with its own etcd, the registry etcd, a Consul dev agent, all on loopback), the operator as its own process (`node src/main.ts` with the memory settings of the container image, `src/runtime-settings.ts`, its CPU and RSS read from /proc), and the harness that creates objects and timestamps what it sees.',
+    'Everything runs on this one machine: the test bed (kube-apiserver with its own etcd, the registry etcd, a Consul dev agent, all on loopback), the operator as its own process (`node dist/main.js`, compiled by tsc at the start of each run as the image build does, with the image’s `NODE_ENV=production` and memory settings, `src/runtime-settings.ts`; its CPU and RSS read from /proc), and the harness that creates objects and timestamps what it sees.',
     '',
     'Reproduce:',
     '',
