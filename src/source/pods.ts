@@ -17,7 +17,6 @@ export interface SlimPod {
   readonly metadata: {
     readonly name: string;
     readonly namespace: string;
-    readonly uid?: string;
     readonly resourceVersion?: string;
     readonly labels: Readonly<Record<string, string>>;
     /** Set once deletion began: a terminating pod leaves the registry before it exits. */
@@ -32,31 +31,63 @@ export interface SlimPod {
   readonly ports: readonly SlimContainerPort[];
 }
 
-/** Reduces a pod to a {@link SlimPod}. */
+/**
+ * Strings many cached pods repeat (namespaces, label keys and values, port names and protocols),
+ * one copy each: JSON parsing gives every pod its own copies. Bounded: past the limit it starts
+ * over, which only costs sharing, never correctness.
+ */
+const interned = new Map<string, string>();
+/** Port lists, one frozen copy per distinct list: the pods of a workload all declare the same. */
+const portLists = new Map<string, readonly SlimContainerPort[]>();
+const INTERNED_MAX = 50_000;
+
+function intern(s: string): string {
+  const known = interned.get(s);
+  if (known !== undefined) return known;
+  if (interned.size >= INTERNED_MAX) interned.clear();
+  interned.set(s, s);
+  return s;
+}
+
+function sharedPorts(ports: SlimContainerPort[]): readonly SlimContainerPort[] {
+  if (ports.length === 0) return NO_PORTS;
+  const signature = JSON.stringify(ports);
+  const known = portLists.get(signature);
+  if (known) return known;
+  if (portLists.size >= INTERNED_MAX) portLists.clear();
+  const frozen = Object.freeze(ports.map((p) => Object.freeze(p)));
+  portLists.set(signature, frozen);
+  return frozen;
+}
+
+const NO_PORTS: readonly SlimContainerPort[] = Object.freeze([]);
+
+/** Reduces a pod to a {@link SlimPod}, sharing the strings and port lists pods repeat. */
 export function slimPod(pod: V1Pod): SlimPod {
   const ports: SlimContainerPort[] = [];
   for (const c of pod.spec?.containers ?? []) {
     for (const p of c.ports ?? []) {
-      const port: SlimContainerPort = { containerPort: p.containerPort };
-      if (p.name) Object.assign(port, { name: p.name });
-      if (p.protocol) Object.assign(port, { protocol: p.protocol });
+      const port: { name?: string; containerPort: number; protocol?: string } = { containerPort: p.containerPort };
+      if (p.name) port.name = intern(p.name);
+      if (p.protocol) port.protocol = intern(p.protocol);
       ports.push(port);
     }
   }
   const phase = pod.status?.phase;
-  const metadata: SlimPod['metadata'] = {
+  const labels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(pod.metadata?.labels ?? {})) labels[intern(k)] = intern(v);
+  const metadata: { name: string; namespace: string; labels: Record<string, string>; terminating: boolean; resourceVersion?: string } = {
     name: pod.metadata?.name ?? '',
-    namespace: pod.metadata?.namespace ?? '',
-    labels: { ...(pod.metadata?.labels ?? {}) },
+    namespace: intern(pod.metadata?.namespace ?? ''),
+    labels,
     terminating: Boolean(pod.metadata?.deletionTimestamp),
   };
-  if (pod.metadata?.uid) Object.assign(metadata, { uid: pod.metadata.uid });
-  if (pod.metadata?.resourceVersion) Object.assign(metadata, { resourceVersion: pod.metadata.resourceVersion });
+  if (pod.metadata?.resourceVersion) metadata.resourceVersion = pod.metadata.resourceVersion;
   return {
     metadata,
     ip: pod.status?.podIP || undefined,
     ready: (pod.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
     finished: phase === 'Succeeded' || phase === 'Failed',
-    ports,
+    ports: sharedPorts(ports),
   };
 }

@@ -245,3 +245,19 @@ describe('resolveTargets', () => {
     assert.deepEqual(r.targets, []);
   });
 });
+
+describe('slimPod', () => {
+  test('keeps what decides registration and shares one frozen port list between pods that declare the same', () => {
+    const a = pod('a', { ip: '10.0.0.1', labels: { app: 'user', tier: 'web' } });
+    const b = pod('b', { ip: '10.0.0.2', labels: { app: 'user', tier: 'web' } });
+    const c = pod('c', { ip: '10.0.0.3', ports: [{ name: 'grpc', containerPort: 9090 }] });
+    assert.deepEqual(a.metadata, { name: 'a', namespace: 'prod', labels: { app: 'user', tier: 'web' }, terminating: false });
+    assert.deepEqual([a.ip, a.ready, a.finished], ['10.0.0.1', true, false]);
+    assert.deepEqual(a.ports, [{ name: 'http', containerPort: 8080 }]);
+    assert.equal(a.ports, b.ports, 'one list for both pods');
+    assert.ok(Object.isFrozen(a.ports) && Object.isFrozen(a.ports[0]));
+    assert.notEqual(a.ports, c.ports);
+    assert.deepEqual(c.ports, [{ name: 'grpc', containerPort: 9090 }]);
+    assert.deepEqual(pod('d', { ports: [] }).ports, []);
+  });
+});
