@@ -135,6 +135,14 @@ test('a ServiceInstance whose registry has been unreachable past the lease TTL i
   operators.push(op);
   const dir = `${prefix}/${ns}/`;
   await eventually('both entries', async () => ((await etcdChildren(etcd, dir)).length === 2 ? true : undefined), 60_000);
+  // Entries land before the finalizer (it is written behind them): this case is about an object
+  // that has it, whose deletion the operator holds until its entries are gone or expired.
+  await eventually(
+    'the finalizer on the ServiceInstance about to be deleted',
+    async () =>
+      (await getServiceInstance(kc, ns, 'doomed'))?.metadata?.finalizers?.includes('registrar.dev/finalizer') ? true : undefined,
+    60_000,
+  );
 
   proxy.cut('close');
   await deleteServiceInstance(kc, ns, 'doomed');
