@@ -171,6 +171,14 @@ describe('registry outages', () => {
     await converge(tally, 'the baseline in etcd', () => etcdNamespace('/outage', ns), before, 60_000);
     const consulAddr = consul.address;
     await converge(tally, 'the baseline in Consul', () => consulNamespace(consulAddr, ns, services), before, 60_000);
+    // Entries land before the finalizer (it is written behind them); the deletion below is held
+    // only once it is there.
+    await waitFor(
+      'the finalizer on the ServiceInstance to be deleted',
+      async () =>
+        (await getServiceInstance(kc, ns, 'doomed'))?.metadata?.finalizers?.includes('registrar.dev/finalizer') ? true : undefined,
+      60_000,
+    );
     const steadyLease = (await etcdKeys(etcd, `/outage/${ns}/steady/`))[0]?.lease;
     assert.ok(steadyLease && steadyLease !== '0');
 
