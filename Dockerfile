@@ -18,7 +18,7 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 FROM gcr.io/distroless/nodejs24-debian12:nonroot
 WORKDIR /app
 # Memory settings: see src/runtime-settings.ts (kept equal by test/integration/image.test.ts).
-ENV NODE_ENV=production NODE_OPTIONS="--max-semi-space-size=2" MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
+ENV NODE_ENV=production NODE_OPTIONS="--max-semi-space-size=2" MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
