@@ -598,9 +598,8 @@ export class ServiceInstanceReconciler {
       const changes = calculatePlan({ current, desired, owner, policy: reg.spec.policy ?? 'sync' });
       const siKey = objectKey(si);
       const scopeKey = registrationKey({ registry: registryName, namespace: registryNamespace, service });
-      // What the first pass wrote here is reported by this reconcile, once.
+      // What the first pass wrote here is reported by this reconcile (#sync forgets it afterwards).
       const primed = this.#primed.get(siKey)?.get(scopeKey);
-      this.#primed.get(siKey)?.delete(scopeKey);
       let conflicts: readonly ForeignEntryConflict[] = [];
       if (!isEmptyPlan(changes)) {
         log.info(
