@@ -238,7 +238,13 @@ async function main(): Promise<void> {
   };
   onSignal = shutdown;
 
-  await manager.startCaches();
+  // Without leader election this process is the one that writes: its backends connect, and adopt
+  // and keep alive the leases they find, while the ServiceInstances and pods are still listed.
+  // A standby leaves them alone until it leads.
+  const warmBackends = (): void => {
+    for (const reg of manager.registries()) void backends.get(reg).catch(() => undefined); // the reconciles report it
+  };
+  await manager.startCaches(elector ? undefined : warmBackends);
   if (!elector) {
     metrics.leader.set(1);
     await startReconciling();

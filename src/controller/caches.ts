@@ -175,9 +175,14 @@ export class ClusterCaches implements ReconcilerCaches {
   /**
    * Starts every informer and waits until all listed: Pods, Registries and Namespaces first, so
    * that the first reconciles see every pod and Registry. Handlers must be attached before.
+   * `onRegistriesListed` runs once the Registries are listed, while the rest still lists.
    */
-  async start(): Promise<void> {
-    await Promise.all([this.registryInformer.start(), this.namespaceInformer.start(), ...this.podInformers.map((i) => i.start())]);
+  async start(onRegistriesListed?: () => void): Promise<void> {
+    await Promise.all([
+      this.registryInformer.start().then(() => onRegistriesListed?.()),
+      this.namespaceInformer.start(),
+      ...this.podInformers.map((i) => i.start()),
+    ]);
     await Promise.all(this.siInformers.map((i) => i.start()));
     this.#logger.info(
       {

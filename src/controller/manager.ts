@@ -122,8 +122,11 @@ export class ControllerManager implements ReconcilerCaches {
     }
   }
 
-  /** Starts the informers and waits until they synced; events reach the queues once reconciling started. */
-  async startCaches(): Promise<void> {
+  /**
+   * Starts the informers and waits until they synced; events reach the queues once reconciling
+   * started. `onRegistriesListed` runs as soon as the Registries are listed, before the rest is.
+   */
+  async startCaches(onRegistriesListed?: () => void): Promise<void> {
     routeEvents(this.#caches, {
       serviceInstance: (key) => this.#queue?.add(key),
       forgetServiceInstance: (key) => this.#queue?.forget(key),
@@ -131,7 +134,7 @@ export class ControllerManager implements ReconcilerCaches {
       registry: (name, delayMs) => (delayMs === undefined ? this.#registryQueue?.add(name) : this.#registryQueue?.addAfter(name, delayMs)),
       registryDeleted: (name, uid) => this.#o.onRegistryDeleted?.(name, uid),
     });
-    await this.#caches.start();
+    await this.#caches.start(onRegistriesListed);
   }
 
   /** Starts the work queues and the periodic resync, and queues every ServiceInstance and Registry. */

@@ -18,8 +18,8 @@ import {
   type ServiceInstance,
   type ServiceInstanceStatus,
 } from '../api/v1alpha1/types.ts';
-import { calculatePlan, isEmptyPlan } from '../plan/plan.ts';
-import { OwnedRegistry, type ForeignEntryConflict } from '../registry/owner.ts';
+import { calculatePlan, entryKey, isEmptyPlan } from '../plan/plan.ts';
+import { isOwnedBy, OwnedRegistry, partitionByOwner, type ForeignEntryConflict } from '../registry/owner.ts';
 import { renderRegistryNamespace } from '../registry/template.ts';
 import type { Owner, RegistryEntry, Scope } from '../registry/types.ts';
 import { desiredEndpoints, type LabelSelectorLike, type SourceResult } from '../source/endpoints.ts';
@@ -117,8 +117,36 @@ export interface ReconcilerDeps {
   readonly onLeaseChanged?: (registry: string) => void;
 }
 
-/** Scopes whose writes the first pass has handed to backends and not yet seen land, at most. */
-const PRIME_IN_FLIGHT = 512;
+/**
+ * ServiceInstances of one registry namespace the first pass reads, plans and hands its backend in
+ * one call each, about: the backend packs the writes into its own transactions (etcd: 128
+ * operations each, merging calls that arrive while one is under way), and the first writes go out
+ * while the rest is still planned.
+ */
+const PRIME_GROUP = 256;
+/** The first group of a registry namespace is smaller: it settles the namespace's lease while the rest is planned. */
+const PRIME_FIRST_GROUP = 16;
+/** Groups of the first pass under way at once, over every backend: bounds what it holds in memory. */
+const PRIME_GROUPS_IN_FLIGHT = 32;
+
+/** One scope of one ServiceInstance, planned by the first pass once its group is read. */
+interface PrimeScope {
+  readonly key: string;
+  readonly owner: Owner;
+  /** Whether the cached object carries our finalizer. */
+  readonly finalized: boolean;
+  readonly k8sNamespace: string;
+  readonly scope: Scope;
+  readonly endpoints: SourceResult['endpoints'];
+  readonly policy: NonNullable<RegistryResource['spec']['policy']>;
+}
+
+/** ServiceInstances' scopes in one registry namespace of one Registry, read and written together. */
+interface PrimeGroup {
+  readonly backend: Backend;
+  readonly registry: string;
+  readonly scopes: PrimeScope[];
+}
 
 /** What {@link ServiceInstanceReconciler.prime} wrote to one scope of one ServiceInstance. */
 interface PrimedWrites {
@@ -284,44 +312,125 @@ export class ServiceInstanceReconciler {
   async prime(serviceInstances: readonly ServiceInstance[]): Promise<PrimeSummary> {
     const d = this.#d;
     const started = performance.now();
-    const writes: Promise<void>[] = [];
+    const running: Promise<void>[] = [];
     let inFlight = 0;
     const waiting: (() => void)[] = [];
-    const backends = new Map<string, Promise<Backend | undefined>>();
-    const backendOf = (reg: RegistryResource): Promise<Backend | undefined> => {
+    const backends = new Map<string, Backend | undefined>();
+    const backendOf = async (reg: RegistryResource): Promise<Backend | undefined> => {
       const name = reg.metadata?.name ?? '';
-      let backend = backends.get(name);
-      if (!backend)
-        backends.set(
-          name,
-          (backend = d.backends.get(reg).then(
-            (b) => (b.batchesWrites === true && b.dryRun !== true && reg.spec.dryRun !== true ? b : undefined),
-            () => undefined, // the reconcile reports it
-          )),
-        );
+      if (backends.has(name)) return backends.get(name);
+      const backend = await d.backends.get(reg).then(
+        (b) => (b.batchesWrites === true && b.dryRun !== true && reg.spec.dryRun !== true ? b : undefined),
+        () => undefined, // the reconcile reports it
+      );
+      backends.set(name, backend);
       return backend;
     };
     let entries = 0;
     let failed = 0;
     let planned = 0;
-    // Kubernetes namespaces side by side: each reads its registry namespaces' views meanwhile.
-    const byNamespace = new Map<string, ServiceInstance[]>();
+
+    // Reads a group's scopes in one call, plans each as a reconcile would, and hands the backend
+    // every write of the group in one call.
+    const runGroup = async (group: PrimeGroup): Promise<void> => {
+      const { backend, registry, scopes } = group;
+      let reads: RegistryEntry[][];
+      try {
+        reads = backend.recordsMany
+          ? await backend.recordsMany(scopes.map((s) => s.scope))
+          : await Promise.all(scopes.map((s) => backend.records(s.scope)));
+      } catch {
+        failed += scopes.length;
+        return;
+      }
+      const changes = {
+        create: [] as RegistryEntry[],
+        updateOld: [] as RegistryEntry[],
+        updateNew: [] as RegistryEntry[],
+        delete: [] as RegistryEntry[],
+      };
+      const primedScopes: { key: string; scopeKey: string; writes: PrimedWrites }[] = [];
+      let count = 0;
+      scopes.forEach(({ key, owner, finalized, k8sNamespace, scope, endpoints, policy }, i) => {
+        const all = reads[i] ?? [];
+        const { registryNamespace } = scope;
+        const current = all.filter((entry) => isOwnedBy(entry, owner));
+        const desired: RegistryEntry[] = gateEndpoints(endpoints, undefined, current, backend.marksUnhealthy === true).map((endpoint) => ({
+          registryNamespace,
+          k8sNamespace,
+          owner,
+          endpoint,
+        }));
+        const plan = calculatePlan({ current, desired, owner, policy });
+        if (isEmptyPlan(plan)) return;
+        // Ownership as a reconcile checks it: what would touch someone else's entry is left to the
+        // reconcile, which reports it. Nothing there (a cold start): nothing of anybody else's.
+        let applied = plan;
+        if (all.length > 0) {
+          const existing = new Map<string, RegistryEntry>();
+          for (const entry of all) existing.set(entryKey(entry), entry);
+          applied = partitionByOwner(plan, owner, existing).applied;
+        }
+        const writes = { created: applied.create.length, updated: applied.updateNew.length, deleted: applied.delete.length };
+        if (writes.created + writes.updated + writes.deleted === 0) return;
+        planned++;
+        if (!finalized) this.#noteScope(key, registry, scope);
+        changes.create.push(...applied.create);
+        changes.updateOld.push(...applied.updateOld);
+        changes.updateNew.push(...applied.updateNew);
+        changes.delete.push(...applied.delete);
+        primedScopes.push({ key, scopeKey: registrationKey({ registry, namespace: registryNamespace, service: scope.service }), writes });
+        count += writes.created + writes.updated + writes.deleted;
+      });
+      if (count === 0) return;
+      try {
+        await backend.applyChanges(changes);
+      } catch {
+        failed += primedScopes.length;
+        return;
+      }
+      entries += count;
+      for (const { key, scopeKey, writes } of primedScopes) {
+        let primed = this.#primed.get(key);
+        if (!primed) this.#primed.set(key, (primed = new Map<string, PrimedWrites>()));
+        primed.set(scopeKey, writes);
+      }
+    };
+    const launch = async (group: PrimeGroup): Promise<void> => {
+      while (inFlight >= PRIME_GROUPS_IN_FLIGHT) await new Promise<void>((resolve) => waiting.push(resolve));
+      inFlight++;
+      running.push(
+        runGroup(group).finally(() => {
+          inFlight--;
+          waiting.shift()?.();
+        }),
+      );
+      // Scope reads served from memory never leave the microtask queue: let the group's calls go
+      // out, so that the backend reads, settles the lease and writes while the rest is gathered.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    };
+
+    const groups = new Map<string, PrimeGroup>();
+    const launched = new Set<string>();
+    const registries = d.caches.registries();
+    const defaultTargets = new Map<string, readonly RegistryResource[]>();
     for (const si of serviceInstances) {
-      const ns = si.metadata?.namespace ?? '';
-      let list = byNamespace.get(ns);
-      if (!list) byNamespace.set(ns, (list = []));
-      list.push(si);
-    }
-    const primeOne = async (si: ServiceInstance): Promise<void> => {
-      if (si.metadata?.deletionTimestamp || si.spec.healthCheck) return;
+      if (si.metadata?.deletionTimestamp || si.spec.healthCheck) continue;
       const key = objectKey(si);
       const ns = si.metadata?.namespace ?? '';
       const owner = this.#owner(si);
       const finalized = (si.metadata?.finalizers ?? []).includes(FINALIZER);
-      const { targets } = resolveTargets(si.spec.registries, ns, d.caches.namespaceLabels(ns) ?? {}, d.caches.registries());
+      // The default Registries of a namespace are the same for every ServiceInstance in it.
+      const byDefault = !si.spec.registries?.length;
+      let targets = byDefault ? defaultTargets.get(ns) : undefined;
+      if (!targets) {
+        targets = resolveTargets(si.spec.registries, ns, d.caches.namespaceLabels(ns) ?? {}, registries).targets;
+        if (byDefault) defaultTargets.set(ns, targets);
+      }
       let source: SourceResult | undefined;
       for (const reg of targets) {
-        const backend = await backendOf(reg);
+        const name = reg.metadata?.name ?? '';
+        const backend = backends.has(name) ? backends.get(name) : await backendOf(reg);
         if (!backend) continue;
         let registryNamespace: string;
         try {
@@ -333,54 +442,27 @@ export class ServiceInstanceReconciler {
           { namespace: ns, name: owner.name, spec: si.spec },
           si.spec.selector ? this.#podsFor(ns, si.spec.selector) : [],
         );
-        const scope: Scope = { registryNamespace, service: si.spec.service };
-        const owned = new OwnedRegistry(backend, owner);
-        let current: RegistryEntry[];
-        try {
-          current = await owned.records(scope);
-        } catch {
-          failed++;
-          continue;
+        const groupKey = JSON.stringify([name, registryNamespace]);
+        let group = groups.get(groupKey);
+        if (!group) groups.set(groupKey, (group = { backend, registry: name, scopes: [] }));
+        group.scopes.push({
+          key,
+          owner,
+          finalized,
+          k8sNamespace: ns,
+          scope: { registryNamespace, service: si.spec.service },
+          endpoints: source.endpoints,
+          policy: reg.spec.policy ?? 'sync',
+        });
+        if (group.scopes.length >= (launched.has(groupKey) ? PRIME_GROUP : PRIME_FIRST_GROUP)) {
+          groups.delete(groupKey);
+          launched.add(groupKey);
+          await launch(group);
         }
-        const desired: RegistryEntry[] = gateEndpoints(source.endpoints, undefined, current, backend.marksUnhealthy === true).map(
-          (endpoint) => ({ registryNamespace, k8sNamespace: ns, owner, endpoint }),
-        );
-        const changes = calculatePlan({ current, desired, owner, policy: reg.spec.policy ?? 'sync' });
-        if (isEmptyPlan(changes)) continue;
-        planned++;
-        if (!finalized) this.#noteScope(key, reg.metadata?.name ?? '', scope);
-        const scopeKey = registrationKey({ registry: reg.metadata?.name ?? '', namespace: registryNamespace, service: scope.service });
-        // Enough in flight to fill the backend's batches, not so much that the pass holds every
-        // ServiceInstance's writes in memory at once.
-        while (inFlight >= PRIME_IN_FLIGHT) await new Promise<void>((resolve) => waiting.push(resolve));
-        inFlight++;
-        writes.push(
-          owned
-            .applyChanges(changes)
-            .then(
-              ({ applied }) => {
-                entries += applied.create.length + applied.updateNew.length + applied.delete.length;
-                let primed = this.#primed.get(key);
-                if (!primed) this.#primed.set(key, (primed = new Map<string, PrimedWrites>()));
-                primed.set(scopeKey, { created: applied.create.length, updated: applied.updateNew.length, deleted: applied.delete.length });
-              },
-              () => {
-                failed++;
-              },
-            )
-            .finally(() => {
-              inFlight--;
-              waiting.shift()?.();
-            }),
-        );
       }
-    };
-    await Promise.all(
-      [...byNamespace.values()].map(async (list) => {
-        for (const si of list) await primeOne(si);
-      }),
-    );
-    await Promise.all(writes);
+    }
+    for (const group of groups.values()) await launch(group);
+    await Promise.all(running);
     const summary: PrimeSummary = {
       serviceInstances: serviceInstances.length,
       scopes: planned,

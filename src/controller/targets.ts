@@ -44,10 +44,10 @@ export function resolveTargets<R extends TargetRegistry>(
   namespaceLabels: Readonly<Record<string, string>>,
   registries: readonly R[],
 ): Targets<R> {
-  const byName = new Map(registries.map((r) => [r.metadata?.name ?? '', r]));
   const targets: R[] = [];
   const refusals: Refusal[] = [];
   if (named && named.length > 0) {
+    const byName = new Map(registries.map((r) => [r.metadata?.name ?? '', r]));
     for (const name of [...new Set(named)].sort()) {
       const reg = byName.get(name);
       if (!reg) {

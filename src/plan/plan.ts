@@ -84,6 +84,7 @@ function byKey(entries: readonly RegistryEntry[]): Map<string, RegistryEntry> {
 }
 
 function sortedByKey(entries: RegistryEntry[]): RegistryEntry[] {
+  if (entries.length <= 1) return entries;
   // Sorted output makes batches, logs and tests deterministic.
   return entries
     .map((entry) => [entryKey(entry), entry] as const)
@@ -112,6 +113,11 @@ export function calculatePlan(input: PlanInput): Changes {
           `not by ${JSON.stringify(owner)}: the plan only writes entries of its own owner`,
       );
     }
+  }
+  // Nothing there yet (a cold start, entries gone with their lease): everything desired is created.
+  if (input.current.length === 0) {
+    const create = input.desired.length <= 1 ? [...input.desired] : sortedByKey([...byKey(input.desired).values()]);
+    return { create, updateOld: [], updateNew: [], delete: [] };
   }
   const current = byKey(input.current.filter((entry) => sameOwner(entry.owner, owner)));
   const desired = byKey(input.desired);

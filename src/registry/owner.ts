@@ -63,6 +63,50 @@ function scopeKey(scope: Scope): string {
 }
 
 /**
+ * The part of `changes` that touches only `owner`'s entries, given what is in the registry at
+ * each key (`existing`, by {@link entryKey}, every owner's entries), and the rest as conflicts.
+ * Deletes of keys that are already empty are dropped.
+ */
+export function partitionByOwner(changes: Changes, owner: Owner, existing: ReadonlyMap<string, RegistryEntry>): OwnedApplyResult {
+  const conflicts: ForeignEntryConflict[] = [];
+  // Foreign owner of the key's current occupant, or of the change itself, or undefined if clear.
+  const foreignAt = (entry: RegistryEntry): Owner | undefined => {
+    if (!isOwnedBy(entry, owner)) return entry.owner;
+    const there = existing.get(entryKey(entry));
+    return there !== undefined && !isOwnedBy(there, owner) ? there.owner : undefined;
+  };
+
+  const create: RegistryEntry[] = [];
+  for (const entry of changes.create) {
+    const foreign = foreignAt(entry);
+    if (foreign === undefined) create.push(entry);
+    else conflicts.push(conflict('create', entry, foreign, owner));
+  }
+
+  const updateOld: RegistryEntry[] = [];
+  const updateNew: RegistryEntry[] = [];
+  changes.updateNew.forEach((next, i) => {
+    const old = changes.updateOld[i] ?? next;
+    const foreign = foreignAt(old) ?? foreignAt(next);
+    if (foreign === undefined) {
+      updateOld.push(old);
+      updateNew.push(next);
+    } else {
+      conflicts.push(conflict('update', next, foreign, owner));
+    }
+  });
+
+  const remove: RegistryEntry[] = [];
+  for (const entry of changes.delete) {
+    const foreign = foreignAt(entry);
+    if (foreign !== undefined) conflicts.push(conflict('delete', entry, foreign, owner));
+    else if (existing.has(entryKey(entry))) remove.push(entry);
+  }
+
+  return { applied: { create, updateOld, updateNew, delete: remove }, conflicts };
+}
+
+/**
  * One owner's view of a backend. `records()` shows only the owner's entries; `applyChanges()`
  * looks at what is in the registry at every key it is about to touch (as this view's last
  * `records()` of that scope read it, or by reading it now) and refuses, with a
@@ -97,46 +141,10 @@ export class OwnedRegistry {
    * Deletes of keys that are already empty are dropped. Errors of the backend propagate unchanged.
    */
   async applyChanges(changes: Changes): Promise<OwnedApplyResult> {
-    const existing = await this.#existingAt(changes);
-    const owner = this.owner;
-    const conflicts: ForeignEntryConflict[] = [];
-    // Foreign owner of the key's current occupant, or of the change itself, or undefined if clear.
-    const foreignAt = (entry: RegistryEntry): Owner | undefined => {
-      if (!isOwnedBy(entry, owner)) return entry.owner;
-      const there = existing.get(entryKey(entry));
-      return there !== undefined && !isOwnedBy(there, owner) ? there.owner : undefined;
-    };
-
-    const create: RegistryEntry[] = [];
-    for (const entry of changes.create) {
-      const foreign = foreignAt(entry);
-      if (foreign === undefined) create.push(entry);
-      else conflicts.push(conflict('create', entry, foreign, owner));
-    }
-
-    const updateOld: RegistryEntry[] = [];
-    const updateNew: RegistryEntry[] = [];
-    changes.updateNew.forEach((next, i) => {
-      const old = changes.updateOld[i] ?? next;
-      const foreign = foreignAt(old) ?? foreignAt(next);
-      if (foreign === undefined) {
-        updateOld.push(old);
-        updateNew.push(next);
-      } else {
-        conflicts.push(conflict('update', next, foreign, owner));
-      }
-    });
-
-    const remove: RegistryEntry[] = [];
-    for (const entry of changes.delete) {
-      const foreign = foreignAt(entry);
-      if (foreign !== undefined) conflicts.push(conflict('delete', entry, foreign, owner));
-      else if (existing.has(entryKey(entry))) remove.push(entry);
-    }
-
-    const applied: Changes = { create, updateOld, updateNew, delete: remove };
-    if (create.length + updateNew.length + remove.length > 0) await this.#backend.applyChanges(applied);
-    return { applied, conflicts };
+    const result = partitionByOwner(changes, this.owner, await this.#existingAt(changes));
+    const { applied } = result;
+    if (applied.create.length + applied.updateNew.length + applied.delete.length > 0) await this.#backend.applyChanges(applied);
+    return result;
   }
 
   async #existingAt(changes: Changes): Promise<Map<string, RegistryEntry>> {

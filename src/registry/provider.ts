@@ -156,6 +156,12 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
   };
   return {
     records: (scope) => call('records', () => backend.records(scope)),
+    ...(backend.recordsMany
+      ? {
+          recordsMany: (scopes: readonly Scope[]) =>
+            call('records', () => (backend.recordsMany as NonNullable<Backend['recordsMany']>).call(backend, scopes)),
+        }
+      : {}),
     applyChanges: (changes) => call('apply', () => backend.applyChanges(changes)),
     close: () => backend.close(),
     failing: () => (open ? `circuit open after ${CIRCUIT_FAILURE_THRESHOLD} failed calls in a row; last error: ${lastFailure}` : undefined),

@@ -87,6 +87,12 @@ export interface Scope {
 export interface Registry {
   /** Every entry found under the scope, whoever owns it; entries that cannot be parsed are skipped. */
   records(scope: Scope): Promise<RegistryEntry[]>;
+  /**
+   * The entries of each scope, as {@link records} reads them, in one call: for backends that serve
+   * scope reads from a view of the namespace, so that a bulk pass reads many scopes at the cost of
+   * one call. Optional; without it callers read scope by scope.
+   */
+  recordsMany?(scopes: readonly Scope[]): Promise<RegistryEntry[][]>;
   /** Applies the changes; either all of a batch lands or an error is thrown and the caller retries. */
   applyChanges(changes: Changes): Promise<void>;
   /** Stops keepalives and closes connections without revoking leases or deregistering. */

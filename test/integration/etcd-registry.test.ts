@@ -612,6 +612,30 @@ void describe('EtcdRegistry against a real etcd', () => {
     assert.equal(reads.length, before, `and nothing was read again: ${JSON.stringify(reads)}`);
   });
 
+  void it('with namespace views, scope reads of a namespace without a live lease of ours look for one once, and the first write still settles one', async () => {
+    const prefix = freshPrefix();
+    const owner = ownerIn(`c-${randomUUID()}`);
+    const lookups: string[] = [];
+    const counting = (client: EtcdClient): EtcdClient => ({
+      ...client,
+      get(key) {
+        lookups.push(key);
+        return client.get(key);
+      },
+    });
+    const backend = registry({ prefix, clusterId: owner.clusterId, viewMaxAgeMs: 60_000, clientMiddleware: counting });
+    // A cold start: every lease expired (or none was ever granted), so no read finds one.
+    for (const service of ['a', 'b', 'c', 'd', 'e']) assert.deepEqual(await backend.records({ registryNamespace: NS, service }), []);
+    const leaseKeyLookups = (): string[] => lookups.filter((k) => k.startsWith(`${prefix}/_kube-registrar/`));
+    assert.equal(leaseKeyLookups().length, 1, `one look for the namespace's lease served five scope reads: ${JSON.stringify(lookups)}`);
+
+    // The first write grants a lease and attaches the entry to it.
+    await sync(backend, owner, [entry(owner, '10.0.3.1', 80, { service: 'a' })], 'sync', 'a');
+    const stored = await rawGet(key(prefix, entry(owner, '10.0.3.1', 80, { service: 'a' })));
+    assert.ok(stored !== undefined && stored.lease !== '0', 'the entry hangs on the lease the write granted');
+    assert.ok(backend.leaseIdFor(NS) !== undefined);
+  });
+
   void it('with namespace views, a foreign entry written after the view was read is neither overwritten nor deleted, and the retry sees it', async () => {
     const prefix = freshPrefix();
     const owner = ownerIn(`c-${randomUUID()}`);

@@ -98,6 +98,8 @@ void describe('ServiceInstanceReconciler.prime', () => {
     const summary = await reconciler.prime(objects);
     assert.deepEqual({ scopes: summary.scopes, entries: summary.entries, failed: summary.failed }, { scopes: 30, entries: 30, failed: 0 });
     for (const si of objects) assert.equal((await entriesOf(backend, si)).length, 1, `${si.metadata?.name ?? ''} has its entry`);
+    // 30 ServiceInstances over three registry namespaces (ns0, ns1, ns2): one backend call each.
+    assert.equal(backend.applied, 3, 'the writes of each registry namespace go to the backend in one call');
     const writesByPrime = backend.applied;
 
     for (const key of cache.keys()) await reconciler.reconcile(key);

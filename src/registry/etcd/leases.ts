@@ -197,6 +197,7 @@ export class EtcdLeases {
         if (!state.lost) {
           if (state.lease !== undefined) this.#keepalive.delete(state.lease);
           state.lease = undefined;
+          state.leaselessAt = this.#ctx.now();
         }
         return undefined;
       }
@@ -246,6 +247,7 @@ export class EtcdLeases {
     }
     state.lease = lease;
     state.lost = false;
+    state.leaselessAt = undefined;
     state.renewedAt = this.#ctx.now();
     // A dry run must not keep alive what a real operator may have abandoned.
     if (!this.#ctx.dryRun) this.#keepalive.add(lease);

@@ -35,6 +35,11 @@ export class NamespaceState {
   lost = false;
   recovering = false;
   /**
+   * When a read last found no live lease of ours for this namespace and granted none, in ms since
+   * the epoch; reads within the view age after it read without asking again (a write grants one).
+   */
+  leaselessAt: number | undefined = undefined;
+  /**
    * Every key on our lease with its value. Needed because after a lease is lost its keys are gone
    * from etcd, and they must be rewritten without waiting for every ServiceInstance to resync.
    */

@@ -34,13 +34,41 @@ function unknownEntry(scope: Scope, instanceId: string): RegistryEntry {
 export async function readRecords(ctx: EtcdBackendContext, leases: EtcdLeases, scope: Scope): Promise<RegistryEntry[]> {
   const state = ctx.namespaces.use(scope.registryNamespace);
   try {
+    const fromView = readFromView(ctx, state, scope);
+    if (fromView !== undefined) return fromView;
     // With the lease settled, reads need not wait for the namespace's writes and lease work.
     if (state.lease !== undefined && !state.lost) return await readScope(ctx, state, scope, state.lease);
+    if (leaselessLately(ctx, state)) return await readScope(ctx, state, scope, undefined);
     const lease = await state.serial(() => leases.ensure(state, false));
     return await readScope(ctx, state, scope, lease);
   } catch (err: unknown) {
     throw new EtcdRegistryError(`reading ${scope.registryNamespace}/${scope.service} from etcd failed: ${describe(err)}`, { cause: err });
   }
+}
+
+/**
+ * No lease of ours was found alive a moment ago (all expired during an outage, or a namespace never
+ * written): reads within the view age do not look again, one look per namespace is enough.
+ */
+function leaselessLately(ctx: EtcdBackendContext, state: NamespaceState): boolean {
+  return state.lease === undefined && !state.lost && state.leaselessAt !== undefined && ctx.now() - state.leaselessAt <= ctx.viewMaxAgeMs;
+}
+
+/**
+ * The entries of a scope straight from the namespace's view, without waiting for anything: when
+ * the view is fresh and the namespace's lease settled (or lately known to be absent). Undefined
+ * when the read has to go through {@link readRecords}' slower path.
+ */
+export function readFromView(ctx: EtcdBackendContext, state: NamespaceState, scope: Scope): RegistryEntry[] | undefined {
+  const view = state.view;
+  if (ctx.viewMaxAgeMs <= 0 || view === undefined || ctx.now() - view.takenAt > ctx.viewMaxAgeMs) return undefined;
+  let lease: bigint | undefined;
+  if (state.lease !== undefined && !state.lost) lease = state.lease;
+  else if (!leaselessLately(ctx, state)) return undefined;
+  ctx.keys.servicePrefix(scope.registryNamespace, scope.service); // refuses a service etcd keys cannot hold, as a read from etcd does
+  const { values, index } = view.service(scope.service);
+  if (values.length === 0) return []; // only entry keys make entries
+  return decodeScope(ctx, state, scope, lease, { values, index, remembered: (key) => view.rememberedAt(key) });
 }
 
 /**
@@ -195,11 +223,23 @@ async function readScope(
   scope: Scope,
   lease: bigint | undefined,
 ): Promise<RegistryEntry[]> {
+  return decodeScope(ctx, state, scope, lease, await scopeKeys(ctx, state, scope, lease));
+}
+
+/** The entries of a scope from its keys. */
+function decodeScope(
+  ctx: EtcdBackendContext,
+  state: NamespaceState,
+  scope: Scope,
+  lease: bigint | undefined,
+  keysRead: { values: readonly StoredKeyValue[]; index: readonly StoredKeyValue[]; remembered: (key: string) => string | undefined },
+): RegistryEntry[] {
+  const { values, index, remembered } = keysRead;
+  if (values.length === 0) return [];
   const { keys, clusterId, format, logger } = ctx;
   const valuePrefix = keys.servicePrefix(scope.registryNamespace, scope.service);
   const indexPrefix = keys.ownerIndexServicePrefix(scope.registryNamespace, scope.service);
   const leaseDec = lease?.toString();
-  const { values, index, remembered } = await scopeKeys(ctx, state, scope, lease);
 
   const indexByInstance = new Map<string, StoredKeyValue>();
   for (const kv of index) {

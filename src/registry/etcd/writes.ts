@@ -169,9 +169,11 @@ export class EtcdWrites {
       const encoded = encodeEntry(format, entry);
       const key = this.#entryKey(entry);
       const writes: TxnWrite[] = [{ kind: 'put', key, value: encoded.value, lease }];
-      const indexKey = this.#indexKey(entry);
-      if (encoded.ownerIndex !== undefined) writes.push({ kind: 'put', key: indexKey, value: encoded.ownerIndex, lease });
-      else if (state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
+      if (encoded.ownerIndex !== undefined) writes.push({ kind: 'put', key: this.#indexKey(entry), value: encoded.ownerIndex, lease });
+      else if (state.indexKeys.size > 0) {
+        const indexKey = this.#indexKey(entry);
+        if (state.indexKeys.has(indexKey)) writes.push({ kind: 'delete', key: indexKey });
+      }
       out.push({ writes, guard: state.revisionGuard(key) });
     }
     return out;
