@@ -166,13 +166,15 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
           ? { request_put: { key: Buffer.from(w.key), value: Buffer.from(w.value), lease: w.lease.toString() } }
           : { request_delete_range: { key: Buffer.from(w.key) } },
       );
-      // On failure, read every guarded key in the same round trip to tell which guard failed.
-      const failure: IRequestOp[] = guards.map((g) => ({ request_range: { key: Buffer.from(g.key) } }));
-      const res = await etcd.kv.txn({ compare: guards.map(compareOf), success, failure });
-      const revision = res.header.revision;
-      if (res.succeeded) return { succeeded: true, revision, failedGuards: [] };
-      const failedGuards = guards.flatMap((g, i) => (holds(g, res.responses[i]?.response_range.kvs[0]) ? [] : [i]));
-      return { succeeded: false, revision, failedGuards };
+      const res = await etcd.kv.txn({ compare: guards.map(compareOf), success });
+      if (res.succeeded) return { succeeded: true, revision: res.header.revision, failedGuards: [] };
+      // Which guard failed: the guarded keys read in one more round trip, only when one did (rare),
+      // so the transactions that land carry no reads. A key that changed since can only have moved
+      // further from its guard (mod revisions grow); one created and deleted again in between shows
+      // as holding, and the caller's retry meets its guard again.
+      const read = await etcd.kv.txn({ success: guards.map((g) => ({ request_range: { key: Buffer.from(g.key) } })) });
+      const failedGuards = guards.flatMap((g, i) => (holds(g, read.responses[i]?.response_range.kvs[0]) ? [] : [i]));
+      return { succeeded: false, revision: read.header.revision, failedGuards };
     },
     async leaseGrant(ttlSeconds) {
       fence?.check('etcd lease grant');

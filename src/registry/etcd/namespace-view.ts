@@ -77,12 +77,17 @@ export class NamespaceView {
    */
   apply(writes: readonly TxnWrite[], revision: string): void {
     const at = BigInt(revision);
+    // The writes of one transaction share a lease: its decimal form is made once.
+    let lease: bigint | undefined;
+    let leaseDec = '';
     for (const w of writes) {
       const slot = this.#slot(w.key);
       const held = slot?.keys.get(w.key);
       if (!slot || (held !== undefined && BigInt(held.modRevision) >= at)) continue;
-      if (w.kind === 'put') slot.keys.set(w.key, { key: w.key, value: w.value, lease: w.lease.toString(), modRevision: revision });
-      else this.#delete(w.key);
+      if (w.kind === 'put') {
+        if (w.lease !== lease) leaseDec = (lease = w.lease).toString();
+        slot.keys.set(w.key, { key: w.key, value: w.value, lease: leaseDec, modRevision: revision });
+      } else this.#delete(w.key);
     }
   }
 
