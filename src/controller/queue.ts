@@ -46,7 +46,15 @@ export class WorkQueue {
   readonly #running = new Set<string>();
   readonly #dirty = new Set<string>();
   readonly #failures = new Map<string, number>();
-  readonly #timers = new Map<string, { handle: unknown; at: number }>();
+  /** When each key's delayed add is due (ms on the queue's clock). */
+  readonly #due = new Map<string, number>();
+  /**
+   * The delayed adds as a min-heap by due time, behind one clock timer for the earliest of them:
+   * ten thousand ServiceInstances waiting for their resync cost one timer, not ten thousand. An
+   * item whose key is no longer due at that time (added since, or moved earlier) is skipped.
+   */
+  readonly #heap: { readonly key: string; readonly at: number }[] = [];
+  #timer: { readonly handle: unknown; readonly at: number } | undefined;
   readonly #clock: Clock;
   readonly #observer: QueueObserver;
   readonly #base: number;
@@ -71,17 +79,13 @@ export class WorkQueue {
 
   /** Whether the key is waiting, running or due later (a delayed add or a retry is pending). */
   has(key: string): boolean {
-    return this.#queued.has(key) || this.#running.has(key) || this.#timers.has(key);
+    return this.#queued.has(key) || this.#running.has(key) || this.#due.has(key);
   }
 
   /** Adds a key now. Idempotent while the key waits; marks it dirty while it runs. */
   add(key: string): void {
     if (this.#shutDown) return;
-    const timer = this.#timers.get(key);
-    if (timer) {
-      this.#clock.clearTimeout(timer.handle);
-      this.#timers.delete(key);
-    }
+    this.#due.delete(key);
     if (this.#running.has(key)) {
       this.#dirty.add(key);
       return;
@@ -97,14 +101,78 @@ export class WorkQueue {
     if (this.#shutDown) return;
     if (ms <= 0) return this.add(key);
     const at = this.#clock.now() + ms;
-    const existing = this.#timers.get(key);
-    if (existing && existing.at <= at) return;
-    if (existing) this.#clock.clearTimeout(existing.handle);
-    const handle = this.#clock.setTimeout(() => {
-      this.#timers.delete(key);
-      this.add(key);
-    }, ms);
-    this.#timers.set(key, { handle, at });
+    const existing = this.#due.get(key);
+    if (existing !== undefined && existing <= at) return;
+    this.#due.set(key, at);
+    this.#push({ key, at });
+    // Items left behind by adds and earlier moves go with the next rebuild.
+    if (this.#heap.length > 2 * this.#due.size + 1024) this.#rebuild();
+    this.#arm();
+  }
+
+  /** The earliest item still due, after dropping the stale ones on top. */
+  #top(): { readonly key: string; readonly at: number } | undefined {
+    for (let top = this.#heap[0]; top !== undefined; top = this.#heap[0]) {
+      if (this.#due.get(top.key) === top.at) return top;
+      this.#pop();
+    }
+    return undefined;
+  }
+
+  /** Sets the one timer for the earliest due add, unless it is set for that already. */
+  #arm(): void {
+    const top = this.#top();
+    if (this.#timer && top && this.#timer.at <= top.at) return;
+    if (this.#timer) this.#clock.clearTimeout(this.#timer.handle);
+    this.#timer = undefined;
+    if (!top) return;
+    const handle = this.#clock.setTimeout(() => this.#fire(), Math.max(0, top.at - this.#clock.now()));
+    this.#timer = { handle, at: top.at };
+  }
+
+  /** Adds every key that is due, then sets the timer for the next. */
+  #fire(): void {
+    this.#timer = undefined;
+    const now = this.#clock.now();
+    for (let top = this.#top(); top !== undefined && top.at <= now; top = this.#top()) {
+      this.#pop();
+      this.add(top.key);
+    }
+    this.#arm();
+  }
+
+  #push(item: { readonly key: string; readonly at: number }): void {
+    const h = this.#heap;
+    h.push(item);
+    for (let i = h.length - 1; i > 0;) {
+      const parent = (i - 1) >> 1;
+      if ((h[parent] as typeof item).at <= item.at) break;
+      h[i] = h[parent] as typeof item;
+      h[parent] = item;
+      i = parent;
+    }
+  }
+
+  #pop(): void {
+    const h = this.#heap;
+    const last = h.pop();
+    if (last === undefined || h.length === 0) return;
+    h[0] = last;
+    for (let i = 0; ;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let min = i;
+      if (l < h.length && (h[l] as typeof last).at < (h[min] as typeof last).at) min = l;
+      if (r < h.length && (h[r] as typeof last).at < (h[min] as typeof last).at) min = r;
+      if (min === i) break;
+      [h[i], h[min]] = [h[min] as typeof last, h[i] as typeof last];
+      i = min;
+    }
+  }
+
+  #rebuild(): void {
+    this.#heap.length = 0;
+    for (const [key, at] of this.#due) this.#push({ key, at });
   }
 
   /** Forgets a key's failure history (its next failure starts from the base delay). */
@@ -159,8 +227,10 @@ export class WorkQueue {
   /** Stops accepting work, cancels delayed adds and waits for running handlers to finish. */
   async shutdown(): Promise<void> {
     this.#shutDown = true;
-    for (const { handle } of this.#timers.values()) this.#clock.clearTimeout(handle);
-    this.#timers.clear();
+    if (this.#timer) this.#clock.clearTimeout(this.#timer.handle);
+    this.#timer = undefined;
+    this.#due.clear();
+    this.#heap.length = 0;
     this.#pq.clear();
     this.#queued.clear();
     await this.#pq.onIdle();

@@ -183,6 +183,47 @@ describe('WorkQueue', () => {
     assert.equal(clock.pending, 0, 'shutdown cancels delayed adds');
   });
 
+  test('delayed adds of many keys share one timer, and each key comes due at its own time, once', async () => {
+    const clock = new FakeClock();
+    const seen: string[] = [];
+    const q = new WorkQueue(
+      (key) => {
+        seen.push(key);
+        return Promise.resolve(undefined);
+      },
+      { concurrency: 4, clock },
+    );
+    // 1,000 keys due at 1..1000 s, added in a scrambled order; k7 is moved earlier, k9 later (ignored).
+    for (let i = 0; i < 1000; i++) {
+      const n = (i * 389) % 1000;
+      q.addAfter(`k${n}`, (n + 1) * 1000);
+    }
+    q.addAfter('k7', 500);
+    q.addAfter('k9', 999_999);
+    assert.equal(clock.pending, 1, 'one timer for a thousand delayed adds');
+    assert.ok(q.has('k999'));
+
+    clock.advance(500);
+    await q.idle();
+    assert.deepEqual(seen, ['k7'], 'the key moved earlier came due at its new time');
+    clock.advance(500);
+    await q.idle();
+    assert.deepEqual(seen, ['k7', 'k0']);
+    clock.advance(9000);
+    await q.idle();
+    assert.deepEqual(seen.slice(2), ['k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k8', 'k9'], 'in order of their due times, k7 not again');
+    // An explicit add takes a key's delayed add away.
+    q.add('k500');
+    await q.idle();
+    clock.advance(1_000_000);
+    await q.idle();
+    assert.equal(seen.length, 1000, 'every key ran once');
+    assert.equal(seen.filter((k) => k === 'k500').length, 1);
+    assert.equal(clock.pending, 0, 'nothing left to wait for');
+    assert.ok(!q.has('k999'));
+    await q.shutdown();
+  });
+
   test('the concurrency bound holds across keys', async () => {
     let active = 0;
     let maxActive = 0;
