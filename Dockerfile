@@ -24,4 +24,4 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 USER 65532:65532
 EXPOSE 8080 8081
-ENTRYPOINT ["/nodejs/bin/node", "--heap-growing-percent=25", "dist/main.js"]
+ENTRYPOINT ["/nodejs/bin/node", "--heap-growing-percent=25", "--expose-gc", "dist/main.js"]

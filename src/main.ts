@@ -13,6 +13,7 @@ import { REGISTRY_STATUS_DELAY_MS } from './controller/event-routing.ts';
 import { ControllerManager } from './controller/manager.ts';
 import { RegistryReconciler } from './controller/registry-reconciler.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
+import { compactHeap } from './runtime-settings.ts';
 import { WriteBehind } from './controller/write-behind.ts';
 import { kubeRequest, seg } from './kube/api.ts';
 import type { KubeConfig } from './kube/client.ts';
@@ -195,6 +196,24 @@ async function main(): Promise<void> {
       (name) => registryReconciler.reconcile(name),
     );
     collector.start();
+    // Once every ServiceInstance is reconciled and its status written, the heap the initial sync
+    // grew is given back (see runtime-settings.ts); finalizers still landing allocate little.
+    await manager.idle();
+    await writeBehind.statusesWritten();
+    if (stopping) return;
+    const before = process.memoryUsage();
+    if (compactHeap()) {
+      const after = process.memoryUsage();
+      const mb = (n: number): number => Math.round(n / 1e6);
+      logger.info(
+        {
+          heapReservedMB: [mb(before.heapTotal), mb(after.heapTotal)],
+          heapUsedMB: [mb(before.heapUsed), mb(after.heapUsed)],
+          rssMB: [mb(before.rss), mb(after.rss)],
+        },
+        'initial sync converged; heap compacted',
+      );
+    }
   };
   const elector = cfg.leaderElection
     ? new LeaderElector({

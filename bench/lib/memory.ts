@@ -5,7 +5,7 @@
  * anonymous mappings. With the V8 heap figures of the operator's /metrics beside them, this says
  * how much of RSS the JS heap explains and how much is native.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
 /** Resident memory of a process by kind, in MB (10^6 bytes). */
 export interface MemoryComposition {
@@ -97,4 +97,10 @@ export function describeMemory(m: MemoryComposition, v: V8Figures): string {
     `V8 heap ${f(v.heapUsedMB)} used / ${f(v.heapTotalMB)} reserved (${spaces}); external ${f(v.externalMB)}; ` +
     `native (RSS − heap reserved) ${f(m.rssMB - v.heapTotalMB)} MB`
   );
+}
+
+/** Keeps `pid`'s /proc/<pid>/smaps as `file`, for a mapping-by-mapping look afterwards. */
+export async function saveSmaps(pid: number, file: string): Promise<void> {
+  // Read, not copied: /proc files report a size of 0.
+  await writeFile(file, await readFile(`/proc/${pid}/smaps`, 'utf8'));
 }

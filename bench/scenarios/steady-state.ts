@@ -13,7 +13,7 @@ import { counterDelta, etcdCounters, EtcdPrefixWatch } from '../lib/etcd.ts';
 import { createLayout, etcdKey, podLayout } from '../lib/layout.ts';
 import { Sampler, startOperator } from '../lib/operator.ts';
 import { summariseHeapSnapshots } from '../lib/heap.ts';
-import { describeMemory, readMemoryComposition, v8Figures, type MemoryComposition, type V8Figures } from '../lib/memory.ts';
+import { describeMemory, readMemoryComposition, saveSmaps, v8Figures, type MemoryComposition, type V8Figures } from '../lib/memory.ts';
 import { summariseProfiles } from '../lib/profile.ts';
 import type { Figure, ScenarioResult } from '../lib/results.ts';
 import { StatusTracker } from '../lib/status.ts';
@@ -101,6 +101,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     try {
       await op.waitReady();
       ctx.log(`steady-state: caches synced: ${describeMemory(await readMemoryComposition(op.pid), v8Figures(await op.metricsText()))}`);
+      await saveSmaps(op.pid, join(ctx.runDir, 'steady-state-smaps-synced.txt'));
       const converged = await waitFor(() => !Number.isNaN(allAt) && !Number.isNaN(statuses.convergedAt), 1_800_000, 500);
       sync.entriesSeconds = (allAt - op.startedAt) / 1000;
       sync.statusesSeconds = (statuses.convergedAt - op.startedAt) / 1000;
@@ -123,6 +124,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
       ctx.log(
         `steady-state: converged, queue empty: ${describeMemory(await readMemoryComposition(op.pid), v8Figures(await op.metricsText()))}`,
       );
+      await saveSmaps(op.pid, join(ctx.runDir, 'steady-state-smaps-converged.txt'));
 
       for (let r = 1; r <= o.repeats; r++) {
         const before = await etcdCounters(bed.registryEtcd.clientUrl);
@@ -147,6 +149,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
         const sampleAfter = await op.sample();
         const d = counterDelta(before, await etcdCounters(bed.registryEtcd.clientUrl));
         const [memory, v8] = await Promise.all([readMemoryComposition(op.pid), op.metricsText().then(v8Figures)]);
+        await saveSmaps(op.pid, join(ctx.runDir, `steady-state-smaps-window-${r}.txt`));
         const seconds = (sampleAfter.at - sampleBefore.at) / 1000;
         const rss = sampler.samples.map((x) => x.rssMiB * 1.048576).sort((a, b) => a - b);
         const w: SteadyWindow = {

@@ -157,6 +157,11 @@ export class ControllerManager implements ReconcilerCaches {
     this.#o.logger.info('reconciling');
   }
 
+  /** Resolves when no ServiceInstance is queued or being reconciled (at once before reconciling started). */
+  async idle(): Promise<void> {
+    await this.#queue?.idle();
+  }
+
   /** Stops informers, the resync timer and the queue (waiting for running reconciles). */
   async stop(): Promise<void> {
     if (this.#resyncTimer) clearInterval(this.#resyncTimer);

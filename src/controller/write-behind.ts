@@ -104,6 +104,11 @@ export class WriteBehind implements ServiceInstanceWriter {
     return this.#statusQueue.depth + this.#finalizerQueue.depth;
   }
 
+  /** Resolves when no status write is waiting or under way (finalizers may still be). */
+  async statusesWritten(): Promise<void> {
+    await this.#statusQueue.idle();
+  }
+
   /** Queues the finalizer; resolves at once. */
   addFinalizer(si: ServiceInstance, finalizer: string): Promise<unknown> {
     const key = objectKey(si);

@@ -110,6 +110,12 @@ test('the operator built to dist/ runs a lifecycle from production dependencies 
   );
   cleanup.push(() => op.stop());
   await op.waitUntil('ready', async () => (await fetch(`http://127.0.0.1:${health}/readyz`)).ok, 60_000);
+  // With the image's flags the collector is there, and the operator compacts its heap once the
+  // initial sync converged (nothing to sync here: at once).
+  await eventually('the heap compacted after the initial sync', async () => {
+    const line = (await readFile(join(app, 'operator.log'), 'utf8')).split('\n').find((l) => l.includes('heap compacted'));
+    return line ? (JSON.parse(line) as { heapReservedMB: number[] }) : undefined;
+  });
   const etcd = new Etcd3({ hosts: bedEnv('ETCD_ENDPOINTS').split(',') });
   cleanup.push(async () => etcd.close());
   await createServiceInstance(kc, ns, 'web', { service: 'web', endpoints: [{ address: '192.0.2.100', port: 443 }] });
