@@ -8,7 +8,7 @@
  * Everything here talks to real servers; nothing imitates one. The proxy only moves bytes.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,9 +47,27 @@ export interface OperatorOptions {
  * answers. The log is kept in a file the test can read and scan.
  */
 export async function startOperatorOn(options: OperatorOptions): Promise<FaultOperator> {
+  const logFile = options.logFile ?? join(await mkdtemp(join(tmpdir(), 'kr-faults-op-')), 'operator.log');
+  for (let attempt = 1; ; attempt++) {
+    const logSize = await stat(logFile).then(
+      (s) => s.size,
+      () => 0,
+    );
+    try {
+      return await startOperatorOnce(options, logFile);
+    } catch (err: unknown) {
+      // A port found free can be taken by another socket (an outgoing connection's ephemeral
+      // port) before the operator binds it: choose others, and leave no trace of the failed
+      // start in the log a test scans for crashes.
+      if (attempt >= 3 || !String(err).includes('EADDRINUSE')) throw err;
+      await truncate(logFile, logSize);
+    }
+  }
+}
+
+async function startOperatorOnce(options: OperatorOptions, logFile: string): Promise<FaultOperator> {
   const healthPort = await freePort();
   const metricsAddress = options.metrics ? `127.0.0.1:${await freePort()}` : '';
-  const logFile = options.logFile ?? join(await mkdtemp(join(tmpdir(), 'kr-faults-op-')), 'operator.log');
   const args = [
     join(REPO_ROOT, 'src', 'main.ts'),
     `--kubeconfig=${options.kubeconfig}`,
