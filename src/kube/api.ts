@@ -1,7 +1,7 @@
 /**
- * Kubernetes API requests as plain JSON, over client-node's KubeConfig: its authentication, TLS
- * and connection pool (applySecurityAuthentication, as its generated clients and its Watch use)
- * and its HTTP library. Errors are client-node's ApiException, with the HTTP status in `code`.
+ * Kubernetes API requests as plain JSON, over client-node's KubeConfig (its authentication and TLS
+ * material) and the operator's own HTTP transport (transport.ts). Errors are client-node's
+ * ApiException, with the HTTP status in `code`.
  *
  * Why not the generated clients: loading them costs tens of MB for the life of the process (see
  * client.ts), and they turn every response into instances of model classes (a page of 500 pods
@@ -10,9 +10,9 @@
  * the same shape.
  */
 import { ApiException } from '@kubernetes/client-node/dist/gen/apis/exception.js';
-import { HttpMethod, RequestContext } from '@kubernetes/client-node/dist/gen/http/http.js';
-import { IsomorphicFetchHttpLibrary } from '@kubernetes/client-node/dist/gen/http/isomorphic-fetch.js';
 import type { KubeConfig } from './client.ts';
+import { KUBE_REQUEST_TIMEOUT_MS, OperatorKubeConfig } from './kube-config.ts';
+import { kubeHttp, readText } from './transport.ts';
 
 /** Content types of PATCH bodies. */
 export const PatchType = {
@@ -34,33 +34,34 @@ export interface KubeRequest {
   readonly signal?: AbortSignal;
 }
 
-const http = new IsomorphicFetchHttpLibrary();
-
 /** A path segment, encoded (names come from objects and user input). */
 export function seg(s: string): string {
   return encodeURIComponent(s);
 }
 
-/** Sends one request and returns the parsed JSON body; throws ApiException on a status outside 2xx. */
+/**
+ * Sends one request and returns the parsed JSON body; throws ApiException on a status outside 2xx.
+ * Every request has a deadline (the OperatorKubeConfig's, else {@link KUBE_REQUEST_TIMEOUT_MS}): a
+ * request caught on a connection that broke would otherwise wait for ever.
+ */
 export async function kubeRequest<T>(kc: KubeConfig, req: KubeRequest): Promise<T> {
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error('the kubeconfig has no current cluster: set current-context, or pass --kubeconfig');
-  const ctx = new RequestContext(cluster.server + req.path, HttpMethod[req.method]);
-  for (const [k, v] of Object.entries(req.query ?? {})) if (v !== undefined) ctx.setQueryParam(k, String(v));
-  ctx.setHeaderParam('Accept', 'application/json');
-  if (req.body !== undefined) {
-    ctx.setHeaderParam('Content-Type', req.contentType ?? 'application/json');
-    ctx.setBody(JSON.stringify(req.body));
-  }
-  await kc.applySecurityAuthentication(ctx);
-  if (req.signal) {
-    const own = ctx.getSignal();
-    ctx.setSignal(own ? AbortSignal.any([own, req.signal]) : req.signal);
-  }
-  const res = await http.send(ctx).toPromise();
-  const text = await res.body.text();
-  if (res.httpStatusCode < 200 || res.httpStatusCode > 299) {
-    throw new ApiException(res.httpStatusCode, statusMessage(text) ?? 'request failed', text, res.headers);
+  const query = new URLSearchParams();
+  for (const [k, v] of Object.entries(req.query ?? {})) if (v !== undefined) query.set(k, String(v));
+  const qs = query.toString();
+  const deadline = AbortSignal.timeout(kc instanceof OperatorKubeConfig ? kc.requestTimeoutMs : KUBE_REQUEST_TIMEOUT_MS);
+  const body = req.body === undefined ? undefined : JSON.stringify(req.body);
+  const res = await kubeHttp(kc, {
+    method: req.method,
+    pathAndQuery: qs ? `${req.path}?${qs}` : req.path,
+    headers: body === undefined ? {} : { 'Content-Type': req.contentType ?? 'application/json' },
+    ...(body === undefined ? {} : { body }),
+    signal: req.signal ? AbortSignal.any([deadline, req.signal]) : deadline,
+  });
+  const text = await readText(res.body);
+  if (res.status < 200 || res.status > 299) {
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+    throw new ApiException(res.status, statusMessage(text) ?? 'request failed', text, headers);
   }
   return (text === '' ? undefined : JSON.parse(text)) as T;
 }

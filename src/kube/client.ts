@@ -8,8 +8,14 @@
  * and a second of startup, for four resource types. KubeConfig only needs two small modules of it
  * (to build generated API clients in `makeApiClient`, which the operator does not call), so a
  * resolve hook hands config.js a module with just those two exports instead of the generated
- * index. The requests themselves go through {@link ./api.ts}, over KubeConfig's authentication
- * and connection pool, as client-node's Watch does.
+ * index. The requests and watches themselves go through transport.ts, over KubeConfig's
+ * authentication and TLS material.
+ *
+ * client-node's modules also import undici, for the fetch of its generated clients and Watch and
+ * for the dispatchers KubeConfig builds for them; the operator uses none of that, and undici's code
+ * is about 15 MB of memory once in use. The same hook hands those modules a stand-in that loads
+ * undici only when one of its exports is first used, so a generated client over this KubeConfig
+ * (tests build them) still works.
  *
  * Every module of the operator takes KubeConfig from here, never from the package root; a root
  * import elsewhere in the same process (tests do) still gets the whole package, unchanged.
@@ -30,9 +36,27 @@ const SLIM_INDEX = `data:text/javascript,${encodeURIComponent(
   ].join('\n'),
 )}`;
 
+/** Where client-node's modules live; their imports of undici get {@link UNDICI_ON_DEMAND}. */
+const CLIENT_NODE_DIR = new URL('./', import.meta.resolve('@kubernetes/client-node/dist/config.js')).href;
+
+/**
+ * undici's exports that client-node's modules import, each loading undici (synchronously, it is
+ * CommonJS) on first use: `new Agent(…)` returns undici's Agent, `fetch(…)` calls undici's.
+ */
+const UNDICI_ON_DEMAND = `data:text/javascript,${encodeURIComponent(
+  [
+    `import { createRequire } from 'node:module';`,
+    `const load = () => createRequire(${JSON.stringify(CLIENT_NODE_DIR)})('undici');`,
+    `export class Agent { constructor(...a) { return new (load().Agent)(...a); } }`,
+    `export class ProxyAgent { constructor(...a) { return new (load().ProxyAgent)(...a); } }`,
+    `export function fetch(...a) { return load().fetch(...a); }`,
+  ].join('\n'),
+)}`;
+
 registerHooks({
   resolve(specifier, context, nextResolve) {
     if (specifier === GENERATED_INDEX && context.parentURL?.endsWith(CONFIG_URL_SUFFIX)) return { url: SLIM_INDEX, shortCircuit: true };
+    if (specifier === 'undici' && context.parentURL?.startsWith(CLIENT_NODE_DIR)) return { url: UNDICI_ON_DEMAND, shortCircuit: true };
     return nextResolve(specifier, context);
   },
 });

@@ -10,8 +10,8 @@
  * delay, which starts over once a watch has been healthy again. Without that, a server that closes
  * every watch at once, or answers it with an error status, would be asked again in a tight loop.
  */
-import { Watch } from '@kubernetes/client-node/dist/watch.js';
 import type { KubeConfig } from './client.ts';
+import { watchOverHttp } from './transport.ts';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.ts';
 
@@ -88,7 +88,7 @@ export interface InformerOptions<Raw, T extends CachedObject> {
   readonly fieldSelector?: string;
   /** Called after each failure with the delay before the next try (for metrics). */
   readonly onError?: (err: unknown, retryInMs: number) => void;
-  /** Starts a watch; defaults to client-node's watch over `kubeConfig`. */
+  /** Starts a watch; defaults to {@link watchOverHttp} over `kubeConfig`. */
   readonly watch?: WatchFn;
   /** Defaults to the real clock. */
   readonly clock?: Clock;
@@ -187,8 +187,8 @@ export class Informer<Raw, T extends CachedObject> {
     if (opts.watch) {
       this.#watch = opts.watch;
     } else {
-      const client = new Watch(opts.kubeConfig);
-      this.#watch = (path, params, onEvent, done) => client.watch(path, params, onEvent, done);
+      const kc = opts.kubeConfig;
+      this.#watch = (path, params, onEvent, done) => watchOverHttp(kc, path, params, onEvent, done);
     }
     this.#clock = opts.clock ?? systemClock;
     this.#random = opts.random ?? Math.random;

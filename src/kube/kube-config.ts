@@ -1,28 +1,39 @@
 /**
- * The KubeConfig the operator talks to the apiserver with: @kubernetes/client-node's, with two
+ * The KubeConfig the operator talks to the apiserver with: @kubernetes/client-node's, with three
  * changes every production client needs.
  *
- * - One connection pool, over HTTP/1.1 (see createDispatcherOptions). client-node 2.0 builds a new undici Agent for every API request
- *   (applySecurityAuthentication → createDispatcher), so every status patch, finalizer patch and
- *   event paid a fresh TLS handshake and left an idle socket behind; at 10,000 ServiceInstances
- *   that was most of the operator's CPU. Here the dispatcher is kept per cluster and TLS material,
- *   so connections are reused; when the material changes (a rotated CA or client certificate is
- *   read from its file on every request), a new pool is built and the old one closed.
+ * - One connection pool, over HTTP/1.1. client-node builds a new undici Agent for every API
+ *   request (applySecurityAuthentication → createDispatcher), and a new https.Agent without
+ *   keep-alive for the `applyToHTTPSOptions` the operator's transport (transport.ts) uses, so every
+ *   status patch, finalizer patch and event paid a fresh TLS handshake; at 10,000
+ *   ServiceInstances that was most of the operator's CPU. Here the pool is kept per cluster and TLS
+ *   material, and connections are kept alive; when the material changes (a rotated CA or client
+ *   certificate is read from its file on every request), a new pool is built and the old one
+ *   retired: its idle connections closed, its busy ones closed when their request is done.
+ *   Both kinds are pooled: the https.Agent for the operator's own requests and watches, the undici
+ *   dispatcher for anything that uses client-node's generated clients over this KubeConfig.
  * - A deadline on every request. Without one, a request caught on a connection that breaks at the
  *   wrong moment waits for ever (seen when the apiserver became unreachable mid-request), and the
  *   reconcile awaiting it keeps its key busy, so that ServiceInstance is never reconciled again.
- *   Watches keep client-node's idle timeout instead (they pass their own signal).
+ *   Watches keep their idle timeout instead (they pass their own signal).
+ * - HTTP/1.1 only (see createDispatcherOptions).
  */
-import type { AgentOptions } from 'node:https';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent, type AgentOptions } from 'node:https';
 import type { Cluster, DispatcherOptions, RequestContext } from '@kubernetes/client-node';
 import { KubeConfig } from './client.ts';
 
 /** Deadline of every Kubernetes API request other than watches. */
 export const KUBE_REQUEST_TIMEOUT_MS = 30_000;
 
+/** An idle pooled connection to the apiserver is closed after this long (below common server and load-balancer idle timeouts). */
+export const KUBE_IDLE_CONNECTION_MS = 15_000;
+
 /** What client-node's KubeConfig.createDispatcher returns: an undici Dispatcher, or undefined for none. */
 type Dispatcher = unknown;
 type CreateDispatcher = (cluster: unknown, agentOptions: object) => Dispatcher;
+/** client-node's KubeConfig.createAgent: the agent `applyToHTTPSOptions` hands out. */
+type CreateAgent = (cluster: Cluster | null, agentOptions: AgentOptions) => HttpAgent;
 
 /** What a dispatcher is built from: the cluster and the TLS options (key material included). */
 interface DispatcherInputs {
@@ -53,19 +64,51 @@ function retire(dispatcher: Dispatcher): void {
   void closable?.close?.().catch(() => undefined);
 }
 
+/**
+ * Retires an agent that is no longer handed out: its idle connections are closed now, and each
+ * busy one when its request is done (an agent that keeps no free sockets closes them).
+ */
+function retireAgent(agent: HttpAgent): void {
+  agent.maxFreeSockets = 0;
+  for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
+}
+
 /** A KubeConfig with a shared connection pool and a deadline on every request (see the module comment). */
 export class OperatorKubeConfig extends KubeConfig {
   #current: { readonly inputs: DispatcherInputs; readonly dispatcher: Dispatcher } | undefined;
+  #currentAgent: { readonly inputs: DispatcherInputs; readonly agent: HttpAgent } | undefined;
   readonly #timeoutMs: number;
 
   constructor(timeoutMs = KUBE_REQUEST_TIMEOUT_MS) {
     super();
     this.#timeoutMs = timeoutMs;
-    // createDispatcher is private in client-node's typings, so it is wrapped on the instance
-    // rather than overridden; test/integration/kube-client.test.ts fails if client-node stops calling it.
-    const self = this as unknown as { createDispatcher: CreateDispatcher };
+    // createDispatcher and createAgent are private in client-node's typings, so they are wrapped
+    // on the instance rather than overridden; test/integration/kube-client.test.ts fails if
+    // client-node stops calling them.
+    const self = this as unknown as { createDispatcher: CreateDispatcher; createAgent: CreateAgent };
     const build = self.createDispatcher.bind(this);
     self.createDispatcher = (cluster, agentOptions) => this.#shared(build, cluster, agentOptions);
+    const buildAgent = self.createAgent.bind(this);
+    self.createAgent = (cluster, agentOptions) =>
+      // Proxies keep client-node's own agents (hpagent, socks-proxy-agent).
+      cluster?.proxyUrl ? buildAgent(cluster, agentOptions) : this.#sharedAgent(cluster, agentOptions);
+  }
+
+  /** The deadline of every request other than watches, in milliseconds. */
+  get requestTimeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
+  #sharedAgent(cluster: Cluster | null, agentOptions: AgentOptions): HttpAgent {
+    const defined = Object.fromEntries(Object.entries(agentOptions).filter(([, v]) => v !== undefined)) as AgentOptions;
+    const inputs = inputsOf(cluster, defined);
+    if (this.#currentAgent && sameDispatcherInputs(this.#currentAgent.inputs, inputs)) return this.#currentAgent.agent;
+    const previous = this.#currentAgent;
+    const pooled = { keepAlive: true, keepAliveMsecs: 30_000, timeout: KUBE_IDLE_CONNECTION_MS, scheduling: 'lifo' as const };
+    const agent = cluster?.server.startsWith('http:') ? new HttpAgent(pooled) : new HttpsAgent({ ...defined, ...pooled });
+    this.#currentAgent = { inputs, agent };
+    if (previous) retireAgent(previous.agent);
+    return agent;
   }
 
   #shared(build: CreateDispatcher, cluster: unknown, agentOptions: object): Dispatcher {
