@@ -5,6 +5,7 @@
  */
 import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
 import { kubeRequest } from '../kube/api.ts';
+import { internJson } from '../intern.ts';
 import type { KubeConfig } from '../kube/client.ts';
 import type { Logger } from 'pino';
 import {
@@ -39,11 +40,20 @@ export interface CachesOptions {
 /** kubectl's copy of the last applied object: as large as the object, and never read here. */
 const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
+/** Values no two ServiceInstances share: not worth a place in the table of shared strings. */
+const UNIQUE_KEYS: ReadonlySet<string> = new Set(['name', 'uid', 'resourceVersion']);
+
 /**
  * A ServiceInstance as cached: without managedFields and kubectl's last-applied copy, which
- * together are often larger than the rest of the object and are never read by the operator.
+ * together are often larger than the rest of the object and are never read by the operator, and
+ * with the strings ServiceInstances repeat (condition types, reasons and messages, registry and
+ * namespace names, timestamps) shared (kube/intern.ts).
  */
 export function slimServiceInstance(si: ServiceInstance): ServiceInstance {
+  return internJson(withoutBookkeeping(si), UNIQUE_KEYS);
+}
+
+function withoutBookkeeping(si: ServiceInstance): ServiceInstance {
   const metadata = si.metadata;
   if (!metadata) return si;
   const { managedFields: _managedFields, ...rest } = metadata as typeof metadata & { managedFields?: unknown };

@@ -4,6 +4,7 @@
  * of thousands of pods.
  */
 import type { V1Pod } from '@kubernetes/client-node';
+import { intern } from '../intern.ts';
 
 /** A container port a ServiceInstance may name. */
 export interface SlimContainerPort {
@@ -31,30 +32,16 @@ export interface SlimPod {
   readonly ports: readonly SlimContainerPort[];
 }
 
-/**
- * Strings many cached pods repeat (namespaces, label keys and values, port names and protocols),
- * one copy each: JSON parsing gives every pod its own copies. Bounded: past the limit it starts
- * over, which only costs sharing, never correctness.
- */
-const interned = new Map<string, string>();
 /** Port lists, one frozen copy per distinct list: the pods of a workload all declare the same. */
 const portLists = new Map<string, readonly SlimContainerPort[]>();
-const INTERNED_MAX = 50_000;
-
-function intern(s: string): string {
-  const known = interned.get(s);
-  if (known !== undefined) return known;
-  if (interned.size >= INTERNED_MAX) interned.clear();
-  interned.set(s, s);
-  return s;
-}
+const PORT_LISTS_MAX = 50_000;
 
 function sharedPorts(ports: SlimContainerPort[]): readonly SlimContainerPort[] {
   if (ports.length === 0) return NO_PORTS;
   const signature = JSON.stringify(ports);
   const known = portLists.get(signature);
   if (known) return known;
-  if (portLists.size >= INTERNED_MAX) portLists.clear();
+  if (portLists.size >= PORT_LISTS_MAX) portLists.clear();
   const frozen = Object.freeze(ports.map((p) => Object.freeze(p)));
   portLists.set(signature, frozen);
   return frozen;
@@ -62,7 +49,10 @@ function sharedPorts(ports: SlimContainerPort[]): readonly SlimContainerPort[] {
 
 const NO_PORTS: readonly SlimContainerPort[] = Object.freeze([]);
 
-/** Reduces a pod to a {@link SlimPod}, sharing the strings and port lists pods repeat. */
+/**
+ * Reduces a pod to a {@link SlimPod}, sharing the strings (namespaces, label keys and values, port
+ * names and protocols) and port lists pods repeat.
+ */
 export function slimPod(pod: V1Pod): SlimPod {
   const ports: SlimContainerPort[] = [];
   for (const c of pod.spec?.containers ?? []) {

@@ -18,17 +18,22 @@ test('a cached ServiceInstance keeps everything the reconciler reads and drops m
       annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"huge":true}', team: 'core' },
       managedFields: [{ manager: 'kubectl', operation: 'Apply', fieldsV1: { 'f:spec': {} } }],
     },
-    spec: { service: 'api', endpoints: [{ address: '10.0.0.1', port: 80 }] },
-    status: { observedGeneration: 3, readyRatio: '1/1' },
+    spec: {
+      service: 'api',
+      endpoints: [{ address: '10.0.0.1', port: 80, metadata: { note: 'x'.repeat(300), tags: ['a', 'b', null] } }],
+    },
+    status: { observedGeneration: 3, readyRatio: '1/1', conditions: [{ type: 'Ready', status: 'True', message: 'ok' }] },
   } as unknown as ServiceInstance;
+  // Shared strings are put in place in the parsed object: compare with a copy taken before.
+  const original = structuredClone(si);
   const slim = slimServiceInstance(si) as unknown as { metadata: Record<string, unknown> } & ServiceInstance;
   assert.equal('managedFields' in slim.metadata, false);
   assert.deepEqual(slim.metadata['annotations'], { team: 'core' });
-  const { managedFields: _m, annotations: _a, ...keptMeta } = (si as unknown as { metadata: Record<string, unknown> }).metadata;
+  const { managedFields: _m, annotations: _a, ...keptMeta } = (original as unknown as { metadata: Record<string, unknown> }).metadata;
   const { annotations: _b, ...slimMeta } = slim.metadata;
   assert.deepEqual(slimMeta, keptMeta);
-  assert.deepEqual(slim.spec, si.spec);
-  assert.deepEqual(slim.status, si.status);
-  assert.equal(slim.apiVersion, si.apiVersion);
-  assert.equal(slim.kind, si.kind);
+  assert.deepEqual(slim.spec, original.spec);
+  assert.deepEqual(slim.status, original.status);
+  assert.equal(slim.apiVersion, original.apiVersion);
+  assert.equal(slim.kind, original.kind);
 });

@@ -6,6 +6,7 @@
 import { Etcd3 } from 'etcd3';
 import type { ICompare, IDuplexStream, IKeyValue, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IRequestOp } from 'etcd3';
 import type { WriteFence } from '../fence.ts';
+import { intern } from '../../intern.ts';
 
 /** How to reach and authenticate to etcd; the controller fills it from the Registry and its Secret. */
 export interface EtcdConnectionOptions {
@@ -95,8 +96,9 @@ function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]);
 }
 
+/** A key as read; the lease and revision strings, which many keys of a namespace share, are shared. */
 function toStored(kv: IKeyValue): StoredKeyValue {
-  return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: kv.lease, modRevision: kv.mod_revision };
+  return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: intern(kv.lease), modRevision: intern(kv.mod_revision) };
 }
 
 function compareOf(g: TxnGuard): ICompare {
