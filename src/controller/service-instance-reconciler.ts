@@ -845,7 +845,11 @@ export class ServiceInstanceReconciler {
       readyRatio: `${ready}/${source.total}`,
       ...(summary ? { health: summary } : {}),
       endpoints: { total: source.total, ready, registered: Number.isFinite(registered) ? registered : 0 },
-      registrations: outcomes.map((o) => o.registration).sort((a, b) => registrationKey(a).localeCompare(registrationKey(b))),
+      // Ordinal order, the same in every locale (and without loading ICU's collation data).
+      registrations: outcomes
+        .map((o) => ({ key: registrationKey(o.registration), registration: o.registration }))
+        .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+        .map((o) => o.registration),
     };
     return status;
   }

@@ -68,7 +68,12 @@ export function resolveTargets<R extends TargetRegistry>(
     }
   } else {
     for (const reg of registries) if (reg.spec.default === true && admits(reg, namespaceLabels)) targets.push(reg);
-    targets.sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
+    // Ordinal order, the same in every locale (and without loading ICU's collation data).
+    targets.sort((a, b) => {
+      const x = a.metadata?.name ?? '';
+      const y = b.metadata?.name ?? '';
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
   }
   return { targets, refusals };
 }
