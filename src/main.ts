@@ -13,7 +13,8 @@ import { REGISTRY_STATUS_DELAY_MS } from './controller/event-routing.ts';
 import { ControllerManager } from './controller/manager.ts';
 import { RegistryReconciler } from './controller/registry-reconciler.ts';
 import { ServiceInstanceReconciler } from './controller/service-instance-reconciler.ts';
-import { compactHeap } from './runtime-settings.ts';
+import { HEAP_COMPACTION_DEFAULTS, HeapCompactor } from './heap-compactor.ts';
+import { settleHeapGrowth } from './runtime-settings.ts';
 import { WriteBehind } from './controller/write-behind.ts';
 import { kubeRequest, seg } from './kube/api.ts';
 import type { KubeConfig } from './kube/client.ts';
@@ -184,6 +185,7 @@ async function main(): Promise<void> {
     resyncMs: cfg.resyncSeconds * 1000,
     onEntries: (registry, entries) => metrics.registryEntries.set({ registry }, entries),
   });
+  let compactor: HeapCompactor | undefined;
   const startReconciling = async (): Promise<void> => {
     // Entries first, in bulk where a backend batches writes; then every ServiceInstance is
     // reconciled as usual (statuses, finalizers, events, what the first pass left).
@@ -197,14 +199,22 @@ async function main(): Promise<void> {
     );
     collector.start();
     // Once every ServiceInstance is reconciled and its status written, the heap the initial sync
-    // grew is given back (see runtime-settings.ts); finalizers still landing allocate little.
+    // grew is given back (see runtime-settings.ts), and from then on whenever it grew while idle
+    // (heap-compactor.ts).
     await manager.idle();
     await writeBehind.statusesWritten();
     if (stopping) return;
     const before = process.memoryUsage();
-    if (compactHeap()) {
+    const mb = (n: number): number => Math.round(n / 1e6);
+    compactor = new HeapCompactor({
+      ...HEAP_COMPACTION_DEFAULTS,
+      busy: () => manager.queueDepth > 0,
+      onCompacted: (reservedBefore, reservedAfter) =>
+        logger.debug({ heapReservedMB: [mb(reservedBefore), mb(reservedAfter)] }, 'heap compacted'),
+    });
+    if (compactor.start()) {
+      settleHeapGrowth();
       const after = process.memoryUsage();
-      const mb = (n: number): number => Math.round(n / 1e6);
       logger.info(
         {
           heapReservedMB: [mb(before.heapTotal), mb(after.heapTotal)],
@@ -245,6 +255,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ reason }, 'shutting down; registry leases are left for the next process to adopt');
+    compactor?.stop();
     await collector.stop();
     await manager.stop();
     await writeBehind.shutdown();

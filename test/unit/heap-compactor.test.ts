@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { HeapCompactor } from '../../src/heap-compactor.ts';
+
+/** A heap whose reserved size the test sets; compacting it brings it back to `live`. */
+function fakeHeap(): { reserved: number; live: number; compactions: number; compact: () => boolean } {
+  const heap = {
+    reserved: 150,
+    live: 100,
+    compactions: 0,
+    compact: (): boolean => {
+      heap.compactions++;
+      heap.reserved = heap.live;
+      return true;
+    },
+  };
+  return heap;
+}
+
+test('the heap is compacted at start, and again only once it grew past the share while idle', () => {
+  const heap = fakeHeap();
+  let busy = false;
+  const seen: [number, number][] = [];
+  const compactor = new HeapCompactor({
+    intervalMs: 60_000,
+    growth: 0.1,
+    busy: () => busy,
+    heapReserved: () => heap.reserved,
+    compact: heap.compact,
+    onCompacted: (before, after) => seen.push([before, after]),
+  });
+  assert.equal(compactor.start(), true);
+  compactor.stop();
+  assert.equal(heap.compactions, 1, 'compacted at start');
+  assert.deepEqual(seen, [[150, 100]]);
+
+  heap.reserved = 110; // exactly 10 % above the last compaction: not past it
+  compactor.check();
+  assert.equal(heap.compactions, 1);
+
+  heap.reserved = 111;
+  busy = true;
+  compactor.check();
+  assert.equal(heap.compactions, 1, 'not while work is in hand');
+
+  busy = false;
+  heap.live = 104;
+  compactor.check();
+  assert.equal(heap.compactions, 2, 'compacted once idle');
+  assert.deepEqual(seen.at(-1), [111, 104]);
+
+  // The baseline is what the last compaction left: growth is measured from 104 now.
+  heap.reserved = 114;
+  compactor.check();
+  assert.equal(heap.compactions, 2);
+  heap.reserved = 115;
+  compactor.check();
+  assert.equal(heap.compactions, 3);
+});
+
+test('without a collector to call (no --expose-gc) nothing starts', () => {
+  const compactor = new HeapCompactor({ intervalMs: 10, growth: 0.1, busy: () => false, heapReserved: () => 1, compact: () => false });
+  assert.equal(compactor.start(), false);
+  compactor.stop();
+});
