@@ -55,13 +55,27 @@ export class NamespaceView {
     index: readonly StoredKeyValue[],
     takenAt: number,
     remembered: ReadonlyMap<string, string>,
+    previous?: NamespaceView,
   ) {
     this.#remembered = remembered;
     this.#valuePrefix = valuePrefix;
     this.#indexPrefix = indexPrefix;
     this.takenAt = takenAt;
-    for (const kv of values) this.#put(kv);
-    for (const kv of index) this.#put(kv);
+    // A key unchanged since the previous view (same revision, so the same value and lease) keeps
+    // the previous view's copy: the one just read is dropped while still young, instead of every
+    // refresh replacing every long-lived key with a new copy for the old generation to collect.
+    for (const kv of values) this.#put((previous && previous.#unchanged(kv)) ?? kv);
+    for (const kv of index) this.#put((previous && previous.#unchanged(kv)) ?? kv);
+  }
+
+  /** This view's copy of `kv`'s key when it is at the same revision. */
+  #unchanged(kv: StoredKeyValue): StoredKeyValue | undefined {
+    const asIndex = serviceOf(this.#indexPrefix, kv.key);
+    const service = asIndex ?? serviceOf(this.#valuePrefix, kv.key);
+    if (service === undefined) return undefined;
+    const keys = this.#services.get(service);
+    const held = (asIndex !== undefined ? keys?.index : keys?.values)?.get(kv.key);
+    return held !== undefined && held.modRevision === kv.modRevision ? held : undefined;
   }
 
   /** The keys of one service (empty when it has none). */

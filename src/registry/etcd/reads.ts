@@ -158,7 +158,7 @@ async function loadView(ctx: EtcdBackendContext, state: NamespaceState, lease: b
     const current = state.epoch === epoch;
     const remembered = state.recordNamespaceRead(values, index, lease?.toString(), current);
     if (current && lease !== undefined) keepGarbledOwned(state, values, remembered, valuePrefix);
-    view = new NamespaceView(valuePrefix, indexPrefix, values, index, takenAt, remembered);
+    view = new NamespaceView(valuePrefix, indexPrefix, values, index, takenAt, remembered, state.view);
     return view;
   } finally {
     state.endViewRead(view);
