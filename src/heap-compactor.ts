@@ -8,8 +8,8 @@
  * it used, for good. This checks the reserved heap now and then and, when nothing is queued and it
  * grew by more than a set share since the last compaction, compacts it (runtime-settings.ts's
  * compactHeap: a full collection that moves objects together and returns the freed pages). A
- * compaction stops the process for about 0.1 s per 100 MB of live heap, so it is done only while
- * idle, at most once per check.
+ * compaction stops the process for about 0.1 s per 100 MB of live heap, so it is done while idle,
+ * and while busy at most once a minute.
  */
 import { compactHeap } from './runtime-settings.ts';
 
@@ -19,8 +19,16 @@ export interface HeapCompactorOptions {
   readonly intervalMs: number;
   /** Compact when the reserved heap grew by more than this share since the last compaction (0.1 = 10 %). */
   readonly growth: number;
-  /** True while there is work in hand: no compaction then. */
+  /** True while there is work in hand: a compaction then waits until `busyIntervalMs` passed since the last. */
   readonly busy: () => boolean;
+  /**
+   * The least time between compactions while busy, in milliseconds. A long stretch of work (a
+   * resync of every object comes due within a minute or two) must not leave the heap growing
+   * unchecked; its pauses are spread out instead.
+   */
+  readonly busyIntervalMs: number;
+  /** Milliseconds since some fixed point; defaults to performance.now(). */
+  readonly now?: () => number;
   /** The V8 heap reserved, in bytes; defaults to process.memoryUsage().heapTotal. */
   readonly heapReserved?: () => number;
   /** Compacts; false when it cannot (no `--expose-gc`). Defaults to {@link compactHeap}. */
@@ -29,21 +37,24 @@ export interface HeapCompactorOptions {
   readonly onCompacted?: (before: number, after: number) => void;
 }
 
-/** Defaults: a check every 10 s, a compaction after 10 % of growth. */
-export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1 } as const;
+/** Defaults: a check every 10 s, a compaction after 10 % of growth, at most one a minute while busy. */
+export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1, busyIntervalMs: 60_000 } as const;
 
 /** Compacts the heap when it grew while idle; see the module comment. */
 export class HeapCompactor {
   readonly #o: HeapCompactorOptions;
   readonly #reserved: () => number;
   readonly #compact: () => boolean;
+  readonly #now: () => number;
   #baseline = 0;
+  #lastAt = 0;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: HeapCompactorOptions) {
     this.#o = options;
     this.#reserved = options.heapReserved ?? (() => process.memoryUsage().heapTotal);
     this.#compact = options.compact ?? compactHeap;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /**
@@ -57,16 +68,21 @@ export class HeapCompactor {
     return true;
   }
 
-  /** One check: compacts when idle and the reserved heap grew past the share since the last compaction. */
+  /**
+   * One check: compacts when the reserved heap grew past the share since the last compaction and
+   * the operator is idle, or busy but the last compaction is `busyIntervalMs` ago.
+   */
   check(): void {
-    if (this.#o.busy()) return;
-    if (this.#reserved() > this.#baseline * (1 + this.#o.growth)) this.compactNow();
+    if (this.#reserved() <= this.#baseline * (1 + this.#o.growth)) return;
+    if (this.#o.busy() && this.#now() - this.#lastAt < this.#o.busyIntervalMs) return;
+    this.compactNow();
   }
 
   /** Compacts at once; false when compaction is not possible. */
   compactNow(): boolean {
     const before = this.#reserved();
     if (!this.#compact()) return false;
+    this.#lastAt = this.#now();
     this.#baseline = this.#reserved();
     this.#o.onCompacted?.(before, this.#baseline);
     return true;

@@ -20,11 +20,14 @@ function fakeHeap(): { reserved: number; live: number; compactions: number; comp
 test('the heap is compacted at start, and again only once it grew past the share while idle', () => {
   const heap = fakeHeap();
   let busy = false;
+  let now = 0;
   const seen: [number, number][] = [];
   const compactor = new HeapCompactor({
     intervalMs: 60_000,
     growth: 0.1,
     busy: () => busy,
+    busyIntervalMs: 60_000,
+    now: () => now,
     heapReserved: () => heap.reserved,
     compact: heap.compact,
     onCompacted: (before, after) => seen.push([before, after]),
@@ -40,8 +43,9 @@ test('the heap is compacted at start, and again only once it grew past the share
 
   heap.reserved = 111;
   busy = true;
+  now = 59_999;
   compactor.check();
-  assert.equal(heap.compactions, 1, 'not while work is in hand');
+  assert.equal(heap.compactions, 1, 'not while work is in hand within a minute of the last');
 
   busy = false;
   heap.live = 104;
@@ -56,10 +60,27 @@ test('the heap is compacted at start, and again only once it grew past the share
   heap.reserved = 115;
   compactor.check();
   assert.equal(heap.compactions, 3);
+
+  // While busy, again once a minute has passed since the last compaction.
+  busy = true;
+  heap.reserved = 200;
+  now = 59_999 + 59_999;
+  compactor.check();
+  assert.equal(heap.compactions, 3);
+  now = 59_999 + 60_000;
+  compactor.check();
+  assert.equal(heap.compactions, 4, 'a long stretch of work does not leave the heap growing unchecked');
 });
 
 test('without a collector to call (no --expose-gc) nothing starts', () => {
-  const compactor = new HeapCompactor({ intervalMs: 10, growth: 0.1, busy: () => false, heapReserved: () => 1, compact: () => false });
+  const compactor = new HeapCompactor({
+    intervalMs: 10,
+    growth: 0.1,
+    busy: () => false,
+    busyIntervalMs: 10,
+    heapReserved: () => 1,
+    compact: () => false,
+  });
   assert.equal(compactor.start(), false);
   compactor.stop();
 });
