@@ -631,13 +631,8 @@ export class ServiceInstanceReconciler {
         throw new TerminalError(`${failure.message}: ${errors.map(errorMessage).join('; ')}`, { cause: failure });
       throw failure;
     }
-    // The reconciles of the initial sync all run within a minute or so of the start. Were their
-    // resyncs due a period later ± 10 %, every ServiceInstance would come due together then, and
-    // again each period: a burst of work and of heap. Within the first period the next resync is
-    // spread over the whole period instead (never later than it), and jittered ± 10 % after that.
-    const r = (d.random ?? Math.random)();
-    const firstPeriod = d.now().getTime() - this.#startedAt < d.resyncMs;
-    return { requeueAfterMs: Math.round(d.resyncMs * (firstPeriod ? 0.1 + 0.9 * r : 0.9 + 0.2 * r)) };
+    const jitter = 0.9 + 0.2 * (d.random ?? Math.random)();
+    return { requeueAfterMs: Math.round(d.resyncMs * jitter) };
   }
 
   async #syncTarget(

@@ -18,10 +18,7 @@ import { registryResource, staticServiceInstance } from '../support/resources.ts
 const registry = registryResource('main');
 const si = staticServiceInstance('prod', 'api', 'api', { uid: 'si-uid', generation: 1, finalizers: [FINALIZER] });
 
-function reconcilerWith(
-  get: () => Promise<Backend>,
-  clock: { now: () => Date; random?: () => number } = { now: () => new Date('2026-11-30T00:00:00Z') },
-): {
+function reconcilerWith(get: () => Promise<Backend>): {
   reconciler: ServiceInstanceReconciler;
   statuses: ServiceInstanceStatus[];
   warnings: string[];
@@ -45,7 +42,7 @@ function reconcilerWith(
       warning: (_t: EventTarget, reason: string, message: string) => warnings.push(`${reason}: ${message}`),
     },
     logger: pino({ level: 'silent' }),
-    ...clock,
+    now: () => new Date('2026-11-30T00:00:00Z'),
     resyncMs: 60_000,
   });
   return { reconciler, statuses, warnings };
@@ -89,22 +86,5 @@ void describe('ServiceInstanceReconciler errors', () => {
     assert.ok(result?.requeueAfterMs !== undefined);
     assert.equal((await backend.records({ registryNamespace: 'prod', service: 'api' })).length, 1);
     assert.equal(statuses.at(-1)?.conditions?.find((c) => c.type === 'Registered')?.status, 'True');
-  });
-
-  void it('within the first resync period the next resync is spread over the whole period, then jittered ± 10 %', async () => {
-    const backend = new InMemoryRegistry([]);
-    let now = Date.parse('2026-11-30T00:00:00Z');
-    let random = 0;
-    const { reconciler } = reconcilerWith(() => Promise.resolve(backend), { now: () => new Date(now), random: () => random });
-    const next = async (): Promise<number | undefined> => (await reconciler.reconcile('prod/api'))?.requeueAfterMs;
-    assert.equal(await next(), 6_000, 'first period, lowest draw: a tenth of the period');
-    random = 1;
-    now += 59_999;
-    assert.equal(await next(), 60_000, 'first period, highest draw: the period, never later');
-    now += 1;
-    random = 0;
-    assert.equal(await next(), 54_000, 'after the first period: 0.9 of it at the lowest draw');
-    random = 1;
-    assert.equal(await next(), 66_000, 'and 1.1 at the highest');
   });
 });
