@@ -1,12 +1,17 @@
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+
+import { exchange, readBody, retryOnStaleConnection } from '../http-exchange.ts';
 
 import { checkBody } from './json-body.ts';
 import type { ProbeVerdict } from './probe-verdict.ts';
 import type { ResolvedHttpCheck, StatusRange } from './types.ts';
 
 /** A health endpoint that answers with more than this is not one; the body check reads no further. */
-const maxBodyBytes = 1024 * 1024;
+const bodyLimit = {
+  bytes: 1024 * 1024,
+  message: 'response body is larger than 1048576 bytes; a health endpoint should answer briefly',
+};
 
 /** An idle kept-alive connection is closed after this long (longer than the default interval of 10 s). */
 const idleSocketMs = 30_000;
@@ -35,22 +40,12 @@ export function closeProbeConnections(): void {
  * server closed meanwhile fails before any answer; it is retried once on a new connection, so a
  * server's idle timeout never shows as a failed probe.
  */
-export async function probeHttp(host: string, port: number, check: ResolvedHttpCheck, signal: AbortSignal): Promise<ProbeVerdict> {
-  try {
-    return await probeOnce(host, port, check, signal);
-  } catch (error: unknown) {
-    if (!(error instanceof ReusedSocketError)) throw error;
-    if (signal.aborted) throw error.cause;
-  }
-  try {
-    return await probeOnce(host, port, check, signal);
-  } catch (error: unknown) {
-    throw error instanceof ReusedSocketError ? error.cause : error;
-  }
+export function probeHttp(host: string, port: number, check: ResolvedHttpCheck, signal: AbortSignal): Promise<ProbeVerdict> {
+  return retryOnStaleConnection(
+    () => probeOnce(host, port, check, signal),
+    () => !signal.aborted,
+  );
 }
-
-/** A request sent on a kept-alive connection failed before any answer: the server had closed it. */
-class ReusedSocketError extends Error {}
 
 async function probeOnce(host: string, port: number, check: ResolvedHttpCheck, signal: AbortSignal): Promise<ProbeVerdict> {
   const response = await get(host, port, check, signal);
@@ -62,7 +57,7 @@ async function probeOnce(host: string, port: number, check: ResolvedHttpCheck, s
     response.resume();
     return { healthy: true, message: `status ${response.statusCode}` };
   }
-  const body = await readLimited(response, maxBodyBytes);
+  const body = await readBody(response, bodyLimit);
   const failure = checkBody(body, check.expectedJSON);
   return failure === undefined
     ? { healthy: true, message: `status ${response.statusCode}, body fields as expected` }
@@ -73,21 +68,8 @@ function get(host: string, port: number, check: ResolvedHttpCheck, signal: Abort
   const https = check.scheme === 'https';
   const agent = https ? (check.insecureSkipVerify ? agents.httpsInsecure : agents.https) : agents.http;
   const send = https ? httpsRequest : httpRequest;
-  return new Promise((resolve, reject) => {
-    let sent: ClientRequest;
-    try {
-      // Throws at once on a header the user wrote that HTTP cannot carry.
-      sent = send({ host, port, path: check.path, method: 'GET', headers: check.headers, agent, signal }, resolve);
-    } catch (error: unknown) {
-      reject(error instanceof Error ? error : new Error(String(error)));
-      return;
-    }
-    sent.once('error', (error: NodeJS.ErrnoException) => {
-      const stale = sent.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
-      reject(stale ? new ReusedSocketError('kept-alive connection closed by the server', { cause: error }) : error);
-    });
-    sent.end();
-  });
+  // `send` throws at once on a header the user wrote that HTTP cannot carry.
+  return exchange((onResponse) => send({ host, port, path: check.path, method: 'GET', headers: check.headers, agent, signal }, onResponse));
 }
 
 function statusExpected(status: number, ranges: readonly StatusRange[]): boolean {
@@ -96,19 +78,4 @@ function statusExpected(status: number, ranges: readonly StatusRange[]): boolean
 
 function describeStatuses(ranges: readonly StatusRange[]): string {
   return ranges.map((range) => (range.min === range.max ? `${range.min}` : `${range.min}-${range.max}`)).join(', ');
-}
-
-async function readLimited(response: IncomingMessage, limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of response) {
-    const buffer = chunk as Buffer;
-    size += buffer.byteLength;
-    if (size > limit) {
-      response.destroy();
-      throw new Error(`response body is larger than ${limit} bytes; a health endpoint should answer briefly`);
-    }
-    chunks.push(buffer);
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }

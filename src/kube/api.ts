@@ -12,7 +12,8 @@
 import { ApiException } from '@kubernetes/client-node/dist/gen/apis/exception.js';
 import type { KubeConfig } from './client.ts';
 import { KUBE_REQUEST_TIMEOUT_MS, OperatorKubeConfig } from './kube-config.ts';
-import { kubeHttp, readText } from './transport.ts';
+import { readBody } from '../http-exchange.ts';
+import { kubeHttp } from './transport.ts';
 
 /** Content types of PATCH bodies. */
 export const PatchType = {
@@ -57,7 +58,7 @@ export async function kubeRequest<T>(kc: KubeConfig, req: KubeRequest): Promise<
     ...(body === undefined ? {} : { body }),
     signal: req.signal ? AbortSignal.any([deadline, req.signal]) : deadline,
   });
-  const text = await readText(res.body);
+  const text = await readBody(res.body);
   if (res.status < 200 || res.status > 299) {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;

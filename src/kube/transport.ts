@@ -11,8 +11,9 @@
  * destroys its connection, so a connection left half-open by a partition is never used again
  * (over HTTP/2 every request shared one such connection for good).
  */
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { exchange, retryOnStaleConnection } from '../http-exchange.ts';
 import type { KubeConfig } from './client.ts';
 
 /** One request, before credentials are added. */
@@ -33,28 +34,15 @@ export interface KubeHttpResponse {
   readonly body: IncomingMessage;
 }
 
-/**
- * A request sent on a kept-alive connection failed before any answer: the server had closed the
- * connection while it idled. Nothing reached the server, so it is sent once more.
- */
-class StaleConnectionError extends Error {}
-
-/** Methods sent again after a stale connection; a POST is not (it may create twice). */
+/** Methods sent again after a stale kept-alive connection; a POST is not (it may create twice). */
 const RETRIED = new Set(['GET', 'PUT', 'PATCH', 'DELETE']);
 
 /** Sends one request with the current credentials and resolves when the status line arrived. */
-export async function kubeHttp(kc: KubeConfig, req: KubeHttpRequest): Promise<KubeHttpResponse> {
-  try {
-    return await sendOnce(kc, req);
-  } catch (err: unknown) {
-    if (!(err instanceof StaleConnectionError)) throw err;
-    if (!RETRIED.has(req.method) || req.signal?.aborted) throw err.cause;
-  }
-  try {
-    return await sendOnce(kc, req);
-  } catch (err: unknown) {
-    throw err instanceof StaleConnectionError ? err.cause : err;
-  }
+export function kubeHttp(kc: KubeConfig, req: KubeHttpRequest): Promise<KubeHttpResponse> {
+  return retryOnStaleConnection(
+    () => sendOnce(kc, req),
+    () => RETRIED.has(req.method) && !req.signal?.aborted,
+  );
 }
 
 async function sendOnce(kc: KubeConfig, req: KubeHttpRequest): Promise<KubeHttpResponse> {
@@ -70,27 +58,8 @@ async function sendOnce(kc: KubeConfig, req: KubeHttpRequest): Promise<KubeHttpR
   if (req.body !== undefined) options.headers['Content-Length'] = String(Buffer.byteLength(req.body));
   if (req.signal) options.signal = req.signal;
   const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
-  return new Promise<KubeHttpResponse>((resolve, reject) => {
-    let sent: ClientRequest;
-    try {
-      sent = send(url, options, (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }));
-    } catch (err: unknown) {
-      reject(err instanceof Error ? err : new Error(String(err)));
-      return;
-    }
-    sent.once('error', (err: NodeJS.ErrnoException) => {
-      const stale = sent.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE');
-      reject(stale ? new StaleConnectionError('kept-alive connection closed by the server', { cause: err }) : err);
-    });
-    sent.end(req.body);
-  });
-}
-
-/** Reads a whole response body as text. */
-export async function readText(body: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(chunk as Buffer);
-  return chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8');
+  const res = await exchange((onResponse) => send(url, options, onResponse), req.body);
+  return { status: res.statusCode ?? 0, headers: res.headers, body: res };
 }
 
 /** A watch that has been silent this long is ended with a TimeoutError, as client-node's Watch does. */
