@@ -73,10 +73,29 @@ function retireAgent(agent: HttpAgent): void {
   for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
 }
 
+/** One pool in use, rebuilt (and the old one retired) when the inputs it was built from change. */
+class PoolSlot<T> {
+  #current: { readonly inputs: DispatcherInputs; readonly pool: T } | undefined;
+  readonly #retire: (pool: T) => void;
+
+  constructor(retire: (pool: T) => void) {
+    this.#retire = retire;
+  }
+
+  get(inputs: DispatcherInputs, build: () => T): T {
+    if (this.#current && sameDispatcherInputs(this.#current.inputs, inputs)) return this.#current.pool;
+    const previous = this.#current;
+    const pool = build();
+    this.#current = { inputs, pool };
+    if (previous) this.#retire(previous.pool);
+    return pool;
+  }
+}
+
 /** A KubeConfig with a shared connection pool and a deadline on every request (see the module comment). */
 export class OperatorKubeConfig extends KubeConfig {
-  #current: { readonly inputs: DispatcherInputs; readonly dispatcher: Dispatcher } | undefined;
-  #currentAgent: { readonly inputs: DispatcherInputs; readonly agent: HttpAgent } | undefined;
+  readonly #dispatchers = new PoolSlot<Dispatcher>(retire);
+  readonly #agents = new PoolSlot<HttpAgent>(retireAgent);
   readonly #timeoutMs: number;
 
   constructor(timeoutMs = KUBE_REQUEST_TIMEOUT_MS) {
@@ -87,7 +106,8 @@ export class OperatorKubeConfig extends KubeConfig {
     // client-node stops calling them.
     const self = this as unknown as { createDispatcher: CreateDispatcher; createAgent: CreateAgent };
     const build = self.createDispatcher.bind(this);
-    self.createDispatcher = (cluster, agentOptions) => this.#shared(build, cluster, agentOptions);
+    self.createDispatcher = (cluster, agentOptions) =>
+      this.#dispatchers.get(inputsOf(cluster, agentOptions), () => build(cluster, agentOptions));
     const buildAgent = self.createAgent.bind(this);
     self.createAgent = (cluster, agentOptions) =>
       // Proxies keep client-node's own agents (hpagent, socks-proxy-agent).
@@ -101,24 +121,10 @@ export class OperatorKubeConfig extends KubeConfig {
 
   #sharedAgent(cluster: Cluster | null, agentOptions: AgentOptions): HttpAgent {
     const defined = Object.fromEntries(Object.entries(agentOptions).filter(([, v]) => v !== undefined)) as AgentOptions;
-    const inputs = inputsOf(cluster, defined);
-    if (this.#currentAgent && sameDispatcherInputs(this.#currentAgent.inputs, inputs)) return this.#currentAgent.agent;
-    const previous = this.#currentAgent;
-    const pooled = { keepAlive: true, keepAliveMsecs: 30_000, timeout: KUBE_IDLE_CONNECTION_MS, scheduling: 'lifo' as const };
-    const agent = cluster?.server.startsWith('http:') ? new HttpAgent(pooled) : new HttpsAgent({ ...defined, ...pooled });
-    this.#currentAgent = { inputs, agent };
-    if (previous) retireAgent(previous.agent);
-    return agent;
-  }
-
-  #shared(build: CreateDispatcher, cluster: unknown, agentOptions: object): Dispatcher {
-    const inputs = inputsOf(cluster, agentOptions);
-    if (this.#current && sameDispatcherInputs(this.#current.inputs, inputs)) return this.#current.dispatcher;
-    const previous = this.#current;
-    const dispatcher = build(cluster, agentOptions);
-    this.#current = { inputs, dispatcher };
-    if (previous) retire(previous.dispatcher);
-    return dispatcher;
+    return this.#agents.get(inputsOf(cluster, defined), () => {
+      const pooled = { keepAlive: true, keepAliveMsecs: 30_000, timeout: KUBE_IDLE_CONNECTION_MS, scheduling: 'lifo' as const };
+      return cluster?.server.startsWith('http:') ? new HttpAgent(pooled) : new HttpsAgent({ ...defined, ...pooled });
+    });
   }
 
   /**
