@@ -70,11 +70,7 @@ export class NamespaceView {
 
   /** This view's copy of `kv`'s key when it is at the same revision. */
   #unchanged(kv: StoredKeyValue): StoredKeyValue | undefined {
-    const asIndex = serviceOf(this.#indexPrefix, kv.key);
-    const service = asIndex ?? serviceOf(this.#valuePrefix, kv.key);
-    if (service === undefined) return undefined;
-    const keys = this.#services.get(service);
-    const held = (asIndex !== undefined ? keys?.index : keys?.values)?.get(kv.key);
+    const held = this.#slot(kv.key, false)?.keys.get(kv.key);
     return held !== undefined && held.modRevision === kv.modRevision ? held : undefined;
   }
 
@@ -110,12 +106,16 @@ export class NamespaceView {
     return this.#remembered.get(key);
   }
 
-  #slot(key: string): { keys: Map<string, StoredKeyValue>; service: string } | undefined {
+  /** The map `key` belongs in, and its service; `create` adds the service when the view has none of its keys yet. */
+  #slot(key: string, create = true): { keys: Map<string, StoredKeyValue>; service: string } | undefined {
     const asIndex = serviceOf(this.#indexPrefix, key);
     const service = asIndex ?? serviceOf(this.#valuePrefix, key);
     if (service === undefined) return undefined;
     let keys = this.#services.get(service);
-    if (!keys) this.#services.set(service, (keys = { values: new Map(), index: new Map() }));
+    if (!keys) {
+      if (!create) return undefined;
+      this.#services.set(service, (keys = { values: new Map(), index: new Map() }));
+    }
     return { keys: asIndex !== undefined ? keys.index : keys.values, service };
   }
 
@@ -124,7 +124,7 @@ export class NamespaceView {
   }
 
   #delete(key: string): void {
-    const slot = this.#slot(key);
+    const slot = this.#slot(key, false);
     if (!slot) return;
     slot.keys.delete(key);
     const keys = this.#services.get(slot.service);
