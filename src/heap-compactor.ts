@@ -13,6 +13,16 @@
  */
 import { compactHeap } from './runtime-settings.ts';
 
+/** What a compaction is judged and reported by, in bytes (as process.memoryUsage() gives them). */
+export interface HeapFigures {
+  /** The V8 heap reserved. */
+  readonly heapTotal: number;
+  /** The V8 heap in use. */
+  readonly heapUsed: number;
+  /** The resident set of the process. */
+  readonly rss: number;
+}
+
 /** Options of {@link HeapCompactor}. */
 export interface HeapCompactorOptions {
   /** How often the reserved heap is checked, in milliseconds. */
@@ -29,12 +39,12 @@ export interface HeapCompactorOptions {
   readonly busyIntervalMs: number;
   /** Milliseconds since some fixed point; defaults to performance.now(). */
   readonly now?: () => number;
-  /** The V8 heap reserved, in bytes; defaults to process.memoryUsage().heapTotal. */
-  readonly heapReserved?: () => number;
+  /** The memory figures now; defaults to process.memoryUsage(). */
+  readonly memory?: () => HeapFigures;
   /** Compacts; false when it cannot (no `--expose-gc`). Defaults to {@link compactHeap}. */
   readonly compact?: () => boolean;
-  /** Told of every compaction, with the reserved heap before and after (bytes). */
-  readonly onCompacted?: (before: number, after: number) => void;
+  /** Told of every compaction, with the figures before and after. */
+  readonly onCompacted?: (before: HeapFigures, after: HeapFigures) => void;
 }
 
 /** Defaults: a check every 10 s, a compaction after 10 % of growth, at most one a minute while busy. */
@@ -43,7 +53,7 @@ export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1, busyI
 /** Compacts the heap when it grew while idle; see the module comment. */
 export class HeapCompactor {
   readonly #o: HeapCompactorOptions;
-  readonly #reserved: () => number;
+  readonly #memory: () => HeapFigures;
   readonly #compact: () => boolean;
   readonly #now: () => number;
   #baseline = 0;
@@ -52,7 +62,7 @@ export class HeapCompactor {
 
   constructor(options: HeapCompactorOptions) {
     this.#o = options;
-    this.#reserved = options.heapReserved ?? (() => process.memoryUsage().heapTotal);
+    this.#memory = options.memory ?? (() => process.memoryUsage());
     this.#compact = options.compact ?? compactHeap;
     this.#now = options.now ?? (() => performance.now());
   }
@@ -73,18 +83,19 @@ export class HeapCompactor {
    * the operator is idle, or busy but the last compaction is `busyIntervalMs` ago.
    */
   check(): void {
-    if (this.#reserved() <= this.#baseline * (1 + this.#o.growth)) return;
+    if (this.#memory().heapTotal <= this.#baseline * (1 + this.#o.growth)) return;
     if (this.#o.busy() && this.#now() - this.#lastAt < this.#o.busyIntervalMs) return;
     this.compactNow();
   }
 
   /** Compacts at once; false when compaction is not possible. */
   compactNow(): boolean {
-    const before = this.#reserved();
+    const before = this.#memory();
     if (!this.#compact()) return false;
     this.#lastAt = this.#now();
-    this.#baseline = this.#reserved();
-    this.#o.onCompacted?.(before, this.#baseline);
+    const after = this.#memory();
+    this.#baseline = after.heapTotal;
+    this.#o.onCompacted?.(before, after);
     return true;
   }
 

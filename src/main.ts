@@ -204,26 +204,23 @@ async function main(): Promise<void> {
     await manager.idle();
     await writeBehind.statusesWritten();
     if (stopping) return;
-    const before = process.memoryUsage();
     const mb = (n: number): number => Math.round(n / 1e6);
+    let first = true;
     compactor = new HeapCompactor({
       ...HEAP_COMPACTION_DEFAULTS,
       busy: () => manager.queueDepth > 0,
-      onCompacted: (reservedBefore, reservedAfter) =>
-        logger.debug({ heapReservedMB: [mb(reservedBefore), mb(reservedAfter)] }, 'heap compacted'),
-    });
-    if (compactor.start()) {
-      settleHeapGrowth();
-      const after = process.memoryUsage();
-      logger.info(
-        {
+      onCompacted: (before, after) => {
+        const figures = {
           heapReservedMB: [mb(before.heapTotal), mb(after.heapTotal)],
           heapUsedMB: [mb(before.heapUsed), mb(after.heapUsed)],
           rssMB: [mb(before.rss), mb(after.rss)],
-        },
-        'initial sync converged; heap compacted',
-      );
-    }
+        };
+        if (first) logger.info(figures, 'initial sync converged; heap compacted');
+        else logger.debug(figures, 'heap compacted');
+        first = false;
+      },
+    });
+    if (compactor.start()) settleHeapGrowth();
   };
   const elector = cfg.leaderElection
     ? new LeaderElector({

@@ -28,9 +28,9 @@ test('the heap is compacted at start, and again only once it grew past the share
     busy: () => busy,
     busyIntervalMs: 60_000,
     now: () => now,
-    heapReserved: () => heap.reserved,
+    memory: () => ({ heapTotal: heap.reserved, heapUsed: heap.live, rss: 0 }),
     compact: heap.compact,
-    onCompacted: (before, after) => seen.push([before, after]),
+    onCompacted: (before, after) => seen.push([before.heapTotal, after.heapTotal]),
   });
   assert.equal(compactor.start(), true);
   compactor.stop();
@@ -78,7 +78,7 @@ test('without a collector to call (no --expose-gc) nothing starts', () => {
     growth: 0.1,
     busy: () => false,
     busyIntervalMs: 10,
-    heapReserved: () => 1,
+    memory: () => ({ heapTotal: 1, heapUsed: 1, rss: 1 }),
     compact: () => false,
   });
   assert.equal(compactor.start(), false);
