@@ -4,14 +4,14 @@
  * lease keepalives (one per registry namespace per interval, whatever the number of entries),
  * CPU and memory.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withBed, waitFor } from '../lib/bed.ts';
 import type { ScenarioContext } from '../lib/context.ts';
 import { counterDelta, etcdCounters, EtcdPrefixWatch } from '../lib/etcd.ts';
 import { createLayout, etcdKey, podLayout } from '../lib/layout.ts';
-import { Sampler, startOperator } from '../lib/operator.ts';
+import { Sampler, startOperator, type BenchOperator } from '../lib/operator.ts';
 import { summariseHeapSnapshots } from '../lib/heap.ts';
 import { describeMemory, readMemoryComposition, saveSmaps, v8Figures, type MemoryComposition, type V8Figures } from '../lib/memory.ts';
 import { summariseProfiles } from '../lib/profile.ts';
@@ -42,6 +42,8 @@ export interface SteadyWindow {
   /** RSS by kind and the V8 heap by space, at the end of the window. */
   readonly memory: MemoryComposition;
   readonly v8: V8Figures;
+  /** The same, read where RSS was highest among the window's composition samples (every 2 s). */
+  readonly atMax?: { readonly memory: MemoryComposition; readonly v8: V8Figures };
 }
 
 /** Runs scenario 3 on one bed; each repeat is one measurement window. */
@@ -131,6 +133,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
         const sampleBefore = await op.sample();
         const eventsBefore = watch.events.length;
         const sampler = new Sampler(op, 2000, true);
+        const composition = sampleComposition(op, 2000, join(ctx.runDir, `steady-state-memory-window-${r}.jsonl`));
         // The keepalive timer sends one burst per round; counting bursts (the counter moving
         // between one-second polls) gives messages per round without rounding the window.
         // A burst that straddles two polls moves the counter twice in a row: one round.
@@ -146,6 +149,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
           last = k;
         }
         await sampler.stop();
+        const atMax = await composition.stop();
         const sampleAfter = await op.sample();
         const d = counterDelta(before, await etcdCounters(bed.registryEtcd.clientUrl));
         const [memory, v8] = await Promise.all([readMemoryComposition(op.pid), op.metricsText().then(v8Figures)]);
@@ -169,6 +173,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
           externalMB: v8.externalMB,
           memory,
           v8,
+          ...(atMax ? { atMax } : {}),
         };
         windows.push(w);
         ctx.log(
@@ -176,6 +181,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
             `CPU ${w.cpuPercent.toFixed(1)} %, RSS max ${w.rssMaxMB.toFixed(0)} MB, queue max ${w.maxQueueDepth}`,
         );
         ctx.log(`  window ${r} memory at its end: ${describeMemory(memory, v8)}`);
+        if (atMax) ctx.log(`  window ${r} memory at its maximum: ${describeMemory(atMax.memory, atMax.v8)}`);
       }
       if (heapDir) {
         op.process.signal('SIGUSR2');
@@ -244,6 +250,24 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
       unit: 'MB',
       runs: windows.map((w) => w.memory.rssMB - w.heapTotalMB),
     },
+    {
+      case: c,
+      name: '… at the highest reading (every 2 s): V8 heap reserved',
+      unit: 'MB',
+      runs: windows.map((w) => w.atMax?.v8.heapTotalMB ?? Number.NaN),
+    },
+    {
+      case: c,
+      name: '… at the highest reading: outside the V8 heap',
+      unit: 'MB',
+      runs: windows.map((w) => (w.atMax ? w.atMax.memory.rssMB - w.atMax.v8.heapTotalMB : Number.NaN)),
+    },
+    {
+      case: c,
+      name: '… at the highest reading: V8 external memory (Buffers)',
+      unit: 'MB',
+      runs: windows.map((w) => w.atMax?.v8.externalMB ?? Number.NaN),
+    },
     { case: c, name: 'queue depth, max over the window', unit: 'keys', runs: windows.map((w) => w.maxQueueDepth) },
     { case: c, name: 'initial sync: every entry in etcd (from start)', unit: 's', runs: [sync.entriesSeconds] },
     { case: c, name: 'initial sync: every status converged (from start)', unit: 's', runs: [sync.statusesSeconds] },
@@ -264,4 +288,39 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
   };
   if (profile || heap) result.profile = [profile, heap].filter(Boolean).join('\n\n');
   return result;
+}
+
+/**
+ * Reads the operator's memory composition (from /proc and its /metrics) every `intervalMs` until
+ * stopped, and resolves with the reading where RSS was highest: what the maximum is made of. Every
+ * reading is kept in `file` (JSON lines), for the course over the window.
+ */
+function sampleComposition(
+  op: BenchOperator,
+  intervalMs: number,
+  file: string,
+): { stop: () => Promise<{ memory: MemoryComposition; v8: V8Figures } | undefined> } {
+  let running = true;
+  let highest: { memory: MemoryComposition; v8: V8Figures } | undefined;
+  const lines: string[] = [];
+  const done = (async () => {
+    while (running) {
+      try {
+        const [memory, v8] = await Promise.all([readMemoryComposition(op.pid), op.metricsText().then(v8Figures)]);
+        if (!highest || memory.rssMB > highest.memory.rssMB) highest = { memory, v8 };
+        lines.push(JSON.stringify({ at: new Date().toISOString(), memory, v8 }));
+      } catch {
+        // A reading lost to a slow scrape is a gap, as in the Sampler.
+      }
+      await sleep(intervalMs);
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      await writeFile(file, lines.join('\n') + '\n');
+      return highest;
+    },
+  };
 }
