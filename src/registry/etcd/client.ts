@@ -96,6 +96,45 @@ function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]);
 }
 
+/** Keys per range response: about 0.5 MB of entries, far below gRPC's 4 MiB message limit. */
+export const RANGE_PAGE = 1000;
+
+/** Reads of a prefix set started over when etcd compacted the revision under a paged read. */
+const RANGE_ATTEMPTS = 3;
+
+/**
+ * Reads every key under each prefix at one revision, {@link RANGE_PAGE} keys per response: the
+ * first page of every prefix in one transaction, the rest continued from the last key read, at that
+ * transaction's revision. A whole registry namespace in one response would pass gRPC's 4 MiB
+ * receive limit at some 10,000 entries (the read then fails), and a large response outlives the
+ * young generation while it is received and decoded, so every refresh of a view left its size in
+ * old-generation garbage; a page is decoded and converted before the next is asked for.
+ */
+async function rangePaged(etcd: Etcd3, prefixes: readonly string[]): Promise<StoredKeyValue[][]> {
+  const ranges = prefixes.map((prefix) => {
+    const start = Buffer.from(prefix);
+    return { start, end: prefixEnd(start) };
+  });
+  const first = await etcd.kv.txn({
+    success: ranges.map(({ start, end }): IRequestOp => ({ request_range: { key: start, range_end: end, limit: RANGE_PAGE } })),
+  });
+  const revision = first.header.revision;
+  const out: StoredKeyValue[][] = [];
+  for (const [i, { end }] of ranges.entries()) {
+    let page: { kvs: IKeyValue[]; more: boolean } = first.responses[i]?.response_range ?? { kvs: [], more: false };
+    const stored = page.kvs.map(toStored);
+    for (let last = page.kvs.at(-1); page.more && last !== undefined; last = page.kvs.at(-1)) {
+      // The smallest key after the last one read.
+      page = await etcd.kv.range({ key: Buffer.concat([last.key, ZERO_BYTE]), range_end: end, limit: RANGE_PAGE, revision });
+      for (const kv of page.kvs) stored.push(toStored(kv));
+    }
+    out.push(stored);
+  }
+  return out;
+}
+
+const ZERO_BYTE = Buffer.from([0]);
+
 /** A key as read; the lease and revision strings, which many keys of a namespace share, are shared. */
 function toStored(kv: IKeyValue): StoredKeyValue {
   return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: intern(kv.lease), modRevision: intern(kv.mod_revision) };
@@ -149,12 +188,14 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
 
   return {
     async rangePrefixes(prefixes) {
-      const success: IRequestOp[] = prefixes.map((prefix) => {
-        const start = Buffer.from(prefix);
-        return { request_range: { key: start, range_end: prefixEnd(start) } };
-      });
-      const res = await etcd.kv.txn({ success });
-      return res.responses.map((r) => r.response_range.kvs.map(toStored));
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await rangePaged(etcd, prefixes);
+        } catch (err: unknown) {
+          // The pages after the first read at its revision; compacted meanwhile, the read starts over.
+          if (attempt >= RANGE_ATTEMPTS || !/required revision has been compacted/.test(String((err as Error).message))) throw err;
+        }
+      }
     },
     async get(k) {
       const res = await etcd.kv.range({ key: Buffer.from(k) });
