@@ -235,7 +235,7 @@ export class BenchKube {
 
 /** What the benchmarks read from a ServiceInstance. */
 export interface ServiceInstanceView {
-  metadata: { name: string; namespace: string; generation?: number; resourceVersion?: string };
+  metadata: { name: string; namespace: string; generation?: number; resourceVersion?: string; finalizers?: string[] };
   spec: {
     service: string;
     weight?: number;

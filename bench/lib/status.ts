@@ -5,7 +5,7 @@
  * same apiserver takes merge patches of the status subresource with the status the operator writes.
  */
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import type { ServiceInstanceStatus } from '../../src/api/v1alpha1/types.ts';
+import { FINALIZER, type ServiceInstanceStatus } from '../../src/api/v1alpha1/types.ts';
 import { retrying, statusConverged, type BenchKube, type ServiceInstanceView } from './kube.ts';
 import { mapBounded } from './stats.ts';
 
@@ -17,8 +17,11 @@ const MERGE = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 export class StatusTracker {
   /** performance.now() when all had converged at once for the first time; NaN until then. */
   convergedAt = Number.NaN;
+  /** performance.now() when all carried the operator's finalizer for the first time; NaN until then. */
+  finalizedAt = Number.NaN;
   readonly #expected: ReadonlyMap<string, number>;
   readonly #converged = new Set<string>();
+  readonly #finalized = new Set<string>();
   #stop: (() => void) | undefined;
 
   private constructor(expected: ReadonlyMap<string, number>) {
@@ -43,6 +46,9 @@ export class StatusTracker {
     if (statusConverged(si, want)) this.#converged.add(key);
     else this.#converged.delete(key);
     if (Number.isNaN(this.convergedAt) && this.#converged.size === this.#expected.size) this.convergedAt = at;
+    if (si.metadata.finalizers?.includes(FINALIZER)) this.#finalized.add(key);
+    else this.#finalized.delete(key);
+    if (Number.isNaN(this.finalizedAt) && this.#finalized.size === this.#expected.size) this.finalizedAt = at;
   }
 
   /** How many have converged now. */

@@ -55,6 +55,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     fixtureSeconds: Number.NaN,
     entriesSeconds: Number.NaN,
     statusesSeconds: Number.NaN,
+    finalizersSeconds: Number.NaN,
     rssAfterSyncMB: Number.NaN,
     peakRssDuringSyncMB: Number.NaN,
     cpuSeconds: Number.NaN,
@@ -104,19 +105,25 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
       await op.waitReady();
       ctx.log(`steady-state: caches synced: ${describeMemory(await readMemoryComposition(op.pid), v8Figures(await op.metricsText()))}`);
       await saveSmaps(op.pid, join(ctx.runDir, 'steady-state-smaps-synced.txt'));
-      const converged = await waitFor(() => !Number.isNaN(allAt) && !Number.isNaN(statuses.convergedAt), 1_800_000, 500);
+      // Settled: every entry, every status and every finalizer (written behind the statuses).
+      const converged = await waitFor(
+        () => !Number.isNaN(allAt) && !Number.isNaN(statuses.convergedAt) && !Number.isNaN(statuses.finalizedAt),
+        1_800_000,
+        500,
+      );
       sync.entriesSeconds = (allAt - op.startedAt) / 1000;
       sync.statusesSeconds = (statuses.convergedAt - op.startedAt) / 1000;
+      sync.finalizersSeconds = (statuses.finalizedAt - op.startedAt) / 1000;
       statuses.stop();
       await syncSampler.stop();
       sync.peakRssDuringSyncMB = Math.max(...syncSampler.samples.map((x) => x.rssMiB * 1.048576));
       if (!converged) {
         notes.push(
-          `The operator did not converge within 30 min: ${seen.size}/${expected.size} entries, ${statuses.converged}/${statuses.total} statuses; the windows below were measured anyway.`,
+          `The operator did not converge within 30 min: ${seen.size}/${expected.size} entries, ${statuses.converged}/${statuses.total} statuses, finalizers ${Number.isNaN(statuses.finalizedAt) ? 'not all' : 'all'} added; the windows below were measured anyway.`,
         );
       }
       ctx.log(
-        `steady-state: converged: entries ${sync.entriesSeconds.toFixed(0)} s, statuses ${sync.statusesSeconds.toFixed(0)} s after start`,
+        `steady-state: converged: entries ${sync.entriesSeconds.toFixed(0)} s, statuses ${sync.statusesSeconds.toFixed(0)} s, finalizers ${sync.finalizersSeconds.toFixed(0)} s after start`,
       );
       await waitFor(async () => (await op.metric('kube_registrar_workqueue_depth')) === 0, 600_000, 1000);
       await sleep(10_000);
@@ -271,6 +278,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     { case: c, name: 'queue depth, max over the window (scraped every 10 s)', unit: 'keys', runs: windows.map((w) => w.maxQueueDepth) },
     { case: c, name: 'initial sync: every entry in etcd (from start)', unit: 's', runs: [sync.entriesSeconds] },
     { case: c, name: 'initial sync: every status converged (from start)', unit: 's', runs: [sync.statusesSeconds] },
+    { case: c, name: 'initial sync: every finalizer added (from start)', unit: 's', runs: [sync.finalizersSeconds] },
     { case: c, name: 'initial sync: peak RSS', unit: 'MB', runs: [sync.peakRssDuringSyncMB] },
     { case: c, name: 'initial sync: operator CPU time', unit: 'CPU s', runs: [sync.cpuSeconds] },
   ];
@@ -280,7 +288,7 @@ export async function steadyState(ctx: ScenarioContext): Promise<ScenarioResult>
     setup: [
       `${layout.expectedPerSi.size} ServiceInstances over ${o.namespaces} namespaces (one registry namespace and lease each), each selecting one Ready pod; ${podCount - layout.entries.length} more pods that nothing selects (the rest of a cluster, cached all the same). One etcd Registry, TTL ${TTL} s (keepalive every ${TTL / 3} s).`,
       `Operator with --resync-period=${s.resyncSeconds} (the default at full scale), so every window of ${s.windowSeconds} s covers a full resync (each ServiceInstance reconciled again, its scope read from the namespace's view, diffed and its status compared) — the case where unnecessary writes would show, and what idling costs at default settings.`,
-      'After convergence and an empty queue, each run is one window. Writes = puts + deletes counted by the registry etcd itself (etcd_mvcc_put_total, etcd_mvcc_delete_total); reads = its Txn + Range calls; keepalives = LeaseKeepAlive messages it received, divided by the number of keepalive rounds seen (the counter is polled every second and moves once per round). CPU and RSS from /proc/<pid> every 2 s; its /metrics is scraped every 10 s and when RSS reaches a new high (a scrape costs CPU the window would count).',
+      'After convergence (every entry, status and finalizer) and an empty queue, each run is one window. Writes = puts + deletes counted by the registry etcd itself (etcd_mvcc_put_total, etcd_mvcc_delete_total); reads = its Txn + Range calls; keepalives = LeaseKeepAlive messages it received, divided by the number of keepalive rounds seen (the counter is polled every second and moves once per round). CPU and RSS from /proc/<pid> every 2 s; its /metrics is scraped every 10 s and when RSS reaches a new high (a scrape costs CPU the window would count).',
     ],
     figures,
     notes,
