@@ -9,7 +9,7 @@
  * grew by more than a set share since the last compaction, compacts it (runtime-settings.ts's
  * compactHeap: a full collection that moves objects together and returns the freed pages). A
  * compaction stops the process for about 0.1 s per 100 MB of live heap, so it is done while idle,
- * and while busy at most once a minute.
+ * and while busy at most every 30 s.
  */
 import { compactHeap } from './runtime-settings.ts';
 
@@ -47,8 +47,8 @@ export interface HeapCompactorOptions {
   readonly onCompacted?: (before: HeapFigures, after: HeapFigures) => void;
 }
 
-/** Defaults: a check every 10 s, a compaction after 10 % of growth, at most one a minute while busy. */
-export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1, busyIntervalMs: 60_000 } as const;
+/** Defaults: a check every 10 s, a compaction after 10 % of growth, at most one every 30 s while busy. */
+export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1, busyIntervalMs: 30_000 } as const;
 
 /** Compacts the heap when it grew while idle; see the module comment. */
 export class HeapCompactor {
@@ -84,17 +84,23 @@ export class HeapCompactor {
    */
   check(): void {
     if (this.#memory().heapTotal <= this.#baseline * (1 + this.#o.growth)) return;
-    if (this.#o.busy() && this.#now() - this.#lastAt < this.#o.busyIntervalMs) return;
-    this.compactNow();
+    const busy = this.#o.busy();
+    if (busy && this.#now() - this.#lastAt < this.#o.busyIntervalMs) return;
+    this.compactNow(busy);
   }
 
-  /** Compacts at once; false when compaction is not possible. */
-  compactNow(): boolean {
+  /**
+   * Compacts at once; false when compaction is not possible. What a compaction leaves becomes the
+   * baseline growth is measured from, except that one made `busy` can only lower it: in the middle
+   * of work it keeps the work's garbage-in-flight, and the idle heap after must be measured
+   * against what an idle operator needs.
+   */
+  compactNow(busy = false): boolean {
     const before = this.#memory();
     if (!this.#compact()) return false;
     this.#lastAt = this.#now();
     const after = this.#memory();
-    this.#baseline = after.heapTotal;
+    this.#baseline = busy && this.#baseline > 0 ? Math.min(this.#baseline, after.heapTotal) : after.heapTotal;
     this.#o.onCompacted?.(before, after);
     return true;
   }

@@ -70,6 +70,20 @@ test('the heap is compacted at start, and again only once it grew past the share
   now = 59_999 + 60_000;
   compactor.check();
   assert.equal(heap.compactions, 4, 'a long stretch of work does not leave the heap growing unchecked');
+
+  // A compaction in the middle of work keeps the work's live garbage (150 here); the idle heap
+  // after it is still measured against the idle baseline (104), so it is compacted once idle.
+  heap.live = 150;
+  heap.reserved = 210;
+  now += 60_000;
+  compactor.check();
+  assert.equal(heap.compactions, 5);
+  assert.deepEqual(seen.at(-1), [210, 150]);
+  busy = false;
+  heap.live = 104;
+  compactor.check();
+  assert.equal(heap.compactions, 6, 'the heap left by the work is given back once idle');
+  assert.deepEqual(seen.at(-1), [150, 104]);
 });
 
 test('without a collector to call (no --expose-gc) nothing starts', () => {
