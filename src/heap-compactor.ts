@@ -29,6 +29,13 @@ export interface HeapCompactorOptions {
   readonly intervalMs: number;
   /** Compact when the reserved heap grew by more than this share since the last compaction (0.1 = 10 %). */
   readonly growth: number;
+  /**
+   * While idle, also compact when the heap reserves more than this many bytes (or `growth` of
+   * what is in use, if more) beyond what is in use, and changed since the last compaction: a burst
+   * that ended below the growth mark (finalizers written behind statuses, a resync) otherwise
+   * leaves its pages reserved until the next one.
+   */
+  readonly slackBytes?: number;
   /** True while there is work in hand: a compaction then waits until `busyIntervalMs` passed since the last. */
   readonly busy: () => boolean;
   /**
@@ -47,8 +54,8 @@ export interface HeapCompactorOptions {
   readonly onCompacted?: (before: HeapFigures, after: HeapFigures) => void;
 }
 
-/** Defaults: a check every 10 s, a compaction after 10 % of growth, at most one every 30 s while busy. */
-export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1, busyIntervalMs: 30_000 } as const;
+/** Defaults: a check every 10 s, a compaction after 10 % of growth (or 8 MB reserved unused while idle), at most one every 30 s while busy. */
+export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1, busyIntervalMs: 30_000, slackBytes: 8_000_000 } as const;
 
 /** Compacts the heap when it grew while idle; see the module comment. */
 export class HeapCompactor {
@@ -58,6 +65,8 @@ export class HeapCompactor {
   readonly #now: () => number;
   #baseline = 0;
   #lastAt = 0;
+  /** The reserved heap the last compaction left. */
+  #leftReserved = 0;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: HeapCompactorOptions) {
@@ -80,12 +89,18 @@ export class HeapCompactor {
 
   /**
    * One check: compacts when the reserved heap grew past the share since the last compaction and
-   * the operator is idle, or busy but the last compaction is `busyIntervalMs` ago.
+   * the operator is idle, or busy but the last compaction is `busyIntervalMs` ago; or, while idle,
+   * when more than `slackBytes` of it are reserved but unused.
    */
   check(): void {
-    if (this.#memory().heapTotal <= this.#baseline * (1 + this.#o.growth)) return;
+    const m = this.#memory();
+    const grown = m.heapTotal > this.#baseline * (1 + this.#o.growth);
+    const slack = this.#o.slackBytes;
+    const unused =
+      slack !== undefined && m.heapTotal !== this.#leftReserved && m.heapTotal - m.heapUsed > Math.max(slack, this.#o.growth * m.heapUsed);
+    if (!grown && !unused) return;
     const busy = this.#o.busy();
-    if (busy && this.#now() - this.#lastAt < this.#o.busyIntervalMs) return;
+    if (busy && (!grown || this.#now() - this.#lastAt < this.#o.busyIntervalMs)) return;
     this.compactNow(busy);
   }
 
@@ -100,6 +115,7 @@ export class HeapCompactor {
     if (!this.#compact()) return false;
     this.#lastAt = this.#now();
     const after = this.#memory();
+    this.#leftReserved = after.heapTotal;
     this.#baseline = busy && this.#baseline > 0 ? Math.min(this.#baseline, after.heapTotal) : after.heapTotal;
     this.#o.onCompacted?.(before, after);
     return true;

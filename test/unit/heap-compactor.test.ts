@@ -98,3 +98,48 @@ test('without a collector to call (no --expose-gc) nothing starts', () => {
   assert.equal(compactor.start(), false);
   compactor.stop();
 });
+
+test('while idle, a heap that reserves much more than it uses is compacted, once', () => {
+  const figures = { heapTotal: 100, heapUsed: 95, rss: 0 };
+  let compactions = 0;
+  const compactor = new HeapCompactor({
+    intervalMs: 60_000,
+    growth: 0.1,
+    slackBytes: 8,
+    busy: () => busy,
+    busyIntervalMs: 1,
+    memory: () => ({ ...figures }),
+    compact: () => {
+      compactions++;
+      figures.heapTotal = figures.heapUsed + 4; // what V8 keeps after compacting
+      return true;
+    },
+  });
+  let busy = false;
+  assert.equal(compactor.start(), true);
+  compactor.stop();
+  assert.equal(compactions, 1);
+  assert.equal(figures.heapTotal, 99);
+
+  // A burst that stayed below the growth mark (108.9) but left 20 reserved and unused.
+  figures.heapTotal = 105;
+  figures.heapUsed = 85;
+  busy = true;
+  compactor.check();
+  assert.equal(compactions, 1, 'not while work is in hand');
+  busy = false;
+  compactor.check();
+  assert.equal(compactions, 2, 'compacted once idle');
+  assert.equal(figures.heapTotal, 89);
+
+  // What a compaction leaves is not compacted again, even when it keeps more than the slack.
+  figures.heapUsed = 70;
+  figures.heapTotal = 89;
+  compactor.check();
+  assert.equal(compactions, 2);
+  // 8.5 unused is within 10 % of 85 in use.
+  figures.heapTotal = 93.5;
+  figures.heapUsed = 85;
+  compactor.check();
+  assert.equal(compactions, 2);
+});
