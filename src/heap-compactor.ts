@@ -6,7 +6,8 @@
  * sweeper left partly used: after the initial sync and after bursts of work (status writes
  * echoed by the watch, events recorded, resyncs) the process kept 20–40 MB more heap reserved than
  * it used, for good. This checks the reserved heap now and then and, when nothing is queued and it
- * grew by more than a set share since the last compaction, compacts it (runtime-settings.ts's
+ * grew by more than a set share since the last compaction or reserves much more than it uses,
+ * compacts it (runtime-settings.ts's
  * compactHeap: a full collection that moves objects together and returns the freed pages). A
  * compaction stops the process for about 0.1 s per 100 MB of live heap, so it is done while idle,
  * and while busy at most every 30 s.
