@@ -10,7 +10,7 @@
  * compacts it (runtime-settings.ts's
  * compactHeap: a full collection that moves objects together and returns the freed pages). A
  * compaction stops the process for about 0.1 s per 100 MB of live heap, so it is done while idle,
- * and while busy at most every 30 s.
+ * and while busy at most every 15 s.
  */
 import { compactHeap } from './runtime-settings.ts';
 
@@ -32,9 +32,9 @@ export interface HeapCompactorOptions {
   readonly growth: number;
   /**
    * While idle, also compact when the heap reserves more than this many bytes (or `growth` of
-   * what is in use, if more) beyond what is in use, and changed since the last compaction: a burst
-   * that ended below the growth mark (finalizers written behind statuses, a resync) otherwise
-   * leaves its pages reserved until the next one.
+   * what is in use, if more) beyond what is in use, or uses that much more than the last
+   * compaction left: a burst that ended below the growth mark (finalizers written behind
+   * statuses, a resync) otherwise leaves its pages and its old garbage until the next one.
    */
   readonly slackBytes?: number;
   /** True while there is work in hand: a compaction then waits until `busyIntervalMs` passed since the last. */
@@ -55,8 +55,8 @@ export interface HeapCompactorOptions {
   readonly onCompacted?: (before: HeapFigures, after: HeapFigures) => void;
 }
 
-/** Defaults: a check every 10 s, a compaction after 10 % of growth (or 8 MB reserved unused while idle), at most one every 30 s while busy. */
-export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 10_000, growth: 0.1, busyIntervalMs: 30_000, slackBytes: 8_000_000 } as const;
+/** Defaults: a check every 5 s, a compaction after 10 % of growth (or 8 MB to give back while idle), at most one every 15 s while busy. */
+export const HEAP_COMPACTION_DEFAULTS = { intervalMs: 5_000, growth: 0.1, busyIntervalMs: 15_000, slackBytes: 8_000_000 } as const;
 
 /** Compacts the heap when it grew while idle; see the module comment. */
 export class HeapCompactor {
@@ -66,8 +66,8 @@ export class HeapCompactor {
   readonly #now: () => number;
   #baseline = 0;
   #lastAt = 0;
-  /** The reserved heap the last compaction left. */
-  #leftReserved = 0;
+  /** What the last compaction left. */
+  #left: HeapFigures | undefined;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(options: HeapCompactorOptions) {
@@ -91,18 +91,29 @@ export class HeapCompactor {
   /**
    * One check: compacts when the reserved heap grew past the share since the last compaction and
    * the operator is idle, or busy but the last compaction is `busyIntervalMs` ago; or, while idle,
-   * when more than `slackBytes` of it are reserved but unused.
+   * when it holds more than `slackBytes` to give back (see #wasteful).
    */
   check(): void {
     const m = this.#memory();
     const grown = m.heapTotal > this.#baseline * (1 + this.#o.growth);
-    const slack = this.#o.slackBytes;
-    const unused =
-      slack !== undefined && m.heapTotal !== this.#leftReserved && m.heapTotal - m.heapUsed > Math.max(slack, this.#o.growth * m.heapUsed);
-    if (!grown && !unused) return;
+    if (!grown && !this.#wasteful(m)) return;
     const busy = this.#o.busy();
     if (busy && (!grown || this.#now() - this.#lastAt < this.#o.busyIntervalMs)) return;
     this.compactNow(busy);
+  }
+
+  /**
+   * Whether the heap holds much that a compaction would give back: more than `slackBytes` (or
+   * `growth` of the heap in use, if more) reserved but unused, or that much more in use than the
+   * last compaction left (old garbage V8 has not collected: an operator that fell idle allocates
+   * too little to make it). What a compaction left is never judged wasteful again.
+   */
+  #wasteful(m: HeapFigures): boolean {
+    const slack = this.#o.slackBytes;
+    if (slack === undefined || this.#left === undefined) return false;
+    if (m.heapTotal === this.#left.heapTotal && m.heapUsed === this.#left.heapUsed) return false;
+    const limit = Math.max(slack, this.#o.growth * m.heapUsed);
+    return m.heapTotal - m.heapUsed > limit || m.heapUsed - this.#left.heapUsed > limit;
   }
 
   /**
@@ -116,7 +127,7 @@ export class HeapCompactor {
     if (!this.#compact()) return false;
     this.#lastAt = this.#now();
     const after = this.#memory();
-    this.#leftReserved = after.heapTotal;
+    this.#left = after;
     this.#baseline = busy && this.#baseline > 0 ? Math.min(this.#baseline, after.heapTotal) : after.heapTotal;
     this.#o.onCompacted?.(before, after);
     return true;

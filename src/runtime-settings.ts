@@ -23,7 +23,7 @@ import { setFlagsFromString } from 'node:v8';
  *   it keeps alive, and nothing else makes it give that back soon. At 10,000 ServiceInstances and
  *   30,000 pods: 156 MB reserved for 127 MB in use before, 109 for 102 after, and RSS from 271 to
  *   198 MB. From then on it is compacted again whenever it grew by a tenth, or holds more than
- *   8 MB reserved but unused while the operator is idle (heap-compactor.ts), and the old generation may grow by a tenth instead of a quarter
+ *   8 MB to give back while the operator is idle (heap-compactor.ts), and the old generation may grow by a tenth instead of a quarter
  *   ({@link settleHeapGrowth}): the work of a settled operator (resyncs, changes) allocates
  *   little that lives long, so more frequent full collections cost little. At 10,000
  *   ServiceInstances and 30,000 pods the two took the steady-state maximum from 231 to 205 MB
