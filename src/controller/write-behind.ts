@@ -33,6 +33,8 @@ export interface WriteBehindOptions {
   /** Writes in flight at most. */
   readonly concurrency: number;
   readonly observer?: QueueObserver;
+  /** How long a written status stands in for the cached one at most; defaults to {@link WRITTEN_MEMORY_MS}. */
+  readonly writtenMemoryMs?: number;
 }
 
 /** How long a written status stands in for the cached one at most. */
@@ -77,9 +79,13 @@ export class WriteBehind implements ServiceInstanceWriter {
   readonly #written = new Map<string, { status: ServiceInstanceStatus; fingerprint: string; at: number }>();
   readonly #statusQueue: WorkQueue;
   readonly #finalizerQueue: WorkQueue;
+  readonly #memoryMs: number;
+  /** Forgets the written statuses past {@link WRITTEN_MEMORY_MS}; set while any is remembered. */
+  #forgetTimer: NodeJS.Timeout | undefined;
 
   constructor(options: WriteBehindOptions) {
     this.#o = options;
+    this.#memoryMs = options.writtenMemoryMs ?? WRITTEN_MEMORY_MS;
     const queueOptions = (concurrency: number) => ({
       concurrency,
       baseBackoffMs: 500,
@@ -144,7 +150,7 @@ export class WriteBehind implements ServiceInstanceWriter {
     if (pending) return pending;
     const written = this.#written.get(key);
     if (!written) return undefined;
-    if (Date.now() - written.at <= WRITTEN_MEMORY_MS && written.fingerprint !== statusFingerprint(si.status)) return written.status;
+    if (Date.now() - written.at <= this.#memoryMs && written.fingerprint !== statusFingerprint(si.status)) return written.status;
     this.#written.delete(key);
     return undefined;
   }
@@ -155,6 +161,8 @@ export class WriteBehind implements ServiceInstanceWriter {
     this.#statuses.clear();
     this.#finalizers.clear();
     this.#written.clear();
+    clearTimeout(this.#forgetTimer);
+    this.#forgetTimer = undefined;
   }
 
   async #writeFinalizer(key: string): Promise<undefined> {
@@ -198,17 +206,46 @@ export class WriteBehind implements ServiceInstanceWriter {
     return undefined;
   }
 
+  /** Written statuses remembered now (each until the cache shows it, or for the memory period). */
+  get remembered(): number {
+    return this.#written.size;
+  }
+
   /**
    * Remembers a written status until the cache shows it, for at most {@link WRITTEN_MEMORY_MS}
    * (the cache is behind by milliseconds; the bound keeps the memory from growing with the objects).
+   * Expired ones are forgotten by a timer too: after the initial sync of 10,000 ServiceInstances
+   * no status may be written for a whole resync period, and the 10,000 statuses and fingerprints
+   * it wrote (about 11 MB) would otherwise stay until each object's next reconcile.
    */
   #remember(key: string, status: ServiceInstanceStatus, fingerprint: string): void {
-    const now = Date.now();
     this.#written.delete(key);
-    this.#written.set(key, { status, fingerprint, at: now });
+    this.#written.set(key, { status, fingerprint, at: Date.now() });
+    this.#forgetExpired();
+  }
+
+  /** Forgets the statuses remembered longer than the memory period, and sets the timer for the next. */
+  #forgetExpired(): void {
+    const now = Date.now();
     for (const [oldest, { at }] of this.#written) {
-      if (now - at <= WRITTEN_MEMORY_MS) break;
+      if (now - at <= this.#memoryMs) break;
       this.#written.delete(oldest);
     }
+    // Insertion order is write order: the first left is the next to expire.
+    const next = this.#written.values().next();
+    if (next.done === true) {
+      clearTimeout(this.#forgetTimer);
+      this.#forgetTimer = undefined;
+      return;
+    }
+    if (this.#forgetTimer !== undefined) return;
+    this.#forgetTimer = setTimeout(
+      () => {
+        this.#forgetTimer = undefined;
+        this.#forgetExpired();
+      },
+      next.value.at + this.#memoryMs - now + 1,
+    );
+    this.#forgetTimer.unref();
   }
 }

@@ -135,4 +135,21 @@ void describe('WriteBehind', () => {
     assert.deepEqual(api.writes.sort(), ['remove finalizer api', 'status web 9']);
     await writer.shutdown();
   });
+
+  void it('forgets a written status after the memory period even when nothing else is written', async () => {
+    const api = new RecordingApi();
+    const si = staticServiceInstance('prod', 'api', 'api');
+    const writer = new WriteBehind({ api, lookup: () => si, logger: pino({ level: 'silent' }), concurrency: 1, writtenMemoryMs: 200 });
+    await writer.patchStatus(si, status(3));
+    await until('the status to be written', () => api.writes.length === 1);
+    assert.equal(writer.remembered, 1, 'remembered until the cache shows it');
+    assert.equal(writer.intendedStatus(si)?.endpoints?.registered, 3);
+    // No reconcile and no other write comes: the timer alone lets it go.
+    await until(
+      () => `the written status to be forgotten (${writer.remembered} remembered)`,
+      () => writer.remembered === 0,
+    );
+    assert.equal(writer.intendedStatus(si), undefined);
+    await writer.shutdown();
+  });
 });
