@@ -3,6 +3,7 @@
  * in terms of prefixes, transactions and leases rather than gRPC messages. Every unary call carries
  * a deadline; the keepalive stream is the only call without one and is watched by its owner.
  */
+import { handleWhen, retry } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import type { ICompare, IDuplexStream, IKeyValue, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IRequestOp } from 'etcd3';
 import type { WriteFence } from '../fence.ts';
@@ -99,8 +100,14 @@ function prefixEnd(prefix: Buffer): Buffer {
 /** Keys per range response: about 0.5 MB of entries, far below gRPC's 4 MiB message limit. */
 export const RANGE_PAGE = 1000;
 
-/** Reads of a prefix set started over when etcd compacted the revision under a paged read. */
-const RANGE_ATTEMPTS = 3;
+/**
+ * A paged read's later pages are read at the first page's revision; when etcd compacted it
+ * meanwhile, the read starts over (up to twice more), at once: a compaction is not a load problem.
+ */
+const overCompaction = retry(
+  handleWhen((err) => /required revision has been compacted/.test(String((err as Error).message))),
+  { maxAttempts: 2 },
+);
 
 /**
  * Reads every key under each prefix at one revision, {@link RANGE_PAGE} keys per response: the
@@ -187,15 +194,8 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   });
 
   return {
-    async rangePrefixes(prefixes) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await rangePaged(etcd, prefixes);
-        } catch (err: unknown) {
-          // The pages after the first read at its revision; compacted meanwhile, the read starts over.
-          if (attempt >= RANGE_ATTEMPTS || !/required revision has been compacted/.test(String((err as Error).message))) throw err;
-        }
-      }
+    rangePrefixes(prefixes) {
+      return overCompaction.execute(() => rangePaged(etcd, prefixes));
     },
     async get(k) {
       const res = await etcd.kv.range({ key: Buffer.from(k) });
