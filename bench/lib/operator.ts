@@ -245,24 +245,36 @@ export async function startOperator(o: OperatorOptions): Promise<BenchOperator> 
 export class Sampler {
   readonly samples: ProcSample[] = [];
   readonly depths: { at: number; depth: number }[] = [];
+  readonly #poll: Poll;
+
+  constructor(op: BenchOperator, intervalMs: number, withQueueDepth: boolean) {
+    this.#poll = new Poll(intervalMs, async () => {
+      this.samples.push(await op.sample());
+      if (withQueueDepth) this.depths.push({ at: performance.now(), depth: await op.metric('kube_registrar_workqueue_depth') });
+    });
+  }
+
+  /** Stops sampling and waits for the loop to end. */
+  stop(): Promise<void> {
+    return this.#poll.stop();
+  }
+}
+
+/** Runs `tick`, then waits `intervalMs`, until stopped; a tick that fails (a slow scrape) is a gap in the series. */
+export class Poll {
   #running = true;
   readonly #done: Promise<void>;
 
-  constructor(op: BenchOperator, intervalMs: number, withQueueDepth: boolean) {
+  constructor(intervalMs: number, tick: () => Promise<void>) {
     this.#done = (async () => {
       while (this.#running) {
-        try {
-          this.samples.push(await op.sample());
-          if (withQueueDepth) this.depths.push({ at: performance.now(), depth: await op.metric('kube_registrar_workqueue_depth') });
-        } catch {
-          // A sample lost to a slow scrape is just a gap in the series.
-        }
+        await tick().catch(() => undefined);
         await sleep(intervalMs);
       }
     })();
   }
 
-  /** Stops sampling and waits for the loop to end. */
+  /** Stops the loop and waits for its last tick. */
   async stop(): Promise<void> {
     this.#running = false;
     await this.#done;

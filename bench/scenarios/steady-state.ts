@@ -11,7 +11,7 @@ import { withBed, waitFor } from '../lib/bed.ts';
 import type { ScenarioContext } from '../lib/context.ts';
 import { counterDelta, etcdCounters, EtcdPrefixWatch } from '../lib/etcd.ts';
 import { createLayout, etcdKey, podLayout } from '../lib/layout.ts';
-import { Sampler, startOperator, sumMetrics, type BenchOperator } from '../lib/operator.ts';
+import { Poll, Sampler, startOperator, sumMetrics, type BenchOperator } from '../lib/operator.ts';
 import { summariseHeapSnapshots } from '../lib/heap.ts';
 import { describeMemory, readMemoryComposition, saveSmaps, v8Figures, type MemoryComposition, type V8Figures } from '../lib/memory.ts';
 import { summariseProfiles } from '../lib/profile.ts';
@@ -318,38 +318,26 @@ function sampleComposition(
   scrapeMs: number,
   file: string,
 ): { stop: () => Promise<CompositionSamples> } {
-  let running = true;
   let atMax: { memory: MemoryComposition; v8: V8Figures } | undefined;
   let maxQueueDepth = 0;
   let lastScrape = Number.NEGATIVE_INFINITY;
   const lines: string[] = [];
-  const done = (async () => {
-    while (running) {
-      try {
-        const memory = await readMemoryComposition(op.pid);
-        const high = !atMax || memory.rssMB > atMax.memory.rssMB;
-        let v8: V8Figures | undefined;
-        if (high || performance.now() - lastScrape >= scrapeMs) {
-          lastScrape = performance.now();
-          const text = await op.metricsText();
-          v8 = v8Figures(text);
-          maxQueueDepth = Math.max(
-            maxQueueDepth,
-            sumMetrics(text, ['kube_registrar_workqueue_depth'])['kube_registrar_workqueue_depth'] ?? 0,
-          );
-          if (high) atMax = { memory, v8 };
-        }
-        lines.push(JSON.stringify({ at: new Date().toISOString(), memory, ...(v8 ? { v8 } : {}) }));
-      } catch {
-        // A reading lost to a slow scrape is a gap, as in the Sampler.
-      }
-      await sleep(intervalMs);
+  const poll = new Poll(intervalMs, async () => {
+    const memory = await readMemoryComposition(op.pid);
+    const high = !atMax || memory.rssMB > atMax.memory.rssMB;
+    let v8: V8Figures | undefined;
+    if (high || performance.now() - lastScrape >= scrapeMs) {
+      lastScrape = performance.now();
+      const text = await op.metricsText();
+      v8 = v8Figures(text);
+      maxQueueDepth = Math.max(maxQueueDepth, sumMetrics(text, ['kube_registrar_workqueue_depth'])['kube_registrar_workqueue_depth'] ?? 0);
+      if (high) atMax = { memory, v8 };
     }
-  })();
+    lines.push(JSON.stringify({ at: new Date().toISOString(), memory, ...(v8 ? { v8 } : {}) }));
+  });
   return {
     stop: async () => {
-      running = false;
-      await done;
+      await poll.stop();
       await writeFile(file, lines.join('\n') + '\n');
       return { atMax, maxQueueDepth };
     },
