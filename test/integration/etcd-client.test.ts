@@ -58,6 +58,32 @@ describe('etcd client: prefix reads', () => {
     assert.equal(gotMany[RANGE_PAGE]?.value, many[RANGE_PAGE]?.padEnd(64, '.'), 'values of later pages are read too');
   });
 
+  it('hands back the caller’s copy of a key still at the revision it holds, on every page, and reads the rest', async () => {
+    const prefix = `${ROOT}/known/`;
+    const keys = await fill(prefix.slice(0, -1), RANGE_PAGE + 10, 32);
+    const [first = []] = await client.rangePrefixes([prefix]);
+    const held = new Map(first.map((kv) => [kv.key, kv]));
+    const changed = keys[RANGE_PAGE + 5] ?? '';
+    await etcd.put(changed).value('changed');
+    const asked: string[] = [];
+    const [again = []] = await client.rangePrefixes([prefix], (key, modRevision) => {
+      asked.push(key);
+      const kv = held.get(key);
+      return kv?.modRevision === modRevision ? kv : undefined;
+    });
+    assert.deepEqual(asked, keys, 'asked about every key read, in order');
+    assert.equal(again.length, keys.length);
+    const reused = again.filter((kv) => held.get(kv.key) === kv).map((kv) => kv.key);
+    assert.deepEqual(
+      reused,
+      keys.filter((k) => k !== changed),
+      'the copies held came back as they were, on both pages',
+    );
+    const fresh = again.find((kv) => kv.key === changed);
+    assert.equal(fresh?.value, 'changed', 'the changed key is read anew');
+    assert.notEqual(fresh?.modRevision, held.get(changed)?.modRevision);
+  });
+
   it('reads a prefix larger than one gRPC message may be (4 MiB), which a single range cannot', async () => {
     const prefix = `${ROOT}/big/`;
     const keys = await fill(prefix.slice(0, -1), 1_600, 3_000); // about 4.9 MB of values

@@ -579,9 +579,9 @@ void describe('EtcdRegistry against a real etcd', () => {
     const reads: string[][] = [];
     const counting = (client: EtcdClient): EtcdClient => ({
       ...client,
-      rangePrefixes(prefixes) {
+      rangePrefixes(prefixes, known) {
         reads.push([...prefixes]);
-        return client.rangePrefixes(prefixes);
+        return client.rangePrefixes(prefixes, known);
       },
     });
     const backend = registry({ prefix, clusterId: owner.clusterId, viewMaxAgeMs: 60_000, clientMiddleware: counting });

@@ -37,6 +37,9 @@ export interface StoredKeyValue {
   readonly modRevision: string;
 }
 
+/** A copy of `key` at `modRevision` that the caller holds, if it holds one. */
+export type KnownKeys = (key: string, modRevision: string) => StoredKeyValue | undefined;
+
 /** One write in a transaction. */
 export type TxnWrite =
   | { readonly kind: 'put'; readonly key: string; readonly value: string; readonly lease: bigint }
@@ -70,8 +73,12 @@ export type KeepaliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAl
 
 /** What the etcd backend needs from etcd. */
 export interface EtcdClient {
-  /** Reads several key prefixes at one revision. */
-  rangePrefixes(prefixes: readonly string[]): Promise<StoredKeyValue[][]>;
+  /**
+   * Reads several key prefixes at one revision. `known` hands back a copy the caller already holds
+   * of a key at the revision read (so the same value and lease), which is returned instead of a
+   * new one: a reread of an unchanged namespace then decodes keys but no values.
+   */
+  rangePrefixes(prefixes: readonly string[], known?: KnownKeys): Promise<StoredKeyValue[][]>;
   /** Reads one key. */
   get(key: string): Promise<StoredKeyValue | undefined>;
   /** Runs `writes` if every guard holds; says whether it did and which guards failed. Throws on transport errors. */
@@ -117,7 +124,12 @@ const overCompaction = retry(
  * young generation while it is received and decoded, so every refresh of a view left its size in
  * old-generation garbage; a page is decoded and converted before the next is asked for.
  */
-async function rangePaged(etcd: Etcd3, prefixes: readonly string[]): Promise<StoredKeyValue[][]> {
+async function rangePaged(etcd: Etcd3, prefixes: readonly string[], known: KnownKeys | undefined): Promise<StoredKeyValue[][]> {
+  const stored = (kv: IKeyValue): StoredKeyValue => {
+    if (known === undefined) return toStored(kv);
+    const key = kv.key.toString('utf8');
+    return known(key, kv.mod_revision) ?? toStored(kv, key);
+  };
   const ranges = prefixes.map((prefix) => {
     const start = Buffer.from(prefix);
     return { start, end: prefixEnd(start) };
@@ -129,13 +141,13 @@ async function rangePaged(etcd: Etcd3, prefixes: readonly string[]): Promise<Sto
   const out: StoredKeyValue[][] = [];
   for (const [i, { end }] of ranges.entries()) {
     let page: { kvs: IKeyValue[]; more: boolean } = first.responses[i]?.response_range ?? { kvs: [], more: false };
-    const stored = page.kvs.map(toStored);
+    const kept = page.kvs.map(stored);
     for (let last = page.kvs.at(-1); page.more && last !== undefined; last = page.kvs.at(-1)) {
       // The smallest key after the last one read.
       page = await etcd.kv.range({ key: Buffer.concat([last.key, ZERO_BYTE]), range_end: end, limit: RANGE_PAGE, revision });
-      for (const kv of page.kvs) stored.push(toStored(kv));
+      for (const kv of page.kvs) kept.push(stored(kv));
     }
-    out.push(stored);
+    out.push(kept);
   }
   return out;
 }
@@ -143,8 +155,8 @@ async function rangePaged(etcd: Etcd3, prefixes: readonly string[]): Promise<Sto
 const ZERO_BYTE = Buffer.from([0]);
 
 /** A key as read; the lease and revision strings, which many keys of a namespace share, are shared. */
-function toStored(kv: IKeyValue): StoredKeyValue {
-  return { key: kv.key.toString('utf8'), value: kv.value.toString('utf8'), lease: intern(kv.lease), modRevision: intern(kv.mod_revision) };
+function toStored(kv: IKeyValue, key = kv.key.toString('utf8')): StoredKeyValue {
+  return { key, value: kv.value.toString('utf8'), lease: intern(kv.lease), modRevision: intern(kv.mod_revision) };
 }
 
 function compareOf(g: TxnGuard): ICompare {
@@ -194,8 +206,8 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   });
 
   return {
-    rangePrefixes(prefixes) {
-      return overCompaction.execute(() => rangePaged(etcd, prefixes));
+    rangePrefixes(prefixes, known) {
+      return overCompaction.execute(() => rangePaged(etcd, prefixes, known));
     },
     async get(k) {
       const res = await etcd.kv.range({ key: Buffer.from(k) });

@@ -157,19 +157,19 @@ export class NamespaceState {
       const value = this.owned.get(kv.key);
       if (value !== undefined && value !== kv.value) remembered.set(kv.key, value);
     }
-    if (current) {
-      this.indexKeys.clear();
-      this.revisions.clear();
-    }
+    // What the read replaces is updated in place, not cleared and refilled: every view refresh
+    // would otherwise rebuild three tables of the namespace's size for the old generation to collect.
     for (const kv of index) this.indexKeys.add(kv.key);
+    if (current) keepOnly(this.indexKeys, index.length, () => index.map((kv) => kv.key));
     for (const kv of values) {
       const known = current ? undefined : this.revisions.get(kv.key);
       if (known === undefined || BigInt(known) < BigInt(kv.modRevision)) this.revisions.set(kv.key, kv.modRevision);
     }
+    if (current) keepOnly(this.revisions, values.length, () => values.map((kv) => kv.key));
     if (lease !== undefined && current) {
-      this.owned.clear();
-      for (const kv of values) if (kv.lease === lease) this.owned.set(kv.key, kv.value);
-      for (const kv of index) if (kv.lease === lease) this.owned.set(kv.key, kv.value);
+      const onLease = [...values, ...index].filter((kv) => kv.lease === lease);
+      for (const kv of onLease) this.owned.set(kv.key, kv.value);
+      keepOnly(this.owned, onLease.length, () => onLease.map((kv) => kv.key));
     }
     return remembered;
   }
@@ -200,6 +200,16 @@ export class NamespaceState {
       for (const kv of [...values, ...index]) if (kv.lease === lease) this.owned.set(kv.key, kv.value);
     }
   }
+}
+
+/**
+ * Drops from `held` every key but `keys()` (`count` of them, all in `held` already): the keys are
+ * listed only when `held` has more than that.
+ */
+function keepOnly(held: Map<string, unknown> | Set<string>, count: number, keys: () => readonly string[]): void {
+  if (held.size <= count) return;
+  const keep = new Set(keys());
+  for (const key of held.keys()) if (!keep.has(key)) held.delete(key);
 }
 
 /** The state of every registry namespace the backend has used, by name; `get` does not count as a use. */

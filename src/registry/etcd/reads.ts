@@ -154,11 +154,14 @@ async function loadView(ctx: EtcdBackendContext, state: NamespaceState, lease: b
   state.beginViewRead();
   let view: NamespaceView | undefined;
   try {
-    const [values = [], index = []] = await client.rangePrefixes([valuePrefix, indexPrefix]);
+    // Keys the view holds at the revision read come back as they are (their values not decoded again).
+    const previous = state.view;
+    const known = previous && ((key: string, modRevision: string) => previous.held(key, modRevision));
+    const [values = [], index = []] = await client.rangePrefixes([valuePrefix, indexPrefix], known);
     const current = state.epoch === epoch;
     const remembered = state.recordNamespaceRead(values, index, lease?.toString(), current);
     if (current && lease !== undefined) keepGarbledOwned(state, values, remembered, valuePrefix);
-    view = new NamespaceView(valuePrefix, indexPrefix, values, index, takenAt, remembered, state.view);
+    view = (state.view ?? new NamespaceView(valuePrefix, indexPrefix)).refresh(values, index, takenAt, remembered);
     return view;
   } finally {
     state.endViewRead(view);
