@@ -11,6 +11,7 @@
  * it: `leases.ts` (lease keeping), `writes.ts` (group commit), `reads.ts`, and `namespace-state.ts`
  * (what is remembered of each registry namespace).
  */
+import PQueue from 'p-queue';
 import type { WriteFence } from '../fence.ts';
 import { silentLogger } from '../logger.ts';
 import type { RegistryLogger } from '../logger.ts';
@@ -128,6 +129,7 @@ export class EtcdRegistry implements Registry {
       dryRun: options.dryRun ?? false,
       maxTxnOps: maxOps,
       viewMaxAgeMs: options.viewMaxAgeMs ?? DEFAULT_VIEW_MAX_AGE_MS,
+      viewReads: new PQueue({ concurrency: 1 }),
       logger: options.logger ?? silentLogger,
       now,
     };
