@@ -15,7 +15,7 @@ import {
 import type { EventRecorder } from '../kube/events.ts';
 import { RegistryConfigError, type BackendProvider, type Backend } from '../registry/provider.ts';
 import { setCondition } from './conditions.ts';
-import { statusFingerprint } from './write-behind.ts';
+import { sameStatus } from './write-behind.ts';
 import type { ReconcileResult } from './queue.ts';
 
 /** Read access to the caches the Registry reconciler needs. */
@@ -129,7 +129,7 @@ export class RegistryReconciler {
     const previous = reg.status?.conditions?.find((c) => c.type === RegistryConditionType.Ready);
     const conditions = setCondition(reg.status?.conditions, { type: RegistryConditionType.Ready, ...ready, ...gen }, d.now());
     const status: RegistryStatus = { ...gen, conditions, entries, ...(leases.length > 0 ? { leases } : {}) };
-    if (statusFingerprint(status) !== statusFingerprint(reg.status)) {
+    if (!sameStatus(status, reg.status)) {
       await d.writer.patchStatus(reg, status);
       if (previous?.status !== ready.status) {
         const target = {

@@ -28,7 +28,7 @@ import { setCondition, type Condition } from './conditions.ts';
 import { TerminalError, type ReconcileResult } from './queue.ts';
 import { leaseOutdated } from './registry-reconciler.ts';
 import { objectKey } from '../kube/informer.ts';
-import { statusFingerprint } from './write-behind.ts';
+import { sameStatus } from './write-behind.ts';
 import { resolveTargets, type Refusal } from './targets.ts';
 import { RegistryConfigError, type Backend, type BackendProvider } from '../registry/provider.ts';
 import { EtcdKeyError } from '../registry/etcd/keys.ts';
@@ -620,7 +620,7 @@ export class ServiceInstanceReconciler {
         d.events.warning(target, EventReason.RegistrationFailed, `Registry ${o.registration.registry}: ${errorMessage(o.error)}`);
     }
     for (const p of source.problems) d.events.warning(target, EventReason.InvalidEndpoints, p);
-    if (statusFingerprint(status) !== statusFingerprint(known)) await d.writer.patchStatus(si, status);
+    if (!sameStatus(status, known)) await d.writer.patchStatus(si, status);
 
     const errors = [...outcomes.filter((o) => o.error !== undefined).map((o) => o.error), ...staleErrors];
     if (errors.length > 0) {

@@ -40,29 +40,33 @@ export interface WriteBehindOptions {
 /** How long a written status stands in for the cached one at most. */
 const WRITTEN_MEMORY_MS = 30_000;
 
-interface PendingStatus {
-  readonly status: ServiceInstanceStatus;
-  readonly fingerprint: string;
-}
-
 /**
- * A string of a status for change detection that does not depend on the order of keys: the
- * apiserver hands objects back with their keys sorted, the reconciler builds them in its own order.
+ * Whether two statuses say the same: equal as JSON, whatever the order of their keys (a field set
+ * to undefined counts as absent, and no status as an empty one). Compared in place: every resync
+ * of every ServiceInstance asks, and serialising both sides each time was garbage in bulk.
  */
-export function statusFingerprint(status: unknown): string {
-  return JSON.stringify(canonical(status ?? {}));
+export function sameStatus(a: unknown, b: unknown): boolean {
+  return sameJson(a ?? {}, b ?? {});
 }
 
-/** `value` with the keys of every object sorted (and undefined fields dropped, as JSON would). */
-function canonical(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(canonical);
-  if (typeof value !== 'object' || value === null) return value;
-  const out: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort()) {
-    const v = (value as Record<string, unknown>)[key];
-    if (v !== undefined) out[key] = canonical(v);
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i] ?? null, b[i] ?? null)) return false;
+    return true;
   }
-  return out;
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  let fields = 0;
+  for (const key in x) {
+    if (!Object.hasOwn(x, key) || x[key] === undefined) continue;
+    fields++;
+    if (!Object.hasOwn(y, key) || !sameJson(x[key], y[key])) return false;
+  }
+  for (const key in y) if (Object.hasOwn(y, key) && y[key] !== undefined) fields--;
+  return fields === 0;
 }
 
 /**
@@ -73,10 +77,10 @@ function canonical(value: unknown): unknown {
  */
 export class WriteBehind implements ServiceInstanceWriter {
   readonly #o: WriteBehindOptions;
-  readonly #statuses = new Map<string, PendingStatus>();
+  readonly #statuses = new Map<string, ServiceInstanceStatus>();
   readonly #finalizers = new Map<string, string>();
   /** Statuses written that the cache may not show yet, so a reconcile in between does not write them again. */
-  readonly #written = new Map<string, { status: ServiceInstanceStatus; fingerprint: string; at: number }>();
+  readonly #written = new Map<string, { status: ServiceInstanceStatus; at: number }>();
   readonly #statusQueue: WorkQueue;
   readonly #finalizerQueue: WorkQueue;
   readonly #memoryMs: number;
@@ -138,7 +142,7 @@ export class WriteBehind implements ServiceInstanceWriter {
   /** Queues the status, replacing one still waiting; resolves at once. */
   patchStatus(si: ServiceInstance, status: ServiceInstanceStatus): Promise<void> {
     const key = objectKey(si);
-    this.#statuses.set(key, { status, fingerprint: statusFingerprint(status) });
+    this.#statuses.set(key, status);
     this.#statusQueue.add(key);
     return Promise.resolve();
   }
@@ -146,11 +150,11 @@ export class WriteBehind implements ServiceInstanceWriter {
   /** The status queued for the object and not yet written, if any: what its status is about to be. */
   intendedStatus(si: ServiceInstance): ServiceInstanceStatus | undefined {
     const key = objectKey(si);
-    const pending = this.#statuses.get(key)?.status;
+    const pending = this.#statuses.get(key);
     if (pending) return pending;
     const written = this.#written.get(key);
     if (!written) return undefined;
-    if (Date.now() - written.at <= this.#memoryMs && written.fingerprint !== statusFingerprint(si.status)) return written.status;
+    if (Date.now() - written.at <= this.#memoryMs && !sameStatus(written.status, si.status)) return written.status;
     this.#written.delete(key);
     return undefined;
   }
@@ -191,18 +195,18 @@ export class WriteBehind implements ServiceInstanceWriter {
       this.#written.delete(key);
       return undefined;
     }
-    if (pending.fingerprint === statusFingerprint(si.status)) {
+    if (sameStatus(pending, si.status)) {
       this.#written.delete(key);
       return undefined;
     }
     try {
-      await this.#o.api.patchStatus(si, pending.status);
+      await this.#o.api.patchStatus(si, pending);
     } catch (err: unknown) {
       // Put back unless a newer status was queued meanwhile.
       if (!this.#statuses.has(key)) this.#statuses.set(key, pending);
       throw err;
     }
-    this.#remember(key, pending.status, pending.fingerprint);
+    this.#remember(key, pending);
     return undefined;
   }
 
@@ -215,12 +219,12 @@ export class WriteBehind implements ServiceInstanceWriter {
    * Remembers a written status until the cache shows it, for at most {@link WRITTEN_MEMORY_MS}
    * (the cache is behind by milliseconds; the bound keeps the memory from growing with the objects).
    * Expired ones are forgotten by a timer too: after the initial sync of 10,000 ServiceInstances
-   * no status may be written for a whole resync period, and the 10,000 statuses and fingerprints
+   * no status may be written for a whole resync period, and the 10,000 statuses
    * it wrote (about 11 MB) would otherwise stay until each object's next reconcile.
    */
-  #remember(key: string, status: ServiceInstanceStatus, fingerprint: string): void {
+  #remember(key: string, status: ServiceInstanceStatus): void {
     this.#written.delete(key);
-    this.#written.set(key, { status, fingerprint, at: Date.now() });
+    this.#written.set(key, { status, at: Date.now() });
     this.#forgetExpired();
   }
 

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 
 import { FINALIZER, type ServiceInstance, type ServiceInstanceStatus } from '../../src/api/v1alpha1/types.ts';
-import { WriteBehind, type ServiceInstanceApi } from '../../src/controller/write-behind.ts';
+import { sameStatus, WriteBehind, type ServiceInstanceApi } from '../../src/controller/write-behind.ts';
 import { staticServiceInstance } from '../support/resources.ts';
 
 function status(entries: number): ServiceInstanceStatus {
@@ -151,5 +151,34 @@ void describe('WriteBehind', () => {
     );
     assert.equal(writer.intendedStatus(si), undefined);
     await writer.shutdown();
+  });
+});
+
+describe('sameStatus', () => {
+  it('compares as JSON would, whatever the order of keys', () => {
+    const built = { observedGeneration: 2, conditions: [{ type: 'Ready', status: 'True', reason: 'Registered' }], endpoints: { total: 1 } };
+    const stored = {
+      endpoints: { total: 1 },
+      conditions: [{ reason: 'Registered', status: 'True', type: 'Ready' }],
+      observedGeneration: 2,
+    };
+    assert.equal(sameStatus(built, stored), true, 'same fields in another order');
+    assert.equal(sameStatus({ a: 1, b: undefined }, { a: 1 }), true, 'a field set to undefined is absent');
+    assert.equal(sameStatus(undefined, {}), true, 'no status is an empty one');
+    assert.equal(sameStatus({ a: [1, undefined] }, { a: [1, null] }), true, 'undefined in an array is null, as in JSON');
+  });
+
+  it('tells apart every difference JSON would show', () => {
+    const base = { observedGeneration: 2, conditions: [{ type: 'Ready', status: 'True' }], endpoints: { total: 1 } };
+    assert.equal(sameStatus(base, { ...base, observedGeneration: 3 }), false, 'a value');
+    assert.equal(sameStatus(base, { ...base, extra: 0 }), false, 'a field more');
+    assert.equal(sameStatus({ ...base, extra: 0 }, base), false, 'a field less');
+    assert.equal(sameStatus(base, { ...base, conditions: [{ type: 'Ready', status: 'False' }] }), false, 'deep in an array');
+    assert.equal(sameStatus({ a: [1, 2] }, { a: [2, 1] }), false, 'the order of an array');
+    assert.equal(sameStatus({ a: [1] }, { a: [1, 1] }), false, 'the length of an array');
+    assert.equal(sameStatus({ a: null }, {}), false, 'null is a value');
+    assert.equal(sameStatus({ a: '1' }, { a: 1 }), false, 'a string is not a number');
+    assert.equal(sameStatus({ a: [] }, { a: {} }), false, 'an array is not an object');
+    assert.equal(sameStatus({ a: {} }, { a: [] }), false, 'an object is not an array');
   });
 });
