@@ -26,11 +26,13 @@ export interface EtcdBackendContext {
   /** Age after which a namespace's view is read again (see namespace-view.ts); 0 reads every scope afresh. */
   readonly viewMaxAgeMs: number;
   /**
-   * Reads of whole namespaces for views, one at a time. Views read together age together, and
-   * their refreshes would otherwise all come due at once: every namespace's response decoded in
-   * the same turn, too much at once to die young, so each refresh round left the size of every
+   * Refreshes of namespace views, one at a time. Views read together age together, and their
+   * refreshes would otherwise all come due at once: every namespace's response decoded in the
+   * same turn, too much at once to die young, so each refresh round left the size of every
    * namespace as old-generation garbage (a 10–20 MB spike in the operator's memory). One at a
-   * time, a response is gone before the next arrives.
+   * time, a response is gone before the next arrives. First reads are not queued: a cold start
+   * or a recovery writes to a namespace only once it is read, and under that load each queued
+   * read waited a busy event loop's turn behind the one before.
    */
   readonly viewReads: PQueue;
 }

@@ -157,7 +157,10 @@ async function loadView(ctx: EtcdBackendContext, state: NamespaceState, lease: b
     // Keys the view holds at the revision read come back as they are (their values not decoded again).
     const previous = state.view;
     const known = previous && ((key: string, modRevision: string) => previous.held(key, modRevision));
-    const [values = [], index = []] = await ctx.viewReads.add(() => client.rangePrefixes([valuePrefix, indexPrefix], known));
+    // Refreshes one at a time (see viewReads); a first read of a namespace goes at once, since a
+    // cold start or a recovery waits for it before writing there.
+    const read = (): Promise<StoredKeyValue[][]> => client.rangePrefixes([valuePrefix, indexPrefix], known);
+    const [values = [], index = []] = await (previous ? ctx.viewReads.add(read) : read());
     const current = state.epoch === epoch;
     const remembered = state.recordNamespaceRead(values, index, lease?.toString(), current);
     if (current && lease !== undefined) keepGarbledOwned(state, values, remembered, valuePrefix);
