@@ -31,8 +31,7 @@ export interface EtcdBackendContext {
    * same turn, too much at once to die young, so each refresh round left the size of every
    * namespace as old-generation garbage (a 10–20 MB spike in the operator's memory). One at a
    * time, a response is gone before the next arrives. First reads are not queued: a cold start
-   * or a recovery writes to a namespace only once it is read, and under that load each queued
-   * read waited a busy event loop's turn behind the one before.
+   * or a recovery writes to a namespace only once it is read.
    */
   readonly viewReads: PQueue;
 }
