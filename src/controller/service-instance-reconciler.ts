@@ -121,9 +121,16 @@ export interface ReconcilerDeps {
  * ServiceInstances of one registry namespace the first pass reads, plans and hands its backend in
  * one call each, about: the backend packs the writes into its own transactions (etcd: 128
  * operations each, merging calls that arrive while one is under way), and the first writes go out
- * while the rest is still planned.
+ * while the rest is still planned. A backend that names its batch ({@link Registry.writeBatch})
+ * gets the multiple of it nearest to this, so that no transaction goes out partly filled.
  */
 const PRIME_GROUP = 256;
+
+/** Scopes per group of the first pass for `backend`: see {@link PRIME_GROUP}. */
+function primeGroupSize(backend: Backend): number {
+  const batch = backend.writeBatch;
+  return batch !== undefined && batch > 0 ? batch * Math.max(1, Math.round(PRIME_GROUP / batch)) : PRIME_GROUP;
+}
 /** The first group of a registry namespace is smaller: it settles the namespace's lease while the rest is planned. */
 const PRIME_FIRST_GROUP = 16;
 /** Groups of the first pass under way at once, over every backend: bounds what it holds in memory. */
@@ -454,7 +461,7 @@ export class ServiceInstanceReconciler {
           endpoints: source.endpoints,
           policy: reg.spec.policy ?? 'sync',
         });
-        if (group.scopes.length >= (launched.has(groupKey) ? PRIME_GROUP : PRIME_FIRST_GROUP)) {
+        if (group.scopes.length >= (launched.has(groupKey) ? primeGroupSize(backend) : PRIME_FIRST_GROUP)) {
           groups.delete(groupKey);
           launched.add(groupKey);
           await launch(group);

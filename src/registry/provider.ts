@@ -176,6 +176,7 @@ export function guardBackend(backend: Backend, registryName: string, type: strin
     ...(backend.dryRun !== undefined ? { dryRun: backend.dryRun } : {}),
     ...(backend.marksUnhealthy === true ? { marksUnhealthy: true } : {}),
     ...(backend.batchesWrites === true ? { batchesWrites: true } : {}),
+    ...(backend.writeBatch !== undefined ? { writeBatch: backend.writeBatch } : {}),
   };
 }
 

@@ -109,4 +109,9 @@ export interface Registry {
    * every ServiceInstance's changes at once instead of one reconcile at a time (etcd).
    */
   readonly batchesWrites?: boolean;
+  /**
+   * With {@link batchesWrites}: how many one-key entries fill one of the backend's writes (etcd: a
+   * transaction). Handing it a multiple of this at once leaves no write partly filled.
+   */
+  readonly writeBatch?: number;
 }

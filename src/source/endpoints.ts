@@ -87,7 +87,8 @@ export function selectorMatches(selector: LabelSelectorLike, labels: Readonly<Re
  * `2001:0db8:0:0:0:0:0:7`) is then one endpoint, reported as a duplicate, not registered twice.
  */
 export function canonicalAddress(address: string): string {
-  return isIPv6(address) ? new URL(`http://[${address}]/`).hostname.slice(1, -1) : address;
+  // Every IPv6 literal has a colon; IPv4 addresses and host names skip the long regex.
+  return address.includes(':') && isIPv6(address) ? new URL(`http://[${address}]/`).hostname.slice(1, -1) : address;
 }
 
 /** `<address>:<port>`, with IPv6 literals in brackets. */

@@ -17,7 +17,7 @@ import { EtcdEntryChangedError, EtcdRegistry } from '../../src/registry/etcd/etc
 import type { EtcdRegistryOptions } from '../../src/registry/etcd/etcd-registry.ts';
 import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { ForeignEntryConflict } from '../../src/registry/owner.ts';
-import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
+import type { Changes, Owner, RegistryEntry } from '../../src/registry/types.ts';
 import { TcpProxy } from '../support/faults.ts';
 import { reconcileOnce } from '../support/reconcile.ts';
 
@@ -519,6 +519,48 @@ void describe('EtcdRegistry against a real etcd', () => {
       assert.equal((await backend.records({ registryNamespace: NS, service: o.name })).length, 1, `svc-${i} is readable`);
     }
     await watch.close();
+  });
+
+  void it('writes that arrive while a long write is under way take the place left in its last transaction', async () => {
+    const prefix = freshPrefix();
+    const clusterId = `c-${randomUUID()}`;
+    const create = (owner: Owner, i: number): Changes => ({
+      create: [entry(owner, `10.3.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`, 8080, { service: owner.name })],
+      updateOld: [],
+      updateNew: [],
+      delete: [],
+    });
+    const late = Array.from({ length: 10 }, (_, i) => ownerIn(clusterId, `late-${i}`));
+    let lateWrites: Promise<void>[] = [];
+    const putsPerTxn: number[] = [];
+    // The late calls are made while the first full transaction of the wave is in flight.
+    const middleware = (client: EtcdClient): EtcdClient => ({
+      ...client,
+      txn(guards, writes) {
+        const puts = writes.filter((w) => w.kind === 'put' && !w.key.includes('/_kube-registrar/')).length;
+        if (puts > 0) putsPerTxn.push(puts);
+        if (puts === backend.writeBatch && lateWrites.length === 0)
+          lateWrites = late.map((o, i) => backend.applyChanges(create(o, 1000 + i)));
+        return client.txn(guards, writes);
+      },
+    });
+    const backend = registry({ prefix, clusterId, clientMiddleware: middleware });
+    assert.equal(backend.writeBatch, 127, 'json entries per transaction: one lease guard and 127 guarded puts');
+    const first = ownerIn(clusterId, 'svc-first');
+    await sync(backend, first, [entry(first, '10.3.0.1', 8080, { service: 'svc-first' })], 'sync', 'svc-first');
+    putsPerTxn.length = 0;
+
+    // 1000 calls at once: the first goes alone, the other 999 are merged: 7 × 127 + 110.
+    const wave = Array.from({ length: 1000 }, (_, i) => ownerIn(clusterId, `svc-${i}`));
+    await Promise.all(wave.map((o, i) => backend.applyChanges(create(o, i))));
+    assert.equal(lateWrites.length, 10, 'the late calls were made during the wave');
+    await Promise.all(lateWrites);
+    assert.deepEqual(
+      putsPerTxn,
+      [1, 127, 127, 127, 127, 127, 127, 127, 120],
+      'the last 110 of the wave and the 10 late ones share a transaction',
+    );
+    assert.equal((await rawKeys(`${prefix}/${NS}/`)).length, 1011, 'every entry landed');
   });
 
   void it('writes nothing in dry-run mode', async () => {

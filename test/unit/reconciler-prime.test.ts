@@ -19,16 +19,21 @@ import { registryResource, staticServiceInstance } from '../support/resources.ts
 class CountingRegistry implements Backend {
   readonly inner: InMemoryRegistry;
   readonly batchesWrites: boolean;
+  readonly writeBatch?: number;
   applied = 0;
-  constructor(batchesWrites: boolean, entries: readonly RegistryEntry[] = []) {
+  /** Entries written by each applyChanges call. */
+  readonly sizes: number[] = [];
+  constructor(batchesWrites: boolean, entries: readonly RegistryEntry[] = [], writeBatch?: number) {
     this.inner = new InMemoryRegistry(entries);
     this.batchesWrites = batchesWrites;
+    if (writeBatch !== undefined) this.writeBatch = writeBatch;
   }
   records(scope: Scope): Promise<RegistryEntry[]> {
     return this.inner.records(scope);
   }
   applyChanges(changes: Changes): Promise<void> {
     this.applied++;
+    this.sizes.push(changes.create.length + changes.updateNew.length + changes.delete.length);
     return this.inner.applyChanges(changes);
   }
   close(): Promise<void> {
@@ -119,6 +124,21 @@ void describe('ServiceInstanceReconciler.prime', () => {
     for (const key of cache.keys()) await reconciler.reconcile(key);
     assert.equal(events.filter((e) => e.reason === 'Registered').length, 30);
     assert.equal(statuses.size, 0);
+  });
+
+  void it('hands a backend that names its batch whole multiples of it, so that no write goes out partly filled', async () => {
+    // A batch of 7 entries: groups of 7 × 37 = 259 (the multiple nearest to 256), after a first
+    // group of 16 that settles the namespace (its lease) while the rest is planned.
+    const backend = new CountingRegistry(true, [], 7);
+    const objects = Array.from({ length: 1000 }, (_, i) =>
+      staticServiceInstance('ns0', `si${i}`, `svc${i}`, { uid: `u${i}`, generation: 1, finalizers: [FINALIZER] }),
+    );
+    const summary = await setUp(backend, objects).reconciler.prime(objects);
+    assert.equal(summary.entries, 1000);
+    assert.deepEqual(backend.sizes, [16, 259, 259, 259, 207]);
+    const plain = new CountingRegistry(true);
+    await setUp(plain, objects).reconciler.prime(objects);
+    assert.deepEqual(plain.sizes, [16, 256, 256, 256, 216], 'without a named batch, groups of 256');
   });
 
   void it('after an outage puts every entry back without a status write or an event', async () => {

@@ -90,7 +90,12 @@ export function parseHostPort(value: string): { address: string; port: number } 
   return { address, port };
 }
 
-function sortedMap(map: Readonly<Record<string, string>>): Record<string, string> {
+const EMPTY_MAP: Readonly<Record<string, string>> = Object.freeze({});
+
+function sortedMap(map: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  const keys = Object.keys(map);
+  // Most entries carry no tags or metadata: nothing to sort or copy (this runs once per entry written).
+  if (keys.length === 0) return EMPTY_MAP;
   return Object.fromEntries(Object.entries(map).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 

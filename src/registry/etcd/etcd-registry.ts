@@ -18,7 +18,7 @@ import type { RegistryLogger } from '../logger.ts';
 import type { Changes, Owner, Registry, RegistryEntry, Scope } from '../types.ts';
 import { createEtcdClient } from './client.ts';
 import type { EtcdClient } from './client.ts';
-import { ETCD_VALUE_FORMATS } from './codec.ts';
+import { ETCD_VALUE_FORMATS, usesOwnerIndex } from './codec.ts';
 import type { EtcdValueFormat } from './codec.ts';
 import type { EtcdBackendContext } from './context.ts';
 import { EtcdRegistryError } from './errors.ts';
@@ -95,6 +95,11 @@ export class EtcdRegistry implements Registry {
   #closed = false;
   /** Concurrent applyChanges calls are merged per namespace (writes.ts), scope reads served from namespace views. */
   readonly batchesWrites = true;
+  /**
+   * Entries per transaction: every entry is guarded by its key's revision, beside the one guard of
+   * the lease, and each takes one put (json) or two (with the owner index) of `maxTxnOps`.
+   */
+  readonly writeBatch: number;
 
   /** Validates the options and creates the client; connections open lazily on the first call. */
   constructor(options: EtcdRegistryOptions) {
@@ -119,6 +124,7 @@ export class EtcdRegistry implements Registry {
       ...options.credentials,
       ...(options.fence ? { fence: options.fence } : {}),
     });
+    this.writeBatch = usesOwnerIndex(format) ? Math.floor(maxOps / 2) : maxOps - 1;
     this.#ctx = {
       client: options.clientMiddleware ? options.clientMiddleware(client) : client,
       keys,

@@ -139,8 +139,16 @@ export class EtcdWrites {
       for (let group = state.pending; group !== undefined; group = state.pending) {
         state.pending = undefined;
         try {
-          await state.serial(() => this.#applyInNamespace(state, group.groups));
+          const carried = await state.serial(() => this.#applyInNamespace(state, group.groups));
+          // Callers with writes carried over wait for the round that writes them.
+          const waiting = new Set(carried.map((g) => g.caller));
+          if (carried.length > 0) {
+            const next = (state.pending ??= { groups: [], callers: [] });
+            next.groups.unshift(...carried);
+            next.callers.unshift(...group.callers.filter((c) => waiting.has(c)));
+          }
           for (const c of group.callers) {
+            if (waiting.has(c)) continue;
             if (c.conflict) c.reject(c.conflict);
             else c.resolve();
           }
@@ -179,7 +187,13 @@ export class EtcdWrites {
     return out;
   }
 
-  async #applyInNamespace(state: NamespaceState, groups: readonly EntryWrites[]): Promise<void> {
+  /**
+   * Writes `groups` in as few transactions as fit. When writes arrived meanwhile and at least one
+   * transaction landed, the last, partly filled one is not sent: its groups are returned, to go
+   * first in the next round together with what arrived (so a stream of calls costs full
+   * transactions, and each group waits at most one round).
+   */
+  async #applyInNamespace(state: NamespaceState, groups: readonly EntryWrites[]): Promise<readonly EntryWrites[]> {
     const { client, clusterId, logger } = this.#ctx;
     const ns = state.registryNamespace;
     if (this.#ctx.dryRun) {
@@ -190,11 +204,12 @@ export class EtcdWrites {
             'dry run: etcd write skipped',
           );
       }
-      return;
+      return [];
     }
     let lease = await this.#leases.require(state);
     const batches = packBatches(groups, this.#ctx.maxTxnOps);
-    for (const packed of batches) {
+    for (const [i, packed] of batches.entries()) {
+      if (i > 0 && i === batches.length - 1 && state.pending !== undefined) return packed.filter((g) => g.caller?.conflict === undefined);
       let batch = packed;
       let attempt = 0;
       for (;;) {
@@ -240,6 +255,7 @@ export class EtcdWrites {
       }
     }
     logger.debug({ registryNamespace: ns, entries: groups.length, transactions: batches.length }, 'etcd changes applied');
+    return [];
   }
 
   #entryKey(entry: RegistryEntry): string {
