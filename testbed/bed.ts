@@ -7,8 +7,12 @@
  * - a Consul dev agent (optionally with ACLs on);
  * - a standalone ZooKeeper server (testbed/zookeeper.ts).
  *
- * No kubelet, controller-manager or scheduler runs: tests set pod status through the status
- * subresource, and namespaces are never finalized (use fresh names instead of deleting).
+ * By default no kubelet, controller-manager or scheduler runs: tests set pod status through the
+ * status subresource, and namespaces are never finalized (use fresh names instead of deleting).
+ * With `controlPlane: true` the bed also runs kube-controller-manager and kube-scheduler (built
+ * from k8s.io/kubernetes like the apiserver) and kwok, which plays the kubelets of nodes that
+ * exist only as Node objects: Deployments, ReplicaSets, rolling updates, graceful deletion, node
+ * NotReady and eviction then happen as in a cluster (testbed/control-plane.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { request } from 'node:https';
@@ -17,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createPki, type Pki } from './pki.ts';
 import { freePort, freePorts, httpOk, ManagedProcess } from './processes.ts';
+import { startControlPlane } from './control-plane.ts';
 import { provision, type Toolchain } from './provision.ts';
 import { ZooKeeperServer } from './zookeeper.ts';
 
@@ -26,6 +31,11 @@ type Log = (line: string) => void;
 export interface BedOptions {
   /** Turn Consul ACLs on (default deny) with a generated management token. */
   readonly consulAcl?: boolean;
+  /**
+   * Also run kube-controller-manager, kube-scheduler and kwok (simulated nodes and pod lifecycle);
+   * see testbed/control-plane.ts. Off by default: most tests need only the apiserver.
+   */
+  readonly controlPlane?: boolean;
   /** Keep the data directory after stop (for post-mortems). */
   readonly keepData?: boolean;
   readonly log?: Log;
@@ -296,6 +306,10 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
       '--allow-privileged=true',
       // No controller-manager creates default ServiceAccounts, so pods could not be admitted.
       '--disable-admission-plugins=ServiceAccount',
+      // Watches from resource version 0 would otherwise be served as streaming lists, which need
+      // an etcd with RequestWatchProgress (3.5 or newer); the bed's is Debian's 3.4, on which
+      // every such watch fails once and its client falls back to listing (kwok's informers do).
+      '--feature-gates=WatchList=false',
       '--profiling=false',
       '--v=0',
     ];
@@ -309,6 +323,9 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
 
     const kubeconfig = join(dir, 'kubeconfig');
     await writeFile(kubeconfig, kubeconfigYaml(apiserverUrl, pki), { mode: 0o600 });
+
+    if (options.controlPlane === true)
+      started.push(await startControlPlane({ toolchain, dir: await mkdirp(join(dir, 'control-plane')), logs, kubeconfig, pki }));
 
     const consul = await startConsulAgent(toolchain.consul, {
       name: basename(dir),

@@ -121,7 +121,7 @@ async function main(argv: readonly string[]): Promise<void> {
     case 'provision': {
       const t = await provision();
       console.log(
-        `kube-apiserver ${t.kubernetesVersion}  ${t.kubeApiserver}\nkubectl        ${t.kubernetesVersion}  ${t.kubectl}\netcd           ${t.etcdVersion}  ${t.etcd}\nconsul         ${t.consulVersion}  ${t.consul}\nhelm           ${t.helmVersion}  ${t.helm}\ngrpc-go probe  ${t.grpcGoVersion}  ${t.grpcResolverProbe}\nzookeeper      ${t.zookeeperVersion}  ${t.zookeeperClasspath.join(':')} (${t.java})\nzk java reader ${t.curatorVersion}  ${t.zookeeperJavaReader}`,
+        `kube-apiserver ${t.kubernetesVersion}  ${t.kubeApiserver}\nkube-controller-manager ${t.kubernetesVersion}  ${t.kubeControllerManager}\nkube-scheduler ${t.kubernetesVersion}  ${t.kubeScheduler}\nkwok           ${t.kwokVersion}  ${t.kwok}\nkubectl        ${t.kubernetesVersion}  ${t.kubectl}\netcd           ${t.etcdVersion}  ${t.etcd}\nconsul         ${t.consulVersion}  ${t.consul}\nhelm           ${t.helmVersion}  ${t.helm}\ngrpc-go probe  ${t.grpcGoVersion}  ${t.grpcResolverProbe}\nzookeeper      ${t.zookeeperVersion}  ${t.zookeeperClasspath.join(':')} (${t.java})\nzk java reader ${t.curatorVersion}  ${t.zookeeperJavaReader}`,
       );
       return;
     }

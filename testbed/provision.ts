@@ -1,7 +1,7 @@
 /**
  * Provisions the real servers of the test bed: etcd from Debian's `etcd-server`, ZooKeeper from
  * Debian's `zookeeper` (run with the Java runtime it depends on), and
- * kube-apiserver, kubectl, Consul and helm built from their own Go modules through the small tools
+ * kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, Consul and helm built from their own Go modules through the small tools
  * modules under tools/, plus grpc-resolver-probe, a Go gRPC client of our own (tools/
  * grpc-resolver-probe), and zookeeper-java-reader, a Java program of our own reading ZooKeeper
  * through Apache Curator, Spring Cloud Zookeeper's classes and the plain ZooKeeper client, with
@@ -30,8 +30,15 @@ export interface Toolchain {
   readonly etcdctl: string;
   readonly etcdVersion: string;
   readonly kubeApiserver: string;
+  readonly kubeControllerManager: string;
+  readonly kubeScheduler: string;
   readonly kubectl: string;
   readonly kubernetesVersion: string;
+  /** kwok, which plays the kubelets of nodes that exist only as Node objects. */
+  readonly kwok: string;
+  readonly kwokVersion: string;
+  /** kwok's lifecycle stages for nodes and pods (multi-document YAML, passed as its --config). */
+  readonly kwokStages: string;
   readonly consul: string;
   readonly consulVersion: string;
   readonly helm: string;
@@ -114,7 +121,27 @@ const GO_BINARIES: readonly GoBinary[] = [
     pkg: 'k8s.io/kubernetes/cmd/kube-apiserver',
     ldflags: kubeLdflags,
   },
+  {
+    name: 'kube-controller-manager',
+    toolsModule: 'kube',
+    versionModule: 'k8s.io/kubernetes',
+    pkg: 'k8s.io/kubernetes/cmd/kube-controller-manager',
+    ldflags: kubeLdflags,
+  },
+  {
+    name: 'kube-scheduler',
+    toolsModule: 'kube',
+    versionModule: 'k8s.io/kubernetes',
+    pkg: 'k8s.io/kubernetes/cmd/kube-scheduler',
+    ldflags: kubeLdflags,
+  },
   { name: 'kubectl', toolsModule: 'kube', versionModule: 'k8s.io/kubernetes', pkg: 'k8s.io/kubernetes/cmd/kubectl', ldflags: kubeLdflags },
+  {
+    name: 'kwok',
+    toolsModule: 'kwok',
+    versionModule: 'sigs.k8s.io/kwok',
+    pkg: 'sigs.k8s.io/kwok/cmd/kwok',
+  },
   {
     name: 'consul',
     toolsModule: 'consul',
@@ -309,6 +336,63 @@ async function ensureGoBinary(bin: GoBinary, log: Log): Promise<{ path: string; 
   return { path, version };
 }
 
+/**
+ * kwok's own stage definitions, from its module as the Go module proxy serves it: nodes are
+ * initialised at once and renew their leases (so the node lifecycle controller sees them Ready
+ * until kwok stops), pods are created, started and made Ready after about a second (up to five
+ * more at random), and a deleted pod goes at some instant within its grace period, as a kubelet
+ * that stops its containers does. kwok has no stages of its own: without these it does not start.
+ */
+const KWOK_STAGES = [
+  'kustomize/stage/node/fast/node-initialize.yaml',
+  'kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml',
+  'kustomize/stage/pod/general/pod-create.yaml',
+  'kustomize/stage/pod/general/pod-init-container-running.yaml',
+  'kustomize/stage/pod/general/pod-init-container-completed.yaml',
+  'kustomize/stage/pod/general/pod-ready.yaml',
+  'kustomize/stage/pod/general/pod-complete.yaml',
+  'kustomize/stage/pod/general/pod-delete.yaml',
+  // A node labelled node-not-ready.stage.kwok.x-k8s.io=true turns NotReady while kwok still
+  // completes its pods' deletions (as a partitioned kubelet's node looks to the control plane).
+  'kustomize/stage/node/chaos/node-not-ready.yaml',
+];
+
+/** Writes {@link KWOK_STAGES} of kwok `version` into one file in the cache, once. */
+async function ensureKwokStages(version: string, log: Log): Promise<string> {
+  const path = join(
+    cacheDir(),
+    'bin',
+    `kwok-${version}`,
+    `stages-${createHash('sha256').update(KWOK_STAGES.join('\n')).digest('hex').slice(0, 12)}.yaml`,
+  );
+  if (existsSync(path)) return path;
+  let dir: string;
+  try {
+    const { stdout } = await execFileAsync('go', ['mod', 'download', '-json', `sigs.k8s.io/kwok@${version}`], {
+      cwd: join(REPO_ROOT, 'tools', 'kwok'),
+      env: { ...process.env, GOPROXY: process.env['GOPROXY'] ?? 'https://proxy.golang.org' },
+    });
+    dir = (JSON.parse(stdout) as { Dir?: string }).Dir ?? '';
+    if (!dir) throw new Error(`go mod download named no directory: ${stdout}`);
+  } catch (err: unknown) {
+    throw new ProvisionError(
+      'kwok stages',
+      `could not download sigs.k8s.io/kwok@${version}: ${err instanceof Error ? err.message : String(err)}`,
+      'check that the Go module proxy is reachable (GOPROXY)',
+      { cause: err },
+    );
+  }
+  const docs = await Promise.all(
+    KWOK_STAGES.map(async (f) => `# ${f} of sigs.k8s.io/kwok@${version}\n${(await readFile(join(dir, f), 'utf8')).trim()}\n`),
+  );
+  const tmp = `${path}.tmp-${process.pid}`;
+  await mkdir(dirname(path), { recursive: true });
+  await writeFile(tmp, docs.join('---\n'));
+  await rename(tmp, path);
+  log(`wrote kwok's node and pod stages to ${path}`);
+  return path;
+}
+
 const JAVA_READER = 'zookeeper-java-reader';
 const JAVA_READER_MAIN = 'ZooKeeperJavaReader';
 
@@ -476,6 +560,11 @@ export async function provision(log: Log = (l) => console.error(l)): Promise<Too
     etcdctl,
     etcdVersion: await versionOf(etcd, ['--version'], /etcd Version:\s*(\S+)/),
     kubeApiserver: get('kube-apiserver').path,
+    kwok: get('kwok').path,
+    kwokVersion: get('kwok').version,
+    kwokStages: await ensureKwokStages(get('kwok').version, log),
+    kubeControllerManager: get('kube-controller-manager').path,
+    kubeScheduler: get('kube-scheduler').path,
     kubectl: get('kubectl').path,
     kubernetesVersion: get('kube-apiserver').version,
     consul: get('consul').path,

@@ -1,0 +1,181 @@
+/**
+ * The bed's control plane (`startBed({ controlPlane: true })`): kube-controller-manager,
+ * kube-scheduler and kwok turn Deployments into scheduled pods that start and become Ready on
+ * simulated nodes, end them within their grace period when scaled down, and evict them from a
+ * node that turns NotReady — what the rollout tests rely on, proven on the real components.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+
+import { AppsV1Api, CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
+
+import { startBed, type Bed } from '../../testbed/bed.ts';
+import { createNamespace, eventually } from '../support/kube.ts';
+
+let bed: Bed;
+let kc: KubeConfig;
+let core: CoreV1Api;
+let apps: AppsV1Api;
+const sfx = randomUUID().slice(0, 8);
+const ns = `cp-${sfx}`;
+
+/** Creates a Node that kwok manages (its annotation), with `labels`. */
+async function createKwokNode(name: string, labels: Record<string, string> = {}): Promise<void> {
+  await core.createNode({
+    body: {
+      metadata: {
+        name,
+        annotations: { 'kwok.x-k8s.io/node': 'fake' },
+        labels: { type: 'kwok', 'kubernetes.io/hostname': name, ...labels },
+      },
+    },
+  });
+}
+
+async function nodeReady(name: string): Promise<string | undefined> {
+  const node = await core.readNode({ name });
+  return node.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+}
+
+function isReady(pod: V1Pod): boolean {
+  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+}
+
+async function podsOf(app: string): Promise<V1Pod[]> {
+  return (await core.listNamespacedPod({ namespace: ns, labelSelector: `app=${app}` })).items;
+}
+
+/** A Deployment of `replicas` pods labelled app=`name`; `extra` is merged into the pod spec. */
+async function createDeployment(name: string, replicas: number, extra: Record<string, unknown> = {}): Promise<void> {
+  await apps.createNamespacedDeployment({
+    namespace: ns,
+    body: {
+      metadata: { name },
+      spec: {
+        replicas,
+        selector: { matchLabels: { app: name } },
+        template: {
+          metadata: { labels: { app: name } },
+          spec: {
+            containers: [{ name: 'app', image: 'registry.invalid/app:1', ports: [{ name: 'http', containerPort: 8080 }] }],
+            terminationGracePeriodSeconds: 5,
+            ...extra,
+          },
+        },
+      },
+    },
+  });
+}
+
+async function scale(name: string, replicas: number): Promise<void> {
+  await apps.patchNamespacedDeployment(
+    { namespace: ns, name, body: { spec: { replicas } } },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
+}
+
+void describe('the bed’s control plane: controllers, scheduler and kwok nodes', () => {
+  before(async () => {
+    bed = await startBed({ controlPlane: true, log: () => undefined });
+    kc = new KubeConfig();
+    kc.loadFromFile(bed.kubeconfig);
+    core = kc.makeApiClient(CoreV1Api);
+    apps = kc.makeApiClient(AppsV1Api);
+    await createNamespace(kc, ns);
+    await createKwokNode(`kwok-a-${sfx}`, { pool: 'a' });
+    await createKwokNode(`kwok-b-${sfx}`, { pool: 'b' });
+    for (const name of [`kwok-a-${sfx}`, `kwok-b-${sfx}`])
+      await eventually(`node ${name} Ready`, async () => ((await nodeReady(name)) === 'True' ? true : undefined), 60_000);
+  });
+  after(async () => {
+    await bed?.stop();
+  });
+
+  void it('a Deployment’s pods are scheduled onto kwok nodes, start and become Ready; scaled down, the extra pods end within their grace period', async () => {
+    await createDeployment('web', 4);
+    const ready = await eventually(
+      'four Ready pods of the Deployment',
+      async () => {
+        const pods = (await podsOf('web')).filter(isReady);
+        return pods.length === 4 ? pods : undefined;
+      },
+      90_000,
+    );
+    for (const pod of ready) {
+      assert.match(pod.spec?.nodeName ?? '', new RegExp(`^kwok-[ab]-${sfx}$`), 'scheduled onto a kwok node');
+      assert.ok(pod.status?.podIP, `${pod.metadata?.name ?? ''} has an IP`);
+      assert.equal(pod.status?.phase, 'Running');
+    }
+
+    await scale('web', 1);
+    // The ReplicaSet controller deletes three pods gracefully: they show as terminating first.
+    const terminating = await eventually(
+      'three pods terminating',
+      async () => {
+        const pods = (await podsOf('web')).filter((p) => p.metadata?.deletionTimestamp);
+        return pods.length === 3 ? pods : undefined;
+      },
+      30_000,
+    );
+    for (const pod of terminating) assert.equal(pod.metadata?.deletionGracePeriodSeconds, 5);
+    // kwok ends them within the grace period; the one that stays was never touched.
+    await eventually('one pod left', async () => ((await podsOf('web')).length === 1 ? true : undefined), 30_000);
+    const [left] = await podsOf('web');
+    assert.ok(left && isReady(left) && !left.metadata?.deletionTimestamp, 'the remaining pod is Ready and not terminating');
+    assert.ok(
+      ready.some((p) => p.metadata?.uid === left.metadata?.uid),
+      'the pod that stays is one of the four that were Ready',
+    );
+  });
+
+  void it('a node turned NotReady is marked so by the node lifecycle controller, and its pods are evicted', async () => {
+    const node = `kwok-b-${sfx}`;
+    // Tolerating NotReady for 2 s instead of the default 300 s, so that eviction follows at once.
+    const tolerations = ['node.kubernetes.io/not-ready', 'node.kubernetes.io/unreachable'].map((key) => ({
+      key,
+      operator: 'Exists',
+      effect: 'NoExecute',
+      tolerationSeconds: 2,
+    }));
+    await createDeployment('pinned', 2, { nodeSelector: { pool: 'b' }, tolerations });
+    const before = await eventually(
+      'two Ready pods on node b',
+      async () => {
+        const pods = (await podsOf('pinned')).filter(isReady);
+        return pods.length === 2 ? pods : undefined;
+      },
+      90_000,
+    );
+    assert.ok(before.every((p) => p.spec?.nodeName === node));
+
+    await core.patchNode(
+      { name: node, body: { metadata: { labels: { 'node-not-ready.stage.kwok.x-k8s.io': 'true' } } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await eventually(`node ${node} NotReady`, async () => ((await nodeReady(node)) === 'False' ? true : undefined), 60_000);
+    await eventually(
+      'the NoExecute taint of a NotReady node',
+      async () =>
+        (await core.readNode({ name: node })).spec?.taints?.some(
+          (t) => t.key === 'node.kubernetes.io/not-ready' && t.effect === 'NoExecute',
+        )
+          ? true
+          : undefined,
+      60_000,
+    );
+    const uids = new Set(before.map((p) => p.metadata?.uid));
+    await eventually(
+      'both pods evicted and gone',
+      async () => ((await podsOf('pinned')).some((p) => uids.has(p.metadata?.uid)) ? undefined : true),
+      60_000,
+    );
+    // Their replacements cannot run anywhere: the only node that matches is NotReady.
+    const replacements = await podsOf('pinned');
+    assert.equal(replacements.length, 2, 'the ReplicaSet made two replacements');
+    assert.ok(
+      replacements.every((p) => !isReady(p)),
+      'no replacement is Ready on a NotReady node',
+    );
+  });
+});
