@@ -1,10 +1,12 @@
 /**
- * `npm run demo`: the main job on an embedded default. Starts the test bed, installs the CRDs and
- * the sample resources of deploy/examples (two environments, two Registries, a pod-backed, a
- * static and a health-checked static ServiceInstance), marks the sample pods Ready (the bed has no
- * kubelet), serves the health-checked endpoints on loopback (one healthy, one reporting a
- * dependency down), runs the operator, and shows what it wrote to etcd and the health it sees.
- * Runs until Ctrl-C; `--once` exits after showing the entries.
+ * `npm run demo`: the main job on an embedded default. Starts the test bed with its control plane
+ * (controllers, scheduler, and kwok playing the kubelet of one node), installs the CRDs and the
+ * sample resources of deploy/examples (two environments; etcd, Consul and ZooKeeper Registries; a
+ * Deployment-backed, a static and a health-checked static ServiceInstance), serves the
+ * health-checked endpoints on loopback (one healthy, one reporting a dependency down), runs the
+ * operator, shows what it wrote to etcd, Consul and ZooKeeper and the health it sees, and how to
+ * scale and restart the Deployment and watch the registries follow. Runs until Ctrl-C; `--once`
+ * exits after showing the entries.
  */
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -13,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 import { ZooKeeperSession } from '../src/registry/zookeeper/client.ts';
 import { startBed } from '../testbed/bed.ts';
@@ -38,7 +40,7 @@ async function serveHealth(body: Readonly<Record<string, string>>): Promise<Serv
 }
 
 async function main(): Promise<void> {
-  const bed = await startBed({ log: (l) => console.log(l) });
+  const bed = await startBed({ controlPlane: true, log: (l) => console.log(l) });
   let operator: ManagedProcess | undefined;
   const health = [await serveHealth({ db: 'ok', redis: 'ok' }), await serveHealth({ db: 'ok', redis: 'timeout' })];
   const [up, down] = health.map((server) => (server.address() as AddressInfo).port);
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
     const examples = join(REPO_ROOT, 'deploy', 'examples');
     const registries = (await readFile(join(examples, 'registries.yaml'), 'utf8'))
       .replaceAll('${ETCD_ENDPOINTS}', bed.registryEtcd.clientUrl)
+      .replaceAll('${CONSUL_HTTP_ADDR}', bed.consulAddr)
       .replaceAll('${ZOOKEEPER_CONNECT}', bed.zookeeper.connectString);
     const rendered = join(bed.dir, 'registries.yaml');
     await writeFile(rendered, registries);
@@ -69,36 +72,20 @@ async function main(): Promise<void> {
         .replaceAll('${INVENTORY_PORT_UP}', String(up))
         .replaceAll('${INVENTORY_PORT_DOWN}', String(down)),
     );
+    // The node the Deployment's pods run on: kwok plays its kubelet (it manages Nodes with this annotation).
+    const kc = new KubeConfig();
+    kc.loadFromFile(bed.kubeconfig);
+    await kc.makeApiClient(CoreV1Api).createNode({
+      body: { metadata: { name: 'demo-node', annotations: { 'kwok.x-k8s.io/node': 'fake' }, labels: { type: 'kwok' } } },
+    });
     for (const f of [
       join(examples, 'namespaces.yaml'),
       rendered,
       join(examples, 'serviceinstances.yaml'),
       healthChecked,
-      join(examples, 'pods.yaml'),
+      join(examples, 'deployment.yaml'),
     ])
       console.log((await k(['apply', '-f', f])).trim());
-
-    // No kubelet on the bed: report the sample pods Ready with pod IPs, as a kubelet would.
-    const kc = new KubeConfig();
-    kc.loadFromFile(bed.kubeconfig);
-    const core = kc.makeApiClient(CoreV1Api);
-    for (const [i, name] of ['user-0', 'user-1'].entries()) {
-      await core.patchNamespacedPodStatus(
-        {
-          name,
-          namespace: 'prod',
-          body: {
-            status: {
-              phase: 'Running',
-              podIP: `10.244.0.${10 + i}`,
-              podIPs: [{ ip: `10.244.0.${10 + i}` }],
-              conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: new Date() }],
-            },
-          },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
-    }
 
     const metricsPort = await freePort();
     const healthPort = await freePort();
@@ -119,14 +106,14 @@ async function main(): Promise<void> {
     const etcd = new Etcd3({ hosts: bed.registryEtcd.clientUrl });
     try {
       let entries: Record<string, string> = {};
-      for (let i = 0; i < 300; i++) {
+      for (let i = 0; i < 600; i++) {
         // The reserved _kube-registrar prefix holds lease bookkeeping, not endpoints.
         entries = Object.fromEntries(
           Object.entries(await etcd.getAll().prefix('/services/').strings()).filter(
             ([key]) => !key.startsWith('/services/_kube-registrar/'),
           ),
         );
-        // Two pods, two static endpoints and the healthy inventory endpoint.
+        // Two pods (once kwok made them Ready), two static endpoints and the healthy inventory endpoint.
         if (Object.keys(entries).length >= 5) break;
         if (!operator.running) throw new Error(`operator exited:\n${await operator.logTail()}`);
         await sleep(100);
@@ -136,6 +123,9 @@ async function main(): Promise<void> {
     } finally {
       etcd.close();
     }
+    const consulInstances = await readConsulService(bed.consulAddr, 'prod-user-service', 2, () => operator?.running === true);
+    console.log('\ninstances in Consul (passing), service prod-user-service:');
+    for (const instance of consulInstances) console.log(`  ${instance}`);
     const zookeeperNodes = await readZooKeeperServices(
       bed.zookeeper.connectString,
       '/services/prod',
@@ -153,8 +143,21 @@ async function main(): Promise<void> {
     console.log('\nstatus:');
     console.log(await k(['get', 'serviceinstances', '-A']));
     console.log(`health of dev/inventory (127.0.0.1:${down} reports redis down, so it is not registered):\n  ${inventoryHealth}\n`);
+    const kubectlCmd = `${bed.toolchain.kubectl} --kubeconfig=${bed.kubeconfig}`;
     console.log(
-      `see them yourself:\n  ${bed.toolchain.etcdctl} --endpoints=${bed.registryEtcd.clientUrl} get --prefix /services/\n  ${bed.toolchain.kubectl} --kubeconfig=${bed.kubeconfig} get si -A\n`,
+      [
+        'see them yourself:',
+        `  ${bed.toolchain.etcdctl} --endpoints=${bed.registryEtcd.clientUrl} get --prefix /services/`,
+        `  curl -s '${bed.consulAddr}/v1/health/service/prod-user-service?passing'`,
+        `  ${kubectlCmd} get si -A`,
+        '',
+        'change the Deployment and watch the registries follow (in another terminal):',
+        `  ${bed.toolchain.etcdctl} --endpoints=${bed.registryEtcd.clientUrl} watch --prefix /services/prod/user-service/`,
+        `  ${kubectlCmd} -n prod scale deployment user --replicas=4       # two more entries once their pods are Ready`,
+        `  ${kubectlCmd} -n prod rollout restart deployment user          # one new pod in, one old out, never fewer than 2`,
+        `  ${kubectlCmd} -n prod get pods -o wide -w`,
+        '',
+      ].join('\n'),
     );
     if (once) {
       await stop();
@@ -166,6 +169,22 @@ async function main(): Promise<void> {
     await stop();
     throw err;
   }
+}
+
+/**
+ * `address:port` of the passing instances of `service` in Consul's health API, once there are at
+ * least `count` (waits up to 60 s while `alive()`).
+ */
+async function readConsulService(consul: string, service: string, count: number, alive: () => boolean): Promise<string[]> {
+  let instances: string[] = [];
+  for (let i = 0; i < 600 && alive(); i++) {
+    const response = await fetch(`${consul}/v1/health/service/${service}?passing=true`);
+    const entries = (await response.json()) as { Service: { Address: string; Port: number } }[];
+    instances = entries.map((e) => `${e.Service.Address}:${e.Service.Port}`).sort();
+    if (instances.length >= count) return instances;
+    await sleep(100);
+  }
+  throw new Error(`${instances.length} passing instance(s) of ${service} in Consul, expected ${count}`);
 }
 
 /**

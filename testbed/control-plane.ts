@@ -15,6 +15,9 @@ import type { Pki } from './pki.ts';
 import { freePort, ManagedProcess } from './processes.ts';
 import type { Toolchain } from './provision.ts';
 
+/** Where kwok takes pod IPs from. */
+export const POD_CIDR = '10.244.0.0/16';
+
 /** How long the node lifecycle controller waits for a node's heartbeat before it is NotReady. */
 export const NODE_MONITOR_GRACE_SECONDS = 20;
 
@@ -129,6 +132,8 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
         // Renewed every quarter of it, well within the controller manager's grace period.
         '--node-lease-duration-seconds=10',
         '--node-ip=127.0.0.1',
+        // Pod IPs from a range of their own (kwok's default overlaps the apiserver's service range).
+        `--cidr=${POD_CIDR}`,
         '--server-address=127.0.0.1:' + String(kwokPort),
         `--config=${o.toolchain.kwokStages}`,
       ],

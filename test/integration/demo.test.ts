@@ -1,7 +1,8 @@
 /**
- * The README's first command stays true: the demo starts its own bed, installs the samples, runs
- * the operator and shows the sample entries in etcd, the health-checked one included, and the
- * sample in ZooKeeper.
+ * The README's first command stays true: the demo starts its own bed with its control plane,
+ * installs the samples (user-service a Deployment run by kwok), runs the operator and shows the
+ * sample entries in etcd and Consul, the health-checked one included, the sample in ZooKeeper, and
+ * how to scale and restart the Deployment.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -12,17 +13,24 @@ import { REPO_ROOT } from '../../testbed/provision.ts';
 
 const execFileAsync = promisify(execFile);
 
-test('the demo registers the sample pods of prod and the static endpoints of dev in etcd, the failing health-checked one left out, and orders in ZooKeeper', async () => {
+test('the demo registers the Deployment’s pods in etcd and Consul and the static endpoints of dev in etcd, the failing health-checked one left out, and orders in ZooKeeper', async () => {
   const { stdout } = await execFileAsync(process.execPath, [join(REPO_ROOT, 'scripts', 'demo.ts'), '--once'], {
-    timeout: 240_000,
+    timeout: 300_000,
     maxBuffer: 16 * 1024 * 1024,
   });
-  for (const key of [
-    '/services/prod/user-service/10.244.0.10:8080',
-    '/services/prod/user-service/10.244.0.11:8080',
-    '/services/dev/billing/10.0.0.12:8080',
-    '/services/dev/billing/10.0.0.13:8080',
-  ]) {
+  // The Deployment's two pods, with the IPs kwok gave them (from 10.244.0.0/16).
+  const pods = [...stdout.matchAll(/\/services\/prod\/user-service\/(10\.244\.\d+\.\d+):8080 = \{/g)].map((m) => m[1]);
+  assert.equal(new Set(pods).size, 2, `the demo shows two user-service entries in etcd:\n${stdout}`);
+  const consul = /instances in Consul \(passing\), service prod-user-service:\n((?:\s+\S+\n)+)/.exec(stdout);
+  assert.ok(consul, `the demo shows the Consul instances:\n${stdout}`);
+  assert.deepEqual(
+    (consul[1] ?? '').trim().split(/\s+/).sort(),
+    pods.map((ip) => `${ip ?? ''}:8080`).sort(),
+    'Consul holds the same two pods',
+  );
+  assert.match(stdout, /scale deployment user --replicas=4/, 'the demo says how to scale the Deployment');
+  assert.match(stdout, /rollout restart deployment user/, 'the demo says how to restart it');
+  for (const key of ['/services/dev/billing/10.0.0.12:8080', '/services/dev/billing/10.0.0.13:8080']) {
     assert.ok(stdout.includes(`${key} = {`), `the demo shows ${key}:\n${stdout}`);
   }
   assert.match(stdout, /prod\s+user-service\s+user-service\s+2\/2\s+2/, 'kubectl shows READY 2/2 and REGISTERED 2');
