@@ -180,6 +180,7 @@ describe('sessions', () => {
       const written = `NODE_DATA_CHANGED ${entries[0]}`;
       await waitFor('the watch to see the write', async () => (watcher.events.includes(written) ? true : undefined), 60_000);
       assert.deepEqual(watcher.events, [`NODE_DATA_CHANGED ${entries[0]}`], 'the watch saw the write and no delete');
+      await watcher.rearmed();
       await b.close();
       await waitFor(
         'the watch to see both deletes',

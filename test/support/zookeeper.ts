@@ -21,6 +21,8 @@ import { waitFor } from './faults.ts';
 export class NodeWatcher {
   readonly events: string[] = [];
   readonly #client: zookeeper.Client;
+  /** Watches set again after an event and not yet confirmed by the server. */
+  readonly #rearming = new Set<Promise<void>>();
 
   private constructor(client: zookeeper.Client) {
     this.#client = client;
@@ -42,11 +44,21 @@ export class NodeWatcher {
         path,
         (event) => {
           this.events.push(`${event.getName()} ${event.getPath()}`);
-          void this.watch(path).catch(() => {});
+          const rearm = this.watch(path).catch(() => {});
+          this.#rearming.add(rearm);
+          void rearm.finally(() => this.#rearming.delete(rearm));
         },
         (error) => (error ? reject(new Error(`cannot watch ${path}: ${String(error)}`)) : resolve()),
       ),
     );
+  }
+
+  /**
+   * Resolves once every watch set again after an event is in place on the server. ZooKeeper watches
+   * fire once: a change made before the new watch is set would go unseen.
+   */
+  async rearmed(): Promise<void> {
+    while (this.#rearming.size > 0) await Promise.all(this.#rearming);
   }
 
   deletes(path: string): number {
