@@ -8,10 +8,18 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
-import { AppsV1Api, CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
 
 import { startBed, type Bed } from '../../testbed/bed.ts';
 import { createNamespace, eventually } from '../support/kube.ts';
+import {
+  createDeployment,
+  createReadyKwokNodes,
+  makeNodeNotReady,
+  nodeReady,
+  notReadyTolerations,
+  scaleDeployment,
+} from '../support/rollout.ts';
 
 let bed: Bed;
 let kc: KubeConfig;
@@ -20,59 +28,12 @@ let apps: AppsV1Api;
 const sfx = randomUUID().slice(0, 8);
 const ns = `cp-${sfx}`;
 
-/** Creates a Node that kwok manages (its annotation), with `labels`. */
-async function createKwokNode(name: string, labels: Record<string, string> = {}): Promise<void> {
-  await core.createNode({
-    body: {
-      metadata: {
-        name,
-        annotations: { 'kwok.x-k8s.io/node': 'fake' },
-        labels: { type: 'kwok', 'kubernetes.io/hostname': name, ...labels },
-      },
-    },
-  });
-}
-
-async function nodeReady(name: string): Promise<string | undefined> {
-  const node = await core.readNode({ name });
-  return node.status?.conditions?.find((c) => c.type === 'Ready')?.status;
-}
-
-function isReady(pod: V1Pod): boolean {
-  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
-}
-
 async function podsOf(app: string): Promise<V1Pod[]> {
   return (await core.listNamespacedPod({ namespace: ns, labelSelector: `app=${app}` })).items;
 }
 
-/** A Deployment of `replicas` pods labelled app=`name`; `extra` is merged into the pod spec. */
-async function createDeployment(name: string, replicas: number, extra: Record<string, unknown> = {}): Promise<void> {
-  await apps.createNamespacedDeployment({
-    namespace: ns,
-    body: {
-      metadata: { name },
-      spec: {
-        replicas,
-        selector: { matchLabels: { app: name } },
-        template: {
-          metadata: { labels: { app: name } },
-          spec: {
-            containers: [{ name: 'app', image: 'registry.invalid/app:1', ports: [{ name: 'http', containerPort: 8080 }] }],
-            terminationGracePeriodSeconds: 5,
-            ...extra,
-          },
-        },
-      },
-    },
-  });
-}
-
-async function scale(name: string, replicas: number): Promise<void> {
-  await apps.patchNamespacedDeployment(
-    { namespace: ns, name, body: { spec: { replicas } } },
-    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-  );
+function isReady(pod: V1Pod): boolean {
+  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
 }
 
 void describe('the bed’s control plane: controllers, scheduler and kwok nodes', () => {
@@ -83,17 +44,14 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
     core = kc.makeApiClient(CoreV1Api);
     apps = kc.makeApiClient(AppsV1Api);
     await createNamespace(kc, ns);
-    await createKwokNode(`kwok-a-${sfx}`, { pool: 'a' });
-    await createKwokNode(`kwok-b-${sfx}`, { pool: 'b' });
-    for (const name of [`kwok-a-${sfx}`, `kwok-b-${sfx}`])
-      await eventually(`node ${name} Ready`, async () => ((await nodeReady(name)) === 'True' ? true : undefined), 60_000);
+    await createReadyKwokNodes(core, [`kwok-a-${sfx}`, `kwok-b-${sfx}`], (name) => ({ pool: name.startsWith('kwok-a-') ? 'a' : 'b' }));
   });
   after(async () => {
     await bed?.stop();
   });
 
   void it('a Deployment’s pods are scheduled onto kwok nodes, start and become Ready; scaled down, the extra pods end within their grace period', async () => {
-    await createDeployment('web', 4);
+    await createDeployment(apps, ns, 'web', { replicas: 4, terminationGracePeriodSeconds: 5 });
     const ready = await eventually(
       'four Ready pods of the Deployment',
       async () => {
@@ -108,7 +66,7 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
       assert.equal(pod.status?.phase, 'Running');
     }
 
-    await scale('web', 1);
+    await scaleDeployment(apps, ns, 'web', 1);
     // The ReplicaSet controller deletes three pods gracefully: they show as terminating first.
     const terminating = await eventually(
       'three pods terminating',
@@ -132,13 +90,11 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
   void it('a node turned NotReady is marked so by the node lifecycle controller, and its pods are evicted', async () => {
     const node = `kwok-b-${sfx}`;
     // Tolerating NotReady for 2 s instead of the default 300 s, so that eviction follows at once.
-    const tolerations = ['node.kubernetes.io/not-ready', 'node.kubernetes.io/unreachable'].map((key) => ({
-      key,
-      operator: 'Exists',
-      effect: 'NoExecute',
-      tolerationSeconds: 2,
-    }));
-    await createDeployment('pinned', 2, { nodeSelector: { pool: 'b' }, tolerations });
+    await createDeployment(apps, ns, 'pinned', {
+      replicas: 2,
+      terminationGracePeriodSeconds: 5,
+      podSpec: { nodeSelector: { pool: 'b' }, tolerations: notReadyTolerations(2) },
+    });
     const before = await eventually(
       'two Ready pods on node b',
       async () => {
@@ -149,11 +105,8 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
     );
     assert.ok(before.every((p) => p.spec?.nodeName === node));
 
-    await core.patchNode(
-      { name: node, body: { metadata: { labels: { 'node-not-ready.stage.kwok.x-k8s.io': 'true' } } } },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-    );
-    await eventually(`node ${node} NotReady`, async () => ((await nodeReady(node)) === 'False' ? true : undefined), 60_000);
+    await makeNodeNotReady(core, node);
+    await eventually(`node ${node} NotReady`, async () => ((await nodeReady(core, node)) === 'False' ? true : undefined), 60_000);
     await eventually(
       'the NoExecute taint of a NotReady node',
       async () =>
