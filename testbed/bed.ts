@@ -15,12 +15,11 @@
  * NotReady and eviction then happen as in a cluster (testbed/control-plane.ts).
  */
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:https';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createPki, type Pki } from './pki.ts';
-import { freePort, freePorts, httpOk, ManagedProcess } from './processes.ts';
+import { freePort, freePorts, httpOk, httpsGet, ManagedProcess, mkdirp } from './processes.ts';
 import { startControlPlane } from './control-plane.ts';
 import { provision, type Toolchain } from './provision.ts';
 import { ZooKeeperServer } from './zookeeper.ts';
@@ -199,20 +198,6 @@ export interface Bed {
   stop(): Promise<void>;
 }
 
-function apiserverGet(url: string, certs: { ca: Buffer; cert: Buffer; key: Buffer }): Promise<{ status: number; body: string }> {
-  return new Promise((resolveGet, reject) => {
-    const req = request(url, { ca: certs.ca, cert: certs.cert, key: certs.key, timeout: 3000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolveGet({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`timeout GET ${url}`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
 function kubeconfigYaml(server: string, pki: Pki): string {
   return [
     'apiVersion: v1',
@@ -318,7 +303,7 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     const apiserverHandle = { stop: () => apiserver.stop(10_000) };
     started.push(apiserverHandle);
     const waitApiserver = (): Promise<void> =>
-      apiserver.waitUntil('ready', async () => (await apiserverGet(`${apiserverUrl}/readyz`, certs)).status === 200, 120_000);
+      apiserver.waitUntil('ready', async () => (await httpsGet(`${apiserverUrl}/readyz`, certs)).status === 200, 120_000);
     await waitApiserver();
 
     const kubeconfig = join(dir, 'kubeconfig');
@@ -351,7 +336,7 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     );
 
     const kubeVersion =
-      (JSON.parse((await apiserverGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
+      (JSON.parse((await httpsGet(`${apiserverUrl}/version`, certs)).body) as { gitVersion?: string }).gitVersion ?? 'unknown';
     const consulSelf = (await (await fetch(`${consulAddr}/v1/agent/self`, { headers: consulHeaders })).json()) as {
       Config?: { Version?: string };
     };
@@ -408,9 +393,4 @@ export async function startBed(options: BedOptions = {}): Promise<Bed> {
     await stopAll();
     throw err;
   }
-}
-
-async function mkdirp(path: string): Promise<string> {
-  await mkdir(path, { recursive: true });
-  return path;
 }

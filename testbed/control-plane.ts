@@ -8,11 +8,9 @@
  * Every component talks to the apiserver with the bed's admin kubeconfig and serves its health
  * endpoints on a free loopback port; none takes part in leader election (there is one of each).
  */
-import { mkdir } from 'node:fs/promises';
-import { request } from 'node:https';
 import { join } from 'node:path';
 import type { Pki } from './pki.ts';
-import { freePort, ManagedProcess } from './processes.ts';
+import { freePort, httpsGet, ManagedProcess, mkdirp } from './processes.ts';
 import type { Toolchain } from './provision.ts';
 
 /** Where kwok takes pod IPs from. */
@@ -20,24 +18,6 @@ export const POD_CIDR = '10.244.0.0/16';
 
 /** How long the node lifecycle controller waits for a node's heartbeat before it is NotReady. */
 export const NODE_MONITOR_GRACE_SECONDS = 20;
-
-/** GET over TLS to a component's own serving certificate (self-signed, so not verified); the HTTP status. */
-function healthStatus(url: string): Promise<number> {
-  return new Promise((resolveGet, reject) => {
-    const req = request(url, { rejectUnauthorized: false, timeout: 3000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolveGet(res.statusCode ?? 0));
-    });
-    req.on('timeout', () => req.destroy(new Error(`timeout GET ${url}`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-async function mkdirp(path: string): Promise<string> {
-  await mkdir(path, { recursive: true });
-  return path;
-}
 
 /** What {@link startControlPlane} needs from the bed. */
 export interface ControlPlaneOptions {
@@ -79,47 +59,38 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
       `--authorization-kubeconfig=${o.kubeconfig}`,
     ];
 
+    /** kube-controller-manager or kube-scheduler: delegated auth, serving health on `port`. */
+    const component = (name: string, binary: string, port: number, args: readonly string[]): ManagedProcess => {
+      const proc = new ManagedProcess(
+        name,
+        binary,
+        [
+          ...delegated,
+          '--leader-elect=false',
+          '--bind-address=127.0.0.1',
+          `--secure-port=${port}`,
+          `--cert-dir=${join(o.dir, name)}`,
+          '--profiling=false',
+          '--v=1',
+          ...args,
+        ],
+        join(o.logs, `${name}.log`),
+        clientEnv,
+      );
+      started.push(proc);
+      return proc;
+    };
     const kcmPort = await freePort();
-    const controllerManager = new ManagedProcess(
-      'kube-controller-manager',
-      o.toolchain.kubeControllerManager,
-      [
-        ...delegated,
-        '--leader-elect=false',
-        '--bind-address=127.0.0.1',
-        `--secure-port=${kcmPort}`,
-        `--cert-dir=${join(o.dir, 'kube-controller-manager')}`,
-        `--root-ca-file=${o.pki.caCert}`,
-        `--service-account-private-key-file=${o.pki.serviceAccountKey}`,
-        '--use-service-account-credentials=false',
-        '--controllers=*',
-        `--node-monitor-grace-period=${NODE_MONITOR_GRACE_SECONDS}s`,
-        '--node-monitor-period=2s',
-        '--profiling=false',
-        '--v=1',
-      ],
-      join(o.logs, 'kube-controller-manager.log'),
-      clientEnv,
-    );
-    started.push(controllerManager);
-
+    const controllerManager = component('kube-controller-manager', o.toolchain.kubeControllerManager, kcmPort, [
+      `--root-ca-file=${o.pki.caCert}`,
+      `--service-account-private-key-file=${o.pki.serviceAccountKey}`,
+      '--use-service-account-credentials=false',
+      '--controllers=*',
+      `--node-monitor-grace-period=${NODE_MONITOR_GRACE_SECONDS}s`,
+      '--node-monitor-period=2s',
+    ]);
     const schedulerPort = await freePort();
-    const scheduler = new ManagedProcess(
-      'kube-scheduler',
-      o.toolchain.kubeScheduler,
-      [
-        ...delegated,
-        '--leader-elect=false',
-        '--bind-address=127.0.0.1',
-        `--secure-port=${schedulerPort}`,
-        `--cert-dir=${join(o.dir, 'kube-scheduler')}`,
-        '--profiling=false',
-        '--v=1',
-      ],
-      join(o.logs, 'kube-scheduler.log'),
-      clientEnv,
-    );
-    started.push(scheduler);
+    const scheduler = component('kube-scheduler', o.toolchain.kubeScheduler, schedulerPort, []);
 
     const kwokPort = await freePort();
     const kwok = new ManagedProcess(
@@ -143,9 +114,19 @@ export async function startControlPlane(o: ControlPlaneOptions): Promise<Control
     );
     started.push(kwok);
 
+    // Their serving certificates are self-signed.
+    const unverified = { rejectUnauthorized: false };
     await Promise.all([
-      controllerManager.waitUntil('healthy', async () => (await healthStatus(`https://127.0.0.1:${kcmPort}/healthz`)) === 200, 120_000),
-      scheduler.waitUntil('healthy', async () => (await healthStatus(`https://127.0.0.1:${schedulerPort}/healthz`)) === 200, 120_000),
+      controllerManager.waitUntil(
+        'healthy',
+        async () => (await httpsGet(`https://127.0.0.1:${kcmPort}/healthz`, unverified)).status === 200,
+        120_000,
+      ),
+      scheduler.waitUntil(
+        'healthy',
+        async () => (await httpsGet(`https://127.0.0.1:${schedulerPort}/healthz`, unverified)).status === 200,
+        120_000,
+      ),
       kwok.waitUntil(
         'healthy',
         async () => (await fetch(`http://127.0.0.1:${kwokPort}/healthz`, { signal: AbortSignal.timeout(2000) })).ok,

@@ -4,7 +4,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { request, type RequestOptions } from 'node:https';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -145,4 +146,31 @@ export async function httpOk(url: string, init?: RequestInit & { bodyIncludes?: 
   const res = await fetch(url, { ...init, signal: AbortSignal.timeout(2000) });
   const body = await res.text();
   return res.ok && (init?.bodyIncludes === undefined || body.includes(init.bodyIncludes));
+}
+
+/**
+ * GET over TLS with the given client options (a CA and client certificate, or
+ * `rejectUnauthorized: false` for a component's self-signed serving certificate); 3-s deadline.
+ */
+export function httpsGet(
+  url: string,
+  tls: Pick<RequestOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized'>,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolveGet, reject) => {
+    const req = request(url, { ...tls, timeout: 3000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolveGet({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout GET ${url}`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Creates a directory and its parents; resolves its path. */
+export async function mkdirp(path: string): Promise<string> {
+  await mkdir(path, { recursive: true });
+  return path;
 }
