@@ -23,6 +23,7 @@ import { consulColdSync } from './scenarios/consul-cold-sync.ts';
 import { healthChecks } from './scenarios/health-checks.ts';
 import { propagation } from './scenarios/propagation.ts';
 import { recovery } from './scenarios/recovery.ts';
+import { rollout } from './scenarios/rollout.ts';
 import { steadyState } from './scenarios/steady-state.ts';
 import { zookeeperScenario } from './scenarios/zookeeper.ts';
 
@@ -39,6 +40,7 @@ const RUNNERS: Readonly<Record<ScenarioId, (ctx: ScenarioContext) => Promise<Sce
   zookeeper: zookeeperScenario,
   recovery,
   'consul-capacity': consulCapacity,
+  rollout,
 };
 
 async function main(): Promise<number> {

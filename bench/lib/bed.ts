@@ -15,10 +15,13 @@ export interface BenchBed {
   readonly etcd: Etcd3;
 }
 
-/** Starts a bed, installs the CRDs, runs `work`, and stops everything whatever happens. */
-export async function withBed<T>(log: (line: string) => void, work: (b: BenchBed) => Promise<T>): Promise<T> {
+/**
+ * Starts a bed (with kube-controller-manager, the scheduler and kwok when `controlPlane`),
+ * installs the CRDs, runs `work`, and stops everything whatever happens.
+ */
+export async function withBed<T>(log: (line: string) => void, work: (b: BenchBed) => Promise<T>, controlPlane = false): Promise<T> {
   const started = performance.now();
-  const bed = await startBed({ log });
+  const bed = await startBed({ log, controlPlane });
   let etcd: Etcd3 | undefined;
   try {
     const kube = new BenchKube(bed.kubeconfig);

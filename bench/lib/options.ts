@@ -18,6 +18,7 @@ export const SCENARIOS = [
   'zookeeper',
   'recovery',
   'consul-capacity',
+  'rollout',
 ] as const;
 /** One scenario id. */
 export type ScenarioId = (typeof SCENARIOS)[number];
@@ -98,6 +99,8 @@ export const USAGE = `usage: npm run bench -- [--scale=full|small] [--repeats=N]
                    the restart timed until every entry is back (10,000 ServiceInstances, 300 at small)
   consul-capacity  one Consul agent filled to 1,000 / 2,000 / 3,000 / 4,000 / 5,000 / 10,000 instances (200 / 500 / 1,000 at
                    small), 500 updates at 50/s timed at each: the largest count with registration p99 < 1 s
+  rollout          a bed with the control plane and kwok; rollout restart of a Deployment of 100 replicas (20 at small),
+                   timed from pod changes to their etcd entries, and every registry write counted
   --no-markdown    leave BENCHMARKS.md alone (results still go to bench/results/)`;
 
 /** Parses argv (without node and script). Throws with the usage text on a bad flag. */
