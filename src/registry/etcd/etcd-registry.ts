@@ -26,7 +26,7 @@ import { EtcdKeyLayout } from './keys.ts';
 import { EtcdLeases } from './leases.ts';
 import { NamespaceStates } from './namespace-state.ts';
 import { readFromView, readOwnedByCluster, readRecords } from './reads.ts';
-import { EtcdWrites } from './writes.ts';
+import { entriesPerTxn, EtcdWrites } from './writes.ts';
 
 export { EtcdEntryChangedError, EtcdRegistryError } from './errors.ts';
 
@@ -95,10 +95,7 @@ export class EtcdRegistry implements Registry {
   #closed = false;
   /** Concurrent applyChanges calls are merged per namespace (writes.ts), scope reads served from namespace views. */
   readonly batchesWrites = true;
-  /**
-   * Entries per transaction: every entry is guarded by its key's revision, beside the one guard of
-   * the lease, and each takes one put (json) or two (with the owner index) of `maxTxnOps`.
-   */
+  /** Entries per transaction: one put each (json) or two (with the owner index), see entriesPerTxn. */
   readonly writeBatch: number;
 
   /** Validates the options and creates the client; connections open lazily on the first call. */
@@ -124,7 +121,7 @@ export class EtcdRegistry implements Registry {
       ...options.credentials,
       ...(options.fence ? { fence: options.fence } : {}),
     });
-    this.writeBatch = usesOwnerIndex(format) ? Math.floor(maxOps / 2) : maxOps - 1;
+    this.writeBatch = entriesPerTxn(maxOps, usesOwnerIndex(format) ? 2 : 1);
     this.#ctx = {
       client: options.clientMiddleware ? options.clientMiddleware(client) : client,
       keys,

@@ -44,11 +44,20 @@ export interface EntryWrites {
 }
 
 /**
+ * How many entries of `writesPerEntry` writes each fill one transaction of `room` operations, as
+ * {@link packBatches} packs them: the writes take one operation each, and the guards (one per
+ * entry plus the lease guard) must fit too.
+ */
+export function entriesPerTxn(room: number, writesPerEntry: number): number {
+  return Math.min(Math.floor(room / writesPerEntry), room - 1);
+}
+
+/**
  * Packs per-entry writes into transactions without splitting an entry or repeating a key, and
  * keeps each under {@link MAX_TXN_BYTES} so that etcd's request size limit is never what fails.
  * `room` bounds both the operations and the guards (one per entry plus the lease guard).
  */
-function packBatches(groups: readonly EntryWrites[], room: number): EntryWrites[][] {
+export function packBatches(groups: readonly EntryWrites[], room: number): EntryWrites[][] {
   const batches: EntryWrites[][] = [];
   let current: EntryWrites[] = [];
   let ops = 0;
