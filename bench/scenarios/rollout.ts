@@ -150,7 +150,7 @@ export async function rollout(ctx: ScenarioContext): Promise<ScenarioResult> {
     );
   return {
     id: 'rollout',
-    title: '12. Rollout of a Deployment under real controllers (etcd)',
+    title: '13. Rollout of a Deployment under real controllers (etcd)',
     setup: [
       `Bed with kube-controller-manager, kube-scheduler and kwok (four simulated nodes); one etcd Registry (json); the operator as the image runs it, defaults otherwise.`,
       `Per run: \`rollout restart\` of a Deployment of ${replicas} behind one ServiceInstance, timed by a pod watch and an etcd watch in the harness until every new pod's entry is visible and every old one's gone.`,

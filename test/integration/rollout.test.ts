@@ -51,7 +51,7 @@ const PROPAGATION_BOUND_MS = 5_000;
 /** The operators' leader-election lease, in seconds. */
 const LEASE_DURATION = 4;
 /** A removal seen this much before the pod watch saw the pod leave is one the operator made early. */
-const WATCH_SKEW_MS = 1_000;
+const WATCH_SKEW_MS = 2_000;
 
 let bed: Bed;
 let kc: KubeConfig;
