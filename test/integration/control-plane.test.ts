@@ -8,17 +8,19 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
-import { AppsV1Api, CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import type { AppsV1Api, CoreV1Api, KubeConfig, V1Pod } from '@kubernetes/client-node';
 
-import { startBed, type Bed } from '../../testbed/bed.ts';
+import type { Bed } from '../../testbed/bed.ts';
 import { createNamespace, eventually } from '../support/kube.ts';
 import {
   createDeployment,
   createReadyKwokNodes,
+  isPodReady,
   makeNodeNotReady,
   nodeReady,
   notReadyTolerations,
   scaleDeployment,
+  startControlPlaneBed,
 } from '../support/rollout.ts';
 
 let bed: Bed;
@@ -32,17 +34,9 @@ async function podsOf(app: string): Promise<V1Pod[]> {
   return (await core.listNamespacedPod({ namespace: ns, labelSelector: `app=${app}` })).items;
 }
 
-function isReady(pod: V1Pod): boolean {
-  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
-}
-
 void describe('the bed’s control plane: controllers, scheduler and kwok nodes', () => {
   before(async () => {
-    bed = await startBed({ controlPlane: true, log: () => undefined });
-    kc = new KubeConfig();
-    kc.loadFromFile(bed.kubeconfig);
-    core = kc.makeApiClient(CoreV1Api);
-    apps = kc.makeApiClient(AppsV1Api);
+    ({ bed, kc, core, apps } = await startControlPlaneBed());
     await createNamespace(kc, ns);
     await createReadyKwokNodes(core, [`kwok-a-${sfx}`, `kwok-b-${sfx}`], (name) => ({ pool: name.startsWith('kwok-a-') ? 'a' : 'b' }));
   });
@@ -55,7 +49,7 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
     const ready = await eventually(
       'four Ready pods of the Deployment',
       async () => {
-        const pods = (await podsOf('web')).filter(isReady);
+        const pods = (await podsOf('web')).filter(isPodReady);
         return pods.length === 4 ? pods : undefined;
       },
       90_000,
@@ -80,7 +74,7 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
     // kwok ends them within the grace period; the one that stays was never touched.
     await eventually('one pod left', async () => ((await podsOf('web')).length === 1 ? true : undefined), 30_000);
     const [left] = await podsOf('web');
-    assert.ok(left && isReady(left) && !left.metadata?.deletionTimestamp, 'the remaining pod is Ready and not terminating');
+    assert.ok(left && isPodReady(left), 'the remaining pod is Ready and not terminating');
     assert.ok(
       ready.some((p) => p.metadata?.uid === left.metadata?.uid),
       'the pod that stays is one of the four that were Ready',
@@ -98,7 +92,7 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
     const before = await eventually(
       'two Ready pods on node b',
       async () => {
-        const pods = (await podsOf('pinned')).filter(isReady);
+        const pods = (await podsOf('pinned')).filter(isPodReady);
         return pods.length === 2 ? pods : undefined;
       },
       90_000,
@@ -127,7 +121,7 @@ void describe('the bed’s control plane: controllers, scheduler and kwok nodes'
     const replacements = await podsOf('pinned');
     assert.equal(replacements.length, 2, 'the ReplicaSet made two replacements');
     assert.ok(
-      replacements.every((p) => !isReady(p)),
+      replacements.every((p) => !isPodReady(p)),
       'no replacement is Ready on a NotReady node',
     );
   });

@@ -14,18 +14,9 @@ import { Etcd3 } from 'etcd3';
 import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { kubeconfigVia, TcpProxy } from '../support/faults.ts';
 import { createNamespace, createRegistry, createServiceInstance, eventually, installCrds, patchServiceInstance } from '../support/kube.ts';
-import { startOperator, type OperatorProcess } from '../support/operator.ts';
+import { isLeader, leaderAndStandby, startOperator, type OperatorProcess } from '../support/operator.ts';
 
 const LEASE_DURATION = 4;
-
-async function isLeader(op: OperatorProcess): Promise<boolean> {
-  try {
-    const text = await (await fetch(op.metricsUrl, { signal: AbortSignal.timeout(1000) })).text();
-    return /^kube_registrar_leader 1$/m.test(text);
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Registry change batches the operator applied successfully (a refused or failed one wrote
@@ -90,13 +81,7 @@ test('killing the leader hands over to the standby within the lease duration, an
     await eventually('entries written by the leader', async () =>
       Object.keys(await etcd.getAll().prefix(dir).strings()).length === 2 ? true : undefined,
     );
-    const leaders = await eventually('exactly one leader', async () => {
-      const flags = await Promise.all(operators.map(isLeader));
-      return flags.filter(Boolean).length === 1 ? flags : undefined;
-    });
-    const leader = operators[leaders.indexOf(true)];
-    const standby = operators[leaders.indexOf(false)];
-    assert.ok(leader && standby);
+    const { leader, standby } = await leaderAndStandby(operators);
     // The standby has warm caches and answers ready too.
     assert.equal((await fetch(`${standby.healthUrl}/readyz`)).status, 200);
 

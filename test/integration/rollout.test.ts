@@ -15,12 +15,12 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
-import { AppsV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import type { AppsV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { Etcd3 } from 'etcd3';
 
-import { startBed, type Bed } from '../../testbed/bed.ts';
+import type { Bed } from '../../testbed/bed.ts';
 import { createNamespace, createRegistry, createServiceInstance, eventually, installCrds } from '../support/kube.ts';
-import { metricValue, startOperator, type OperatorProcess } from '../support/operator.ts';
+import { isLeader, leaderAndStandby, startOperator, type OperatorProcess } from '../support/operator.ts';
 import {
   ConsulRegistryWatch,
   createDeployment,
@@ -32,6 +32,8 @@ import {
   PodWatch,
   restartDeployment,
   scaleDeployment,
+  startControlPlaneBed,
+  stoppedServingAt,
   type PodLife,
   type RegistryWatch,
 } from '../support/rollout.ts';
@@ -68,10 +70,6 @@ const leaderFlags = [
   '--retry-period=1',
 ];
 
-async function isLeader(op: OperatorProcess): Promise<boolean> {
-  return ((await metricValue(op, 'kube_registrar_leader').catch(() => undefined)) ?? 0) === 1;
-}
-
 /** The pods and both registries, followed from now on. */
 interface Observation {
   readonly pods: PodWatch;
@@ -90,42 +88,27 @@ async function observe(): Promise<Observation> {
   return { pods, etcd: etcdWatch, consul: consulWatch, registries: [etcdWatch, consulWatch], before: pods.ready() };
 }
 
-async function stop(o: Observation): Promise<void> {
-  o.pods.stop();
-  for (const r of o.registries) await r.stop();
+/** Runs `work` with the pods and both registries followed, and stops following whatever happens. */
+async function observing(work: (o: Observation) => Promise<void>): Promise<void> {
+  const o = await observe();
+  try {
+    await work(o);
+  } finally {
+    o.pods.stop();
+    for (const r of o.registries) await r.stop();
+  }
 }
 
 /**
  * Waits until `replicas` pods exist, all Ready and none terminating, `accept` holds of them, and
  * both registries hold exactly their IPs; resolves those pods.
  */
-async function settled(
-  o: Observation,
-  what: string,
-  replicas: number,
-  accept: (pods: PodLife[]) => boolean = () => true,
-): Promise<PodLife[]> {
-  return eventually(
-    what,
-    async () => {
-      const live = o.pods.live();
-      const ready = o.pods.ready();
-      if (live.length !== replicas || ready.length !== replicas || !accept(ready)) return undefined;
-      const ips = JSON.stringify(ready.map((p) => p.ip).sort());
-      return o.registries.every((r) => JSON.stringify(r.sorted()) === ips) ? ready : undefined;
-    },
-    180_000,
-  );
+async function settled(o: Observation, what: string, replicas: number, accept?: (pods: PodLife[]) => boolean): Promise<PodLife[]> {
+  return eventually(what, async () => o.pods.settled(replicas, o.registries, accept), 180_000);
 }
 
 function registryName(r: RegistryWatch): string {
   return r instanceof EtcdRegistryWatch ? 'etcd' : 'Consul';
-}
-
-/** When a pod stopped serving: marked unready or terminating, whichever the pod watch saw first. */
-function leftAt(p: PodLife): number | undefined {
-  const times = [p.unreadyAt, p.terminatingAt].filter((t): t is number => t !== undefined);
-  return times.length === 0 ? undefined : Math.min(...times);
 }
 
 /**
@@ -137,7 +120,7 @@ function assertRemovedWithin(o: Observation, left: readonly PodLife[], boundMs: 
   const delays: number[] = [];
   for (const r of o.registries) {
     for (const pod of left) {
-      const gone = leftAt(pod);
+      const gone = stoppedServingAt(pod);
       assert.ok(gone !== undefined, `${pod.name} was seen to stop serving`);
       const removal = r.events.find((e) => e.kind === 'remove' && e.ip === pod.ip && e.at >= (pod.readyAt ?? 0));
       if (removal === undefined || removal.at > gone + boundMs) {
@@ -179,11 +162,7 @@ function assertUntouched(o: Observation, stayed: readonly PodLife[]): void {
 
 void describe('rollouts under real controllers, in etcd and Consul', () => {
   before(async () => {
-    bed = await startBed({ controlPlane: true, log: () => undefined });
-    kc = new KubeConfig();
-    kc.loadFromFile(bed.kubeconfig);
-    core = kc.makeApiClient(CoreV1Api);
-    apps = kc.makeApiClient(AppsV1Api);
+    ({ bed, kc, core, apps } = await startControlPlaneBed());
     etcd = new Etcd3({ hosts: bed.registryEtcd.clientUrl });
     await installCrds(kc);
     await createReadyKwokNodes(core, NODES);
@@ -214,8 +193,7 @@ void describe('rollouts under real controllers, in etcd and Consul', () => {
   });
 
   void it('a rolling update with maxUnavailable 0 never leaves fewer than 10 entries, and writes one create and one delete per replaced pod', async () => {
-    const o = await observe();
-    try {
+    await observing(async (o) => {
       await settled(o, '10 Ready pods and their entries', REPLICAS);
       const oldHashes = new Set(o.pods.live().map((p) => p.templateHash));
       const old = o.pods.ready();
@@ -238,14 +216,11 @@ void describe('rollouts under real controllers, in etcd and Consul', () => {
       ).length;
       assert.equal(puts, REPLICAS, 'one put per new pod');
       assert.equal(deletes, REPLICAS - handedOver, 'one delete per replaced pod');
-    } finally {
-      await stop(o);
-    }
+    });
   });
 
   void it('scaled to 3 and back to 10, entries follow and the 3 pods that stay never flap', async () => {
-    const o = await observe();
-    try {
+    await observing(async (o) => {
       const all = await settled(o, '10 Ready pods and their entries', REPLICAS);
       for (const r of o.registries) r.mark();
       await scaleDeployment(apps, ns, 'web', 3);
@@ -261,22 +236,13 @@ void describe('rollouts under real controllers, in etcd and Consul', () => {
       );
       for (const r of o.registries) assertAtLeast(r, 3);
       assertUntouched(o, stayed);
-    } finally {
-      await stop(o);
-    }
+    });
   });
 
   void it('the leader killed in the middle of a rollout: the standby finishes it with the same guarantees, late by at most the takeover', async () => {
-    const o = await observe();
-    try {
+    await observing(async (o) => {
       await settled(o, '10 Ready pods and their entries', REPLICAS);
-      const leaders = await eventually('exactly one leader', async () => {
-        const flags = await Promise.all(operators.map(isLeader));
-        return flags.filter(Boolean).length === 1 ? flags : undefined;
-      });
-      const leader = operators[leaders.indexOf(true)];
-      const standby = operators[leaders.indexOf(false)];
-      assert.ok(leader && standby);
+      const { leader, standby } = await leaderAndStandby(operators);
       const oldHashes = new Set(o.pods.live().map((p) => p.templateHash));
       const old = o.pods.ready();
       for (const r of o.registries) r.mark();
@@ -295,14 +261,11 @@ void describe('rollouts under real controllers, in etcd and Consul', () => {
       assertRemovedWithin(o, old, PROPAGATION_BOUND_MS + (LEASE_DURATION + 5) * 1000);
       // A standby again, for the cases that follow.
       operators.push(await startOperator(leaderFlags, {}, bed.kubeconfig));
-    } finally {
-      await stop(o);
-    }
+    });
   });
 
   void it('a drained node’s pods leave the registries as they are evicted; the others stay untouched', async () => {
-    const o = await observe();
-    try {
+    await observing(async (o) => {
       const all = await settled(o, '10 Ready pods and their entries', REPLICAS);
       const node = NODES[2] ?? '';
       const drained = all.filter((p) => p.node === node);
@@ -315,14 +278,11 @@ void describe('rollouts under real controllers, in etcd and Consul', () => {
         o,
         all.filter((p) => p.node !== node),
       );
-    } finally {
-      await stop(o);
-    }
+    });
   });
 
   void it('a node that turns NotReady: its pods’ entries leave as the pods are marked unready and evicted', async () => {
-    const o = await observe();
-    try {
+    await observing(async (o) => {
       const all = await settled(o, '10 Ready pods and their entries', REPLICAS);
       const node = NODES[1] ?? '';
       const lost = all.filter((p) => p.node === node);
@@ -337,8 +297,6 @@ void describe('rollouts under real controllers, in etcd and Consul', () => {
         o,
         all.filter((p) => p.node === NODES[0]),
       );
-    } finally {
-      await stop(o);
-    }
+    });
   });
 });

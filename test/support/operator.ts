@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { freePort, ManagedProcess } from '../../testbed/processes.ts';
 import { REPO_ROOT } from '../../testbed/provision.ts';
 import { bedEnv } from './env.ts';
+import { eventually } from './kube.ts';
 
 /** A running operator process. */
 export interface OperatorProcess {
@@ -63,4 +64,28 @@ export async function requireMetric(op: OperatorProcess, name: string, labels = 
   const value = await metricValue(op, name, labels);
   if (value === undefined) throw new Error(`${name}{${labels}} is missing from ${op.metricsUrl}`);
   return value;
+}
+
+/** Whether the operator reports itself the leader; false when its metrics do not answer within 1 s. */
+export async function isLeader(op: OperatorProcess): Promise<boolean> {
+  try {
+    const text = await (await fetch(op.metricsUrl, { signal: AbortSignal.timeout(1000) })).text();
+    return /^kube_registrar_leader 1$/m.test(text);
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until exactly one of `operators` leads; resolves it and the one standing by. */
+export async function leaderAndStandby(
+  operators: readonly OperatorProcess[],
+): Promise<{ leader: OperatorProcess; standby: OperatorProcess }> {
+  const flags = await eventually('exactly one leader', async () => {
+    const f = await Promise.all(operators.map(isLeader));
+    return f.filter(Boolean).length === 1 ? f : undefined;
+  });
+  const leader = operators[flags.indexOf(true)];
+  const standby = operators[flags.indexOf(false)];
+  if (!leader || !standby) throw new Error(`expected a leader and a standby among ${operators.length} operators`);
+  return { leader, standby };
 }

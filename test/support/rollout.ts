@@ -4,11 +4,36 @@
  * sees it (an etcd watch, a Consul blocking query), so that tests and the benchmark compare what
  * the pods did with what the registry showed, event by event.
  */
-import type { AppsV1Api } from '@kubernetes/client-node';
-import { CoreV1Api, PatchStrategy, setHeaderOptions, Watch, type KubeConfig, type V1Pod, type V1Toleration } from '@kubernetes/client-node';
+import {
+  AppsV1Api,
+  CoreV1Api,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  Watch,
+  type V1Pod,
+  type V1Toleration,
+} from '@kubernetes/client-node';
 import type { Etcd3, Watcher } from 'etcd3';
 
+import { startBed, type Bed } from '../../testbed/bed.ts';
 import { eventually } from './kube.ts';
+
+/** A bed with its control plane (controllers, scheduler, kwok) and the admin's clients to it. */
+export interface ControlPlaneBed {
+  readonly bed: Bed;
+  readonly kc: KubeConfig;
+  readonly core: CoreV1Api;
+  readonly apps: AppsV1Api;
+}
+
+/** Starts a bed of the test's own with kube-controller-manager, kube-scheduler and kwok. */
+export async function startControlPlaneBed(): Promise<ControlPlaneBed> {
+  const bed = await startBed({ controlPlane: true, log: () => undefined });
+  const kc = new KubeConfig();
+  kc.loadFromFile(bed.kubeconfig);
+  return { bed, kc, core: kc.makeApiClient(CoreV1Api), apps: kc.makeApiClient(AppsV1Api) };
+}
 
 // --- nodes --------------------------------------------------------------------------------------
 
@@ -157,6 +182,12 @@ export interface PodLife {
   goneAt?: number;
 }
 
+/** When a pod stopped serving: marked unready or terminating, whichever was seen first. */
+export function stoppedServingAt(p: PodLife): number | undefined {
+  const times = [p.unreadyAt, p.terminatingAt].filter((t): t is number => t !== undefined);
+  return times.length === 0 ? undefined : Math.min(...times);
+}
+
 /** Every pod labelled app=`app` in a namespace, followed by a watch from a list onwards. */
 export class PodWatch {
   readonly pods = new Map<string, PodLife>();
@@ -231,6 +262,21 @@ export class PodWatch {
   /** Pods Ready now. */
   ready(): PodLife[] {
     return this.live().filter((p) => p.ready);
+  }
+
+  /**
+   * The Ready pods when exactly `replicas` pods exist, all Ready (none terminating), `accept`
+   * holds of them, and every one of `registries` holds exactly their IPs; otherwise undefined.
+   */
+  settled(
+    replicas: number,
+    registries: readonly RegistryWatch[],
+    accept: (ready: PodLife[]) => boolean = () => true,
+  ): PodLife[] | undefined {
+    const ready = this.ready();
+    if (this.live().length !== replicas || ready.length !== replicas || !accept(ready)) return undefined;
+    const ips = JSON.stringify(ready.map((p) => p.ip).sort());
+    return registries.every((r) => JSON.stringify(r.sorted()) === ips) ? ready : undefined;
   }
 
   stop(): void {
