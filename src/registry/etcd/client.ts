@@ -4,10 +4,12 @@
  * a deadline; the keepalive stream is the only call without one and is watched by its owner.
  */
 import { handleWhen, retry } from 'cockatiel';
-import { Etcd3 } from 'etcd3';
+import { castGrpcError, Etcd3, EtcdInvalidAuthTokenError, isRecoverableError } from 'etcd3';
 import type { ICompare, IDuplexStream, IKeyValue, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IRequestOp } from 'etcd3';
 import type { WriteFence } from '../fence.ts';
 import { intern } from '../../intern.ts';
+import { decodeTxnResponse, encodeTxnRequest, TXN_METHOD } from './txn-wire.ts';
+import type { TxnOutcome } from './txn-wire.ts';
 
 /** How to reach and authenticate to etcd; the controller fills it from the Registry and its Secret. */
 export interface EtcdConnectionOptions {
@@ -181,6 +183,31 @@ function toBuffer(value: Buffer | string | undefined): Buffer | undefined {
   return value === undefined ? undefined : Buffer.isBuffer(value) ? value : Buffer.from(value);
 }
 
+/**
+ * etcd3's client with one more call: a write transaction already encoded ({@link encodeTxnRequest}),
+ * sent over the same connections, hosts and auth token as every other call, its errors cast to
+ * etcd3's typed errors as etcd3 casts its own.
+ */
+class WritingEtcd3 extends Etcd3 {
+  sendTxn(request: Buffer, deadline: number): Promise<TxnOutcome> {
+    return this.pool.withConnection(
+      'KV',
+      ({ client, metadata }) =>
+        new Promise<TxnOutcome>((resolve, reject) => {
+          client.makeUnaryRequest(TXN_METHOD, identity, decodeTxnResponse, request, metadata, { deadline }, (err, res) => {
+            if (err) reject(castGrpcError(err));
+            else if (res === undefined) reject(new Error('etcd returned no Txn response'));
+            else resolve(res);
+          });
+        }),
+    );
+  }
+}
+
+function identity(request: Buffer): Buffer {
+  return request;
+}
+
 /** Connects to etcd through the `etcd3` package with auth, TLS and a deadline on every unary call. */
 export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   const ca = toBuffer(options.ca);
@@ -188,7 +215,7 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
   const key = toBuffer(options.key);
   const timeout = options.callTimeoutMs;
   const fence = options.fence;
-  const etcd = new Etcd3({
+  const etcd = new WritingEtcd3({
     hosts: [...options.endpoints],
     dialTimeout: timeout,
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
@@ -216,13 +243,22 @@ export function createEtcdClient(options: EtcdConnectionOptions): EtcdClient {
     },
     async txn(guards, writes) {
       fence?.check('etcd transaction');
-      const success: IRequestOp[] = writes.map((w) =>
-        w.kind === 'put'
-          ? { request_put: { key: Buffer.from(w.key), value: Buffer.from(w.value), lease: w.lease.toString() } }
-          : { request_delete_range: { key: Buffer.from(w.key) } },
-      );
-      const res = await etcd.kv.txn({ compare: guards.map(compareOf), success });
-      if (res.succeeded) return { succeeded: true, revision: res.header.revision, failedGuards: [] };
+      let res: TxnOutcome;
+      try {
+        res = await etcd.sendTxn(encodeTxnRequest(guards, writes), Date.now() + timeout);
+      } catch (err: unknown) {
+        // What etcd3's own calls recover from (an expired auth token, a lost connection or host) is
+        // left to one of them: it renews the token and retries as it does for every other call.
+        if (!(err instanceof EtcdInvalidAuthTokenError) && !(err instanceof Error && isRecoverableError(err))) throw err;
+        const success: IRequestOp[] = writes.map((w) =>
+          w.kind === 'put'
+            ? { request_put: { key: Buffer.from(w.key), value: Buffer.from(w.value), lease: w.lease.toString() } }
+            : { request_delete_range: { key: Buffer.from(w.key) } },
+        );
+        const full = await etcd.kv.txn({ compare: guards.map(compareOf), success });
+        res = { succeeded: full.succeeded, revision: full.header.revision };
+      }
+      if (res.succeeded) return { succeeded: true, revision: res.revision, failedGuards: [] };
       // Which guard failed: the guarded keys read in one more round trip, only when one did (rare),
       // so the transactions that land carry no reads. A key that changed since can only have moved
       // further from its guard (mod revisions grow); one created and deleted again in between shows
