@@ -106,6 +106,19 @@ function resolvePodPort(pod: SlimPod, port: number | string | undefined): number
   return found.containerPort;
 }
 
+const NO_LABELS: Readonly<Record<string, string>> = Object.freeze({});
+
+/**
+ * `base` with `extra` over it, as a new object only when both have keys: an endpoint's tags and
+ * metadata are never changed after this, so most endpoints (no tags, no metadata) share one empty
+ * object instead of two fresh ones each.
+ */
+function overlay(base: Readonly<Record<string, string>>, extra?: Readonly<Record<string, string>>): Readonly<Record<string, string>> {
+  const hasExtra = extra !== undefined && Object.keys(extra).length > 0;
+  if (!hasExtra) return Object.keys(base).length > 0 ? { ...base } : NO_LABELS;
+  return Object.keys(base).length > 0 ? { ...base, ...extra } : { ...extra };
+}
+
 /** Computes the desired endpoints of one ServiceInstance. */
 export function desiredEndpoints(si: SourceInput, pods: readonly SlimPod[]): SourceResult {
   const spec = si.spec;
@@ -145,8 +158,8 @@ export function desiredEndpoints(si: SourceInput, pods: readonly SlimPod[]): Sou
           address,
           port,
           weight: defaultWeight,
-          tags: { ...baseTags },
-          metadata: { ...metadata },
+          tags: overlay(baseTags),
+          metadata: overlay(metadata),
           source: `pod/${pod.metadata.namespace}/${pod.metadata.name}`,
         },
         `pod ${pod.metadata.name}`,
@@ -169,14 +182,15 @@ export function desiredEndpoints(si: SourceInput, pods: readonly SlimPod[]): Sou
           address,
           port,
           weight: ep.weight ?? defaultWeight,
-          tags: { ...baseTags, ...(ep.tags ?? {}) },
-          metadata: { ...metadata },
+          tags: overlay(baseTags, ep.tags),
+          metadata: overlay(metadata),
           source: `static/${si.namespace}/${si.name}/${i}`,
         },
         `endpoints[${i}]`,
       );
     });
   }
-  const endpoints = [...byId.values()].sort((a, b) => (a.instanceId < b.instanceId ? -1 : a.instanceId > b.instanceId ? 1 : 0));
+  const endpoints = [...byId.values()];
+  if (endpoints.length > 1) endpoints.sort((a, b) => (a.instanceId < b.instanceId ? -1 : a.instanceId > b.instanceId ? 1 : 0));
   return { endpoints, total, ready, problems };
 }

@@ -12,11 +12,11 @@
  */
 import type { StoredKeyValue, TxnWrite } from './client.ts';
 
-/** The keys of one service: entry keys and owner-index keys, by key. */
-interface ServiceKeys {
-  readonly values: Map<string, StoredKeyValue>;
-  readonly index: Map<string, StoredKeyValue>;
-}
+/**
+ * The keys of one service by key: entry keys and owner-index keys together (they differ by prefix),
+ * one map per service rather than two, most services having no owner-index keys.
+ */
+type ServiceKeys = Map<string, StoredKeyValue>;
 
 /** What a view hands a scope read: the keys under the service's entry and owner-index prefixes. */
 export interface ServiceSnapshot {
@@ -24,7 +24,8 @@ export interface ServiceSnapshot {
   readonly index: readonly StoredKeyValue[];
 }
 
-const EMPTY: ServiceSnapshot = { values: [], index: [] };
+const NONE: readonly StoredKeyValue[] = Object.freeze([]);
+const EMPTY: ServiceSnapshot = { values: NONE, index: NONE };
 
 /** The service a key under `prefix` belongs to, when the key is `<prefix><service>/<child>`. */
 function serviceOf(prefix: string, key: string): string | undefined {
@@ -77,19 +78,18 @@ export class NamespaceView {
     let read = 0;
     for (const kvs of [values, index])
       for (const kv of kvs) {
-        const slot = this.#slot(kv.key);
-        if (!slot) continue;
+        const keys = this.#keysOf(kv.key);
+        if (!keys) continue;
         read++;
-        if (slot.keys.get(kv.key) !== kv) slot.keys.set(kv.key, kv);
+        if (keys.get(kv.key) !== kv) keys.set(kv.key, kv);
       }
     // Every key read is held now: the view holds more only when the read left something out.
     let held = 0;
-    for (const keys of this.#services.values()) held += keys.values.size + keys.index.size;
+    for (const keys of this.#services.values()) held += keys.size;
     if (held > read) {
       const readKeys = new Set<string>();
       for (const kvs of [values, index]) for (const kv of kvs) readKeys.add(kv.key);
-      for (const keys of [...this.#services.values()])
-        for (const map of [keys.values, keys.index]) for (const key of [...map.keys()]) if (!readKeys.has(key)) this.#delete(key);
+      for (const keys of [...this.#services.values()]) for (const key of [...keys.keys()]) if (!readKeys.has(key)) this.#delete(key);
     }
     return this;
   }
@@ -99,14 +99,21 @@ export class NamespaceView {
    * hands it back instead of decoding a copy that would be dropped at once.
    */
   held(key: string, modRevision: string): StoredKeyValue | undefined {
-    const held = this.#slot(key, false)?.keys.get(key);
+    const held = this.#keysOf(key, false)?.get(key);
     return held !== undefined && held.modRevision === modRevision ? held : undefined;
   }
 
   /** The keys of one service (empty when it has none). */
   service(service: string): ServiceSnapshot {
     const keys = this.#services.get(service);
-    return keys ? { values: [...keys.values.values()], index: [...keys.index.values()] } : EMPTY;
+    if (!keys) return EMPTY;
+    const values: StoredKeyValue[] = [];
+    let index: StoredKeyValue[] | undefined;
+    for (const kv of keys.values()) {
+      if (kv.key.startsWith(this.#indexPrefix)) (index ??= []).push(kv);
+      else values.push(kv);
+    }
+    return { values, index: index ?? NONE };
   }
 
   /**
@@ -120,12 +127,12 @@ export class NamespaceView {
     let lease: bigint | undefined;
     let leaseDec = '';
     for (const w of writes) {
-      const slot = this.#slot(w.key);
-      const held = slot?.keys.get(w.key);
-      if (!slot || (held !== undefined && BigInt(held.modRevision) >= at)) continue;
+      const keys = this.#keysOf(w.key, w.kind === 'put');
+      const held = keys?.get(w.key);
+      if (!keys || (held !== undefined && BigInt(held.modRevision) >= at)) continue;
       if (w.kind === 'put') {
         if (w.lease !== lease) leaseDec = (lease = w.lease).toString();
-        slot.keys.set(w.key, { key: w.key, value: w.value, lease: leaseDec, modRevision: revision });
+        keys.set(w.key, { key: w.key, value: w.value, lease: leaseDec, modRevision: revision });
       } else this.#delete(w.key);
     }
   }
@@ -135,24 +142,25 @@ export class NamespaceView {
     return this.#remembered.get(key);
   }
 
-  /** The map `key` belongs in, and its service; `create` adds the service when the view has none of its keys yet. */
-  #slot(key: string, create = true): { keys: Map<string, StoredKeyValue>; service: string } | undefined {
-    const asIndex = serviceOf(this.#indexPrefix, key);
-    const service = asIndex ?? serviceOf(this.#valuePrefix, key);
+  /** The service `key` belongs to, if it is an entry or owner-index key of this namespace. */
+  #serviceOf(key: string): string | undefined {
+    return serviceOf(this.#indexPrefix, key) ?? serviceOf(this.#valuePrefix, key);
+  }
+
+  /** The keys of the service `key` belongs to; `create` adds the service when the view has none of its keys yet. */
+  #keysOf(key: string, create = true): ServiceKeys | undefined {
+    const service = this.#serviceOf(key);
     if (service === undefined) return undefined;
     let keys = this.#services.get(service);
-    if (!keys) {
-      if (!create) return undefined;
-      this.#services.set(service, (keys = { values: new Map(), index: new Map() }));
-    }
-    return { keys: asIndex !== undefined ? keys.index : keys.values, service };
+    if (!keys && create) this.#services.set(service, (keys = new Map()));
+    return keys;
   }
 
   #delete(key: string): void {
-    const slot = this.#slot(key, false);
-    if (!slot) return;
-    slot.keys.delete(key);
-    const keys = this.#services.get(slot.service);
-    if (keys && keys.values.size === 0 && keys.index.size === 0) this.#services.delete(slot.service);
+    const service = this.#serviceOf(key);
+    const keys = service === undefined ? undefined : this.#services.get(service);
+    if (!keys || service === undefined) return;
+    keys.delete(key);
+    if (keys.size === 0) this.#services.delete(service);
   }
 }
