@@ -152,7 +152,7 @@ export class NamespaceView {
     const service = this.#serviceOf(key);
     if (service === undefined) return undefined;
     let keys = this.#services.get(service);
-    if (!keys && create) this.#services.set(service, (keys = new Map()));
+    if (!keys && create) this.#services.set(service, (keys = new Map<string, StoredKeyValue>()));
     return keys;
   }
 
