@@ -120,6 +120,29 @@ interface InstalledPackage {
   readonly license: string;
   /** Relative to the project, e.g. node_modules/etcd3/node_modules/cockatiel. */
   readonly path: string;
+  /** The names its package.json lists as dependencies. */
+  readonly dependencies: readonly string[];
+}
+
+/**
+ * The names of every installed package the given ones need, directly or through others, by name
+ * (versions aside): what installing them brings whoever else also depends on it.
+ */
+function broughtBy(installed: readonly InstalledPackage[], roots: Iterable<string>): Set<string> {
+  const needs = new Map<string, Set<string>>();
+  for (const p of installed) {
+    const set = needs.get(p.name) ?? new Set<string>();
+    for (const d of p.dependencies) set.add(d);
+    needs.set(p.name, set);
+  }
+  const reached = new Set<string>();
+  const pending = [...roots];
+  for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+    if (reached.has(name)) continue;
+    reached.add(name);
+    pending.push(...(needs.get(name) ?? []));
+  }
+  return reached;
 }
 
 /** The licence a package.json declares, in either the current or the old (`licenses`) form. */
@@ -142,8 +165,14 @@ async function installedPackages(project: string, under = 'node_modules'): Promi
     for (const path of paths) {
       const manifestFile = join(project, path, 'package.json');
       if (!existsSync(manifestFile)) continue;
-      const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as { name: string; version: string; license?: unknown };
-      found.push({ name: manifest.name, version: manifest.version, license: declaredLicence(manifest), path });
+      const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as {
+        name: string;
+        version: string;
+        license?: unknown;
+        dependencies?: Record<string, string>;
+      };
+      const dependencies = Object.keys(manifest.dependencies ?? {});
+      found.push({ name: manifest.name, version: manifest.version, license: declaredLicence(manifest), path, dependencies });
       found.push(...(await installedPackages(project, `${path}/node_modules`)));
     }
   }
@@ -277,7 +306,8 @@ describe('the discovery package installed from its tarball', () => {
   });
 
   test('brings etcd3 and cockatiel, nothing of the operator, no optional peer and no sources of tests', async () => {
-    const names = new Set((await installedPackages(project)).map((p) => p.name));
+    const installed = await installedPackages(project);
+    const names = new Set(installed.map((p) => p.name));
     assert.ok(names.has(PACKAGE_NAME) && names.has('etcd3') && names.has('cockatiel'), `installed: ${[...names].join(', ')}`);
 
     const root = JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as {
@@ -288,7 +318,13 @@ describe('the discovery package installed from its tarball', () => {
       dependencies: Record<string, string>;
       peerDependencies: Record<string, string>;
     };
-    const operatorOnly = Object.keys(root.dependencies).filter((d) => !(d in own.dependencies) && !(d in own.peerDependencies));
+    // What the package's own dependencies bring anyway (etcd3 needs protobufjs through
+    // @grpc/proto-loader) is not the operator's; every other dependency of the operator is.
+    const ownTree = broughtBy(installed, Object.keys(own.dependencies));
+    assert.ok(ownTree.has('@grpc/grpc-js'), `etcd3 brings its gRPC client: ${[...ownTree].join(', ')}`);
+    const operatorOnly = Object.keys(root.dependencies).filter(
+      (d) => !(d in own.dependencies) && !(d in own.peerDependencies) && !ownTree.has(d),
+    );
     for (const name of new Set([
       root.name,
       '@kubernetes/client-node',
@@ -301,10 +337,10 @@ describe('the discovery package installed from its tarball', () => {
       assert.ok(!names.has(name), `${name} must not be installed with ${PACKAGE_NAME}`);
     }
 
-    const installed = join(project, 'node_modules', PACKAGE_NAME);
-    assert.ok(existsSync(join(installed, 'dist/index.js')) && existsSync(join(installed, 'dist/index.d.ts')), 'the package holds dist/');
+    const packageDir = join(project, 'node_modules', PACKAGE_NAME);
+    assert.ok(existsSync(join(packageDir, 'dist/index.js')) && existsSync(join(packageDir, 'dist/index.d.ts')), 'the package holds dist/');
     for (const unwanted of ['test', 'bench', 'tsconfig.build.json'])
-      assert.ok(!existsSync(join(installed, unwanted)), `${unwanted} is not published`);
+      assert.ok(!existsSync(join(packageDir, unwanted)), `${unwanted} is not published`);
   });
 
   test('registers itself and reads itself and the operator’s instance back through the bed’s etcd, from plain JavaScript', async () => {
