@@ -30,7 +30,14 @@ function verdict(f: Figure): string {
 
 function ratioText(f: Figure): string {
   const j = judge(f);
-  return j.ratio === undefined ? '' : fmt(j.ratio);
+  if (j.ratio === undefined) return '';
+  const shown = fmt(j.ratio);
+  // A ratio that rounds onto its goal's edge gets a third digit, so that it and the verdict agree
+  // (0.498 is not 0.50 when the goal is ≥ 0.5).
+  const g = f.goal;
+  const edge =
+    g === undefined || g.kind === 'zero' ? undefined : g.kind === 'ratio-at-least' || g.kind === 'ratio-at-most' ? g.threshold : 1;
+  return edge !== undefined && j.ratio !== edge && shown === fmt(edge) ? j.ratio.toFixed(3) : shown;
 }
 
 function limitText(f: Figure): string {
