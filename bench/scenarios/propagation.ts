@@ -17,6 +17,7 @@ import type { BenchKube } from '../lib/kube.ts';
 import { createLayout, etcdKey, podLayout, registryEntry, type ExpectedEntry, type Layout } from '../lib/layout.ts';
 import { describeWindow, reconcileWindow, startOperator, type BenchOperator, type ReconcileWindow } from '../lib/operator.ts';
 import type { Figure, ScenarioResult } from '../lib/results.ts';
+import { summariseProfiles } from '../lib/profile.ts';
 import { distribution, mapBounded, type Distribution } from '../lib/stats.ts';
 import { StatusTracker } from '../lib/status.ts';
 
@@ -227,6 +228,50 @@ async function rawFlipPhase(pool: RawConsulPool, rate: number, seconds: number, 
   }
 }
 
+/**
+ * The apiserver's side of a phase without the operator's: readiness flips of pods that no Registry
+ * and no ServiceInstance selects, at the same rate and with the same rule (a pod is flipped again only
+ * once its previous patch was acknowledged), then every pod made Ready again. Run beside the raw Consul
+ * phase, it keeps the apiserver, its etcd and the operator's informers as busy as in the operator's
+ * phase, so that the raw limit and the operator's figure share a machine under the same load.
+ */
+async function apiserverLoad(kube: BenchKube, entries: readonly ExpectedEntry[], rate: number, seconds: number): Promise<void> {
+  const pods = entries.map((e) => ({ ns: e.namespace, name: e.source.split('/')[2] ?? '', ip: e.address, ready: true, busy: false }));
+  const order = [...pods].sort(() => Math.random() - 0.5);
+  const inFlight = new Set<Promise<void>>();
+  const started = performance.now();
+  const total = Math.round(rate * seconds);
+  let cursor = 0;
+  for (let i = 0; i < total; i++) {
+    const wait = started + (i * 1000) / rate - performance.now();
+    if (wait > 0) await sleep(wait);
+    let pod: (typeof pods)[number] | undefined;
+    for (let tries = 0; tries < order.length && pod === undefined; tries++) {
+      const candidate = order[cursor++ % order.length] as (typeof pods)[number];
+      if (!candidate.busy) pod = candidate;
+    }
+    if (pod === undefined) continue;
+    const chosen = pod;
+    chosen.busy = true;
+    chosen.ready = !chosen.ready;
+    const p = kube.setPodReady(chosen.ns, chosen.name, chosen.ip, chosen.ready).finally(() => {
+      chosen.busy = false;
+    });
+    inFlight.add(p);
+    void p.finally(() => inFlight.delete(p));
+    if (inFlight.size >= 64) await Promise.race(inFlight);
+  }
+  await Promise.all(inFlight);
+  await mapBounded(
+    pods.filter((x) => !x.ready),
+    16,
+    async (x) => {
+      x.ready = true;
+      await kube.setPodReady(x.ns, x.name, x.ip, true);
+    },
+  );
+}
+
 function podOf(e: ExpectedEntry): string {
   return `${e.namespace}/${e.source.split('/')[2] ?? ''}`;
 }
@@ -240,6 +285,7 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
   const o = ctx.options;
   const p = o.propagation;
   const rounds: { etcd: PhaseResult; consul: PhaseResult; rawConsul: RawPhaseResult }[] = [];
+  let profile: string | undefined;
   await withBed(ctx.log, async ({ bed, kube, etcd }) => {
     ctx.onVersions(bed.versions);
     await kube.createRegistry('etcd', {
@@ -262,15 +308,19 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
     const consulLayout: Layout = podLayout('propc', 2, p.services, p.podsPerService, { ipBlock: 1 });
     await createLayout(kube, etcdLayout, { bench: 'prop-etcd' });
     await createLayout(kube, consulLayout, { bench: 'prop-consul' });
+    // Pods only, in namespaces no Registry selects: the apiserver load beside the raw Consul phase.
+    const loadLayout: Layout = { ...podLayout('propx', 2, p.services, p.podsPerService, { ipBlock: 2 }), serviceInstances: new Map() };
+    await createLayout(kube, loadLayout, { bench: 'prop-load' });
     ctx.log(
       `propagation: ${etcdLayout.entries.length} + ${consulLayout.entries.length} Ready pods behind ${p.services} + ${p.services} ServiceInstances`,
     );
     const statuses = await StatusTracker.start(kube, new Map([...etcdLayout.expectedPerSi, ...consulLayout.expectedPerSi]));
+    const profileDir = o.profile ? join(ctx.runDir, 'profile-propagation') : undefined;
     const op = await startOperator({
       runFlags: ctx.options.operatorFlags,
       kubeconfig: bed.kubeconfig,
       logDir: join(ctx.runDir, 'propagation'),
-      nodeFlags: ctx.nodeFlags(),
+      nodeFlags: ctx.nodeFlags(profileDir),
     });
     try {
       await op.waitReady();
@@ -313,7 +363,10 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
           `  round ${r} etcd: ${etcdPhase.changes} changes at ${etcdPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${etcdPhase.endToEnd.p50.toFixed(0)}/${etcdPhase.endToEnd.p95.toFixed(0)}/${etcdPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${etcdPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${etcdPhase.operator.p99.toFixed(0)} ms, unseen ${etcdPhase.unseen}; ${describeWindow(etcdPhase.reconciles)}`,
         );
         await sleep(3000);
-        const rawConsul = await rawFlipPhase(rawPool, p.rate, p.seconds, bed.consulAddr);
+        const [rawConsul] = await Promise.all([
+          rawFlipPhase(rawPool, p.rate, p.seconds, bed.consulAddr),
+          apiserverLoad(kube, loadLayout.entries, p.rate, p.seconds),
+        ]);
         ctx.log(
           `  round ${r} raw consul: ${rawConsul.changes} agent calls at ${rawConsul.achievedRate.toFixed(1)}/s, call → visible p50/p95/p99 ${rawConsul.latency.p50.toFixed(0)}/${rawConsul.latency.p95.toFixed(0)}/${rawConsul.latency.p99.toFixed(0)} ms, unseen ${rawConsul.unseen}`,
         );
@@ -329,6 +382,7 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
       statuses.stop();
       await op.stop();
     }
+    if (profileDir) profile = await summariseProfiles(profileDir);
   });
 
   const figures: Figure[] = [];
@@ -387,18 +441,20 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
         `${c}: ${unseen} change(s) were still not visible ${UNSEEN_AFTER_MS / 1000} s after their phase ended; they count as infinitely late (∞) in the percentiles.`,
       );
   }
-  return {
+  const result: ScenarioResult = {
     id: 'propagation',
     title: '2. Propagation latency',
     setup: [
       `${p.services} ServiceInstances × ${p.podsPerService} Ready pods per backend, in 2 namespaces each; one operator (defaults) serving an etcd Registry and a Consul Registry (serviceName "{namespace}-{service}").`,
       `Per round and backend: ${p.rate} readiness flips per second for ${p.seconds} s through the pods' status subresource (Ready ↔ not Ready), then every pod is made Ready again. A pod is flipped again only once its previous change is visible, so when the operator lags behind by more than the pool of ${p.services * p.podsPerService} pods allows, changes are skipped and the achieved rate drops below ${p.rate}/s.`,
       "Visible = the key appears/disappears in an etcd watch on the prefix, or the address enters/leaves `/v1/health/service/<name>?passing=true` (blocking queries). The apiserver's share is patch → the harness's own pod watch event, which is what the operator's informer receives too; \"beyond the apiserver\" = watch event → visible, per change.",
-      `Consul's limit, measured in the same round right before the operator's phase: as many instances again, registered by the harness straight through the agent with the operator's own bodies (alias check on a heartbeat), flipped at the same rate, each change one agent call (PUT /v1/agent/service/register or deregister, sent at its time), timed from the call to the same \`?passing=true\` blocking query seeing it. Those instances stay registered throughout, so the agent holds the same services (${2 * p.services * p.podsPerService} instances) in both phases. Goal: the operator's p99 beyond the apiserver ≤ 2 × that raw p99.`,
+      `Consul's limit, measured in the same round right before the operator's phase: as many instances again, registered by the harness straight through the agent with the operator's own bodies (alias check on a heartbeat), flipped at the same rate, each change one agent call (PUT /v1/agent/service/register or deregister, sent at its time), timed from the call to the same \`?passing=true\` blocking query seeing it. Those instances stay registered throughout, so the agent holds the same services (${2 * p.services * p.podsPerService} instances) in both phases. Meanwhile the harness flips as many pods again, in namespaces no Registry selects and without ServiceInstances, at the same rate: the apiserver, its etcd and the operator's pod informer are as busy as in the operator's phase, and the raw limit shares the machine under the same load. Goal: the operator's p99 beyond the apiserver ≤ 2 × that raw p99.`,
       'The harness, the operator and all servers share 2 vCPU, so every latency includes some scheduling delay of a busy machine.',
     ],
     figures,
     notes,
     details: rounds,
   };
+  if (profile) result.profile = profile;
+  return result;
 }
