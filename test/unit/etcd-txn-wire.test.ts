@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import protobuf from 'protobufjs';
 
 import type { TxnGuard, TxnWrite } from '../../src/registry/etcd/client.ts';
-import { decodeTxnResponse, encodeTxnRequest, toInt64 } from '../../src/registry/etcd/txn-wire.ts';
+import { decodeTxnResponse, encodeTxnRequest, toUint64 } from '../../src/registry/etcd/txn-wire.ts';
 
 // etcd's own message definitions, as the etcd3 package ships them: what etcd decodes.
 const rpc = new protobuf.Root().loadSync(createRequire(import.meta.url).resolve('etcd3/proto/rpc.proto'), { keepCase: true });
@@ -84,6 +84,31 @@ void describe('etcd transaction wire form', () => {
     assert.deepEqual(read.failure, [], 'no failure branch: which guard failed is read separately');
   });
 
+  void it('writes lengths past one byte: long values, large messages, 128 puts behind 128 guards', () => {
+    const long = `{"address":"10.0.0.1","metadata":{"note":"${'ü'.repeat(200)}"}}`;
+    const guards: TxnGuard[] = Array.from({ length: 128 }, (_, i) => ({
+      key: `/services/prod/web/${i}`,
+      modRevision: String(1000 + i * 997),
+    }));
+    const writes: TxnWrite[] = Array.from({ length: 128 }, (_, i) => ({
+      kind: 'put',
+      key: `/services/prod/web/${i}`,
+      value: long,
+      lease: LEASE,
+    }));
+    const bytes = encodeTxnRequest(guards, writes);
+    assert.ok(bytes.length > 128 * 400, `a large request (${bytes.length} bytes)`);
+    const read = readAsEtcd(bytes) as { compare: Record<string, unknown>[]; success: { request_put: Record<string, unknown> }[] };
+    assert.deepEqual(
+      read.compare.map((c) => [c.key, c.mod_revision]),
+      guards.map((g) => [g.key, (g as { modRevision: string }).modRevision]),
+    );
+    assert.deepEqual(
+      read.success.map((op) => [op.request_put.key, op.request_put.value, op.request_put.lease]),
+      writes.map((w) => [w.key, long, LEASE.toString()]),
+    );
+  });
+
   void it('reads whether a response succeeded and its revision, past 2^53 too, whatever operation results follow', () => {
     const header = { cluster_id: '14841639068965178418', member_id: '10276657743932975437', raft_term: '7' };
     for (const [succeeded, revision] of [
@@ -104,10 +129,12 @@ void describe('etcd transaction wire form', () => {
   });
 
   void it('refuses a 64-bit value it cannot write rather than sending another one', () => {
-    assert.equal(toInt64('42'), 42);
-    assert.deepEqual(toInt64(2n ** 64n - 1n), { low: -1, high: -1 });
-    assert.throws(() => toInt64(-1n), /not an unsigned 64-bit value: -1/);
-    assert.throws(() => toInt64(2n ** 64n), /not an unsigned 64-bit value/);
-    assert.throws(() => toInt64('12ab'), SyntaxError);
+    assert.equal(toUint64('42'), 42);
+    assert.equal(toUint64(2n ** 64n - 1n), 2n ** 64n - 1n);
+    assert.throws(() => toUint64(-1n), /not an unsigned 64-bit value: -1/);
+    assert.throws(() => toUint64(2n ** 64n), /not an unsigned 64-bit value/);
+    assert.throws(() => toUint64('12ab'), SyntaxError);
+    assert.throws(() => encodeTxnRequest([], [{ kind: 'put', key: '/k', value: 'v', lease: 2n ** 64n }]), RangeError);
+    assert.throws(() => encodeTxnRequest([{ key: '/k', modRevision: '-3' }], []), RangeError);
   });
 });
