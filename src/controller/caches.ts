@@ -18,7 +18,7 @@ import {
 } from '../api/v1alpha1/types.ts';
 import { Informer, type ListPage } from '../kube/informer.ts';
 import type { LabelSelectorLike } from '../source/endpoints.ts';
-import { PodLabelIndex } from '../source/pod-index.ts';
+import { PodLabelIndex, sameLabels } from '../source/pod-index.ts';
 import { slimPod, type SlimPod } from '../source/pods.ts';
 import type { ReconcilerCaches } from './service-instance-reconciler.ts';
 
@@ -110,7 +110,14 @@ export class ClusterCaches implements ReconcilerCaches {
         onError: () => options.onInformerError?.(ns ? `pods/${ns}` : 'pods'),
       });
       const stale = (pod: SlimPod): void => void this.#podIndexes.delete(pod.metadata.namespace);
-      pods.on({ add: stale, update: stale, delete: stale });
+      // An index hands out pods as they are now: only pods coming, going or relabelled change it.
+      pods.on({
+        add: stale,
+        update: (pod, old) => {
+          if (!sameLabels(pod.metadata.labels, old.metadata.labels) || pod.metadata.namespace !== old.metadata.namespace) stale(pod);
+        },
+        delete: stale,
+      });
       this.podInformers.push(pods);
     }
     const registryPath = `/apis/${GROUP}/${VERSION}/${REGISTRY_PLURAL}`;
@@ -155,8 +162,18 @@ export class ClusterCaches implements ReconcilerCaches {
   /** The pods of `namespace` that `selector` can match (a superset: check the selector on them). */
   podsMatching(namespace: string, selector: LabelSelectorLike): readonly SlimPod[] {
     let index = this.#podIndexes.get(namespace);
-    if (!index) this.#podIndexes.set(namespace, (index = new PodLabelIndex(this.pods(namespace))));
+    if (!index) this.#podIndexes.set(namespace, (index = new PodLabelIndex(this.pods(namespace), (pod) => this.#livePod(pod))));
     return index.candidates(selector);
+  }
+
+  /** The cached version of `pod` now, if it is still cached. */
+  #livePod(pod: SlimPod): SlimPod | undefined {
+    const key = `${pod.metadata.namespace}/${pod.metadata.name}`;
+    for (const inf of this.podInformers) {
+      const live = inf.get(key);
+      if (live !== undefined) return live;
+    }
+    return undefined;
   }
 
   registries(): readonly RegistryResource[] {

@@ -7,13 +7,20 @@
 import type { LabelSelectorLike } from './endpoints.ts';
 import type { SlimPod } from './pods.ts';
 
-/** A namespace's pods by `key=value` label. Immutable: build a new one when the pods change. */
+/**
+ * A namespace's pods by `key=value` label. Immutable: build a new one when pods come, go or change
+ * their labels. With `current`, which gives the cached version of an indexed pod now, changes that
+ * leave the labels alone (readiness, the most frequent pod change) need no new index: candidates
+ * are the pods as they are now, and a pod `current` no longer knows is left out.
+ */
 export class PodLabelIndex {
   readonly #all: readonly SlimPod[];
   readonly #byLabel = new Map<string, SlimPod[]>();
+  readonly #current: ((pod: SlimPod) => SlimPod | undefined) | undefined;
 
-  constructor(pods: readonly SlimPod[]) {
+  constructor(pods: readonly SlimPod[], current?: (pod: SlimPod) => SlimPod | undefined) {
     this.#all = pods;
+    this.#current = current;
     for (const pod of pods)
       for (const [k, v] of Object.entries(pod.metadata.labels)) {
         const label = `${k}=${v}`;
@@ -33,6 +40,26 @@ export class PodLabelIndex {
       const list = this.#byLabel.get(`${k}=${v}`) ?? [];
       if (list.length < candidates.length) candidates = list;
     }
-    return candidates;
+    const current = this.#current;
+    if (current === undefined) return candidates;
+    const now: SlimPod[] = [];
+    for (const pod of candidates) {
+      const live = current(pod);
+      if (live !== undefined) now.push(live);
+    }
+    return now;
   }
+}
+
+/** Whether two label maps hold the same pairs. */
+export function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  if (a === b) return true;
+  let n = 0;
+  for (const k in a) {
+    if (!Object.hasOwn(a, k)) continue;
+    n++;
+    if (!Object.hasOwn(b, k) || a[k] !== b[k]) return false;
+  }
+  for (const k in b) if (Object.hasOwn(b, k)) n--;
+  return n === 0;
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { desiredEndpoints, type LabelSelectorLike } from '../../src/source/endpoints.ts';
-import { PodLabelIndex } from '../../src/source/pod-index.ts';
+import { PodLabelIndex, sameLabels } from '../../src/source/pod-index.ts';
 import type { SlimPod } from '../../src/source/pods.ts';
 
 function pod(i: number, labels: Record<string, string>): SlimPod {
@@ -53,5 +53,31 @@ void describe('PodLabelIndex', () => {
     assert.ok(candidates.every((p) => p.metadata.labels['app'] === 'b' || p.metadata.labels['tier'] === 'db'));
     assert.deepEqual(index.candidates({ matchLabels: { app: 'nobody' } }), []);
     assert.equal(index.candidates({}).length, pods.length);
+  });
+
+  void it('hands out pods as `current` says they are now, leaving out those it no longer knows', () => {
+    const live = new Map(pods.map((p) => [p.metadata.name, p]));
+    const tracked = new PodLabelIndex(pods, (p) => live.get(p.metadata.name));
+    const selector = { matchLabels: { app: 'a' } };
+    const before = tracked.candidates(selector);
+    const [first, second] = before as [SlimPod, SlimPod];
+    // A readiness change keeps the labels, so the index stays: the change must still be seen.
+    live.set(first.metadata.name, { ...first, ready: !first.ready });
+    live.delete(second.metadata.name);
+    const after = tracked.candidates(selector);
+    assert.equal(after.length, before.length - 1);
+    assert.equal(after.find((p) => p.metadata.name === first.metadata.name)?.ready, !first.ready);
+    assert.ok(!after.some((p) => p.metadata.name === second.metadata.name));
+    const spec = { service: 's', selector, port: 'http' as const, weight: 1 };
+    const input = { namespace: 'ns', name: 'si', spec };
+    assert.deepEqual(desiredEndpoints(input, after), desiredEndpoints(input, [...live.values()]));
+  });
+
+  void it('tells label maps apart by their pairs, not their order or identity', () => {
+    assert.ok(sameLabels({ app: 'a', tier: 'web' }, { tier: 'web', app: 'a' }));
+    assert.ok(sameLabels({}, {}));
+    assert.ok(!sameLabels({ app: 'a' }, { app: 'b' }));
+    assert.ok(!sameLabels({ app: 'a' }, { app: 'a', tier: 'web' }));
+    assert.ok(!sameLabels({ app: 'a', tier: 'web' }, { app: 'a' }));
   });
 });
