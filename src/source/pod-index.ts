@@ -11,7 +11,9 @@ import type { SlimPod } from './pods.ts';
  * A namespace's pods by `key=value` label. Immutable: build a new one when pods come, go or change
  * their labels. With `current`, which gives the cached version of an indexed pod now, changes that
  * leave the labels alone (readiness, the most frequent pod change) need no new index: candidates
- * are the pods as they are now, and a pod `current` no longer knows is left out.
+ * are the pods as they are now, and a pod `current` no longer knows is left out. The index keeps
+ * the versions it was built from until it is rebuilt: at most one earlier copy of each pod that
+ * changed since (a few hundred bytes each).
  */
 export class PodLabelIndex {
   readonly #all: readonly SlimPod[];
