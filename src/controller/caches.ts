@@ -16,7 +16,7 @@ import {
   type Registry as RegistryResource,
   type ServiceInstance,
 } from '../api/v1alpha1/types.ts';
-import { Informer, type ListPage } from '../kube/informer.ts';
+import { Informer, objectKey, type ListPage } from '../kube/informer.ts';
 import type { LabelSelectorLike } from '../source/endpoints.ts';
 import { PodLabelIndex, sameLabels } from '../source/pod-index.ts';
 import { slimPod, type SlimPod } from '../source/pods.ts';
@@ -114,7 +114,7 @@ export class ClusterCaches implements ReconcilerCaches {
       pods.on({
         add: stale,
         update: (pod, old) => {
-          if (!sameLabels(pod.metadata.labels, old.metadata.labels) || pod.metadata.namespace !== old.metadata.namespace) stale(pod);
+          if (!sameLabels(pod.metadata.labels, old.metadata.labels)) stale(pod);
         },
         delete: stale,
       });
@@ -168,7 +168,7 @@ export class ClusterCaches implements ReconcilerCaches {
 
   /** The cached version of `pod` now, if it is still cached. */
   #livePod(pod: SlimPod): SlimPod | undefined {
-    const key = `${pod.metadata.namespace}/${pod.metadata.name}`;
+    const key = objectKey(pod);
     for (const inf of this.podInformers) {
       const live = inf.get(key);
       if (live !== undefined) return live;

@@ -109,7 +109,8 @@ function writeString(buf: Buffer, pos: number, key: number, text: string, bytes:
 export function encodeTxnRequest(guards: readonly TxnGuard[], writes: readonly TxnWrite[]): Buffer {
   // First pass: the UTF-8 size of every key and value and of every message, in write order.
   const sizes: number[] = [];
-  const revisions: Uint64[] = [];
+  // Mod revisions and leases converted in the first pass, read back in the second in the same order.
+  const numbers: Uint64[] = [];
   let total = 0;
   for (const g of guards) {
     const keyBytes = Buffer.byteLength(g.key);
@@ -117,7 +118,7 @@ export function encodeTxnRequest(guards: readonly TxnGuard[], writes: readonly T
     sizes.push(keyBytes);
     if ('modRevision' in g && g.modRevision !== '0') {
       const revision = toUint64(g.modRevision);
-      revisions.push(revision);
+      numbers.push(revision);
       size += 2 + 1 + varintSize(revision);
     } else if (!('modRevision' in g) && g.value !== undefined) {
       const valueBytes = Buffer.byteLength(g.value);
@@ -140,6 +141,7 @@ export function encodeTxnRequest(guards: readonly TxnGuard[], writes: readonly T
       if (w.lease !== lastLease) {
         lastLease = w.lease;
         lease = toUint64(w.lease);
+        numbers.push(lease);
         leaseSize = lease === 0 ? 0 : 1 + varintSize(lease);
       }
       const valueBytes = Buffer.byteLength(w.value);
@@ -154,7 +156,7 @@ export function encodeTxnRequest(guards: readonly TxnGuard[], writes: readonly T
   const buf = Buffer.allocUnsafe(total);
   let pos = 0;
   let s = 0;
-  let r = 0;
+  let n = 0;
   for (const g of guards) {
     const keyBytes = sizes[s++] as number;
     const mod = 'modRevision' in g && g.modRevision !== '0';
@@ -168,7 +170,7 @@ export function encodeTxnRequest(guards: readonly TxnGuard[], writes: readonly T
     pos = writeString(buf, pos, CMP_KEY, g.key, keyBytes);
     if (mod) {
       buf[pos++] = CMP_MOD_REVISION;
-      pos = writeVarint(buf, pos, revisions[r++] as Uint64);
+      pos = writeVarint(buf, pos, numbers[n++] as Uint64);
     } else if (valueBytes >= 0) {
       pos = writeString(buf, pos, CMP_VALUE, (g as { value: string }).value, valueBytes);
     } else {
@@ -193,7 +195,7 @@ export function encodeTxnRequest(guards: readonly TxnGuard[], writes: readonly T
     pos = writeString(buf, pos, PUT_VALUE, w.value, valueBytes);
     if (w.lease !== lastLease) {
       lastLease = w.lease;
-      lease = toUint64(w.lease);
+      lease = numbers[n++] as Uint64;
     }
     if (lease !== 0) {
       buf[pos++] = PUT_LEASE;
