@@ -112,7 +112,7 @@ export const FLAGS: Readonly<Record<string, FlagSpec>> = {
     env: 'REGISTRAR_CONCURRENCY',
     type: 'string',
     default: '16',
-    help: 'reconciles running at once (their registry writes to one namespace share transactions)',
+    help: 'reconciles running at once per set of target Registries, so a slow registry never holds up another (writes to one namespace share transactions)',
   },
   'health-check-concurrency': {
     env: 'REGISTRAR_HEALTH_CHECK_CONCURRENCY',

@@ -15,6 +15,7 @@ import { ClusterCaches } from './caches.ts';
 import { routeEvents } from './event-routing.ts';
 import { WorkQueue, type QueueObserver } from './queue.ts';
 import type { ReconcilerCaches, ServiceInstanceReconciler } from './service-instance-reconciler.ts';
+import { resolveTargets } from './targets.ts';
 
 /** Options of {@link ControllerManager}. */
 export interface ManagerOptions {
@@ -103,6 +104,19 @@ export class ControllerManager implements ReconcilerCaches {
     return this.#queue?.depth ?? 0;
   }
 
+  /**
+   * A ServiceInstance's lane in the queue: the Registries it writes to now. Each lane reconciles up
+   * to `concurrency` at once, so ServiceInstances of a slow backend never hold the workers of
+   * another's. One that is gone, or writes nowhere, shares the empty lane.
+   */
+  #lane(key: string): string {
+    const si = this.#caches.serviceInstance(key);
+    const ns = si?.metadata?.namespace;
+    if (!si || !ns) return '';
+    const { targets } = resolveTargets(si.spec.registries, ns, this.#caches.namespaceLabels(ns) ?? {}, this.#caches.registries());
+    return targets.length === 1 ? (targets[0]?.metadata?.name ?? '') : targets.map((r) => r.metadata?.name ?? '').join(',');
+  }
+
   #enqueueAll(): void {
     for (const si of this.allServiceInstances()) this.#queue?.add(objectKey(si));
   }
@@ -142,6 +156,7 @@ export class ControllerManager implements ReconcilerCaches {
     if (this.#queue) return;
     this.#queue = new WorkQueue((key) => reconcile(key), {
       concurrency: this.#o.concurrency,
+      lane: (key) => this.#lane(key),
       ...(this.#o.queueObserver ? { observer: this.#o.queueObserver } : {}),
     });
     this.#registryQueue = new WorkQueue((name) => reconcileRegistry(name), { concurrency: 2 });

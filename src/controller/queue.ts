@@ -2,7 +2,11 @@
  * A keyed, de-duplicating work queue on p-queue, with controller-runtime's semantics:
  * a key waiting in the queue is queued once however often it is added; a key is never processed
  * twice at once (adding it while it runs marks it dirty and it runs again afterwards); failures
- * requeue with per-key exponential backoff and jitter; a global bound limits concurrency.
+ * requeue with per-key exponential backoff and jitter; a bound limits concurrency.
+ *
+ * Keys may be sorted into lanes (for ServiceInstances: the Registries they write to), each with its
+ * own bound, so work that waits on a slow backend never holds the workers another lane needs: a
+ * Consul agent taking seconds per registration leaves etcd's reconciles as prompt as without it.
  */
 import PQueue from 'p-queue';
 import { systemClock, type Clock } from '../clock.ts';
@@ -36,12 +40,20 @@ export interface WorkQueueOptions {
   readonly observer?: QueueObserver;
   /** Random source for jitter in [0, 1). */
   readonly random?: () => number;
+  /**
+   * The lane of a key, read each time the key is queued; each lane runs up to `concurrency` keys at
+   * once. Without it, every key shares one lane.
+   */
+  readonly lane?: (key: string) => string;
 }
 
 /** The keyed work queue. */
 export class WorkQueue {
   readonly #handler: (key: string) => Promise<ReconcileResult>;
-  readonly #pq: PQueue;
+  readonly #concurrency: number;
+  readonly #lane: ((key: string) => string) | undefined;
+  /** One p-queue per lane; a lane is dropped when it runs dry, so only lanes with work are held. */
+  readonly #lanes = new Map<string, PQueue>();
   readonly #queued = new Map<string, number>();
   readonly #running = new Set<string>();
   readonly #dirty = new Set<string>();
@@ -64,7 +76,8 @@ export class WorkQueue {
 
   constructor(handler: (key: string) => Promise<ReconcileResult>, options: WorkQueueOptions) {
     this.#handler = handler;
-    this.#pq = new PQueue({ concurrency: Math.max(1, options.concurrency) });
+    this.#concurrency = Math.max(1, options.concurrency);
+    this.#lane = options.lane;
     this.#clock = options.clock ?? systemClock;
     this.#observer = options.observer ?? {};
     this.#base = options.baseBackoffMs ?? 200;
@@ -93,7 +106,21 @@ export class WorkQueue {
     if (this.#queued.has(key)) return;
     this.#queued.set(key, this.#clock.now());
     this.#observer.depth?.(this.depth);
-    void this.#pq.add(() => this.#process(key));
+    void this.#laneOf(key).add(() => this.#process(key));
+  }
+
+  #laneOf(key: string): PQueue {
+    const name = this.#lane?.(key) ?? '';
+    let pq = this.#lanes.get(name);
+    if (!pq) {
+      const created = new PQueue({ concurrency: this.#concurrency });
+      created.addEventListener('idle', () => {
+        if (this.#lanes.get(name) === created && created.size === 0 && created.pending === 0) this.#lanes.delete(name);
+      });
+      this.#lanes.set(name, created);
+      pq = created;
+    }
+    return pq;
   }
 
   /** Adds a key after a delay; an earlier pending add wins. */
@@ -221,7 +248,12 @@ export class WorkQueue {
 
   /** Resolves when nothing is queued or running (pending delayed adds do not count). */
   async idle(): Promise<void> {
-    await this.#pq.onIdle();
+    // A key finishing in one lane may queue another in a new lane: wait until no lane has work.
+    for (;;) {
+      const busy = [...this.#lanes.values()].filter((pq) => pq.size > 0 || pq.pending > 0);
+      if (busy.length === 0) return;
+      await Promise.all(busy.map((pq) => pq.onIdle()));
+    }
   }
 
   /** Stops accepting work, cancels delayed adds and waits for running handlers to finish. */
@@ -231,8 +263,8 @@ export class WorkQueue {
     this.#timer = undefined;
     this.#due.clear();
     this.#heap.length = 0;
-    this.#pq.clear();
+    for (const pq of this.#lanes.values()) pq.clear();
     this.#queued.clear();
-    await this.#pq.onIdle();
+    await this.idle();
   }
 }

@@ -242,6 +242,69 @@ describe('WorkQueue', () => {
     assert.equal(maxActive, 3);
   });
 
+  test('lanes: keys of a lane whose work hangs never wait for it; each lane keeps its own bound', async () => {
+    const slow = deferred();
+    const active = new Map<string, number>();
+    const maxActive = new Map<string, number>();
+    const done: string[] = [];
+    const laneOf = (k: string): string => k.split('-')[0] as string;
+    const q = new WorkQueue(
+      async (k) => {
+        const lane = laneOf(k);
+        active.set(lane, (active.get(lane) ?? 0) + 1);
+        maxActive.set(lane, Math.max(maxActive.get(lane) ?? 0, active.get(lane) ?? 0));
+        if (lane === 'consul') await slow.promise;
+        else await new Promise((r) => setImmediate(r));
+        active.set(lane, (active.get(lane) ?? 0) - 1);
+        done.push(k);
+        return undefined;
+      },
+      { concurrency: 2, lane: laneOf },
+    );
+    for (let i = 0; i < 5; i++) q.add(`consul-${i}`);
+    for (let i = 0; i < 5; i++) q.add(`etcd-${i}`);
+    // Every etcd key finishes while the slow lane's workers are all held and three of its keys wait.
+    for (let i = 0; i < 50 && done.length < 5; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(done, ['etcd-0', 'etcd-1', 'etcd-2', 'etcd-3', 'etcd-4']);
+    assert.equal(q.depth, 5, 'the slow lane: two running, three waiting');
+    assert.equal(active.get('consul'), 2);
+    slow.resolve();
+    await q.idle();
+    assert.equal(done.length, 10);
+    assert.equal(maxActive.get('consul'), 2, 'the bound holds within a lane');
+    assert.equal(maxActive.get('etcd'), 2);
+  });
+
+  test('lanes: a key moving to another lane while it runs is never run twice at once', async () => {
+    let lane = 'a';
+    let active = 0;
+    let maxActive = 0;
+    let runs = 0;
+    const gate = deferred();
+    const q = new WorkQueue(
+      async () => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        runs++;
+        if (runs === 1) await gate.promise;
+        active--;
+        return undefined;
+      },
+      { concurrency: 4, lane: () => lane },
+    );
+    q.add('k');
+    await new Promise((r) => setImmediate(r));
+    lane = 'b';
+    q.add('k');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(runs, 1, 'the add while it runs waits for the run to end, whatever its lane now');
+    gate.resolve();
+    await q.idle();
+    assert.equal(runs, 2);
+    assert.equal(maxActive, 1);
+    await q.shutdown();
+  });
+
   test('backoff is capped at the maximum', () => {
     const q = new WorkQueue(async () => undefined, { concurrency: 1, baseBackoffMs: 100, maxBackoffMs: 1000, random: () => 0.5 });
     assert.equal(q.backoffMs(1), 100);
