@@ -1,7 +1,11 @@
 /**
  * Kubernetes events on our objects, core/v1 style so `kubectl describe` shows them. Repeats of the
  * same event on the same object are folded into one with a count, as client-go's recorder does,
- * so a retrying failure does not flood the API server.
+ * so a retrying failure does not flood the API server. And as client-go's spam filter does, each
+ * object may record a burst of events and then one per few minutes, so an object that changes
+ * every second (a selector over pods flapping in and out of readiness) does not add one apiserver
+ * write per change. Warnings and normal events have separate allowances: a run of "Registered"
+ * never keeps a "RegistrationFailed" out.
  */
 import PQueue from 'p-queue';
 import type { CoreV1Event } from '@kubernetes/client-node';
@@ -27,7 +31,8 @@ export interface EventRecorder {
 }
 
 interface Folded {
-  readonly name: string;
+  /** The event's name once it is created; undefined if creating it failed. */
+  readonly name: Promise<string | undefined>;
   readonly namespace: string;
   count: number;
   lastSent: number;
@@ -37,10 +42,59 @@ const COMPONENT = 'kube-registrar';
 /** Repeats within this window update the existing event instead of creating a new one. */
 const FOLD_WINDOW_MS = 10 * 60_000;
 const MAX_FOLDED = 4096;
+/** Events one object may record at once, per type (client-go's spam filter: 25). */
+export const SPAM_BURST = 25;
+/** After the burst, one more event per object and type per this period (client-go's: 5 minutes). */
+export const SPAM_REFILL_MS = 5 * 60_000;
+/** Objects whose allowance is remembered; past it the least recently used is forgotten (full again). */
+export const MAX_ALLOWANCES = 4096;
 /** Events sent to the apiserver at once. */
 const SEND_CONCURRENCY = 4;
 /** Events waiting to be sent beyond which new ones are dropped (as client-go's broadcaster does when its queue is full). */
 const MAX_BACKLOG = 1000;
+
+/**
+ * client-go's spam filter: a token bucket per key (an object and an event type) holding
+ * {@link SPAM_BURST} tokens, refilled at one per {@link SPAM_REFILL_MS}. The least recently used
+ * keys are forgotten past {@link MAX_ALLOWANCES}, which only ever gives an object a full bucket again.
+ */
+export class EventAllowance {
+  /** Per key: the tokens left and the time the refill is counted from. */
+  readonly #buckets = new Map<string, { readonly tokens: number; readonly at: number }>();
+  readonly #now: () => number;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  /** Takes a token for `key`: true if there was one (the event may be recorded). */
+  take(key: string): boolean {
+    const now = this.#now();
+    const known = this.#buckets.get(key);
+    let tokens = SPAM_BURST;
+    let at = now;
+    if (known) {
+      // Most recently used last, so the first entry is the one to forget when the map is full.
+      this.#buckets.delete(key);
+      const refill = Math.floor((now - known.at) / SPAM_REFILL_MS);
+      tokens = known.tokens + refill;
+      at = known.at + refill * SPAM_REFILL_MS;
+      // A full bucket starts counting its refill from the next token taken.
+      if (tokens >= SPAM_BURST) [tokens, at] = [SPAM_BURST, now];
+    } else if (this.#buckets.size >= MAX_ALLOWANCES) {
+      const oldest = this.#buckets.keys().next().value;
+      if (oldest !== undefined) this.#buckets.delete(oldest);
+    }
+    const allowed = tokens > 0;
+    this.#buckets.set(key, { tokens: allowed ? tokens - 1 : 0, at });
+    return allowed;
+  }
+
+  /** Keys remembered (for tests). */
+  get size(): number {
+    return this.#buckets.size;
+  }
+}
 
 /** An {@link EventRecorder} writing to the API server; failures are logged, never thrown. */
 export class KubeEventRecorder implements EventRecorder {
@@ -48,11 +102,14 @@ export class KubeEventRecorder implements EventRecorder {
   readonly #logger: Logger;
   readonly #folded = new Map<string, Folded>();
   readonly #queue = new PQueue({ concurrency: SEND_CONCURRENCY });
+  readonly #allowance: EventAllowance;
   #dropped = 0;
+  #filtered = 0;
 
-  constructor(kc: KubeConfig, logger: Logger) {
+  constructor(kc: KubeConfig, logger: Logger, options: { readonly now?: () => number } = {}) {
     this.#kc = kc;
     this.#logger = logger;
+    this.#allowance = new EventAllowance(options.now);
   }
 
   normal(target: EventTarget, reason: string, message: string): void {
@@ -68,6 +125,11 @@ export class KubeEventRecorder implements EventRecorder {
     return this.#dropped;
   }
 
+  /** Events not recorded because their object had used its allowance (the spam filter). */
+  get filtered(): number {
+    return this.#filtered;
+  }
+
   /** Waits for the events queued and in flight (for shutdown). */
   async flush(): Promise<void> {
     await this.#queue.onIdle();
@@ -78,6 +140,10 @@ export class KubeEventRecorder implements EventRecorder {
    * holds thousands of requests in memory. Past the backlog limit events are dropped and counted.
    */
   #record(target: EventTarget, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    if (!this.#allowance.take(`${target.uid ?? `${target.kind}/${target.namespace}/${target.name}`}|${type}`)) {
+      this.#filtered++;
+      return;
+    }
     if (this.#queue.size >= MAX_BACKLOG) {
       if (this.#dropped++ % MAX_BACKLOG === 0)
         this.#logger.warn({ dropped: this.#dropped, backlog: this.#queue.size }, 'too many events waiting to be recorded; dropping some');
@@ -98,16 +164,21 @@ export class KubeEventRecorder implements EventRecorder {
     if (folded && now.getTime() - folded.lastSent < FOLD_WINDOW_MS) {
       folded.count++;
       folded.lastSent = now.getTime();
-      await kubeRequest(this.#kc, {
-        method: 'PATCH',
-        path: `/api/v1/namespaces/${seg(folded.namespace)}/events/${seg(folded.name)}`,
-        body: [
-          { op: 'replace', path: '/count', value: folded.count },
-          { op: 'replace', path: '/lastTimestamp', value: now.toISOString() },
-        ],
-        contentType: PatchType.Json,
-      });
-      return;
+      // A repeat sent while the first is still being created waits for its name.
+      const name = await folded.name;
+      if (name !== undefined) {
+        // The count as it is now: repeats patching at once all write the latest, whatever their order.
+        await kubeRequest(this.#kc, {
+          method: 'PATCH',
+          path: `/api/v1/namespaces/${seg(folded.namespace)}/events/${seg(name)}`,
+          body: [
+            { op: 'replace', path: '/count', value: folded.count },
+            { op: 'replace', path: '/lastTimestamp', value: now.toISOString() },
+          ],
+          contentType: PatchType.Json,
+        });
+        return;
+      }
     }
     const event: CoreV1Event = {
       metadata: { generateName: `${target.name}.`, namespace },
@@ -129,12 +200,22 @@ export class KubeEventRecorder implements EventRecorder {
       lastTimestamp: now,
       count: 1,
     };
-    const created = await kubeRequest<CoreV1Event>(this.#kc, {
+    const created = kubeRequest<CoreV1Event>(this.#kc, {
       method: 'POST',
       path: `/api/v1/namespaces/${seg(namespace)}/events`,
       body: event,
     });
+    // Known before it is created, so that a repeat sent meanwhile folds into it.
     if (this.#folded.size >= MAX_FOLDED) this.#folded.clear();
-    this.#folded.set(foldKey, { name: created.metadata?.name ?? '', namespace, count: 1, lastSent: now.getTime() });
+    this.#folded.set(foldKey, {
+      name: created.then(
+        (e) => e.metadata?.name ?? '',
+        () => undefined,
+      ),
+      namespace,
+      count: 1,
+      lastSent: now.getTime(),
+    });
+    await created;
   }
 }

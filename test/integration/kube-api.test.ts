@@ -10,8 +10,11 @@ import { V1MicroTime } from '@kubernetes/client-node';
 import { kubeRequest } from '../../src/kube/api.ts';
 import { OperatorKubeConfig } from '../../src/kube/kube-config.ts';
 import { kubeLeaseApi } from '../../src/controller/leader.ts';
-import { bedEnv, uniqueSuffix } from '../support/env.ts';
+import { KubeEventRecorder, SPAM_BURST } from '../../src/kube/events.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { adminKubeConfig, bedEnv, uniqueSuffix } from '../support/env.ts';
 import { kubeconfigVia, TcpProxy } from '../support/faults.ts';
+import { eventsFor } from '../support/kube.ts';
 
 let proxy: TcpProxy;
 let kubeconfig: string;
@@ -92,5 +95,27 @@ describe("the operator's Kubernetes API requests", () => {
       return true;
     });
     await kubeRequest(operatorKubeConfig(), { method: 'DELETE', path: `/apis/coordination.k8s.io/v1/namespaces/default/leases/${name}` });
+  });
+
+  test('events: an object records a burst and then no more, its warnings keep an allowance of their own, repeats fold', async () => {
+    const recorder = new KubeEventRecorder(operatorKubeConfig(), createLogger('error'));
+    const name = `events-${uniqueSuffix()}`;
+    const target = { apiVersion: 'v1', kind: 'ConfigMap', name, namespace: 'default' };
+    for (let i = 0; i < SPAM_BURST + 10; i++) recorder.normal(target, 'Registered', `change ${i}`);
+    recorder.warning(target, 'RegistrationFailed', 'the registry refused');
+    recorder.warning(target, 'RegistrationFailed', 'the registry refused');
+    await recorder.flush();
+    const events = await eventsFor(adminKubeConfig(), 'default', name);
+    const normal = events.filter((e) => e.type === 'Normal').map((e) => e.message);
+    assert.equal(normal.length, SPAM_BURST, 'the burst was written');
+    assert.ok(normal.includes('change 0') && normal.includes(`change ${SPAM_BURST - 1}`) && !normal.includes(`change ${SPAM_BURST}`));
+    assert.equal(recorder.filtered, 10, 'the rest were held back and counted');
+    const warnings = events.filter((e) => e.type === 'Warning');
+    assert.equal(warnings.length, 1, 'the warning was written, once: its repeat folded into it');
+    const list = await kubeRequest<{ items: { count?: number; reason?: string }[] }>(operatorKubeConfig(), {
+      method: 'GET',
+      path: `/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D${name}`,
+    });
+    assert.equal(list.items.find((e) => e.reason === 'RegistrationFailed')?.count, 2);
   });
 });
