@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { calculatePlan, isEmptyPlan } from '../../src/plan/plan.ts';
 import { ConsulRegistry } from '../../src/registry/consul/consul-registry.ts';
 import type { ConsulRegistryOptions } from '../../src/registry/consul/consul-registry.ts';
+import { silentLogger } from '../../src/registry/logger.ts';
 import { OwnedRegistry } from '../../src/registry/owner.ts';
 import type { ForeignEntryConflict } from '../../src/registry/owner.ts';
 import type { Owner, RegistryEntry } from '../../src/registry/types.ts';
@@ -256,6 +257,26 @@ void describe('ConsulRegistry against a real Consul agent', () => {
     assert.deepEqual(await restarted.adoptLeases(), [f.ns], 'its own Registry adopts it');
     assert.equal(restarted.leaseIdFor(f.ns), leaseId);
     assert.equal(await fingerprint(f.name), before, 'nothing was re-registered');
+  });
+
+  void it('a restarted backend whose first reads come all at once adopts the heartbeat once, not once per read', async () => {
+    const f = fixture();
+    const first = registry({ clusterId: f.clusterId });
+    await sync(first, f, [entry(f, '10.4.8.1')]);
+    const leaseId = first.leaseIdFor(f.ns);
+    await first.close();
+    const adopted: object[] = [];
+    const logger = { ...silentLogger, info: (obj: object, msg?: string) => void (msg === 'adopted Consul heartbeat' && adopted.push(obj)) };
+    const restarted = registry({ clusterId: f.clusterId, logger });
+    // As after a start: every ServiceInstance of the namespace reads its scope before any heartbeat is known.
+    const reads = await Promise.all(Array.from({ length: 8 }, () => restarted.records({ registryNamespace: f.ns, service: f.service })));
+    assert.ok(
+      reads.every((r) => r.length === 1),
+      'every read found the instance',
+    );
+    assert.equal(restarted.leaseIdFor(f.ns), leaseId, 'the heartbeat was adopted');
+    assert.equal(adopted.length, 1, 'one adoption (one TTL pass) for the eight reads');
+    assert.equal(restarted.keepalives(), 1);
   });
 
   void it('when the operator is gone, instances leave ?passing=true within the TTL and are deregistered later', async () => {

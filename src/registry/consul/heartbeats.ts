@@ -199,13 +199,25 @@ export class ConsulHeartbeats {
     await this.#keeper.close();
   }
 
-  /** Takes over a heartbeat found on the agent: passes it now and on every interval. */
+  /**
+   * Takes over a heartbeat found on the agent: passes it now and on every interval. Reads that find
+   * it at once (the first reads after a start, one per ServiceInstance of the namespace) share one
+   * adoption rather than passing the TTL once each.
+   */
   async #adopt(state: NamespaceState, record: AgentServiceRecord): Promise<void> {
-    const { calls, ttlSeconds, reapAfterSeconds, dryRun, logger } = this.#ctx;
+    const { ttlSeconds, reapAfterSeconds, dryRun } = this.#ctx;
     const wasPresent = state.present;
     state.present = true;
     state.current = heartbeatIsCurrent(record, ttlSeconds, reapAfterSeconds + HEARTBEAT_EXTRA_REAP_SECONDS);
     if (dryRun || this.#keeper.has(state.registryNamespace)) return;
+    state.adopting ??= this.#takeOver(state, wasPresent).finally(() => {
+      state.adopting = undefined;
+    });
+    await state.adopting;
+  }
+
+  async #takeOver(state: NamespaceState, wasPresent: boolean): Promise<void> {
+    const { calls, logger } = this.#ctx;
     if (!state.current) {
       // Another TTL than configured: register it again (its status carries over) and pass from now on.
       await this.ensure(state);

@@ -19,6 +19,8 @@ export interface NamespaceState {
   current: boolean;
   /** Single flight of registering the heartbeat. */
   ensuring: Promise<void> | undefined;
+  /** Single flight of adopting a heartbeat found on the agent (concurrent first reads share one pass). */
+  adopting: Promise<void> | undefined;
   /** Bumped on every registration, so a read that started before one cannot undo it. */
   registrations: number;
   /** When a read or write last asked for this namespace, in ms since the epoch. */
@@ -50,6 +52,7 @@ export class ConsulNamespaces extends Map<string, NamespaceState> {
         present: false,
         current: false,
         ensuring: undefined,
+        adopting: undefined,
         registrations: 0,
         usedAt: 0,
       };
