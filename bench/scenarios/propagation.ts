@@ -8,7 +8,9 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
+import type { Etcd3 } from 'etcd3';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { encodeEntry } from '../../src/registry/etcd/codec.ts';
 import { withBed, waitFor } from '../lib/bed.ts';
 import { PassingWatch, RawConsulPool } from '../lib/consul.ts';
 import type { ScenarioContext } from '../lib/context.ts';
@@ -22,6 +24,8 @@ import { distribution, mapBounded, type Distribution } from '../lib/stats.ts';
 import { StatusTracker } from '../lib/status.ts';
 
 const PREFIX = '/bench';
+/** The raw etcd limit's keys: outside the operator's prefix, and as long, so keys have the operator's sizes. */
+const RAW_PREFIX = '/braw0';
 /** A change not visible this long after the phase ended is counted as never seen (infinitely late). */
 const UNSEEN_AFTER_MS = 60_000;
 
@@ -229,6 +233,97 @@ async function rawFlipPhase(pool: RawConsulPool, rate: number, seconds: number, 
 }
 
 /**
+ * The raw limit for etcd, measured like the operator's figure: as many keys, with the operator's
+ * values, on one lease, flipped at the same rate, each change one transaction guarded the way the
+ * operator guards its writes (a create only if the key is absent, a delete only at the revision last
+ * written), sent at its time without waiting for the others, and timed until a watch on the prefix
+ * sees it. A key is flipped again only once its previous change is visible, as in {@link flipPhase}.
+ * The lease is revoked at the end, which removes the keys.
+ */
+async function rawEtcdFlipPhase(
+  etcd: Etcd3,
+  entries: readonly { key: string; value: string }[],
+  rate: number,
+  seconds: number,
+): Promise<RawPhaseResult> {
+  const lease = etcd.lease(30);
+  const leaseId = await lease.grant();
+  const values = new Map(entries.map((e) => [e.key, e.value]));
+  const revisions = new Map<string, string>();
+  const put = async (key: string): Promise<void> => {
+    const res = await etcd.kv.txn({
+      compare: [{ key: Buffer.from(key), target: 'Version', result: 'Equal', version: '0' }],
+      success: [{ request_put: { key: Buffer.from(key), value: Buffer.from(values.get(key) ?? ''), lease: leaseId } }],
+    });
+    if (!res.succeeded) throw new Error(`raw etcd create of ${key} was refused: the key exists`);
+    revisions.set(key, res.header.revision);
+  };
+  const del = async (key: string): Promise<void> => {
+    const res = await etcd.kv.txn({
+      compare: [{ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revisions.get(key) ?? '0' }],
+      success: [{ request_delete_range: { key: Buffer.from(key) } }],
+    });
+    if (!res.succeeded) throw new Error(`raw etcd delete of ${key} was refused: it changed since it was written`);
+    revisions.delete(key);
+  };
+  await mapBounded([...values.keys()], 16, put);
+  const keys = [...values.keys()].sort(() => Math.random() - 0.5);
+  const present = new Map(keys.map((k) => [k, true]));
+  const current = new Map<string, { toPresent: boolean; sentAt: number; visibleAt: number }>();
+  const changes: { toPresent: boolean; sentAt: number; visibleAt: number }[] = [];
+  const watch = await EtcdPrefixWatch.start(etcd, `${RAW_PREFIX}/`);
+  watch.onEvent = (e) => {
+    const c = current.get(e.key);
+    if (c && Number.isNaN(c.visibleAt) && (e.kind === 'put') === c.toPresent) c.visibleAt = e.at;
+  };
+  const inFlight = new Set<Promise<void>>();
+  const errors: unknown[] = [];
+  const started = performance.now();
+  const total = Math.round(rate * seconds);
+  let cursor = 0;
+  try {
+    for (let i = 0; i < total; i++) {
+      const wait = started + (i * 1000) / rate - performance.now();
+      if (wait > 0) await sleep(wait);
+      let key: string | undefined;
+      for (let tries = 0; tries < keys.length; tries++) {
+        const candidate = keys[cursor++ % keys.length] as string;
+        const prev = current.get(candidate);
+        if (!prev || !Number.isNaN(prev.visibleAt)) {
+          key = candidate;
+          break;
+        }
+      }
+      if (key === undefined) continue;
+      const toPresent = !(present.get(key) ?? true);
+      present.set(key, toPresent);
+      const c = { toPresent, sentAt: performance.now(), visibleAt: Number.NaN };
+      current.set(key, c);
+      changes.push(c);
+      const p = (toPresent ? put(key) : del(key)).catch((err: unknown) => {
+        errors.push(err);
+      });
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      if (inFlight.size >= 64) await Promise.race(inFlight);
+    }
+    const achievedRate = changes.length / ((performance.now() - started) / 1000);
+    await Promise.all(inFlight);
+    await waitFor(() => changes.every((c) => !Number.isNaN(c.visibleAt)), UNSEEN_AFTER_MS, 100);
+    if (errors.length > 0) throw new Error(`${errors.length} raw etcd transaction(s) failed, e.g. ${String(errors[0])}`);
+    return {
+      changes: changes.length,
+      achievedRate,
+      unseen: changes.filter((c) => Number.isNaN(c.visibleAt)).length,
+      latency: distribution(changes.map((c) => (Number.isNaN(c.visibleAt) ? Number.POSITIVE_INFINITY : c.visibleAt - c.sentAt))),
+    };
+  } finally {
+    await watch.stop();
+    await lease.revoke();
+  }
+}
+
+/**
  * The apiserver's side of a phase without the operator's: readiness flips of pods that no Registry
  * and no ServiceInstance selects, at the same rate and with the same rule (a pod is flipped again only
  * once its previous patch was acknowledged), then every pod made Ready again. Run beside the raw Consul
@@ -284,7 +379,7 @@ function consulName(e: ExpectedEntry): string {
 export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult> {
   const o = ctx.options;
   const p = o.propagation;
-  const rounds: { etcd: PhaseResult; consul: PhaseResult; rawConsul: RawPhaseResult }[] = [];
+  const rounds: { etcd: PhaseResult; consul: PhaseResult; rawEtcd: RawPhaseResult; rawConsul: RawPhaseResult }[] = [];
   let profile: string | undefined;
   await withBed(ctx.log, async ({ bed, kube, etcd }) => {
     ctx.onVersions(bed.versions);
@@ -357,7 +452,20 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
         { clusterId: rawCluster, registryNamespace: 'rawpc', name: (e) => `${e.registryNamespace}-${e.endpoint.service}`, concurrency: 16 },
       );
       ctx.log(`propagation: ${rawPool.keys().length} raw instances registered on the agent for the Consul limit`);
+      const rawEtcdCluster = randomUUID();
+      const rawEtcdEntries = etcdLayout.entries.map((e) => ({
+        key: etcdKey(RAW_PREFIX, e),
+        value: encodeEntry('json', registryEntry(e, rawEtcdCluster)).value,
+      }));
       for (let r = 1; r <= o.repeats; r++) {
+        const [rawEtcd] = await Promise.all([
+          rawEtcdFlipPhase(etcd, rawEtcdEntries, p.rate, p.seconds),
+          apiserverLoad(kube, loadLayout.entries, p.rate, p.seconds),
+        ]);
+        ctx.log(
+          `  round ${r} raw etcd: ${rawEtcd.changes} guarded transactions at ${rawEtcd.achievedRate.toFixed(1)}/s, call → visible p50/p95/p99 ${rawEtcd.latency.p50.toFixed(0)}/${rawEtcd.latency.p95.toFixed(0)}/${rawEtcd.latency.p99.toFixed(0)} ms, unseen ${rawEtcd.unseen}`,
+        );
+        await sleep(3000);
         const etcdPhase = await flipPhase(kube, op, etcdLayout.entries, p.rate, p.seconds, observeEtcd);
         ctx.log(
           `  round ${r} etcd: ${etcdPhase.changes} changes at ${etcdPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${etcdPhase.endToEnd.p50.toFixed(0)}/${etcdPhase.endToEnd.p95.toFixed(0)}/${etcdPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${etcdPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${etcdPhase.operator.p99.toFixed(0)} ms, unseen ${etcdPhase.unseen}; ${describeWindow(etcdPhase.reconciles)}`,
@@ -375,7 +483,7 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
         ctx.log(
           `  round ${r} consul: ${consulPhase.changes} changes at ${consulPhase.achievedRate.toFixed(1)}/s, p50/p95/p99 ${consulPhase.endToEnd.p50.toFixed(0)}/${consulPhase.endToEnd.p95.toFixed(0)}/${consulPhase.endToEnd.p99.toFixed(0)} ms, apiserver p99 ${consulPhase.apiserver.p99.toFixed(0)} ms, operator p99 ${consulPhase.operator.p99.toFixed(0)} ms, unseen ${consulPhase.unseen}; ${describeWindow(consulPhase.reconciles)}`,
         );
-        rounds.push({ etcd: etcdPhase, consul: consulPhase, rawConsul });
+        rounds.push({ etcd: etcdPhase, consul: consulPhase, rawEtcd, rawConsul });
         await sleep(3000);
       }
     } finally {
@@ -404,6 +512,11 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
             name: 'beyond the apiserver (watch event → visible), p99',
             unit: 'ms',
             runs: ph.map((x) => x.operator.p99),
+            limit: {
+              name: 'raw guarded transaction p99 (call → visible)',
+              unit: 'ms',
+              runs: rounds.map((x) => x.rawEtcd.latency.p99),
+            },
             goal: { kind: 'below', threshold: 100, text: '< 100 ms' },
           }
         : {
@@ -424,6 +537,17 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
       { case: c, name: 'mean registry read', unit: 'ms', runs: ph.map((x) => x.reconciles.meanReadMs) },
       { case: c, name: 'mean registry write (change batch)', unit: 'ms', runs: ph.map((x) => x.reconciles.meanApplyMs) },
     );
+    if (backend === 'etcd') {
+      const raw = rounds.map((r) => r.rawEtcd);
+      const rc = 'etcd raw guarded transactions (same rate, same watch)';
+      figures.push(
+        { case: rc, name: 'changes per second achieved', unit: '/s', runs: raw.map((x) => x.achievedRate) },
+        { case: rc, name: 'call → visible, p50', unit: 'ms', runs: raw.map((x) => x.latency.p50) },
+        { case: rc, name: 'call → visible, p99', unit: 'ms', runs: raw.map((x) => x.latency.p99) },
+      );
+      const rawUnseen = raw.reduce((s, x) => s + x.unseen, 0);
+      if (rawUnseen > 0) notes.push(`${rc}: ${rawUnseen} change(s) were never visible; they count as infinitely late (∞).`);
+    }
     if (backend === 'consul') {
       const raw = rounds.map((r) => r.rawConsul);
       const rc = 'Consul raw agent calls (same rate, same query)';
@@ -448,6 +572,7 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
       `${p.services} ServiceInstances × ${p.podsPerService} Ready pods per backend, in 2 namespaces each; one operator (defaults) serving an etcd Registry and a Consul Registry (serviceName "{namespace}-{service}").`,
       `Per round and backend: ${p.rate} readiness flips per second for ${p.seconds} s through the pods' status subresource (Ready ↔ not Ready), then every pod is made Ready again. A pod is flipped again only once its previous change is visible, so when the operator lags behind by more than the pool of ${p.services * p.podsPerService} pods allows, changes are skipped and the achieved rate drops below ${p.rate}/s.`,
       "Visible = the key appears/disappears in an etcd watch on the prefix, or the address enters/leaves `/v1/health/service/<name>?passing=true` (blocking queries). The apiserver's share is patch → the harness's own pod watch event, which is what the operator's informer receives too; \"beyond the apiserver\" = watch event → visible, per change.",
+      `etcd's limit, measured in the same round right before the operator's phase: as many keys again under another prefix, with the operator's values, on one lease, flipped at the same rate, each change one transaction guarded as the operator guards its writes (create only if absent, delete only at the revision last written), sent at its time, timed from the call to a watch on the prefix seeing it; meanwhile the apiserver is kept as busy as below. The goal stays absolute (< 100 ms); the ratio column gives the operator's p99 over this raw p99.`,
       `Consul's limit, measured in the same round right before the operator's phase: as many instances again, registered by the harness straight through the agent with the operator's own bodies (alias check on a heartbeat), flipped at the same rate, each change one agent call (PUT /v1/agent/service/register or deregister, sent at its time), timed from the call to the same \`?passing=true\` blocking query seeing it. Those instances stay registered throughout, so the agent holds the same services (${2 * p.services * p.podsPerService} instances) in both phases. Meanwhile the harness flips as many pods again, in namespaces no Registry selects and without ServiceInstances, at the same rate: the apiserver, its etcd and the operator's pod informer are as busy as in the operator's phase, and the raw limit shares the machine under the same load. Goal: the operator's p99 beyond the apiserver ≤ 2 × that raw p99.`,
       'The harness, the operator and all servers share 2 vCPU, so every latency includes some scheduling delay of a busy machine.',
     ],
