@@ -33,11 +33,10 @@ async function forEachBounded<T>(items: readonly T[], limit: number, work: (item
 
 /**
  * Applies the changes as agent calls, at most `maxConcurrentCalls` at a time: first the heartbeat
- * of every namespace written to (through `heartbeats`), then registrations (create and update)
- * together with deregistrations of instances that went away, and last the deregistrations of the
- * old IDs of updated instances, so that an instance whose ID changes is registered under its new
- * ID before its old one goes. An instance leaving never waits for another's registration: a pod
- * no longer Ready leaves the passing results one agent call after the reconcile began, not two.
+ * of every namespace written to (through `heartbeats`), then registrations (create and update),
+ * then deregistrations. Deregistrations wait for the registrations on purpose: when one reconcile
+ * sees a new pod Ready and an old one leaving (a rolling update with maxUnavailable 0), the service
+ * never holds fewer passing instances than before (the rollout test checks it, in etcd and Consul).
  * If any call failed, a {@link ConsulRegistryError} names them all.
  *
  * @throws {RangeError} for entries of another cluster: this backend never touches those.
@@ -48,13 +47,11 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
     throw new RangeError(`invalid changes: ${changes.updateOld.length} updateOld but ${changes.updateNew.length} updateNew entries`);
   }
   const puts = [...changes.create, ...changes.updateNew];
-  const gone = [...changes.delete];
-  const replaced: RegistryEntry[] = [];
+  const deletes = [...changes.delete];
   changes.updateOld.forEach((old, i) => {
     const next = changes.updateNew[i] as RegistryEntry;
-    if (naming.serviceId(old) !== naming.serviceId(next)) replaced.push(old);
+    if (naming.serviceId(old) !== naming.serviceId(next)) deletes.push(old);
   });
-  const deletes = [...gone, ...replaced];
   for (const entry of [...puts, ...deletes]) {
     if (entry.owner.clusterId !== clusterId) {
       throw new RangeError(
@@ -84,44 +81,48 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
   const skipped = puts.filter((e) => blocked.has(e.registryNamespace)).length;
   if (skipped > 0) logger.warn({ skipped }, 'not registering instances whose heartbeat could not be registered');
 
-  const register = async (entry: RegistryEntry): Promise<void> => {
-    let body: ServiceRegistration | undefined;
-    let step = 'registering';
-    try {
-      const state = namespaces.use(entry.registryNamespace);
-      body = naming.registration(state.heartbeatServiceId, entry);
-      const update = healthCheckUpdate(body.ID, entry.endpoint.health);
-      if (dryRun) {
-        logger.info(
-          {
-            dryRun: true,
-            op: 'register',
-            consulNamespace: state.consulNamespace,
-            service: body,
-            ...(update ? { healthCheck: update } : {}),
-          },
-          'dry run: Consul registration skipped',
-        );
-        return;
+  await forEachBounded(
+    puts.filter((e) => !blocked.has(e.registryNamespace)),
+    maxConcurrentCalls,
+    async (entry) => {
+      let body: ServiceRegistration | undefined;
+      let step = 'registering';
+      try {
+        const state = namespaces.use(entry.registryNamespace);
+        body = naming.registration(state.heartbeatServiceId, entry);
+        const update = healthCheckUpdate(body.ID, entry.endpoint.health);
+        if (dryRun) {
+          logger.info(
+            {
+              dryRun: true,
+              op: 'register',
+              consulNamespace: state.consulNamespace,
+              service: body,
+              ...(update ? { healthCheck: update } : {}),
+            },
+            'dry run: Consul registration skipped',
+          );
+          return;
+        }
+        const registration = body;
+        const view = views.of(state.consulNamespace);
+        await calls.call(() => calls.client.register(registration, state.consulNamespace));
+        view.registered(registration);
+        if (update !== undefined) {
+          // Registering cannot set a check's output, and keeps the status and output of a check it
+          // registers again: this call sets both, so the output shows and a hand-passed check turns critical.
+          step = `setting the probe output on health check ${update.checkId} after registering`;
+          await calls.call(() => calls.client.updateTtl(update.checkId, update.status, update.output, state.consulNamespace));
+          view.registered(registration, update);
+        }
+      } catch (err: unknown) {
+        // Whether the call landed is unknown: the next read waits for the agent's own account.
+        if (body !== undefined) views.invalidateAll();
+        failures.push({ what: `${step} ${place(entry)} as Consul service ${body?.Name ?? '?'} (ID ${naming.serviceId(entry)})`, err });
       }
-      const registration = body;
-      const view = views.of(state.consulNamespace);
-      await calls.call(() => calls.client.register(registration, state.consulNamespace));
-      view.registered(registration);
-      if (update !== undefined) {
-        // Registering cannot set a check's output, and keeps the status and output of a check it
-        // registers again: this call sets both, so the output shows and a hand-passed check turns critical.
-        step = `setting the probe output on health check ${update.checkId} after registering`;
-        await calls.call(() => calls.client.updateTtl(update.checkId, update.status, update.output, state.consulNamespace));
-        view.registered(registration, update);
-      }
-    } catch (err: unknown) {
-      // Whether the call landed is unknown: the next read waits for the agent's own account.
-      if (body !== undefined) views.invalidateAll();
-      failures.push({ what: `${step} ${place(entry)} as Consul service ${body?.Name ?? '?'} (ID ${naming.serviceId(entry)})`, err });
-    }
-  };
-  const deregister = async (entry: RegistryEntry): Promise<void> => {
+    },
+  );
+  await forEachBounded(deletes, maxConcurrentCalls, async (entry) => {
     const id = naming.serviceId(entry);
     try {
       const state = namespaces.use(entry.registryNamespace);
@@ -139,13 +140,7 @@ export async function applyConsulChanges(ctx: ConsulBackendContext, heartbeats: 
       views.invalidateAll();
       failures.push({ what: `deregistering ${place(entry)} (Consul service ID ${id})`, err });
     }
-  };
-  const firstCalls: (() => Promise<void>)[] = [
-    ...puts.filter((e) => !blocked.has(e.registryNamespace)).map((e) => () => register(e)),
-    ...gone.map((e) => () => deregister(e)),
-  ];
-  await forEachBounded(firstCalls, maxConcurrentCalls, (call) => call());
-  await forEachBounded(replaced, maxConcurrentCalls, deregister);
+  });
 
   const total = heartbeatNamespaces.length + puts.length + deletes.length;
   if (failures.length > 0) {
