@@ -50,6 +50,9 @@ export interface ReconcileTotals {
   readonly readSeconds: number;
   readonly applies: number;
   readonly applySeconds: number;
+  /** Of those, how many took 100 ms or less (the histograms' 0.1 s bucket). */
+  readonly reconcilesWithin100ms: number;
+  readonly appliesWithin100ms: number;
 }
 
 /** What the operator did in a window: reconciles, their mean duration and queue wait, and the registry calls in them (ms). */
@@ -61,11 +64,14 @@ export interface ReconcileWindow {
   readonly meanReadMs: number;
   readonly appliesPerReconcile: number;
   readonly meanApplyMs: number;
+  /** Shares (0–1) of the reconciles and of the registry writes that took longer than 100 ms. */
+  readonly reconcilesOver100ms: number;
+  readonly appliesOver100ms: number;
 }
 
 /** One line for logs: what the reconciles of a window did. */
 export function describeWindow(w: ReconcileWindow): string {
-  return `${w.reconciles} reconciles of ${w.meanReconcileMs.toFixed(0)} ms (+${w.meanQueueWaitMs.toFixed(0)} ms queued), each ${w.readsPerReconcile.toFixed(1)} registry reads of ${w.meanReadMs.toFixed(0)} ms and ${w.appliesPerReconcile.toFixed(2)} writes of ${w.meanApplyMs.toFixed(0)} ms`;
+  return `${w.reconciles} reconciles of ${w.meanReconcileMs.toFixed(0)} ms (+${w.meanQueueWaitMs.toFixed(0)} ms queued), each ${w.readsPerReconcile.toFixed(1)} registry reads of ${w.meanReadMs.toFixed(0)} ms and ${w.appliesPerReconcile.toFixed(2)} writes of ${w.meanApplyMs.toFixed(0)} ms; over 100 ms: ${(100 * w.reconcilesOver100ms).toFixed(1)} % of reconciles, ${(100 * w.appliesOver100ms).toFixed(1)} % of writes`;
 }
 
 /** The difference of two {@link ReconcileTotals} readings. */
@@ -82,6 +88,8 @@ export function reconcileWindow(a: ReconcileTotals, b: ReconcileTotals): Reconci
     meanReadMs: per(b.readSeconds - a.readSeconds, reads) * 1000,
     appliesPerReconcile: per(applies, n),
     meanApplyMs: per(b.applySeconds - a.applySeconds, applies) * 1000,
+    reconcilesOver100ms: 1 - per(b.reconcilesWithin100ms - a.reconcilesWithin100ms, n),
+    appliesOver100ms: 1 - per(b.appliesWithin100ms - a.appliesWithin100ms, applies),
   };
 }
 
@@ -147,6 +155,8 @@ export class BenchOperator {
       `${op}_count{operation="records"}`,
       `${op}_sum{operation="apply"}`,
       `${op}_count{operation="apply"}`,
+      `${op}_bucket{operation="apply",le="0.1"}`,
+      'kube_registrar_reconcile_duration_seconds_bucket{le="0.1"}',
     ]);
     return {
       reads: m[`${op}_count{operation="records"}`] ?? 0,
@@ -157,6 +167,8 @@ export class BenchOperator {
       reconcileSeconds: m['kube_registrar_reconcile_duration_seconds_sum'] ?? Number.NaN,
       waits: m['kube_registrar_workqueue_queue_duration_seconds_count'] ?? Number.NaN,
       waitSeconds: m['kube_registrar_workqueue_queue_duration_seconds_sum'] ?? Number.NaN,
+      reconcilesWithin100ms: m['kube_registrar_reconcile_duration_seconds_bucket{le="0.1"}'] ?? Number.NaN,
+      appliesWithin100ms: m[`${op}_bucket{operation="apply",le="0.1"}`] ?? 0,
     };
   }
 
@@ -178,13 +190,13 @@ export class BenchOperator {
 
 /**
  * Sums the samples of each requested metric in a Prometheus text exposition. A request is a
- * metric name, summed over all its label sets, or `name{label="value"}` for the samples carrying
- * that label value.
+ * metric name, summed over all its label sets, or `name{label="value",...}` for the samples carrying
+ * those label values.
  */
 export function sumMetrics(text: string, names: readonly string[]): Record<string, number> {
   const wanted = names.map((n) => {
-    const m = /^([^{]+)(?:\{(\w+)="([^"]*)"\})?$/.exec(n);
-    return { key: n, name: m?.[1] ?? n, label: m?.[2] ? `${m[2]}="${m[3] ?? ''}"` : undefined };
+    const m = /^([^{]+)(?:\{(.*)\})?$/.exec(n);
+    return { key: n, name: m?.[1] ?? n, labels: m?.[2] ? (m[2].match(/\w+="[^"]*"/g) ?? []) : [] };
   });
   const out: Record<string, number> = {};
   for (const line of text.split('\n')) {
@@ -192,7 +204,7 @@ export function sumMetrics(text: string, names: readonly string[]): Record<strin
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
     if (!m) continue;
     for (const w of wanted) {
-      if (w.name !== m[1] || (w.label !== undefined && !(m[2] ?? '').includes(w.label))) continue;
+      if (w.name !== m[1] || !w.labels.every((l) => (m[2] ?? '').includes(l))) continue;
       out[w.key] = (out[w.key] ?? 0) + Number(m[3]);
     }
   }

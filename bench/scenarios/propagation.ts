@@ -54,6 +54,40 @@ export interface PhaseResult {
 /** Maps a registry observation back to the pod it belongs to. */
 type Observe = (onSeen: (pod: string, ready: boolean, at: number) => void) => Promise<() => Promise<void>>;
 
+/**
+ * Sends `rate × seconds` changes, one every 1/rate s, without waiting for one to finish before the
+ * next is due (at most 64 in flight): `next` picks and starts a change, or returns undefined to skip
+ * this tick (nothing free to change). Resolves the rate achieved, once every change sent has finished.
+ */
+async function paced(rate: number, seconds: number, next: () => Promise<void> | undefined): Promise<number> {
+  const inFlight = new Set<Promise<void>>();
+  const started = performance.now();
+  const total = Math.round(rate * seconds);
+  let sent = 0;
+  for (let i = 0; i < total; i++) {
+    const wait = started + (i * 1000) / rate - performance.now();
+    if (wait > 0) await sleep(wait);
+    const p = next();
+    if (p === undefined) continue;
+    sent++;
+    inFlight.add(p);
+    void p.finally(() => inFlight.delete(p));
+    if (inFlight.size >= 64) await Promise.race(inFlight);
+  }
+  const achievedRate = sent / ((performance.now() - started) / 1000);
+  await Promise.all(inFlight);
+  return achievedRate;
+}
+
+/** The next of `order` (round robin from `cursor.at`) that `free` accepts, or undefined if none is. */
+function nextFree<T>(order: readonly T[], cursor: { at: number }, free: (item: T) => boolean): T | undefined {
+  for (let tries = 0; tries < order.length; tries++) {
+    const candidate = order[cursor.at++ % order.length] as T;
+    if (free(candidate)) return candidate;
+  }
+  return undefined;
+}
+
 async function flipPhase(
   kube: BenchKube,
   op: BenchOperator,
@@ -82,45 +116,29 @@ async function flipPhase(
   });
 
   const order = [...byPod.keys()].sort(() => Math.random() - 0.5);
-  let cursor = 0;
-  const inFlight = new Set<Promise<void>>();
+  const cursor = { at: 0 };
   const totalsBefore = await op.reconcileTotals();
-  const started = performance.now();
-  const total = Math.round(rate * seconds);
   try {
-    for (let i = 0; i < total; i++) {
-      const due = started + (i * 1000) / rate;
-      const wait = due - performance.now();
-      if (wait > 0) await sleep(wait);
+    const achievedRate = await paced(rate, seconds, () => {
       // The next pod whose previous change is visible: never two changes of one pod in flight, so
       // no change is ever superseded (the operator, being level-based, could merge the two). When
       // the operator lags so far that every pod still waits, the change is skipped, and the
       // achieved rate shows it.
-      let pod: string | undefined;
-      for (let tries = 0; tries < order.length; tries++) {
-        const candidate = order[cursor++ % order.length] as string;
+      const pod = nextFree(order, cursor, (candidate) => {
         const prev = current.get(candidate);
-        if (!prev || !Number.isNaN(prev.visibleAt)) {
-          pod = candidate;
-          break;
-        }
-      }
-      if (pod === undefined) continue;
+        return !prev || !Number.isNaN(prev.visibleAt);
+      });
+      if (pod === undefined) return undefined;
       const e = byPod.get(pod) as ExpectedEntry;
       const toReady = !(ready.get(pod) ?? true);
       ready.set(pod, toReady);
       const c: Change = { pod, toReady, sentAt: performance.now(), ackAt: Number.NaN, informerAt: Number.NaN, visibleAt: Number.NaN };
       current.set(pod, c);
       changes.push(c);
-      const p = kube.setPodReady(e.namespace, pod.split('/')[1] ?? '', e.address, toReady).then(() => {
+      return kube.setPodReady(e.namespace, pod.split('/')[1] ?? '', e.address, toReady).then(() => {
         c.ackAt = performance.now();
       });
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p));
-      if (inFlight.size >= 64) await Promise.race(inFlight);
-    }
-    const achievedRate = changes.length / ((performance.now() - started) / 1000);
-    await Promise.all(inFlight);
+    });
     await waitFor(() => changes.every((c) => !Number.isNaN(c.visibleAt)), UNSEEN_AFTER_MS, 100);
     const reconciles = reconcileWindow(totalsBefore, await op.reconcileTotals());
     // Leave every pod Ready again, so the next phase or round starts from the same state.
@@ -151,7 +169,7 @@ async function flipPhase(
   }
 }
 
-/** Latencies of the raw Consul phase: agent call sent → visible in the passing results, in ms. */
+/** Latencies of a raw phase: call sent → visible (in etcd's watch, or in Consul's passing results), in ms. */
 export interface RawPhaseResult {
   readonly changes: number;
   readonly achievedRate: number;
@@ -160,73 +178,80 @@ export interface RawPhaseResult {
 }
 
 /**
- * The raw limit for Consul, measured like the operator's figure: the pool's instances flipped at the
- * same rate, each change one agent call (register with the operator's body, or deregister) sent at
- * its time without waiting for the others, and timed until the same blocking query sees it. A key is
- * flipped again only once its previous change is visible, as in {@link flipPhase}.
+ * The raw limits' flips: `keys` flipped at the rate, each change one call of `send` (present or
+ * not), sent at its time without waiting for the others and timed until `seen` reports it (wire it
+ * to a watch). A key is flipped again only once its previous change is visible, as in
+ * {@link flipPhase}. Every key starts present; `present` says how each ended.
  */
-async function rawFlipPhase(pool: RawConsulPool, rate: number, seconds: number, addr: string): Promise<RawPhaseResult> {
-  const keys = pool.keys().sort(() => Math.random() - 0.5);
-  const registered = new Map(keys.map((k) => [k, true]));
-  const current = new Map<string, { toRegistered: boolean; sentAt: number; visibleAt: number }>();
-  const changes: { toRegistered: boolean; sentAt: number; visibleAt: number }[] = [];
-  const watch = new PassingWatch(addr, pool.names);
-  await watch.primed();
-  watch.onEvent = (e) => {
-    const c = current.get(`${e.service}|${e.address}`);
-    if (c && Number.isNaN(c.visibleAt) && (e.kind === 'up') === c.toRegistered) c.visibleAt = e.at;
-  };
-  const inFlight = new Set<Promise<void>>();
-  const errors: unknown[] = [];
-  const started = performance.now();
-  const total = Math.round(rate * seconds);
-  let cursor = 0;
-  try {
-    for (let i = 0; i < total; i++) {
-      const wait = started + (i * 1000) / rate - performance.now();
-      if (wait > 0) await sleep(wait);
-      let key: string | undefined;
-      for (let tries = 0; tries < keys.length; tries++) {
-        const candidate = keys[cursor++ % keys.length] as string;
-        const prev = current.get(candidate);
-        if (!prev || !Number.isNaN(prev.visibleAt)) {
-          key = candidate;
-          break;
-        }
-      }
-      if (key === undefined) continue;
-      const toRegistered = !(registered.get(key) ?? true);
-      registered.set(key, toRegistered);
-      const c = { toRegistered, sentAt: performance.now(), visibleAt: Number.NaN };
-      current.set(key, c);
+class RawFlips {
+  readonly present: Map<string, boolean>;
+  readonly #keys: readonly string[];
+  readonly #current = new Map<string, { readonly toPresent: boolean; readonly sentAt: number; visibleAt: number }>();
+
+  constructor(keys: readonly string[]) {
+    this.#keys = [...keys].sort(() => Math.random() - 0.5);
+    this.present = new Map(keys.map((k) => [k, true]));
+  }
+
+  /** A watch saw `key` become present or absent at `at`. */
+  seen(key: string, present: boolean, at: number): void {
+    const c = this.#current.get(key);
+    if (c && Number.isNaN(c.visibleAt) && present === c.toPresent) c.visibleAt = at;
+  }
+
+  async run(rate: number, seconds: number, what: string, send: (key: string, present: boolean) => Promise<void>): Promise<RawPhaseResult> {
+    const changes: { readonly sentAt: number; visibleAt: number }[] = [];
+    const errors: unknown[] = [];
+    const cursor = { at: 0 };
+    const achievedRate = await paced(rate, seconds, () => {
+      const key = nextFree(this.#keys, cursor, (candidate) => {
+        const prev = this.#current.get(candidate);
+        return !prev || !Number.isNaN(prev.visibleAt);
+      });
+      if (key === undefined) return undefined;
+      const toPresent = !(this.present.get(key) ?? true);
+      this.present.set(key, toPresent);
+      const c = { toPresent, sentAt: performance.now(), visibleAt: Number.NaN };
+      this.#current.set(key, c);
       changes.push(c);
-      const p = pool.set(key, toRegistered).catch((err: unknown) => {
+      return send(key, toPresent).catch((err: unknown) => {
         errors.push(err);
       });
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p));
-      if (inFlight.size >= 64) await Promise.race(inFlight);
-    }
-    const achievedRate = changes.length / ((performance.now() - started) / 1000);
-    await Promise.all(inFlight);
+    });
     await waitFor(() => changes.every((c) => !Number.isNaN(c.visibleAt)), UNSEEN_AFTER_MS, 100);
-    if (errors.length > 0) throw new Error(`${errors.length} raw agent call(s) failed, e.g. ${String(errors[0])}`);
-    // Leave every instance registered again, so the next round starts from the same state (16 calls
-    // in flight: the agent refuses more than 200 connections from one address).
-    await mapBounded(
-      [...registered.entries()].filter(([, r]) => !r).map(([key]) => key),
-      16,
-      async (key) => {
-        registered.set(key, true);
-        await pool.set(key, true);
-      },
-    );
+    if (errors.length > 0) throw new Error(`${errors.length} ${what}(s) failed, e.g. ${String(errors[0])}`);
     return {
       changes: changes.length,
       achievedRate,
       unseen: changes.filter((c) => Number.isNaN(c.visibleAt)).length,
       latency: distribution(changes.map((c) => (Number.isNaN(c.visibleAt) ? Number.POSITIVE_INFINITY : c.visibleAt - c.sentAt))),
     };
+  }
+}
+
+/**
+ * The raw limit for Consul, measured like the operator's figure: the pool's instances flipped at the
+ * same rate, each change one agent call (register with the operator's body, or deregister), timed
+ * until the same blocking query sees it.
+ */
+async function rawFlipPhase(pool: RawConsulPool, rate: number, seconds: number, addr: string): Promise<RawPhaseResult> {
+  const flips = new RawFlips(pool.keys());
+  const watch = new PassingWatch(addr, pool.names);
+  await watch.primed();
+  watch.onEvent = (e) => flips.seen(`${e.service}|${e.address}`, e.kind === 'up', e.at);
+  try {
+    const result = await flips.run(rate, seconds, 'raw agent call', (key, up) => pool.set(key, up));
+    // Leave every instance registered again, so the next round starts from the same state (16 calls
+    // in flight: the agent refuses more than 200 connections from one address).
+    await mapBounded(
+      [...flips.present.entries()].filter(([, up]) => !up).map(([key]) => key),
+      16,
+      async (key) => {
+        flips.present.set(key, true);
+        await pool.set(key, true);
+      },
+    );
+    return result;
   } finally {
     await watch.stop();
   }
@@ -236,9 +261,8 @@ async function rawFlipPhase(pool: RawConsulPool, rate: number, seconds: number, 
  * The raw limit for etcd, measured like the operator's figure: as many keys, with the operator's
  * values, on one lease, flipped at the same rate, each change one transaction guarded the way the
  * operator guards its writes (a create only if the key is absent, a delete only at the revision last
- * written), sent at its time without waiting for the others, and timed until a watch on the prefix
- * sees it. A key is flipped again only once its previous change is visible, as in {@link flipPhase}.
- * The lease is revoked at the end, which removes the keys.
+ * written), timed until a watch on the prefix sees it. The lease is revoked at the end, which removes
+ * the keys.
  */
 async function rawEtcdFlipPhase(
   etcd: Etcd3,
@@ -266,59 +290,15 @@ async function rawEtcdFlipPhase(
     if (!res.succeeded) throw new Error(`raw etcd delete of ${key} was refused: it changed since it was written`);
     revisions.delete(key);
   };
-  await mapBounded([...values.keys()], 16, put);
-  const keys = [...values.keys()].sort(() => Math.random() - 0.5);
-  const present = new Map(keys.map((k) => [k, true]));
-  const current = new Map<string, { toPresent: boolean; sentAt: number; visibleAt: number }>();
-  const changes: { toPresent: boolean; sentAt: number; visibleAt: number }[] = [];
-  const watch = await EtcdPrefixWatch.start(etcd, `${RAW_PREFIX}/`);
-  watch.onEvent = (e) => {
-    const c = current.get(e.key);
-    if (c && Number.isNaN(c.visibleAt) && (e.kind === 'put') === c.toPresent) c.visibleAt = e.at;
-  };
-  const inFlight = new Set<Promise<void>>();
-  const errors: unknown[] = [];
-  const started = performance.now();
-  const total = Math.round(rate * seconds);
-  let cursor = 0;
+  const flips = new RawFlips([...values.keys()]);
+  let watch: EtcdPrefixWatch | undefined;
   try {
-    for (let i = 0; i < total; i++) {
-      const wait = started + (i * 1000) / rate - performance.now();
-      if (wait > 0) await sleep(wait);
-      let key: string | undefined;
-      for (let tries = 0; tries < keys.length; tries++) {
-        const candidate = keys[cursor++ % keys.length] as string;
-        const prev = current.get(candidate);
-        if (!prev || !Number.isNaN(prev.visibleAt)) {
-          key = candidate;
-          break;
-        }
-      }
-      if (key === undefined) continue;
-      const toPresent = !(present.get(key) ?? true);
-      present.set(key, toPresent);
-      const c = { toPresent, sentAt: performance.now(), visibleAt: Number.NaN };
-      current.set(key, c);
-      changes.push(c);
-      const p = (toPresent ? put(key) : del(key)).catch((err: unknown) => {
-        errors.push(err);
-      });
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p));
-      if (inFlight.size >= 64) await Promise.race(inFlight);
-    }
-    const achievedRate = changes.length / ((performance.now() - started) / 1000);
-    await Promise.all(inFlight);
-    await waitFor(() => changes.every((c) => !Number.isNaN(c.visibleAt)), UNSEEN_AFTER_MS, 100);
-    if (errors.length > 0) throw new Error(`${errors.length} raw etcd transaction(s) failed, e.g. ${String(errors[0])}`);
-    return {
-      changes: changes.length,
-      achievedRate,
-      unseen: changes.filter((c) => Number.isNaN(c.visibleAt)).length,
-      latency: distribution(changes.map((c) => (Number.isNaN(c.visibleAt) ? Number.POSITIVE_INFINITY : c.visibleAt - c.sentAt))),
-    };
+    await mapBounded([...values.keys()], 16, put);
+    watch = await EtcdPrefixWatch.start(etcd, `${RAW_PREFIX}/`);
+    watch.onEvent = (e) => flips.seen(e.key, e.kind === 'put', e.at);
+    return await flips.run(rate, seconds, 'raw etcd transaction', (key, present) => (present ? put(key) : del(key)));
   } finally {
-    await watch.stop();
+    await watch?.stop();
     await lease.revoke();
   }
 }
@@ -333,30 +313,16 @@ async function rawEtcdFlipPhase(
 async function apiserverLoad(kube: BenchKube, entries: readonly ExpectedEntry[], rate: number, seconds: number): Promise<void> {
   const pods = entries.map((e) => ({ ns: e.namespace, name: e.source.split('/')[2] ?? '', ip: e.address, ready: true, busy: false }));
   const order = [...pods].sort(() => Math.random() - 0.5);
-  const inFlight = new Set<Promise<void>>();
-  const started = performance.now();
-  const total = Math.round(rate * seconds);
-  let cursor = 0;
-  for (let i = 0; i < total; i++) {
-    const wait = started + (i * 1000) / rate - performance.now();
-    if (wait > 0) await sleep(wait);
-    let pod: (typeof pods)[number] | undefined;
-    for (let tries = 0; tries < order.length && pod === undefined; tries++) {
-      const candidate = order[cursor++ % order.length] as (typeof pods)[number];
-      if (!candidate.busy) pod = candidate;
-    }
-    if (pod === undefined) continue;
-    const chosen = pod;
+  const cursor = { at: 0 };
+  await paced(rate, seconds, () => {
+    const chosen = nextFree(order, cursor, (candidate) => !candidate.busy);
+    if (chosen === undefined) return undefined;
     chosen.busy = true;
     chosen.ready = !chosen.ready;
-    const p = kube.setPodReady(chosen.ns, chosen.name, chosen.ip, chosen.ready).finally(() => {
+    return kube.setPodReady(chosen.ns, chosen.name, chosen.ip, chosen.ready).finally(() => {
       chosen.busy = false;
     });
-    inFlight.add(p);
-    void p.finally(() => inFlight.delete(p));
-    if (inFlight.size >= 64) await Promise.race(inFlight);
-  }
-  await Promise.all(inFlight);
+  });
   await mapBounded(
     pods.filter((x) => !x.ready),
     16,
@@ -536,6 +502,8 @@ export async function propagation(ctx: ScenarioContext): Promise<ScenarioResult>
       { case: c, name: 'registry reads per reconcile', unit: '', runs: ph.map((x) => x.reconciles.readsPerReconcile) },
       { case: c, name: 'mean registry read', unit: 'ms', runs: ph.map((x) => x.reconciles.meanReadMs) },
       { case: c, name: 'mean registry write (change batch)', unit: 'ms', runs: ph.map((x) => x.reconciles.meanApplyMs) },
+      { case: c, name: 'reconciles over 100 ms', unit: '%', runs: ph.map((x) => 100 * x.reconciles.reconcilesOver100ms) },
+      { case: c, name: 'registry writes over 100 ms', unit: '%', runs: ph.map((x) => 100 * x.reconciles.appliesOver100ms) },
     );
     if (backend === 'etcd') {
       const raw = rounds.map((r) => r.rawEtcd);

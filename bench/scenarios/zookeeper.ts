@@ -189,7 +189,18 @@ async function runOnce(ctx: ScenarioContext, n: number, run: number, profileDir:
         requests: coldAfter.packetsReceived - coldBefore.packetsReceived,
         transactions: coldAfter.zxid - coldBefore.zxid,
       };
-      const none = { reconciles: 0, reconcileSeconds: 0, waits: 0, waitSeconds: 0, reads: 0, readSeconds: 0, applies: 0, applySeconds: 0 };
+      const none = {
+        reconciles: 0,
+        reconcileSeconds: 0,
+        waits: 0,
+        waitSeconds: 0,
+        reads: 0,
+        readSeconds: 0,
+        applies: 0,
+        applySeconds: 0,
+        reconcilesWithin100ms: 0,
+        appliesWithin100ms: 0,
+      };
       const coldWork = reconcileWindow(none, await op.reconcileTotals());
 
       harness = await harnessSession(zk.connectString);
