@@ -114,7 +114,7 @@ export class ControllerManager implements ReconcilerCaches {
     const ns = si?.metadata?.namespace;
     if (!si || !ns) return '';
     const { targets } = resolveTargets(si.spec.registries, ns, this.#caches.namespaceLabels(ns) ?? {}, this.#caches.registries());
-    return targets.length === 1 ? (targets[0]?.metadata?.name ?? '') : targets.map((r) => r.metadata?.name ?? '').join(',');
+    return targets.map((r) => r.metadata?.name ?? '').join(',');
   }
 
   #enqueueAll(): void {

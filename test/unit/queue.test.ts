@@ -36,6 +36,31 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve };
 }
 
+/** A handler that counts its runs and how many overlap, holding its first run until `gate` opens. */
+function firstRunHeld(): {
+  handler: () => Promise<undefined>;
+  gate: { resolve: () => void };
+  readonly runs: number;
+  readonly maxActive: number;
+} {
+  const gate = deferred();
+  let active = 0;
+  const k = {
+    runs: 0,
+    maxActive: 0,
+    gate,
+    handler: async (): Promise<undefined> => {
+      active++;
+      k.maxActive = Math.max(k.maxActive, active);
+      k.runs++;
+      if (k.runs === 1) await gate.promise;
+      active--;
+      return undefined;
+    },
+  };
+  return k;
+}
+
 describe('WorkQueue', () => {
   test('has() tracks a key while it waits, runs and is due later, and not after it is done', async () => {
     const clock = new FakeClock();
@@ -85,32 +110,19 @@ describe('WorkQueue', () => {
   });
 
   test('a key is never processed twice at once, and an add while it runs runs it again afterwards', async () => {
-    let active = 0;
-    let maxActive = 0;
-    let runs = 0;
-    const gate = deferred();
-    const q = new WorkQueue(
-      async () => {
-        active++;
-        maxActive = Math.max(maxActive, active);
-        runs++;
-        if (runs === 1) await gate.promise;
-        active--;
-        return undefined;
-      },
-      { concurrency: 4 },
-    );
+    const k = firstRunHeld();
+    const q = new WorkQueue(k.handler, { concurrency: 4 });
     q.add('k');
     await Promise.resolve();
     await new Promise((r) => setImmediate(r));
     q.add('k');
     q.add('k');
-    gate.resolve();
+    k.gate.resolve();
     await new Promise((r) => setImmediate(r));
     await q.idle();
     await q.idle();
-    assert.equal(maxActive, 1, 'never two at once');
-    assert.equal(runs, 2, 'the adds during the run collapse into one rerun');
+    assert.equal(k.maxActive, 1, 'never two at once');
+    assert.equal(k.runs, 2, 'the adds during the run collapse into one rerun');
   });
 
   test('failures requeue with growing per-key backoff; success resets it', async () => {
@@ -277,31 +289,18 @@ describe('WorkQueue', () => {
 
   test('lanes: a key moving to another lane while it runs is never run twice at once', async () => {
     let lane = 'a';
-    let active = 0;
-    let maxActive = 0;
-    let runs = 0;
-    const gate = deferred();
-    const q = new WorkQueue(
-      async () => {
-        active++;
-        maxActive = Math.max(maxActive, active);
-        runs++;
-        if (runs === 1) await gate.promise;
-        active--;
-        return undefined;
-      },
-      { concurrency: 4, lane: () => lane },
-    );
+    const k = firstRunHeld();
+    const q = new WorkQueue(k.handler, { concurrency: 4, lane: () => lane });
     q.add('k');
     await new Promise((r) => setImmediate(r));
     lane = 'b';
     q.add('k');
     await new Promise((r) => setImmediate(r));
-    assert.equal(runs, 1, 'the add while it runs waits for the run to end, whatever its lane now');
-    gate.resolve();
+    assert.equal(k.runs, 1, 'the add while it runs waits for the run to end, whatever its lane now');
+    k.gate.resolve();
     await q.idle();
-    assert.equal(runs, 2);
-    assert.equal(maxActive, 1);
+    assert.equal(k.runs, 2);
+    assert.equal(k.maxActive, 1);
     await q.shutdown();
   });
 
