@@ -50,7 +50,7 @@ export interface WorkQueueOptions {
 /** The keyed work queue. */
 export class WorkQueue {
   readonly #handler: (key: string) => Promise<ReconcileResult>;
-  readonly #concurrency: number;
+  #concurrency: number;
   readonly #lane: ((key: string) => string) | undefined;
   /** One p-queue per lane; a lane is dropped when it runs dry, so only lanes with work are held. */
   readonly #lanes = new Map<string, PQueue>();
@@ -83,6 +83,17 @@ export class WorkQueue {
     this.#base = options.baseBackoffMs ?? 200;
     this.#max = options.maxBackoffMs ?? 60_000;
     this.#random = options.random ?? Math.random;
+  }
+
+  /** Keys each lane runs at once. */
+  get concurrency(): number {
+    return this.#concurrency;
+  }
+
+  /** Changes how many keys each lane runs at once; keys already running finish either way. */
+  set concurrency(n: number) {
+    this.#concurrency = Math.max(1, n);
+    for (const pq of this.#lanes.values()) pq.concurrency = this.#concurrency;
   }
 
   /** Keys waiting or running. */

@@ -72,8 +72,10 @@ function sameJson(a: unknown, b: unknown): boolean {
 /**
  * Finalizer and status writes of ServiceInstances, done behind the reconciler's back, in two lanes:
  * statuses (what users and the Registry's counts read) with the full concurrency, finalizers with a
- * quarter of it, so a cold start converges statuses near the apiserver's rate while finalizers
- * follow (until one lands, the reconciler remembers where it wrote).
+ * quarter of it, and with one at a time while statuses wait. A cold start or a burst of new
+ * ServiceInstances costs two apiserver writes each; this way the apiserver's rate goes to the
+ * statuses first and the finalizers follow (until one lands, the reconciler remembers where it
+ * wrote, and the garbage collector removes what a ServiceInstance deleted meanwhile left).
  */
 export class WriteBehind implements ServiceInstanceWriter {
   readonly #o: WriteBehindOptions;
@@ -84,6 +86,10 @@ export class WriteBehind implements ServiceInstanceWriter {
   readonly #statusQueue: WorkQueue;
   readonly #finalizerQueue: WorkQueue;
   readonly #memoryMs: number;
+  /** Finalizer writes at once while no status waits. */
+  readonly #finalizerConcurrency: number;
+  /** Set while the finalizer lane is held to one write because statuses wait. */
+  #statusesFirst: Promise<void> | undefined;
   /** Forgets the written statuses past {@link WRITTEN_MEMORY_MS}; set while any is remembered. */
   #forgetTimer: NodeJS.Timeout | undefined;
 
@@ -103,10 +109,13 @@ export class WriteBehind implements ServiceInstanceWriter {
       },
     });
     this.#statusQueue = new WorkQueue((key) => this.#writeStatus(key), queueOptions(options.concurrency));
-    this.#finalizerQueue = new WorkQueue(
-      (key) => this.#writeFinalizer(key),
-      queueOptions(Math.max(1, Math.floor(options.concurrency / 4))),
-    );
+    this.#finalizerConcurrency = Math.max(1, Math.floor(options.concurrency / 4));
+    this.#finalizerQueue = new WorkQueue((key) => this.#writeFinalizer(key), queueOptions(this.#finalizerConcurrency));
+  }
+
+  /** Finalizer writes allowed at once now: one while statuses wait, else a quarter of the concurrency. */
+  get finalizerConcurrency(): number {
+    return this.#finalizerQueue.concurrency;
   }
 
   /** Writes waiting or running. */
@@ -144,7 +153,18 @@ export class WriteBehind implements ServiceInstanceWriter {
     const key = objectKey(si);
     this.#statuses.set(key, status);
     this.#statusQueue.add(key);
+    this.#holdFinalizers();
     return Promise.resolve();
+  }
+
+  /** Holds the finalizer lane to one write at a time until no status waits or is being written. */
+  #holdFinalizers(): void {
+    if (this.#statusesFirst !== undefined) return;
+    this.#finalizerQueue.concurrency = 1;
+    this.#statusesFirst = this.#statusQueue.idle().then(() => {
+      this.#statusesFirst = undefined;
+      this.#finalizerQueue.concurrency = this.#finalizerConcurrency;
+    });
   }
 
   /** The status queued for the object and not yet written, if any: what its status is about to be. */

@@ -90,6 +90,53 @@ void describe('WriteBehind', () => {
     await writer.shutdown();
   });
 
+  void it('writes finalizers one at a time while statuses wait, and a quarter of the concurrency once they are written', async () => {
+    // Each write waits until the test opens it by name.
+    const gates = new Map<string, () => void>();
+    const started: string[] = [];
+    let finalizersRunning = 0;
+    const held = (what: string): Promise<void> => {
+      started.push(what);
+      return new Promise((resolve) => gates.set(what, resolve));
+    };
+    const api: ServiceInstanceApi = {
+      addFinalizer: async (si) => {
+        finalizersRunning++;
+        try {
+          await held(`finalizer ${si.metadata?.name ?? ''}`);
+        } finally {
+          finalizersRunning--;
+        }
+      },
+      removeFinalizer: () => Promise.resolve(),
+      patchStatus: (si) => held(`status ${si.metadata?.name ?? ''}`),
+    };
+    const objects = ['a', 'b', 'c', 'd'].map((name) => staticServiceInstance('prod', name, name));
+    const [a, b, c, d] = objects as [ServiceInstance, ServiceInstance, ServiceInstance, ServiceInstance];
+    const writer = new WriteBehind({ api, lookup: (key) => byKey(objects, key), logger: pino({ level: 'silent' }), concurrency: 8 });
+    assert.equal(writer.finalizerConcurrency, 2, 'a quarter of the concurrency while no status waits');
+
+    await writer.patchStatus(a, status(1));
+    for (const si of [b, c, d]) await writer.addFinalizer(si, FINALIZER);
+    await until('the status and a finalizer to be under way', () => started.includes('status a') && finalizersRunning === 1);
+    await sleep(100);
+    assert.equal(finalizersRunning, 1, 'one finalizer at a time while a status is being written');
+    assert.equal(writer.finalizerConcurrency, 1);
+
+    gates.get('status a')?.();
+    await until(
+      () => `two finalizers under way once the status was written (${finalizersRunning})`,
+      () => finalizersRunning === 2,
+    );
+    assert.equal(writer.finalizerConcurrency, 2);
+    for (const name of ['b', 'c', 'd']) {
+      await until(`the finalizer of ${name} to start`, () => gates.has(`finalizer ${name}`));
+      gates.get(`finalizer ${name}`)?.();
+    }
+    await until('every finalizer written', () => finalizersRunning === 0 && started.length === 4);
+    await writer.shutdown();
+  });
+
   void it('retries a failed write until it lands, unless a newer status replaced it meanwhile', async () => {
     const api = new RecordingApi();
     const si = staticServiceInstance('prod', 'api', 'api');
