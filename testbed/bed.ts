@@ -143,9 +143,21 @@ export async function consulDevAgentArgs(name: string, httpPort: number, hcl: re
 /**
  * Starts a Consul dev agent on free loopback ports and waits until it serves its catalog (and,
  * with ACLs, accepts its management token). The name becomes the node name, so a person can tell
- * agents apart.
+ * agents apart. A port picked free can be taken before the agent binds it, so a start that fails
+ * with "address already in use" is tried again on other ports, up to three times (a dev agent
+ * keeps no data to clean up).
  */
 export async function startConsulAgent(binary: string, o: { name: string; logFile: string; acl: boolean }): Promise<ConsulAgent> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startConsulAgentOnce(binary, o);
+    } catch (err: unknown) {
+      if (attempt >= 3 || !/address already in use/i.test(err instanceof Error ? err.message : String(err))) throw err;
+    }
+  }
+}
+
+async function startConsulAgentOnce(binary: string, o: { name: string; logFile: string; acl: boolean }): Promise<ConsulAgent> {
   const token = o.acl ? randomUUID() : undefined;
   const port = await freePort();
   const address = `http://127.0.0.1:${port}`;
